@@ -1,0 +1,93 @@
+/*
+ * config.h - the whole runtime configuration, parsed once at start.
+ *
+ * config.c holds one declarative table {variable, type, default, min, max,
+ * flags} and is the only caller of getenv(). ev_config_load() validates every
+ * variable of SPEC §3; a bad value fails with one line naming the variable and
+ * its accepted range. After start the struct is const and shared read-only by
+ * all threads; modules receive their own option structs built from it.
+ */
+#ifndef EV_CONFIG_H
+#define EV_CONFIG_H
+
+#include "ev/log.h"
+#include "ev/secret.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { EV_PROVIDER_GEMINI = 0, EV_PROVIDER_GROQ = 1, EV_PROVIDER_COUNT = 2 } ev_provider_id_t;
+
+/* "gemini" / "groq". */
+const char *ev_provider_name(ev_provider_id_t id);
+
+typedef struct ev_provider_config {
+    ev_provider_id_t id;
+    ev_secret_t *api_key;     /* NULL: provider not used */
+    char *model;              /* GEMINI_MODEL / GROQ_MODEL */
+    char *vision_model;       /* GROQ_VISION_MODEL; for Gemini same as model */
+    char *base_url;           /* no trailing slash */
+    int max_concurrent;       /* *_MAX_CONCURRENT */
+    double rpm_limit;         /* *_RPM_LIMIT (0 = unlimited) */
+    double safety_factor;     /* (0,1] */
+    bool jitter_enabled;
+    double jitter_min, jitter_max;
+    double cb_threshold;      /* error rate in (0,1] that opens the breaker */
+    int cb_window_s;
+    int cb_cooldown_s;
+    int cb_min_calls;
+    int thinking_budget;      /* Gemini only: generationConfig.thinkingConfig; -1 = omit */
+} ev_provider_config_t;
+
+typedef struct ev_config {
+    char *database_url;
+
+    int max_workers;          /* DEFAULT_MAX_WORKERS */
+    int worker_stagger_ms;
+    int stagger_min_ms, stagger_max_ms;
+    int poll_interval_ms;
+    int lease_seconds;
+    int max_attempts;
+
+    ev_provider_config_t providers[EV_PROVIDER_COUNT];
+    int http_timeout_ms;
+
+    int max_retries;
+    int retry_base_ms;
+    int retry_max_ms;
+    int retry_max_wait_ms;
+    double retry_budget_ratio;
+
+    int max_api_calls_per_submission;
+
+    int64_t pdf_max_bytes;
+    int pdf_max_pages;
+    int64_t image_max_bytes;
+    int max_images;
+    char *upload_dir;         /* NULL: storage paths refused */
+
+    char *stats_addr;
+    int stats_port;
+
+    ev_log_level_t log_level;
+} ev_config_t;
+
+/*
+ * Reads the environment through `getenv_fn` (pass NULL for getenv; tests pass
+ * their own lookup). On success *out is a new config (free with
+ * ev_config_free) and 0 is returned. On a bad value returns EV_ECONFIG, *out
+ * is NULL and `err` (if non-NULL, size errlen) holds one line such as
+ * "GEMINI_RPM_LIMIT: 'abc' is not a number (accepted: 0 to 100000)".
+ */
+typedef const char *(*ev_getenv_fn)(const char *name, void *ctx);
+int ev_config_load(ev_config_t **out, ev_getenv_fn getenv_fn, void *ctx, char *err, size_t errlen);
+void ev_config_free(ev_config_t *cfg);
+
+/* Logs the effective configuration (one info line, secrets masked). */
+void ev_config_log(const ev_config_t *cfg);
+
+/* True when at least one provider has a key. */
+bool ev_config_any_provider(const ev_config_t *cfg);
+
+#endif
