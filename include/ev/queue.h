@@ -1,0 +1,75 @@
+/*
+ * queue.h - the Postgres-backed submission queue (SPEC §4, §5).
+ *
+ * Claiming uses FOR UPDATE SKIP LOCKED: highest priority first, then oldest,
+ * among `pending` rows with run_after <= now(). A claim marks the row
+ * `processing`, increments `attempts`, and stamps lease_owner + heartbeat_at.
+ * Every write after a claim is guarded by (id, status='processing',
+ * lease_owner, attempts), so a worker whose lease was rescued can never
+ * overwrite a newer attempt's work: such writes return EV_ELEASE.
+ *
+ * Functions take the caller's own ev_db_t (one per thread). They never log.
+ */
+#ifndef EV_QUEUE_H
+#define EV_QUEUE_H
+
+#include "ev/db.h"
+
+#include <stdint.h>
+
+/* The NOTIFY channel the trigger signals when a submission becomes runnable. */
+#define EV_QUEUE_CHANNEL "ev_submissions"
+
+typedef struct ev_job {
+    int64_t submission_id;
+    int64_t event_id;
+    int attempt;          /* value of submissions.attempts after this claim (1 = first) */
+    int priority;
+    char lease_owner[96]; /* process-wide owner id this claim was made under */
+} ev_job_t;
+
+typedef struct ev_queue_counts {
+    int64_t pending, processing, validated, rejected, needs_review, failed;
+} ev_queue_counts_t;
+
+/* Claims one runnable submission for `owner`. 0 with *job filled, EV_EEMPTY
+ * when nothing is runnable, EV_EDB/EV_EDBCONN on database trouble. */
+int ev_queue_claim(ev_db_t *db, const char *owner, ev_job_t *job);
+
+/* Refreshes heartbeat_at of every `processing` lease held by `owner`.
+ * *count (may be NULL) receives the number of leases refreshed. */
+int ev_queue_heartbeat(ev_db_t *db, const char *owner, int64_t *count);
+
+/* 0 while the job's lease is still ours, EV_ELEASE when it was rescued or
+ * finished elsewhere. */
+int ev_queue_check_lease(ev_db_t *db, const ev_job_t *job);
+
+/* Final status: "validated", "rejected", "needs_review" or "failed".
+ * last_error may be NULL. EV_ELEASE if the lease is no longer ours. */
+int ev_queue_complete(ev_db_t *db, const ev_job_t *job, const char *status, const char *last_error);
+
+/* Provider trouble: back to `pending` with run_after = now + backoff
+ * (exponential from base_ms by attempt, capped at max_ms, with jitter), or to
+ * `needs_review` once job->attempt >= max_attempts. *out_status (may be NULL)
+ * receives the static status string written. EV_ELEASE if not ours. */
+int ev_queue_requeue(ev_db_t *db, const ev_job_t *job, int max_attempts, int base_ms, int max_ms,
+                     const char *last_error, const char **out_status);
+
+/* Graceful shutdown: back to `pending` immediately, without spending the
+ * attempt (attempts is decremented). EV_ELEASE if not ours. */
+int ev_queue_release(ev_db_t *db, const ev_job_t *job);
+
+/* Rescues leases whose heartbeat is older than lease_seconds: back to
+ * `pending` (the attempt stays counted), or `failed` with an explaining
+ * last_error once attempts >= max_attempts. *rescued/*failed may be NULL. */
+int ev_queue_rescue(ev_db_t *db, int lease_seconds, int max_attempts, int64_t *rescued,
+                    int64_t *failed);
+
+/* Counts by status (for stats). */
+int ev_queue_counts(ev_db_t *db, ev_queue_counts_t *out);
+
+/* Number of `pending` rows (runnable now or later) plus `processing` rows:
+ * `serve --drain` exits when this is 0 and no worker is busy. */
+int ev_queue_outstanding(ev_db_t *db, int64_t *out);
+
+#endif
