@@ -1,0 +1,51 @@
+/*
+ * pipeline.h - the per-submission processing step (SPEC §5, issue 4).
+ *
+ * The worker pool claims a job and hands it to ev_pipeline_process() on the
+ * worker's own thread with the worker's own ev_db_t. The pipeline loads the
+ * submission and its files, runs local checks then LLM checks, upserts
+ * validation_results and finishes the job through the queue (complete or
+ * requeue), all guarded by the job's lease.
+ *
+ * Shared state (provider clients' limiters, breakers, semaphores, stats) lives
+ * in ev_pipeline_t, created once in main before the pool starts and freed after
+ * it stops. Per-thread state (CURL handle, magic_t) lives in
+ * ev_pipeline_worker_t, created on the worker's own thread.
+ */
+#ifndef EV_PIPELINE_H
+#define EV_PIPELINE_H
+
+#include "ev/config.h"
+#include "ev/db.h"
+#include "ev/queue.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+typedef struct ev_pipeline ev_pipeline_t;
+typedef struct ev_pipeline_worker ev_pipeline_worker_t;
+struct ev_stats;
+
+/* cfg must outlive the pipeline. stats may be NULL (nothing recorded). */
+int ev_pipeline_new(ev_pipeline_t **out, const ev_config_t *cfg, struct ev_stats *stats);
+void ev_pipeline_free(ev_pipeline_t *p);
+
+/* Called on the worker thread that will use it. */
+int ev_pipeline_worker_new(ev_pipeline_worker_t **out, ev_pipeline_t *p, int index);
+void ev_pipeline_worker_free(ev_pipeline_worker_t *w);
+
+/*
+ * Processes one claimed job to its end. `stop` is set by the pool when the
+ * process is shutting down and the grace period has expired (or the lease was
+ * found lost); the pipeline checks it between steps and while waiting.
+ * Returns:
+ *   0            the job was finished through the queue (complete/requeue);
+ *   EV_ESHUTDOWN `stop` was set before finishing: the pool releases the job;
+ *   EV_ELEASE    the lease was lost: nothing more may be written;
+ *   EV_EDBCONN   the database went away: the pool reconnects; the lease will
+ *                be rescued (or released after reconnecting).
+ */
+int ev_pipeline_process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
+                        const atomic_bool *stop);
+
+#endif
