@@ -1,0 +1,506 @@
+/*
+ * config.c - the one declarative table of SPEC §3 and its parser.
+ *
+ * Every variable is described once in `table` below: name, type, where it
+ * lands in ev_config_t, default, accepted range and flags. ev_config_load()
+ * walks the table, parses and range-checks each value, then checks the few
+ * rules that relate two variables (min <= max). This file is the only caller
+ * of getenv() in the program. Runs once in main before any thread; the result
+ * is immutable afterwards and shared read-only.
+ */
+#include "ev/config.h"
+
+#include "ev/error.h"
+#include "ev/util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef enum {
+    T_STRING,  /* char *, non-empty */
+    T_OPTSTR,  /* char *, NULL when unset or empty */
+    T_URL,     /* char *, http(s)://..., trailing '/' removed */
+    T_INT,     /* int */
+    T_BYTES,   /* int64_t, accepts K/M/G (binary) suffixes */
+    T_DOUBLE,  /* double */
+    T_FACTOR,  /* double in (0, 1] */
+    T_BOOL,    /* bool */
+    T_SECRET,  /* ev_secret_t *, with a NAME_FILE variant */
+    T_LEVEL,   /* ev_log_level_t */
+    T_ADDR,    /* char *, a numeric IPv4/IPv6 address */
+    T_DIR,     /* char *, an existing directory; NULL when unset */
+} vtype_t;
+
+typedef struct {
+    const char *name;
+    vtype_t type;
+    size_t offset;
+    const char *def; /* NULL: no default */
+    double min, max;
+} var_t;
+
+#define F(field) offsetof(ev_config_t, field)
+#define G(field) offsetof(ev_config_t, providers[EV_PROVIDER_GEMINI].field)
+#define Q(field) offsetof(ev_config_t, providers[EV_PROVIDER_GROQ].field)
+#define MIB (1024.0 * 1024.0)
+
+/* The breaker, jitter and concurrency variables exist once per provider. */
+#define PROVIDER_VARS(P, M, DEF_CONC, DEF_RPM)                                                    \
+    {#P "_MAX_CONCURRENT", T_INT, M(max_concurrent), DEF_CONC, 1, 64},                              \
+    {#P "_RPM_LIMIT", T_DOUBLE, M(rpm_limit), DEF_RPM, 0, 1000000},                                 \
+    {#P "_JITTER_ENABLED", T_BOOL, M(jitter_enabled), "true", 0, 0},                               \
+    {#P "_JITTER_MIN", T_DOUBLE, M(jitter_min), "0.9", 0, 10},                                      \
+    {#P "_JITTER_MAX", T_DOUBLE, M(jitter_max), "1.6", 0, 10},                                      \
+    {#P "_CIRCUIT_BREAKER_THRESHOLD", T_FACTOR, M(cb_threshold), "0.05", 0, 1},                     \
+    {#P "_CIRCUIT_BREAKER_WINDOW", T_INT, M(cb_window_s), "120", 1, 86400},                         \
+    {#P "_CIRCUIT_BREAKER_COOLDOWN", T_INT, M(cb_cooldown_s), "60", 1, 86400},                      \
+    {#P "_CIRCUIT_BREAKER_MIN_CALLS", T_INT, M(cb_min_calls), "10", 1, 1000000},                   \
+    {#P "_API_KEY", T_SECRET, M(api_key), NULL, 0, 0},                                              \
+    {#P "_BASE_URL", T_URL, M(base_url), NULL, 0, 0}
+
+static const var_t table[] = {
+    {"DATABASE_URL", T_STRING, F(database_url), "postgresql:///event_validator", 0, 0},
+    {"DEFAULT_MAX_WORKERS", T_INT, F(max_workers), "6", 1, 256},
+    {"WORKER_STAGGER_MS", T_INT, F(worker_stagger_ms), "250", 0, 60000},
+    {"STAGGER_MIN_MS", T_INT, F(stagger_min_ms), "100", 0, 600000},
+    {"STAGGER_MAX_MS", T_INT, F(stagger_max_ms), "500", 0, 600000},
+    {"POLL_INTERVAL_MS", T_INT, F(poll_interval_ms), "1000", 10, 600000},
+    {"LEASE_SECONDS", T_INT, F(lease_seconds), "120", 5, 86400},
+    {"MAX_ATTEMPTS", T_INT, F(max_attempts), "5", 1, 100},
+
+    PROVIDER_VARS(GEMINI, G, "2", "150"),
+    {"GEMINI_MODEL", T_STRING, G(model), "gemini-2.5-flash", 0, 0},
+    {"GEMINI_THINKING_BUDGET", T_INT, G(thinking_budget), "0", -1, 32768},
+    {"RATE_LIMIT_SAFETY_FACTOR", T_FACTOR, G(safety_factor), "0.9", 0, 1},
+
+    PROVIDER_VARS(GROQ, Q, "1", "25"),
+    {"GROQ_MODEL", T_STRING, Q(model), "llama-3.3-70b-versatile", 0, 0},
+    {"GROQ_VISION_MODEL", T_STRING, Q(vision_model), "meta-llama/llama-4-scout-17b-16e-instruct", 0, 0},
+    {"GROQ_RATE_LIMIT_SAFETY_FACTOR", T_FACTOR, Q(safety_factor), "0.8", 0, 1},
+
+    {"HTTP_TIMEOUT_MS", T_INT, F(http_timeout_ms), "60000", 100, 600000},
+    {"MAX_RETRIES", T_INT, F(max_retries), "2", 0, 10},
+    {"RETRY_BASE_MS", T_INT, F(retry_base_ms), "1000", 1, 600000},
+    {"RETRY_MAX_MS", T_INT, F(retry_max_ms), "60000", 1, 3600000},
+    {"RETRY_MAX_WAIT_MS", T_INT, F(retry_max_wait_ms), "10000", 0, 3600000},
+    {"RETRY_BUDGET_RATIO", T_DOUBLE, F(retry_budget_ratio), "0.2", 0, 10},
+    {"MAX_API_CALLS_PER_SUBMISSION", T_INT, F(max_api_calls_per_submission), "5", 1, 1000},
+
+    /* 15,000,000 bytes of PDF is 20 MB of base64: Gemini's inline request cap. */
+    {"PDF_MAX_BYTES", T_BYTES, F(pdf_max_bytes), "14MiB", 1, 15000000},
+    {"PDF_MAX_PAGES", T_INT, F(pdf_max_pages), "100", 1, 1000},
+    {"IMAGE_MAX_BYTES", T_BYTES, F(image_max_bytes), "4MiB", 1, 15000000},
+    {"MAX_IMAGES", T_INT, F(max_images), "5", 1, 16},
+    {"UPLOAD_DIR", T_DIR, F(upload_dir), NULL, 0, 0},
+
+    {"STATS_ADDR", T_ADDR, F(stats_addr), "0.0.0.0", 0, 0},
+    {"STATS_PORT", T_INT, F(stats_port), "8080", 0, 65535},
+    {"LOG_LEVEL", T_LEVEL, F(log_level), "info", 0, 0},
+};
+
+static const char *const default_base_url[EV_PROVIDER_COUNT] = {
+    "https://generativelanguage.googleapis.com/v1beta",
+    "https://api.groq.com/openai/v1",
+};
+
+const char *ev_provider_name(ev_provider_id_t id)
+{
+    switch (id) {
+    case EV_PROVIDER_GEMINI:
+        return "gemini";
+    case EV_PROVIDER_GROQ:
+        return "groq";
+    default:
+        return "unknown";
+    }
+}
+
+static const char *env_lookup(const char *name, void *ctx)
+{
+    (void)ctx;
+    return getenv(name);
+}
+
+static void fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Formats a range bound without trailing zeros ("0.9", "100000"). */
+static void fmt_num(char *buf, size_t n, double v)
+{
+    if (v == floor(v) && fabs(v) < 1e15)
+        snprintf(buf, n, "%.0f", v);
+    else
+        snprintf(buf, n, "%g", v);
+}
+
+static int range_error(const var_t *v, const char *value, const char *what, char *err, size_t errlen)
+{
+    char lo[32], hi[32];
+    fmt_num(lo, sizeof(lo), v->min);
+    fmt_num(hi, sizeof(hi), v->max);
+    if (v->type == T_FACTOR)
+        fail(err, errlen, "%s: '%s' %s (accepted: a number greater than 0 and at most 1)", v->name,
+             value, what);
+    else if (v->type == T_BYTES)
+        fail(err, errlen, "%s: '%s' %s (accepted: %s to %s bytes; suffixes K, M, KiB, MiB)",
+             v->name, value, what, lo, hi);
+    else
+        fail(err, errlen, "%s: '%s' %s (accepted: %s to %s)", v->name, value, what, lo, hi);
+    return EV_ECONFIG;
+}
+
+static int parse_number(const var_t *v, const char *s, double *out, char *err, size_t errlen)
+{
+    char *end = NULL;
+    errno = 0;
+    double d;
+    if (v->type == T_INT || v->type == T_BYTES) {
+        long long ll = strtoll(s, &end, 10);
+        d = (double)ll;
+        if (end == s || errno == ERANGE)
+            return range_error(v, s, "is not a whole number", err, errlen);
+        if (v->type == T_BYTES && *end) {
+            const char *suf = end;
+            double mult = 0;
+            if (!strcasecmp(suf, "k") || !strcasecmp(suf, "kb") || !strcasecmp(suf, "kib"))
+                mult = 1024.0;
+            else if (!strcasecmp(suf, "m") || !strcasecmp(suf, "mb") || !strcasecmp(suf, "mib"))
+                mult = MIB;
+            if (mult == 0)
+                return range_error(v, s, "has an unknown size suffix", err, errlen);
+            d *= mult;
+            end += strlen(end);
+        }
+    } else {
+        d = strtod(s, &end);
+        if (end == s || errno == ERANGE || !isfinite(d))
+            return range_error(v, s, "is not a number", err, errlen);
+    }
+    while (*end == ' ' || *end == '\t')
+        end++;
+    if (*end)
+        return range_error(v, s, v->type == T_INT ? "is not a whole number" : "is not a number",
+                           err, errlen);
+    if (v->type == T_FACTOR) {
+        if (!(d > 0 && d <= 1))
+            return range_error(v, s, "is out of range", err, errlen);
+    } else if (d < v->min || d > v->max) {
+        return range_error(v, s, "is out of range", err, errlen);
+    }
+    *out = d;
+    return 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"true", "1", "yes", "on"};
+    static const char *const no[] = {"false", "0", "no", "off"};
+    for (size_t i = 0; i < EV_ARRAY_LEN(yes); i++) {
+        if (!strcasecmp(s, yes[i])) {
+            *out = true;
+            return 0;
+        }
+        if (!strcasecmp(s, no[i])) {
+            *out = false;
+            return 0;
+        }
+    }
+    return EV_EINVAL;
+}
+
+/* Reads a NAME_FILE secret: small regular file, never echoed in errors. */
+static int read_secret_file(const char *var, const char *path, ev_secret_t **out, char *err,
+                            size_t errlen)
+{
+    char buf[4097];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fail(err, errlen, "%s: cannot open '%s': %s", var, path, strerror(errno));
+        return EV_ECONFIG;
+    }
+    ssize_t n = read(fd, buf, sizeof(buf));
+    int saved = errno;
+    close(fd);
+    if (n < 0) {
+        fail(err, errlen, "%s: cannot read '%s': %s", var, path, strerror(saved));
+        return EV_ECONFIG;
+    }
+    if ((size_t)n == sizeof(buf)) {
+        fail(err, errlen, "%s: '%s' is larger than 4096 bytes; expected one API key", var, path);
+        return EV_ECONFIG;
+    }
+    buf[n] = '\0';
+    int rc = ev_secret_new(out, buf);
+    memset(buf, 0, sizeof(buf));
+    if (rc < 0) {
+        fail(err, errlen, "%s: '%s' is empty; expected one API key", var, path);
+        return EV_ECONFIG;
+    }
+    return 0;
+}
+
+static int parse_secret(const var_t *v, ev_getenv_fn get, void *ctx, ev_secret_t **out, char *err,
+                        size_t errlen)
+{
+    char file_var[96];
+    snprintf(file_var, sizeof(file_var), "%s_FILE", v->name);
+    const char *value = get(v->name, ctx);
+    const char *path = get(file_var, ctx);
+    if (value && *value && path && *path) {
+        fail(err, errlen, "%s and %s are both set; set only one", v->name, file_var);
+        return EV_ECONFIG;
+    }
+    if (path && *path)
+        return read_secret_file(file_var, path, out, err, errlen);
+    if (value && *value) {
+        if (ev_secret_new(out, value) < 0) {
+            fail(err, errlen, "%s: the key is blank", v->name);
+            return EV_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+static int parse_var(const var_t *v, ev_config_t *cfg, ev_getenv_fn get, void *ctx, char *err,
+                     size_t errlen)
+{
+    char *field = (char *)cfg + v->offset;
+    if (v->type == T_SECRET)
+        return parse_secret(v, get, ctx, (ev_secret_t **)(void *)field, err, errlen);
+
+    const char *s = get(v->name, ctx);
+    if (!s || !*s)
+        s = v->def;
+    if (!s)
+        return 0;
+
+    double d;
+    int rc = 0;
+    switch (v->type) {
+    case T_STRING:
+    case T_OPTSTR:
+        *(char **)(void *)field = ev_strdup(s);
+        break;
+    case T_URL: {
+        if (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) {
+            fail(err, errlen, "%s: '%s' is not a URL (accepted: http://... or https://...)", v->name,
+                 s);
+            return EV_ECONFIG;
+        }
+        char *u = ev_strdup(s);
+        size_t n = strlen(u);
+        while (n > 0 && u[n - 1] == '/')
+            u[--n] = '\0';
+        *(char **)(void *)field = u;
+        break;
+    }
+    case T_INT:
+        rc = parse_number(v, s, &d, err, errlen);
+        if (rc == 0)
+            *(int *)(void *)field = (int)d;
+        break;
+    case T_BYTES:
+        rc = parse_number(v, s, &d, err, errlen);
+        if (rc == 0)
+            *(int64_t *)(void *)field = (int64_t)d;
+        break;
+    case T_DOUBLE:
+    case T_FACTOR:
+        rc = parse_number(v, s, &d, err, errlen);
+        if (rc == 0)
+            *(double *)(void *)field = d;
+        break;
+    case T_BOOL:
+        if (parse_bool(s, (bool *)(void *)field) < 0) {
+            fail(err, errlen, "%s: '%s' is not a boolean (accepted: true, false, 1, 0, yes, no, on, off)",
+                 v->name, s);
+            rc = EV_ECONFIG;
+        }
+        break;
+    case T_LEVEL:
+        if (ev_log_parse_level((ev_log_level_t *)(void *)field, s) < 0) {
+            fail(err, errlen, "%s: '%s' is not a log level (accepted: debug, info, warn, error)",
+                 v->name, s);
+            rc = EV_ECONFIG;
+        }
+        break;
+    case T_ADDR: {
+        unsigned char tmp[16];
+        if (inet_pton(AF_INET, s, tmp) != 1 && inet_pton(AF_INET6, s, tmp) != 1) {
+            fail(err, errlen, "%s: '%s' is not an IP address (accepted: e.g. 0.0.0.0, 127.0.0.1, ::)",
+                 v->name, s);
+            return EV_ECONFIG;
+        }
+        *(char **)(void *)field = ev_strdup(s);
+        break;
+    }
+    case T_DIR: {
+        struct stat st;
+        if (stat(s, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            fail(err, errlen, "%s: '%s' is not an existing directory", v->name, s);
+            return EV_ECONFIG;
+        }
+        char *real = realpath(s, NULL);
+        *(char **)(void *)field = ev_strdup(real ? real : s);
+        free(real);
+        break;
+    }
+    case T_SECRET:
+        break;
+    }
+    return rc;
+}
+
+/* Rules that relate two variables; checked after every value parsed. */
+static int cross_check(const ev_config_t *c, char *err, size_t errlen)
+{
+    if (c->stagger_min_ms > c->stagger_max_ms) {
+        fail(err, errlen, "STAGGER_MIN_MS (%d) is greater than STAGGER_MAX_MS (%d)", c->stagger_min_ms,
+             c->stagger_max_ms);
+        return EV_ECONFIG;
+    }
+    if (c->retry_base_ms > c->retry_max_ms) {
+        fail(err, errlen, "RETRY_BASE_MS (%d) is greater than RETRY_MAX_MS (%d)", c->retry_base_ms,
+             c->retry_max_ms);
+        return EV_ECONFIG;
+    }
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
+        const ev_provider_config_t *p = &c->providers[i];
+        if (p->jitter_min > p->jitter_max) {
+            fail(err, errlen, "%s_JITTER_MIN (%g) is greater than %s_JITTER_MAX (%g)",
+                 i == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ", p->jitter_min,
+                 i == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ", p->jitter_max);
+            return EV_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+int ev_config_load(ev_config_t **out, ev_getenv_fn getenv_fn, void *ctx, char *err, size_t errlen)
+{
+    int rc = 0;
+    ev_config_t *cfg = ev_calloc(1, sizeof(*cfg));
+    ev_getenv_fn get = getenv_fn ? getenv_fn : env_lookup;
+    *out = NULL;
+    if (err && errlen)
+        err[0] = '\0';
+
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
+        cfg->providers[i].id = (ev_provider_id_t)i;
+        cfg->providers[i].thinking_budget = -1;
+    }
+    for (size_t i = 0; i < EV_ARRAY_LEN(table); i++) {
+        rc = parse_var(&table[i], cfg, get, ctx, err, errlen);
+        if (rc < 0)
+            goto out;
+    }
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
+        ev_provider_config_t *p = &cfg->providers[i];
+        if (!p->base_url)
+            p->base_url = ev_strdup(default_base_url[i]);
+        if (!p->vision_model)
+            p->vision_model = ev_strdup(p->model);
+    }
+    rc = cross_check(cfg, err, errlen);
+out:
+    if (rc < 0) {
+        ev_config_free(cfg);
+        return EV_ECONFIG;
+    }
+    *out = cfg;
+    return 0;
+}
+
+void ev_config_free(ev_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    free(cfg->database_url);
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
+        ev_provider_config_t *p = &cfg->providers[i];
+        ev_secret_free(p->api_key);
+        free(p->model);
+        free(p->vision_model);
+        free(p->base_url);
+    }
+    free(cfg->upload_dir);
+    free(cfg->stats_addr);
+    free(cfg);
+}
+
+bool ev_config_any_provider(const ev_config_t *cfg)
+{
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++)
+        if (cfg->providers[i].api_key)
+            return true;
+    return false;
+}
+
+/* Strips any password from a libpq URI/conninfo for logging. */
+static char *redact_url(const char *url)
+{
+    char *copy = ev_strdup(url);
+    char *scheme = strstr(copy, "://");
+    if (scheme) {
+        char *at = strchr(scheme + 3, '@');
+        char *colon = strchr(scheme + 3, ':');
+        if (at && colon && colon < at) {
+            char *r = ev_asprintf("%.*s:***%s", (int)(colon - copy), copy, at);
+            free(copy);
+            return r;
+        }
+    }
+    char *pw = strstr(copy, "password=");
+    if (pw) {
+        char *end = strchr(pw, ' ');
+        char *r = ev_asprintf("%.*spassword=***%s", (int)(pw - copy), copy, end ? end : "");
+        free(copy);
+        return r;
+    }
+    return copy;
+}
+
+void ev_config_log(const ev_config_t *c)
+{
+    char *db = redact_url(c->database_url);
+    const ev_provider_config_t *g = &c->providers[EV_PROVIDER_GEMINI];
+    const ev_provider_config_t *q = &c->providers[EV_PROVIDER_GROQ];
+    ev_log(EV_LOG_INFO,
+           "configuration: database=%s workers=%d worker_stagger_ms=%d stagger_ms=%d..%d "
+           "poll_ms=%d lease_s=%d max_attempts=%d | gemini key=%s model=%s url=%s conc=%d rpm=%g "
+           "safety=%g jitter=%s[%g,%g] breaker=%g/%ds/%ds/min%d | groq key=%s model=%s vision=%s "
+           "url=%s conc=%d rpm=%g safety=%g jitter=%s[%g,%g] breaker=%g/%ds/%ds/min%d | "
+           "http_timeout_ms=%d retries=%d retry_ms=%d..%d max_wait_ms=%d retry_budget=%g "
+           "calls_per_submission=%d pdf_max=%lld pages=%d image_max=%lld max_images=%d "
+           "upload_dir=%s stats=%s:%d",
+           db, c->max_workers, c->worker_stagger_ms, c->stagger_min_ms, c->stagger_max_ms,
+           c->poll_interval_ms, c->lease_seconds, c->max_attempts, ev_secret_describe(g->api_key),
+           g->model, g->base_url, g->max_concurrent, g->rpm_limit, g->safety_factor,
+           g->jitter_enabled ? "on" : "off", g->jitter_min, g->jitter_max, g->cb_threshold,
+           g->cb_window_s, g->cb_cooldown_s, g->cb_min_calls, ev_secret_describe(q->api_key),
+           q->model, q->vision_model, q->base_url, q->max_concurrent, q->rpm_limit,
+           q->safety_factor, q->jitter_enabled ? "on" : "off", q->jitter_min, q->jitter_max,
+           q->cb_threshold, q->cb_window_s, q->cb_cooldown_s, q->cb_min_calls, c->http_timeout_ms,
+           c->max_retries, c->retry_base_ms, c->retry_max_ms, c->retry_max_wait_ms,
+           c->retry_budget_ratio, c->max_api_calls_per_submission, (long long)c->pdf_max_bytes,
+           c->pdf_max_pages, (long long)c->image_max_bytes, c->max_images,
+           c->upload_dir ? c->upload_dir : "(unset: paths refused)", c->stats_addr, c->stats_port);
+    free(db);
+}

@@ -1,0 +1,311 @@
+/*
+ * test_config.c - every rule of the configuration table (SPEC §3).
+ * Each test builds a fake environment and checks the parsed value or the one
+ * line of error naming the variable and its accepted range.
+ */
+#include "ev/config.h"
+#include "ev/error.h"
+
+#include <CUnit/Basic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#define MAXV 16
+typedef struct {
+    const char *k[MAXV];
+    const char *v[MAXV];
+    int n;
+} fakeenv_t;
+
+static const char *fake_get(const char *name, void *ctx)
+{
+    fakeenv_t *e = ctx;
+    for (int i = 0; i < e->n; i++)
+        if (!strcmp(e->k[i], name))
+            return e->v[i];
+    return NULL;
+}
+
+static void put(fakeenv_t *e, const char *k, const char *v)
+{
+    e->k[e->n] = k;
+    e->v[e->n] = v;
+    e->n++;
+}
+
+static char err[512];
+
+static ev_config_t *load_ok(fakeenv_t *e)
+{
+    ev_config_t *cfg = NULL;
+    int rc = ev_config_load(&cfg, fake_get, e, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "unexpected config error: %s\n", err);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+    return cfg;
+}
+
+/* Loads a one-variable environment expected to fail; returns the error line. */
+static const char *load_bad(const char *k, const char *v)
+{
+    fakeenv_t e = {0};
+    put(&e, k, v);
+    ev_config_t *cfg = (ev_config_t *)0x1;
+    int rc = ev_config_load(&cfg, fake_get, &e, err, sizeof(err));
+    CU_ASSERT_EQUAL(rc, EV_ECONFIG);
+    CU_ASSERT_PTR_NULL(cfg);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, k));
+    CU_ASSERT_PTR_NULL(strchr(err, '\n'));
+    return err;
+}
+
+static void test_defaults(void)
+{
+    fakeenv_t e = {0};
+    ev_config_t *c = load_ok(&e);
+    CU_ASSERT_STRING_EQUAL(c->database_url, "postgresql:///event_validator");
+    CU_ASSERT_EQUAL(c->max_workers, 6);
+    CU_ASSERT_EQUAL(c->worker_stagger_ms, 250);
+    CU_ASSERT_EQUAL(c->stagger_min_ms, 100);
+    CU_ASSERT_EQUAL(c->stagger_max_ms, 500);
+    CU_ASSERT_EQUAL(c->poll_interval_ms, 1000);
+    CU_ASSERT_EQUAL(c->lease_seconds, 120);
+    CU_ASSERT_EQUAL(c->max_attempts, 5);
+    const ev_provider_config_t *g = &c->providers[EV_PROVIDER_GEMINI];
+    const ev_provider_config_t *q = &c->providers[EV_PROVIDER_GROQ];
+    CU_ASSERT_PTR_NULL(g->api_key);
+    CU_ASSERT_PTR_NULL(q->api_key);
+    CU_ASSERT_FALSE(ev_config_any_provider(c));
+    CU_ASSERT_STRING_EQUAL(g->model, "gemini-2.5-flash");
+    CU_ASSERT_STRING_EQUAL(g->base_url, "https://generativelanguage.googleapis.com/v1beta");
+    CU_ASSERT_STRING_EQUAL(q->model, "llama-3.3-70b-versatile");
+    CU_ASSERT_STRING_EQUAL(q->vision_model, "meta-llama/llama-4-scout-17b-16e-instruct");
+    CU_ASSERT_STRING_EQUAL(q->base_url, "https://api.groq.com/openai/v1");
+    CU_ASSERT_EQUAL(g->max_concurrent, 2);
+    CU_ASSERT_EQUAL(q->max_concurrent, 1);
+    CU_ASSERT_DOUBLE_EQUAL(g->rpm_limit, 150, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(g->safety_factor, 0.9, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(q->rpm_limit, 25, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(q->safety_factor, 0.8, 1e-9);
+    CU_ASSERT_TRUE(g->jitter_enabled);
+    CU_ASSERT_DOUBLE_EQUAL(g->jitter_min, 0.9, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(q->jitter_max, 1.6, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(g->cb_threshold, 0.05, 1e-9);
+    CU_ASSERT_EQUAL(q->cb_window_s, 120);
+    CU_ASSERT_EQUAL(q->cb_cooldown_s, 60);
+    CU_ASSERT_EQUAL(g->cb_min_calls, 10);
+    CU_ASSERT_EQUAL(g->thinking_budget, 0);
+    CU_ASSERT_EQUAL(q->thinking_budget, -1);
+    CU_ASSERT_EQUAL(c->http_timeout_ms, 60000);
+    CU_ASSERT_EQUAL(c->max_retries, 2);
+    CU_ASSERT_EQUAL(c->retry_base_ms, 1000);
+    CU_ASSERT_EQUAL(c->retry_max_ms, 60000);
+    CU_ASSERT_EQUAL(c->retry_max_wait_ms, 10000);
+    CU_ASSERT_DOUBLE_EQUAL(c->retry_budget_ratio, 0.2, 1e-9);
+    CU_ASSERT_EQUAL(c->max_api_calls_per_submission, 5);
+    CU_ASSERT_EQUAL(c->pdf_max_bytes, 14 * 1024 * 1024);
+    CU_ASSERT_EQUAL(c->pdf_max_pages, 100);
+    CU_ASSERT_EQUAL(c->image_max_bytes, 4 * 1024 * 1024);
+    CU_ASSERT_EQUAL(c->max_images, 5);
+    CU_ASSERT_PTR_NULL(c->upload_dir);
+    CU_ASSERT_STRING_EQUAL(c->stats_addr, "0.0.0.0");
+    CU_ASSERT_EQUAL(c->stats_port, 8080);
+    CU_ASSERT_EQUAL(c->log_level, EV_LOG_INFO);
+    ev_config_free(c);
+}
+
+static void test_overrides(void)
+{
+    fakeenv_t e = {0};
+    put(&e, "DEFAULT_MAX_WORKERS", "3");
+    put(&e, "GROQ_JITTER_ENABLED", "off");
+    put(&e, "GEMINI_BASE_URL", "http://127.0.0.1:9/gemini/v1beta///");
+    put(&e, "PDF_MAX_BYTES", "2MiB");
+    put(&e, "IMAGE_MAX_BYTES", "512k");
+    put(&e, "RATE_LIMIT_SAFETY_FACTOR", "1");
+    put(&e, "LOG_LEVEL", "DEBUG");
+    put(&e, "STATS_ADDR", "::1");
+    put(&e, "UPLOAD_DIR", "/tmp/../tmp");
+    put(&e, "GROQ_MODEL", "m1");
+    ev_config_t *c = load_ok(&e);
+    CU_ASSERT_EQUAL(c->max_workers, 3);
+    CU_ASSERT_FALSE(c->providers[EV_PROVIDER_GROQ].jitter_enabled);
+    CU_ASSERT_STRING_EQUAL(c->providers[EV_PROVIDER_GEMINI].base_url, "http://127.0.0.1:9/gemini/v1beta");
+    CU_ASSERT_EQUAL(c->pdf_max_bytes, 2 * 1024 * 1024);
+    CU_ASSERT_EQUAL(c->image_max_bytes, 512 * 1024);
+    CU_ASSERT_DOUBLE_EQUAL(c->providers[EV_PROVIDER_GEMINI].safety_factor, 1.0, 1e-9);
+    CU_ASSERT_EQUAL(c->log_level, EV_LOG_DEBUG);
+    CU_ASSERT_STRING_EQUAL(c->stats_addr, "::1");
+    CU_ASSERT_STRING_EQUAL(c->upload_dir, "/tmp");
+    CU_ASSERT_STRING_EQUAL(c->providers[EV_PROVIDER_GROQ].vision_model,
+                           "meta-llama/llama-4-scout-17b-16e-instruct");
+    ev_config_free(c);
+}
+
+static void test_bad_numbers(void)
+{
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("DEFAULT_MAX_WORKERS", "abc"), "accepted: 1 to 256"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("DEFAULT_MAX_WORKERS", "-1"), "out of range"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("DEFAULT_MAX_WORKERS", "0"), "out of range"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("DEFAULT_MAX_WORKERS", "4.5"), "whole number"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("DEFAULT_MAX_WORKERS", "6x"), "whole number"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("GEMINI_RPM_LIMIT", "lots"), "not a number"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("GEMINI_RPM_LIMIT", "-5"), "accepted: 0 to 1000000"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("GROQ_RPM_LIMIT", "nan"), "not a number"));
+    load_bad("LEASE_SECONDS", "99999999999999999999999");
+    load_bad("STATS_PORT", "65536");
+}
+
+static void test_empty_means_default(void)
+{
+    fakeenv_t e = {0};
+    put(&e, "HTTP_TIMEOUT_MS", "");
+    ev_config_t *c = load_ok(&e);
+    CU_ASSERT_EQUAL(c->http_timeout_ms, 60000);
+    ev_config_free(c);
+}
+
+static void test_factors(void)
+{
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("RATE_LIMIT_SAFETY_FACTOR", "0"), "greater than 0 and at most 1"));
+    load_bad("RATE_LIMIT_SAFETY_FACTOR", "1.01");
+    load_bad("GROQ_RATE_LIMIT_SAFETY_FACTOR", "-0.5");
+    load_bad("GEMINI_CIRCUIT_BREAKER_THRESHOLD", "0");
+    load_bad("GROQ_CIRCUIT_BREAKER_THRESHOLD", "2");
+}
+
+static void test_booleans_and_enums(void)
+{
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("GEMINI_JITTER_ENABLED", "maybe"), "not a boolean"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("LOG_LEVEL", "loud"), "debug, info, warn, error"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("GROQ_BASE_URL", "api.groq.com"), "not a URL"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("STATS_ADDR", "localhost"), "not an IP address"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("UPLOAD_DIR", "/no/such/dir/here"), "not an existing directory"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("PDF_MAX_BYTES", "3GB"), "unknown size suffix"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("PDF_MAX_BYTES", "20MiB"), "out of range"));
+}
+
+static void test_min_greater_than_max(void)
+{
+    fakeenv_t e = {0};
+    ev_config_t *c = NULL;
+    put(&e, "STAGGER_MIN_MS", "900");
+    put(&e, "STAGGER_MAX_MS", "100");
+    CU_ASSERT_EQUAL(ev_config_load(&c, fake_get, &e, err, sizeof(err)), EV_ECONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "STAGGER_MIN_MS (900) is greater than STAGGER_MAX_MS (100)"));
+
+    fakeenv_t e2 = {0};
+    put(&e2, "GROQ_JITTER_MIN", "2");
+    put(&e2, "GROQ_JITTER_MAX", "1.5");
+    CU_ASSERT_EQUAL(ev_config_load(&c, fake_get, &e2, err, sizeof(err)), EV_ECONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "GROQ_JITTER_MIN"));
+
+    fakeenv_t e3 = {0};
+    put(&e3, "RETRY_BASE_MS", "5000");
+    put(&e3, "RETRY_MAX_MS", "100");
+    CU_ASSERT_EQUAL(ev_config_load(&c, fake_get, &e3, err, sizeof(err)), EV_ECONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "RETRY_BASE_MS"));
+    CU_ASSERT_PTR_NULL(c);
+}
+
+static const char *const KEY = "AIzaTESTKEY0123456789abcdefghijklmnop";
+
+static void test_keys(void)
+{
+    fakeenv_t e = {0};
+    put(&e, "GEMINI_API_KEY", KEY);
+    ev_config_t *c = load_ok(&e);
+    CU_ASSERT_PTR_NOT_NULL(c->providers[EV_PROVIDER_GEMINI].api_key);
+    CU_ASSERT_PTR_NULL(c->providers[EV_PROVIDER_GROQ].api_key);
+    CU_ASSERT_TRUE(ev_config_any_provider(c));
+    char *h = ev_secret_header(c->providers[EV_PROVIDER_GEMINI].api_key, "x-goog-api-key: ");
+    CU_ASSERT_STRING_EQUAL(h + strlen("x-goog-api-key: "), KEY);
+    ev_secret_header_free(h);
+    ev_config_free(c);
+}
+
+static void test_key_file(void)
+{
+    char path[] = "/tmp/evkeyXXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT(write(fd, "gsk_filekey123\n", 15) == 15);
+    close(fd);
+
+    fakeenv_t e = {0};
+    put(&e, "GROQ_API_KEY_FILE", path);
+    ev_config_t *c = load_ok(&e);
+    char *h = ev_secret_header(c->providers[EV_PROVIDER_GROQ].api_key, "Bearer ");
+    CU_ASSERT_STRING_EQUAL(h, "Bearer gsk_filekey123");
+    ev_secret_header_free(h);
+    ev_config_free(c);
+
+    /* Both forms at once is ambiguous: refused, and the key is not echoed. */
+    fakeenv_t e2 = {0};
+    put(&e2, "GROQ_API_KEY", "gsk_inline_secret");
+    put(&e2, "GROQ_API_KEY_FILE", path);
+    c = NULL;
+    CU_ASSERT_EQUAL(ev_config_load(&c, fake_get, &e2, err, sizeof(err)), EV_ECONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "set only one"));
+    CU_ASSERT_PTR_NULL(strstr(err, "gsk_inline_secret"));
+
+    /* An empty key file is refused. */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    close(fd);
+    fakeenv_t e3 = {0};
+    put(&e3, "GROQ_API_KEY_FILE", path);
+    CU_ASSERT_EQUAL(ev_config_load(&c, fake_get, &e3, err, sizeof(err)), EV_ECONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "is empty"));
+    unlink(path);
+
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("GEMINI_API_KEY_FILE", "/no/such/key"), "cannot open"));
+}
+
+static void test_log_masks_secrets(void)
+{
+    char path[] = "/tmp/evlogXXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    fakeenv_t e = {0};
+    put(&e, "GEMINI_API_KEY", KEY);
+    put(&e, "DATABASE_URL", "postgresql://user:hunter2@db/ev");
+    ev_config_t *c = load_ok(&e);
+    ev_log_set_fd(fd);
+    ev_config_log(c);
+    ev_log_set_fd(2);
+    ev_config_free(c);
+    char buf[8192] = {0};
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    CU_ASSERT(n > 0);
+    CU_ASSERT_PTR_NULL(strstr(buf, KEY));
+    CU_ASSERT_PTR_NULL(strstr(buf, "hunter2"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "gemini key=set (hidden)"));
+    close(fd);
+    unlink(path);
+}
+
+int main(void)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    CU_pSuite s = CU_add_suite("config", NULL, NULL);
+    CU_add_test(s, "defaults", test_defaults);
+    CU_add_test(s, "overrides", test_overrides);
+    CU_add_test(s, "bad numbers", test_bad_numbers);
+    CU_add_test(s, "empty means default", test_empty_means_default);
+    CU_add_test(s, "factors", test_factors);
+    CU_add_test(s, "booleans and enums", test_booleans_and_enums);
+    CU_add_test(s, "min greater than max", test_min_greater_than_max);
+    CU_add_test(s, "api keys", test_keys);
+    CU_add_test(s, "key files", test_key_file);
+    CU_add_test(s, "log masks secrets", test_log_masks_secrets);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned failures = CU_get_number_of_failures();
+    CU_cleanup_registry();
+    return failures != 0;
+}
