@@ -1,0 +1,102 @@
+/*
+ * test_verdict.c - the model-answer parser never trusts an answer blindly:
+ * fences, prose, truncation and wrong types (PROVIDERS.md failure mode 5).
+ */
+#include "ev/error.h"
+#include "ev/verdict.h"
+
+#include <CUnit/Basic.h>
+#include <string.h>
+
+static ev_verdict_t v;
+static char why[200];
+
+static int parse(const char *s)
+{
+    why[0] = '\0';
+    return ev_verdict_parse(&v, s, strlen(s), why, sizeof(why));
+}
+
+static void test_plain(void)
+{
+    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": 0.87, \"reason\": \"fits the theme\"}"), 0);
+    CU_ASSERT_TRUE(v.valid);
+    CU_ASSERT_DOUBLE_EQUAL(v.score, 0.87, 1e-9);
+    CU_ASSERT_STRING_EQUAL(v.reason, "fits the theme");
+    CU_ASSERT_EQUAL(parse("{\"valid\":false,\"score\":0,\"reason\":\"off topic\"}"), 0);
+    CU_ASSERT_FALSE(v.valid);
+    CU_ASSERT_EQUAL(parse("{\"valid\":true,\"score\":1,\"reason\":\"integer score\"}"), 0);
+    CU_ASSERT_DOUBLE_EQUAL(v.score, 1.0, 1e-9);
+}
+
+static void test_fences_and_prose(void)
+{
+    CU_ASSERT_EQUAL(parse("```json\n{\"valid\": true, \"score\": 0.5, \"reason\": \"ok\"}\n```"), 0);
+    CU_ASSERT_STRING_EQUAL(v.reason, "ok");
+    CU_ASSERT_EQUAL(parse("Sure! Here is my answer:\n{\"valid\": false, \"score\": 0.1, \"reason\": \"no\"}\nHope it helps."), 0);
+    CU_ASSERT_FALSE(v.valid);
+    /* Braces and escaped quotes inside the reason do not end the object. */
+    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": 0.9, \"reason\": \"uses {curly} \\\"quotes\\\" }\"} trailing {"), 0);
+    CU_ASSERT_STRING_EQUAL(v.reason, "uses {curly} \"quotes\" }");
+}
+
+static void test_truncated(void)
+{
+    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": 0.9, \"reason\": \"the submission"), EV_EPARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "truncated"));
+    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": 0.99999999999999999999999999999999999999"), EV_EPARSE);
+    CU_ASSERT_EQUAL(parse(""), EV_EPARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "empty"));
+    CU_ASSERT_EQUAL(parse("I cannot help with that."), EV_EPARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "no JSON object"));
+}
+
+static void test_wrong_types(void)
+{
+    CU_ASSERT_EQUAL(parse("{\"valid\": \"true\", \"score\": 0.9, \"reason\": \"x\"}"), EV_EPARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "'valid'"));
+    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": \"0.9\", \"reason\": \"x\"}"), EV_EPARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "'score'"));
+    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": 1.5, \"reason\": \"x\"}"), EV_EPARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "outside 0..1"));
+    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": -0.1, \"reason\": \"x\"}"), EV_EPARSE);
+    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": 0.2, \"reason\": 7}"), EV_EPARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "'reason'"));
+    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": 0.2, \"reason\": \"\"}"), EV_EPARSE);
+    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": 0.2}"), EV_EPARSE);
+    CU_ASSERT_EQUAL(parse("{\"valid\": null, \"score\": 0.2, \"reason\": \"x\"}"), EV_EPARSE);
+    CU_ASSERT_EQUAL(parse("{valid: true}"), EV_EPARSE);
+}
+
+static void test_long_reason_cut_on_char_boundary(void)
+{
+    static char buf[4000];
+    strcpy(buf, "{\"valid\": true, \"score\": 0.5, \"reason\": \"");
+    size_t n = strlen(buf);
+    for (int i = 0; i < 700; i++) { /* 700 x "é" = 1400 bytes */
+        buf[n++] = (char)0xC3;
+        buf[n++] = (char)0xA9;
+    }
+    strcpy(buf + n, "\"}");
+    CU_ASSERT_EQUAL(parse(buf), 0);
+    size_t rl = strlen(v.reason);
+    CU_ASSERT(rl <= EV_VERDICT_REASON_MAX);
+    CU_ASSERT_EQUAL(rl % 2, 0);
+}
+
+int main(void)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    CU_pSuite s = CU_add_suite("verdict", NULL, NULL);
+    CU_add_test(s, "plain object", test_plain);
+    CU_add_test(s, "fences and prose", test_fences_and_prose);
+    CU_add_test(s, "truncated and empty", test_truncated);
+    CU_add_test(s, "wrong types", test_wrong_types);
+    CU_add_test(s, "long reason", test_long_reason_cut_on_char_boundary);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned f = CU_get_number_of_failures();
+    CU_cleanup_registry();
+    return f != 0;
+}
