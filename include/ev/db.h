@@ -40,4 +40,19 @@ int ev_db_exec(ev_db_t *db, PGresult **res, const char *sql, int nparams, const 
 /* The last error message of the connection, one line, for logs. */
 const char *ev_db_error(ev_db_t *db);
 
+/* The SQLSTATE of the last failed ev_db_exec/ev_db_exec_script ("23505" for a
+ * unique violation, ...), or "" when there is none. Owned by db. */
+const char *ev_db_sqlstate(ev_db_t *db);
+
+/* Runs a parameterless script of one or more statements (PQexec), for schema
+ * migrations and tests only: never build SQL from values, use ev_db_exec.
+ * Returns 0 or EV_EDB/EV_EDBCONN (message in ev_db_error). */
+int ev_db_exec_script(ev_db_t *db, const char *sql);
+
+/* A copy of s that Postgres accepts as text: at most max_bytes bytes, cut on
+ * a UTF-8 character boundary, invalid UTF-8 bytes replaced by '?', control
+ * characters other than newline and tab replaced by a space. NULL for NULL.
+ * The caller frees. Any thread. */
+char *ev_db_clip_text(const char *s, size_t max_bytes);
+
 #endif

@@ -28,4 +28,10 @@ extern const size_t ev_migrations_count;
  * EV_EDB or EV_EDBCONN. err (errlen bytes) gets one line on failure. */
 int ev_migrate_run(ev_db_t *db, int *applied, char *err, size_t errlen);
 
+/* The same for an explicit list (sorted by ascending, distinct version):
+ * ev_migrate_run is ev_migrate_apply(db, ev_migrations, ev_migrations_count,
+ * ...). For tests that need a migration that fails half-way. */
+int ev_migrate_apply(ev_db_t *db, const ev_migration_t *list, size_t count, int *applied,
+                     char *err, size_t errlen);
+
 #endif

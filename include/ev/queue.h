@@ -20,6 +20,10 @@
 /* The NOTIFY channel the trigger signals when a submission becomes runnable. */
 #define EV_QUEUE_CHANNEL "ev_submissions"
 
+/* last_error texts are cut to at most this many bytes (on a UTF-8 boundary,
+ * see ev_db_clip_text) before they are written. */
+#define EV_QUEUE_LAST_ERROR_MAX 2000
+
 typedef struct ev_job {
     int64_t submission_id;
     int64_t event_id;
@@ -61,7 +65,7 @@ int ev_queue_release(ev_db_t *db, const ev_job_t *job);
 
 /* Rescues leases whose heartbeat is older than lease_seconds: back to
  * `pending` (the attempt stays counted), or `failed` with an explaining
- * last_error once attempts >= max_attempts. *rescued/*failed may be NULL. */
+ * last_error once attempts >= max_attempts. *rescued and *failed may be NULL. */
 int ev_queue_rescue(ev_db_t *db, int lease_seconds, int max_attempts, int64_t *rescued,
                     int64_t *failed);
 

@@ -1,0 +1,317 @@
+/*
+ * queue.c - the Postgres-backed submission queue (SPEC §4, §5).
+ *
+ * What: claim, heartbeat, finish, retry, release and rescue submissions, so
+ * that several workers in several processes share one table without ever
+ * working on one submission at the same time, and a crash loses nothing.
+ *
+ * How: one statement claims: a sub-select picks the best runnable row with
+ * FOR UPDATE SKIP LOCKED (rows another transaction is claiming are skipped,
+ * not waited for) and the surrounding UPDATE marks it processing, spends an
+ * attempt and stamps the lease, all in one round trip. Every later write is
+ * guarded by (id, status = 'processing', lease_owner, attempts): if the lease
+ * was rescued, or rescued and claimed again (attempts moved on), the guard
+ * matches no row and the caller gets EV_ELEASE instead of overwriting newer
+ * work. All times are the database's now(), so clocks of different hosts
+ * never disagree about a lease. Every value travels as a parameter
+ * (PQexecParams); no SQL is built from values.
+ *
+ * Threads: each function runs on the caller's thread with the caller's own
+ * ev_db_t; there is no shared state and no lock in this file. Nothing logs.
+ */
+#include "ev/queue.h"
+
+#include "ev/error.h"
+#include "ev/util.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct guard {
+    char id[24];
+    char attempts[16];
+    const char *owner;
+} guard_t;
+
+static void guard_init(guard_t *g, const ev_job_t *job)
+{
+    snprintf(g->id, sizeof(g->id), "%" PRId64, job->submission_id);
+    snprintf(g->attempts, sizeof(g->attempts), "%d", job->attempt);
+    g->owner = job->lease_owner;
+}
+
+/* The guard every post-claim statement ends with: $1 id, $2 owner, $3 attempts. */
+#define GUARD "id = $1::bigint AND status = 'processing' AND lease_owner = $2 AND attempts = $3::int"
+
+static int64_t parse_i64(const char *s) { return (int64_t)strtoll(s, NULL, 10); }
+
+/* Runs a guarded UPDATE: EV_ELEASE when it matched no row. */
+static int guarded_update(ev_db_t *db, const char *sql, int nparams, const char *const *params)
+{
+    PGresult *res = NULL;
+    int rc = ev_db_exec(db, &res, sql, nparams, params);
+    if (rc < 0)
+        return rc;
+    rc = parse_i64(PQcmdTuples(res)) == 1 ? 0 : EV_ELEASE;
+    PQclear(res);
+    return rc;
+}
+
+int ev_queue_claim(ev_db_t *db, const char *owner, ev_job_t *job)
+{
+    int rc = 0;
+    PGresult *res = NULL;
+    memset(job, 0, sizeof(*job));
+    if (!owner || !*owner || strlen(owner) >= sizeof(job->lease_owner))
+        return EV_EINVAL;
+    const char *params[] = {owner};
+    rc = ev_db_exec(db, &res,
+                    "UPDATE submissions s"
+                    "   SET status = 'processing', attempts = s.attempts + 1,"
+                    "       lease_owner = $1, heartbeat_at = now()"
+                    " WHERE s.id = (SELECT c.id FROM submissions c"
+                    "                WHERE c.status = 'pending' AND c.run_after <= now()"
+                    "                ORDER BY c.priority DESC, c.created_at, c.id"
+                    "                LIMIT 1"
+                    "                FOR UPDATE SKIP LOCKED)"
+                    " RETURNING s.id, s.event_id, s.attempts, s.priority",
+                    1, params);
+    if (rc < 0)
+        goto out;
+    if (PQntuples(res) != 1) {
+        rc = EV_EEMPTY;
+        goto out;
+    }
+    job->submission_id = parse_i64(PQgetvalue(res, 0, 0));
+    job->event_id = parse_i64(PQgetvalue(res, 0, 1));
+    job->attempt = (int)parse_i64(PQgetvalue(res, 0, 2));
+    job->priority = (int)parse_i64(PQgetvalue(res, 0, 3));
+    snprintf(job->lease_owner, sizeof(job->lease_owner), "%s", owner);
+out:
+    PQclear(res);
+    return rc;
+}
+
+int ev_queue_heartbeat(ev_db_t *db, const char *owner, int64_t *count)
+{
+    PGresult *res = NULL;
+    if (count)
+        *count = 0;
+    if (!owner || !*owner)
+        return EV_EINVAL;
+    const char *params[] = {owner};
+    int rc = ev_db_exec(db, &res,
+                        "UPDATE submissions SET heartbeat_at = now()"
+                        " WHERE status = 'processing' AND lease_owner = $1",
+                        1, params);
+    if (rc < 0)
+        return rc;
+    if (count)
+        *count = parse_i64(PQcmdTuples(res));
+    PQclear(res);
+    return 0;
+}
+
+int ev_queue_check_lease(ev_db_t *db, const ev_job_t *job)
+{
+    guard_t g;
+    guard_init(&g, job);
+    const char *params[] = {g.id, g.owner, g.attempts};
+    PGresult *res = NULL;
+    int rc = ev_db_exec(db, &res, "SELECT 1 FROM submissions WHERE " GUARD, 3, params);
+    if (rc < 0)
+        return rc;
+    rc = PQntuples(res) == 1 ? 0 : EV_ELEASE;
+    PQclear(res);
+    return rc;
+}
+
+int ev_queue_complete(ev_db_t *db, const ev_job_t *job, const char *status, const char *last_error)
+{
+    static const char *const finals[] = {"validated", "rejected", "needs_review", "failed"};
+    const char *st = NULL;
+    for (size_t i = 0; i < EV_ARRAY_LEN(finals); i++)
+        if (status && strcmp(status, finals[i]) == 0)
+            st = finals[i];
+    if (!st)
+        return EV_EINVAL;
+    guard_t g;
+    guard_init(&g, job);
+    char *err = ev_db_clip_text(last_error, EV_QUEUE_LAST_ERROR_MAX);
+    const char *params[] = {g.id, g.owner, g.attempts, st, err};
+    int rc = guarded_update(db,
+                            "UPDATE submissions"
+                            "   SET status = $4, last_error = $5,"
+                            "       lease_owner = NULL, heartbeat_at = NULL"
+                            " WHERE " GUARD,
+                            5, params);
+    free(err);
+    return rc;
+}
+
+/*
+ * Exponential backoff with "equal jitter": the ceiling doubles per attempt up
+ * to max_ms, and the delay is drawn from [ceiling/2, ceiling), so retries of
+ * submissions that failed together (a provider outage) spread out instead of
+ * returning in one wave, while each still waits at least half the ceiling.
+ */
+static int64_t backoff_ms(int attempt, int base_ms, int max_ms)
+{
+    double ceiling = base_ms > 0 ? base_ms : 0;
+    double cap = max_ms > base_ms ? max_ms : ceiling;
+    for (int i = 1; i < attempt && ceiling < cap; i++)
+        ceiling *= 2;
+    if (ceiling > cap)
+        ceiling = cap;
+    return (int64_t)(ceiling / 2 + ev_rand01() * (ceiling / 2));
+}
+
+int ev_queue_requeue(ev_db_t *db, const ev_job_t *job, int max_attempts, int base_ms, int max_ms,
+                     const char *last_error, const char **out_status)
+{
+    int rc;
+    guard_t g;
+    guard_init(&g, job);
+    char *err = ev_db_clip_text(last_error, EV_QUEUE_LAST_ERROR_MAX);
+    if (out_status)
+        *out_status = NULL;
+    if (job->attempt >= max_attempts) {
+        const char *params[] = {g.id, g.owner, g.attempts, err};
+        rc = guarded_update(db,
+                            "UPDATE submissions"
+                            "   SET status = 'needs_review', last_error = $4,"
+                            "       lease_owner = NULL, heartbeat_at = NULL"
+                            " WHERE " GUARD,
+                            4, params);
+        if (rc == 0 && out_status)
+            *out_status = "needs_review";
+    } else {
+        char delay[24];
+        snprintf(delay, sizeof(delay), "%" PRId64, backoff_ms(job->attempt, base_ms, max_ms));
+        const char *params[] = {g.id, g.owner, g.attempts, err, delay};
+        rc = guarded_update(db,
+                            "UPDATE submissions"
+                            "   SET status = 'pending', last_error = $4,"
+                            "       run_after = now() + $5::bigint * interval '1 millisecond',"
+                            "       lease_owner = NULL, heartbeat_at = NULL"
+                            " WHERE " GUARD,
+                            5, params);
+        if (rc == 0 && out_status)
+            *out_status = "pending";
+    }
+    free(err);
+    return rc;
+}
+
+int ev_queue_release(ev_db_t *db, const ev_job_t *job)
+{
+    guard_t g;
+    guard_init(&g, job);
+    const char *params[] = {g.id, g.owner, g.attempts};
+    return guarded_update(db,
+                          "UPDATE submissions"
+                          "   SET status = 'pending', attempts = greatest(attempts - 1, 0),"
+                          "       run_after = now(), lease_owner = NULL, heartbeat_at = NULL"
+                          " WHERE " GUARD,
+                          3, params);
+}
+
+int ev_queue_rescue(ev_db_t *db, int lease_seconds, int max_attempts, int64_t *rescued,
+                    int64_t *failed)
+{
+    PGresult *res = NULL;
+    int64_t nr = 0, nf = 0;
+    if (rescued)
+        *rescued = 0;
+    if (failed)
+        *failed = 0;
+    if (lease_seconds <= 0 || max_attempts <= 0)
+        return EV_EINVAL;
+    char secs[16], maxa[16], maxlen[16];
+    snprintf(secs, sizeof(secs), "%d", lease_seconds);
+    snprintf(maxa, sizeof(maxa), "%d", max_attempts);
+    snprintf(maxlen, sizeof(maxlen), "%d", EV_QUEUE_LAST_ERROR_MAX);
+    const char *params[] = {secs, maxa, maxlen};
+    /* SKIP LOCKED: a row some worker is finishing right now is left alone;
+     * if its lease really expired, the next rescue round takes it. */
+    int rc = ev_db_exec(
+        db, &res,
+        "WITH stale AS ("
+        "  SELECT id FROM submissions"
+        "   WHERE status = 'processing'"
+        "     AND (heartbeat_at IS NULL"
+        "          OR heartbeat_at < now() - $1::int * interval '1 second')"
+        "   FOR UPDATE SKIP LOCKED)"
+        " UPDATE submissions s"
+        "    SET status = CASE WHEN s.attempts >= $2::int THEN 'failed' ELSE 'pending' END,"
+        "        lease_expiries = s.lease_expiries + 1,"
+        "        last_error = left(CASE WHEN s.attempts >= $2::int"
+        "          THEN format('processing died %s times (lease expired); %s of %s attempts used,"
+        " last lease held by %s', s.lease_expiries + 1, s.attempts, $2::int,"
+        " coalesce(s.lease_owner, 'nobody'))"
+        "          ELSE format('lease expired on attempt %s (held by %s, no heartbeat for %s s);"
+        " requeued', s.attempts, coalesce(s.lease_owner, 'nobody'), $1::int)"
+        "          END, $3::int),"
+        "        lease_owner = NULL, heartbeat_at = NULL, run_after = now()"
+        "   FROM stale WHERE s.id = stale.id"
+        " RETURNING s.status",
+        3, params);
+    if (rc < 0)
+        return rc;
+    for (int r = 0; r < PQntuples(res); r++) {
+        if (strcmp(PQgetvalue(res, r, 0), "failed") == 0)
+            nf++;
+        else
+            nr++;
+    }
+    PQclear(res);
+    if (rescued)
+        *rescued = nr;
+    if (failed)
+        *failed = nf;
+    return 0;
+}
+
+int ev_queue_counts(ev_db_t *db, ev_queue_counts_t *out)
+{
+    PGresult *res = NULL;
+    memset(out, 0, sizeof(*out));
+    int rc = ev_db_exec(db, &res, "SELECT status, count(*) FROM submissions GROUP BY status", 0,
+                        NULL);
+    if (rc < 0)
+        return rc;
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *st = PQgetvalue(res, r, 0);
+        int64_t n = parse_i64(PQgetvalue(res, r, 1));
+        if (strcmp(st, "pending") == 0)
+            out->pending = n;
+        else if (strcmp(st, "processing") == 0)
+            out->processing = n;
+        else if (strcmp(st, "validated") == 0)
+            out->validated = n;
+        else if (strcmp(st, "rejected") == 0)
+            out->rejected = n;
+        else if (strcmp(st, "needs_review") == 0)
+            out->needs_review = n;
+        else if (strcmp(st, "failed") == 0)
+            out->failed = n;
+    }
+    PQclear(res);
+    return 0;
+}
+
+int ev_queue_outstanding(ev_db_t *db, int64_t *out)
+{
+    PGresult *res = NULL;
+    *out = 0;
+    int rc = ev_db_exec(db, &res,
+                        "SELECT count(*) FROM submissions WHERE status IN ('pending', 'processing')",
+                        0, NULL);
+    if (rc < 0)
+        return rc;
+    *out = parse_i64(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return 0;
+}
