@@ -1,0 +1,87 @@
+/*
+ * cli.h - the commands of the `event-validator` binary (SPEC §2).
+ *
+ * src/main.c turns argv into one of these calls; everything a command does
+ * lives here so it can be tested. Each command takes the loaded configuration
+ * and, on failure, returns a negative EV_E* code with ONE line in `err` that
+ * names the problem ("event 42 does not exist", "cannot read /x.pdf: No such
+ * file or directory", "database unreachable: ..."); main prefixes it with the
+ * program name and exits 1. Nothing is ever half-written: every command that
+ * writes does so in one transaction.
+ *
+ * Commands run on the calling (main) thread; ev_cli_serve starts the worker
+ * pool and must be called after curl_global_init() and
+ * ev_signals_block_all(), before any other thread exists.
+ */
+#ifndef EV_CLI_H
+#define EV_CLI_H
+
+#include "ev/config.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* `migrate`: applies pending migrations; *applied (may be NULL) receives how
+ * many were applied now. EV_EDBCONN, EV_EDB or EV_EVERSION on failure. */
+int ev_cli_migrate(const ev_config_t *cfg, int *applied, char *err, size_t errlen);
+
+typedef struct ev_cli_event_args {
+    const char *name;  /* required, non-empty */
+    const char *theme; /* required, non-empty */
+    const char *rules; /* NULL: none */
+    bool require_pdf;
+    bool require_image;
+} ev_cli_event_args_t;
+
+/* `event add`: creates an event; *id receives its id. EV_EEXIST when the name
+ * is taken, EV_EDBCONN, EV_EDB. */
+int ev_cli_event_add(const ev_config_t *cfg, const ev_cli_event_args_t *args, int64_t *id,
+                     char *err, size_t errlen);
+
+typedef struct ev_cli_submit_args {
+    int64_t event_id;
+    const char *title;       /* required, non-empty */
+    const char *description; /* NULL: none */
+    const char *pdf;         /* path or NULL */
+    const char *const *images; /* nimages paths */
+    size_t nimages;
+    int priority;
+} ev_cli_submit_args_t;
+
+/*
+ * `submit`: reads every file fully into memory (each size checked against
+ * PDF_MAX_BYTES / IMAGE_MAX_BYTES before reading, the count against
+ * MAX_IMAGES), then stores the submission and its files as bytea in one
+ * transaction; *id receives the new submission's id. Refused before anything
+ * is written: EV_EIO (missing/unreadable file), EV_ETOOBIG (oversized),
+ * EV_ELIMIT (too many images), EV_ENOTFOUND (unknown event); also
+ * EV_EDBCONN, EV_EDB.
+ */
+int ev_cli_submit(const ev_config_t *cfg, const ev_cli_submit_args_t *args, int64_t *id,
+                  char *err, size_t errlen);
+
+/*
+ * `show`: *json receives one JSON object (one line, caller frees with free())
+ * with id, event_id, title, description, priority, status, attempts,
+ * last_error, created_at, updated_at and `checks`, an object keyed by check
+ * name holding verdict, score, reason, provider, model, http_attempts,
+ * latency_ms, tokens_in, tokens_out, cached. EV_ENOTFOUND for an unknown id.
+ */
+int ev_cli_show(const ev_config_t *cfg, int64_t id, char **json, char *err, size_t errlen);
+
+typedef struct ev_cli_serve_args {
+    bool drain;   /* exit once nothing is outstanding */
+    int grace_ms; /* in-flight time allowed after SIGTERM; < 0: pool default */
+} ev_cli_serve_args_t;
+
+/*
+ * `serve`: refuses to start (EV_EUNAVAIL) when no provider has a key; logs
+ * the effective configuration; runs the pipeline in the worker pool until
+ * SIGTERM/SIGINT, or until the queue is drained in drain mode; then stops
+ * gracefully and returns 0. Starts and stops the signal thread itself.
+ */
+int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *args, char *err,
+                 size_t errlen);
+
+#endif

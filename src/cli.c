@@ -1,0 +1,657 @@
+/*
+ * cli.c - the commands behind `event-validator migrate|serve|event add|submit|show`.
+ *
+ * What: each ev_cli_* function is one command of SPEC §2, given the loaded
+ * configuration and already-parsed arguments (argv handling is main.c's job).
+ * Commands that write do so in one transaction, after every input has been
+ * checked, so a refused command leaves no trace. Errors come back as one line
+ * in `err`; main prints it and chooses the exit status.
+ *
+ * How: each command opens its own ev_db_t. `submit` stats every file and
+ * checks its size against its limit before reading it, reads it fully into
+ * memory, then inserts the submission and the files (bytea, binary
+ * parameters) in one transaction; the queue's NOTIFY trigger fires at commit,
+ * so a worker never sees a submission without its files. `serve` wires the
+ * pipeline into the worker pool and waits for the shutdown request.
+ *
+ * Threads: everything runs on the main thread; `serve` starts the signal
+ * thread and the pool (which owns its threads) and stops them before
+ * returning. No locks here.
+ */
+#include "ev/cli.h"
+
+#include "ev/db.h"
+#include "ev/error.h"
+#include "ev/log.h"
+#include "ev/migrate.h"
+#include "ev/pipeline.h"
+#include "ev/pool.h"
+#include "ev/threads.h"
+#include "ev/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Longest filename stored for an uploaded file (its basename). */
+#define FILENAME_MAX_BYTES 255
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    /* One line, whatever a driver message contained. */
+    for (char *c = err; *c; c++)
+        if (*c == '\n' || *c == '\r')
+            *c = ' ';
+}
+
+static int connect_db(ev_db_t **db, const ev_config_t *cfg, char *err, size_t errlen)
+{
+    char why[512];
+    int rc = ev_db_connect(db, cfg->database_url, why, sizeof(why));
+
+    if (rc != 0)
+        set_err(err, errlen, "database unreachable: %s", why);
+    return rc;
+}
+
+/* Maps a failed statement to one line; a lost connection says so plainly. */
+static int db_fail(ev_db_t *db, int rc, const char *what, char *err, size_t errlen)
+{
+    if (rc == EV_EDBCONN)
+        set_err(err, errlen, "database unreachable while %s: %s", what, ev_db_error(db));
+    else
+        set_err(err, errlen, "database error while %s: %s", what, ev_db_error(db));
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * migrate
+ * ---------------------------------------------------------------------- */
+
+int ev_cli_migrate(const ev_config_t *cfg, int *applied, char *err, size_t errlen)
+{
+    ev_db_t *db = NULL;
+    char why[512] = "";
+    int rc;
+
+    if (applied)
+        *applied = 0;
+    rc = connect_db(&db, cfg, err, errlen);
+    if (rc != 0)
+        goto out;
+    rc = ev_migrate_run(db, applied, why, sizeof(why));
+    if (rc != 0)
+        set_err(err, errlen, "%s", why[0] ? why : ev_strerror(rc));
+out:
+    ev_db_free(db);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * event add
+ * ---------------------------------------------------------------------- */
+
+int ev_cli_event_add(const ev_config_t *cfg, const ev_cli_event_args_t *a, int64_t *id,
+                     char *err, size_t errlen)
+{
+    ev_db_t *db = NULL;
+    PGresult *res = NULL;
+    const char *params[5];
+    int rc;
+
+    *id = 0;
+    if (a->name == NULL || a->name[0] == '\0' || a->theme == NULL || a->theme[0] == '\0') {
+        set_err(err, errlen, "an event needs a non-empty name and theme");
+        rc = EV_EINVAL;
+        goto out;
+    }
+    rc = connect_db(&db, cfg, err, errlen);
+    if (rc != 0)
+        goto out;
+    params[0] = a->name;
+    params[1] = a->theme;
+    params[2] = a->rules;
+    params[3] = a->require_pdf ? "true" : "false";
+    params[4] = a->require_image ? "true" : "false";
+    rc = ev_db_exec(db, &res,
+                    "INSERT INTO events (name, theme, rules, require_pdf, require_image) "
+                    "VALUES ($1, $2, $3, $4::boolean, $5::boolean) RETURNING id",
+                    5, params);
+    if (rc != 0) {
+        if (strcmp(ev_db_sqlstate(db), "23505") == 0) {
+            set_err(err, errlen, "an event named '%s' already exists", a->name);
+            rc = EV_EEXIST;
+        } else {
+            db_fail(db, rc, "creating the event", err, errlen);
+        }
+        goto out;
+    }
+    *id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+out:
+    PQclear(res);
+    ev_db_free(db);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * submit
+ * ---------------------------------------------------------------------- */
+
+typedef struct upload {
+    const char *path;
+    const char *kind;   /* "pdf" or "image" */
+    unsigned char *data;
+    size_t len;
+} upload_t;
+
+/*
+ * Reads `path` fully, refusing it before reading when it is not a regular
+ * file or larger than `max` (named by `limit_name` in the message). The size
+ * is enforced again while reading, in case the file grows meanwhile.
+ */
+static int read_upload(upload_t *u, int64_t max, const char *limit_name, char *err,
+                       size_t errlen)
+{
+    struct stat st;
+    size_t cap, got = 0;
+    ssize_t n;
+    int fd, rc;
+
+    u->data = NULL;
+    u->len = 0;
+    fd = open(u->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        set_err(err, errlen, "cannot read %s: %s", u->path, strerror(errno));
+        rc = EV_EIO;
+        goto out;
+    }
+    if (fstat(fd, &st) != 0) {
+        set_err(err, errlen, "cannot read %s: %s", u->path, strerror(errno));
+        rc = EV_EIO;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        set_err(err, errlen, "cannot read %s: not a regular file", u->path);
+        rc = EV_EIO;
+        goto out;
+    }
+    if ((int64_t)st.st_size > max) {
+        set_err(err, errlen, "%s is too large: %lld bytes, the limit is %lld (%s)", u->path,
+                (long long)st.st_size, (long long)max, limit_name);
+        rc = EV_ETOOBIG;
+        goto out;
+    }
+    /* One spare byte detects a file that grew past the limit after fstat. */
+    cap = (size_t)st.st_size + 1;
+    u->data = ev_malloc(cap);
+    for (;;) {
+        n = read(fd, u->data + got, cap - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            set_err(err, errlen, "cannot read %s: %s", u->path, strerror(errno));
+            rc = EV_EIO;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+        if (got == cap) {
+            if ((int64_t)got > max) {
+                set_err(err, errlen, "%s is too large: more than %lld bytes (%s)", u->path,
+                        (long long)max, limit_name);
+                rc = EV_ETOOBIG;
+                goto out;
+            }
+            cap = EV_MIN((size_t)max + 1, cap * 2);
+            u->data = ev_realloc(u->data, cap);
+        }
+    }
+    u->len = got;
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    if (rc != 0) {
+        free(u->data);
+        u->data = NULL;
+    }
+    return rc;
+}
+
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    return slash ? slash + 1 : path;
+}
+
+static int insert_file(ev_db_t *db, const char *submission_id, const upload_t *u)
+{
+    PGresult *res;
+    char *filename = ev_db_clip_text(base_name(u->path), FILENAME_MAX_BYTES);
+    const char *values[4] = {submission_id, u->kind, filename, (const char *)u->data};
+    /* An empty file still needs a non-NULL pointer to be sent as '' rather
+     * than SQL NULL (which the one-source constraint would refuse). */
+    const char *empty = "";
+    int lengths[4] = {0, 0, 0, (int)u->len};
+    int formats[4] = {0, 0, 0, 1};
+    int rc;
+
+    if (values[3] == NULL)
+        values[3] = empty;
+    if (PQstatus(ev_db_conn(db)) != CONNECTION_OK) {
+        rc = EV_EDBCONN;
+        goto out;
+    }
+    /* ev_db_exec only sends text; the file goes as one binary parameter. */
+    res = PQexecParams(ev_db_conn(db),
+                       "INSERT INTO submission_files (submission_id, kind, filename, content) "
+                       "VALUES ($1::bigint, $2, $3, $4::bytea)",
+                       4, NULL, values, lengths, formats, 0);
+    rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0
+         : PQstatus(ev_db_conn(db)) != CONNECTION_OK ? EV_EDBCONN
+                                                     : EV_EDB;
+    PQclear(res);
+out:
+    free(filename);
+    return rc;
+}
+
+static void free_uploads(upload_t *u, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(u[i].data);
+    free(u);
+}
+
+int ev_cli_submit(const ev_config_t *cfg, const ev_cli_submit_args_t *a, int64_t *id, char *err,
+                  size_t errlen)
+{
+    ev_db_t *db = NULL;
+    PGresult *res = NULL;
+    upload_t *uploads = NULL;
+    size_t nuploads = 0;
+    bool in_tx = false;
+    char event_id[32], priority[16], sub_id[32];
+    const char *params[4];
+    int rc;
+
+    *id = 0;
+    if (a->title == NULL || a->title[0] == '\0') {
+        set_err(err, errlen, "a submission needs a non-empty title");
+        rc = EV_EINVAL;
+        goto out;
+    }
+    if (a->nimages > (size_t)cfg->max_images) {
+        set_err(err, errlen, "too many images: %zu, the limit is %d (MAX_IMAGES)", a->nimages,
+                cfg->max_images);
+        rc = EV_ELIMIT;
+        goto out;
+    }
+
+    /* Every file is read before the database is touched. */
+    uploads = ev_calloc(a->nimages + 1, sizeof(*uploads));
+    if (a->pdf) {
+        uploads[nuploads] = (upload_t){a->pdf, "pdf", NULL, 0};
+        rc = read_upload(&uploads[nuploads], cfg->pdf_max_bytes, "PDF_MAX_BYTES", err, errlen);
+        if (rc != 0)
+            goto out;
+        nuploads++;
+    }
+    for (size_t i = 0; i < a->nimages; i++) {
+        uploads[nuploads] = (upload_t){a->images[i], "image", NULL, 0};
+        rc = read_upload(&uploads[nuploads], cfg->image_max_bytes, "IMAGE_MAX_BYTES", err,
+                         errlen);
+        if (rc != 0)
+            goto out;
+        nuploads++;
+    }
+
+    rc = connect_db(&db, cfg, err, errlen);
+    if (rc != 0)
+        goto out;
+    rc = ev_db_exec(db, NULL, "BEGIN", 0, NULL);
+    if (rc != 0) {
+        db_fail(db, rc, "starting the transaction", err, errlen);
+        goto out;
+    }
+    in_tx = true;
+
+    /* KEY SHARE keeps the event from being deleted before we commit. */
+    snprintf(event_id, sizeof(event_id), "%" PRId64, a->event_id);
+    params[0] = event_id;
+    rc = ev_db_exec(db, &res, "SELECT 1 FROM events WHERE id = $1::bigint FOR KEY SHARE", 1,
+                    params);
+    if (rc != 0) {
+        db_fail(db, rc, "looking up the event", err, errlen);
+        goto out;
+    }
+    if (PQntuples(res) == 0) {
+        set_err(err, errlen, "event %" PRId64 " does not exist", a->event_id);
+        rc = EV_ENOTFOUND;
+        goto out;
+    }
+    PQclear(res);
+    res = NULL;
+
+    snprintf(priority, sizeof(priority), "%d", a->priority);
+    params[1] = a->title;
+    params[2] = a->description;
+    params[3] = priority;
+    rc = ev_db_exec(db, &res,
+                    "INSERT INTO submissions (event_id, title, description, priority) "
+                    "VALUES ($1::bigint, $2, $3, $4::int) RETURNING id",
+                    4, params);
+    if (rc != 0) {
+        db_fail(db, rc, "storing the submission", err, errlen);
+        goto out;
+    }
+    snprintf(sub_id, sizeof(sub_id), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    res = NULL;
+
+    for (size_t i = 0; i < nuploads; i++) {
+        rc = insert_file(db, sub_id, &uploads[i]);
+        if (rc != 0) {
+            set_err(err, errlen, "%s while storing %s: %s",
+                    rc == EV_EDBCONN ? "database unreachable" : "database error",
+                    uploads[i].path, PQerrorMessage(ev_db_conn(db)));
+            goto out;
+        }
+    }
+    rc = ev_db_exec(db, NULL, "COMMIT", 0, NULL);
+    in_tx = false;
+    if (rc != 0) {
+        db_fail(db, rc, "committing the submission", err, errlen);
+        goto out;
+    }
+    *id = strtoll(sub_id, NULL, 10);
+out:
+    PQclear(res);
+    if (in_tx)
+        (void)ev_db_exec(db, NULL, "ROLLBACK", 0, NULL);
+    ev_db_free(db);
+    free_uploads(uploads, nuploads);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * show
+ * ---------------------------------------------------------------------- */
+
+/* Copies field `key` of `from` into `to` (JSON null when absent). */
+static void copy_field(json_object *to, json_object *from, const char *key)
+{
+    json_object *v = NULL;
+
+    if (json_object_object_get_ex(from, key, &v) && v != NULL)
+        json_object_object_add(to, key, json_object_get(v));
+    else
+        json_object_object_add(to, key, NULL);
+}
+
+static const char *const submission_fields[] = {
+    "id",     "event_id", "title",      "description", "priority",
+    "status", "attempts", "last_error", "created_at",  "updated_at",
+};
+
+static const char *const check_fields[] = {
+    "verdict",    "score",     "reason",     "provider", "model", "http_attempts",
+    "latency_ms", "tokens_in", "tokens_out", "cached",
+};
+
+int ev_cli_show(const ev_config_t *cfg, int64_t sid, char **json, char *err, size_t errlen)
+{
+    ev_db_t *db = NULL;
+    PGresult *res = NULL;
+    json_object *row = NULL, *out_obj = NULL, *checks = NULL;
+    char idbuf[32];
+    const char *params[1] = {idbuf};
+    int rc;
+
+    *json = NULL;
+    rc = connect_db(&db, cfg, err, errlen);
+    if (rc != 0)
+        goto out;
+    snprintf(idbuf, sizeof(idbuf), "%" PRId64, sid);
+    /* row_to_json keeps column types (numbers, booleans, ISO timestamps). */
+    rc = ev_db_exec(db, &res, "SELECT row_to_json(s)::text FROM submissions s WHERE id = $1::bigint",
+                    1, params);
+    if (rc != 0) {
+        db_fail(db, rc, "reading the submission", err, errlen);
+        goto out;
+    }
+    if (PQntuples(res) == 0) {
+        set_err(err, errlen, "submission %" PRId64 " does not exist", sid);
+        rc = EV_ENOTFOUND;
+        goto out;
+    }
+    row = json_tokener_parse(PQgetvalue(res, 0, 0));
+    EV_ASSERT(row != NULL);
+    out_obj = json_object_new_object();
+    for (size_t i = 0; i < EV_ARRAY_LEN(submission_fields); i++)
+        copy_field(out_obj, row, submission_fields[i]);
+    json_object_put(row);
+    row = NULL;
+    PQclear(res);
+    res = NULL;
+
+    rc = ev_db_exec(db, &res,
+                    "SELECT check_name, row_to_json(v)::text FROM validation_results v "
+                    "WHERE submission_id = $1::bigint ORDER BY check_name",
+                    1, params);
+    if (rc != 0) {
+        db_fail(db, rc, "reading the check results", err, errlen);
+        goto out;
+    }
+    checks = json_object_new_object();
+    for (int r = 0; r < PQntuples(res); r++) {
+        json_object *check = json_object_new_object();
+
+        row = json_tokener_parse(PQgetvalue(res, r, 1));
+        EV_ASSERT(row != NULL);
+        for (size_t i = 0; i < EV_ARRAY_LEN(check_fields); i++)
+            copy_field(check, row, check_fields[i]);
+        json_object_put(row);
+        row = NULL;
+        json_object_object_add(checks, PQgetvalue(res, r, 0), check);
+    }
+    json_object_object_add(out_obj, "checks", checks);
+    checks = NULL;
+    *json = ev_strdup(json_object_to_json_string_ext(
+        out_obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    rc = 0;
+out:
+    json_object_put(checks);
+    json_object_put(row);
+    json_object_put(out_obj);
+    PQclear(res);
+    ev_db_free(db);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * serve
+ * ---------------------------------------------------------------------- */
+
+/* The pool's generic callbacks, adapted to the pipeline. */
+static int pipe_worker_init(void **state, int index, void *ctx)
+{
+    ev_pipeline_worker_t *w = NULL;
+    int rc = ev_pipeline_worker_new(&w, ctx, index);
+
+    *state = w;
+    return rc;
+}
+
+static int pipe_process(void *state, ev_db_t *db, const ev_job_t *job, const atomic_bool *stop,
+                        void *ctx)
+{
+    (void)ctx;
+    return ev_pipeline_process(state, db, job, stop);
+}
+
+static void pipe_worker_fini(void *state, void *ctx)
+{
+    (void)ctx;
+    ev_pipeline_worker_free(state);
+}
+
+static void on_drained(void *ctx)
+{
+    (void)ctx;
+    ev_shutdown_request(0);
+}
+
+/*
+ * Refuses to serve a database that is unreachable or not migrated to this
+ * binary's schema: workers would otherwise retry forever in the background
+ * while the operator sees nothing but log lines.
+ */
+static int check_database(const ev_config_t *cfg, char *err, size_t errlen)
+{
+    ev_db_t *db = NULL;
+    PGresult *res = NULL;
+    int latest = ev_migrations_count ? ev_migrations[ev_migrations_count - 1].version : 0;
+    int have, rc;
+
+    rc = connect_db(&db, cfg, err, errlen);
+    if (rc != 0)
+        goto out;
+    rc = ev_db_exec(db, &res, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0,
+                    NULL);
+    if (rc == EV_EDB && strcmp(ev_db_sqlstate(db), "42P01") == 0) {
+        have = 0;
+    } else if (rc != 0) {
+        db_fail(db, rc, "checking the schema version", err, errlen);
+        goto out;
+    } else {
+        have = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    }
+    if (have < latest) {
+        set_err(err, errlen,
+                "database schema is at version %d, this binary needs %d: run "
+                "'event-validator migrate' first",
+                have, latest);
+        rc = EV_EVERSION;
+        goto out;
+    }
+    rc = 0;
+out:
+    PQclear(res);
+    ev_db_free(db);
+    return rc;
+}
+
+/*
+ * STATS SERVER HOOK. The stats HTTP server (stats_server module) is started
+ * here, once the pipeline and the pool exist (it reports the pool's busy
+ * workers), and stopped after the pool has stopped. It returns 0 or an EV_E* code with one line in
+ * err (for example a port already in use), which aborts `serve`.
+ * TODO(stats): create the ev_stats_t, pass it to ev_pipeline_new, feed
+ * ev_pool_busy()/on_job_done into it, and start the server on
+ * cfg->stats_addr:cfg->stats_port.
+ */
+static int start_stats_server(const ev_config_t *cfg, ev_pool_t *pool, char *err, size_t errlen)
+{
+    (void)cfg;
+    (void)pool;
+    (void)err;
+    (void)errlen;
+    return 0;
+}
+
+static void stop_stats_server(void)
+{
+}
+
+int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err, size_t errlen)
+{
+    ev_pipeline_t *pipeline = NULL;
+    ev_pool_t *pool = NULL;
+    ev_pool_options_t popts = EV_POOL_OPTIONS_INIT;
+    ev_pool_callbacks_t cbs = {0};
+    bool signals = false, stats = false;
+    int reason, rc;
+
+    if (!ev_config_any_provider(cfg)) {
+        set_err(err, errlen,
+                "no LLM provider configured: set GEMINI_API_KEY or GROQ_API_KEY "
+                "(or GEMINI_API_KEY_FILE / GROQ_API_KEY_FILE)");
+        rc = EV_EUNAVAIL;
+        goto out;
+    }
+    ev_config_log(cfg);
+    rc = check_database(cfg, err, errlen);
+    if (rc != 0)
+        goto out;
+    rc = ev_pipeline_new(&pipeline, cfg, NULL);
+    if (rc != 0) {
+        set_err(err, errlen, "cannot set up the validation pipeline: %s", ev_strerror(rc));
+        goto out;
+    }
+    rc = ev_signals_start();
+    if (rc != 0) {
+        set_err(err, errlen, "cannot start the signal thread: %s", ev_strerror(rc));
+        goto out;
+    }
+    signals = true;
+
+    ev_pool_options_from_config(&popts, cfg);
+    popts.drain = a->drain;
+    if (a->grace_ms >= 0)
+        popts.grace_ms = a->grace_ms;
+    cbs.worker_init = pipe_worker_init;
+    cbs.process = pipe_process;
+    cbs.worker_fini = pipe_worker_fini;
+    cbs.on_drained = on_drained;
+    cbs.ctx = pipeline;
+    rc = ev_pool_start(&pool, &popts, &cbs);
+    if (rc != 0) {
+        set_err(err, errlen, "cannot start the worker pool: %s", ev_strerror(rc));
+        goto out;
+    }
+    rc = start_stats_server(cfg, pool, err, errlen);
+    if (rc != 0)
+        goto out;
+    stats = true;
+
+    /* The main thread now only waits: for SIGTERM/SIGINT (signal thread) or
+     * for the drained queue (on_drained). */
+    while (!ev_shutdown_wait(-1)) {
+    }
+    reason = ev_shutdown_reason();
+    if (reason != 0)
+        ev_log(EV_LOG_INFO, "received %s, shutting down gracefully",
+               reason == SIGINT ? "SIGINT" : "SIGTERM");
+    else
+        ev_log(EV_LOG_INFO, "drain complete, shutting down");
+    rc = 0;
+out:
+    ev_pool_free(pool);
+    if (stats)
+        stop_stats_server();
+    ev_pipeline_free(pipeline);
+    if (signals)
+        ev_signals_stop();
+    return rc;
+}

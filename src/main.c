@@ -1,0 +1,372 @@
+/*
+ * main.c - turns argv into one command of src/cli.c (SPEC §2).
+ *
+ * Parses the command line (usage mistakes: usage on stderr, exit 2), loads
+ * and validates the configuration (a bad value: one line, exit 1), performs
+ * the process-wide set-up that must precede every thread (log level,
+ * curl_global_init, signal mask) and calls the command. A command that fails
+ * prints one line "event-validator: <problem>" and exits 1.
+ *
+ * Threads: only the main thread runs here; `serve` starts the others.
+ */
+#include "ev/cli.h"
+#include "ev/config.h"
+#include "ev/error.h"
+#include "ev/log.h"
+#include "ev/threads.h"
+#include "ev/util.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PROG "event-validator"
+#define EXIT_USAGE 2
+
+static const char usage_text[] =
+    "Usage: " PROG " COMMAND [OPTIONS]\n"
+    "\n"
+    "Commands:\n"
+    "  migrate                 apply the database migrations (idempotent)\n"
+    "  serve [--drain]         run the worker pool and the stats server until\n"
+    "                          SIGTERM/SIGINT; with --drain, exit once the queue\n"
+    "                          is empty and all in-flight work is done\n"
+    "  event add --name N --theme T [--rules R] [--require-pdf] [--require-image]\n"
+    "                          create an event and print its id\n"
+    "  submit --event ID --title T [--description D] [--pdf FILE]\n"
+    "         [--image FILE]... [--priority N]\n"
+    "                          store a submission and its files, print its id\n"
+    "  show ID                 print a submission and its check results as JSON\n"
+    "  --help                  show this help\n"
+    "  --version               show the version\n"
+    "\n"
+    "Configuration comes from the environment (DATABASE_URL, GEMINI_API_KEY,\n"
+    "GROQ_API_KEY, ...; see the README). Exit status: 0 success, 1 failure,\n"
+    "2 wrong usage.\n";
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Wrong usage: the problem on one line, then the usage, exit 2. */
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs(PROG ": ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n%s", usage_text);
+    return EXIT_USAGE;
+}
+
+/* A runtime failure: one line, exit 1. */
+static int fail(const char *msg)
+{
+    fprintf(stderr, PROG ": %s\n", msg[0] ? msg : "unknown error");
+    return EXIT_FAILURE;
+}
+
+/* Strict decimal parse of a whole argument into [min, max]. */
+static bool parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    char *end = NULL;
+    long long v;
+
+    if (s == NULL || *s == '\0')
+        return false;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+        return false;
+    *out = (int64_t)v;
+    return true;
+}
+
+/* The getopt_long error for the option at argv[optind - 1]. */
+static int option_error(int c, char **argv)
+{
+    const char *arg = argv[optind - 1];
+
+    if (c == ':')
+        return usage_error("option '%s' needs a value", arg);
+    return usage_error("unknown option '%s'", arg);
+}
+
+static int reject_extra(int argc, char **argv)
+{
+    if (optind < argc)
+        return usage_error("unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
+static int load_config(ev_config_t **cfg)
+{
+    char err[512] = "";
+
+    if (ev_config_load(cfg, NULL, NULL, err, sizeof(err)) != 0)
+        return fail(err);
+    ev_log_set_level((*cfg)->log_level);
+    return 0;
+}
+
+static int cmd_migrate(int argc, char **argv)
+{
+    static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    ev_config_t *cfg = NULL;
+    char err[1024] = "";
+    int c, applied = 0, rc;
+
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(usage_text, stdout);
+            return 0;
+        }
+        return option_error(c, argv);
+    }
+    if ((rc = reject_extra(argc, argv)) != 0)
+        return rc;
+    if ((rc = load_config(&cfg)) != 0)
+        return rc;
+    if (ev_cli_migrate(cfg, &applied, err, sizeof(err)) != 0) {
+        rc = fail(err);
+    } else {
+        if (applied > 0)
+            printf("applied %d migration(s)\n", applied);
+        else
+            printf("schema is up to date; nothing to apply\n");
+        rc = 0;
+    }
+    ev_config_free(cfg);
+    return rc;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"drain", no_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    ev_cli_serve_args_t args = {.drain = false, .grace_ms = -1};
+    ev_config_t *cfg = NULL;
+    char err[1024] = "";
+    int c, rc;
+
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        if (c == 'd') {
+            args.drain = true;
+        } else if (c == 'h') {
+            fputs(usage_text, stdout);
+            return 0;
+        } else {
+            return option_error(c, argv);
+        }
+    }
+    if ((rc = reject_extra(argc, argv)) != 0)
+        return rc;
+    if ((rc = load_config(&cfg)) != 0)
+        return rc;
+    /* Process-wide set-up that must happen before any thread exists. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        ev_config_free(cfg);
+        return fail("cannot initialise libcurl");
+    }
+    if (ev_signals_block_all() != 0) {
+        rc = fail("cannot block signals");
+    } else if (ev_cli_serve(cfg, &args, err, sizeof(err)) != 0) {
+        rc = fail(err);
+    } else {
+        rc = 0;
+    }
+    curl_global_cleanup();
+    ev_config_free(cfg);
+    return rc;
+}
+
+static int cmd_event(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"name", required_argument, NULL, 'n'},     {"theme", required_argument, NULL, 't'},
+        {"rules", required_argument, NULL, 'r'},    {"require-pdf", no_argument, NULL, 'P'},
+        {"require-image", no_argument, NULL, 'I'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    ev_cli_event_args_t args = {0};
+    ev_config_t *cfg = NULL;
+    char err[1024] = "";
+    int64_t id = 0;
+    int c, rc;
+
+    /* argv[0] is "event"; the sub-command comes next. */
+    if (argc < 2)
+        return usage_error("'event' needs a sub-command: add");
+    if (strcmp(argv[1], "add") != 0)
+        return usage_error("unknown event sub-command '%s'", argv[1]);
+    argc--;
+    argv++;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'n': args.name = optarg; break;
+        case 't': args.theme = optarg; break;
+        case 'r': args.rules = optarg; break;
+        case 'P': args.require_pdf = true; break;
+        case 'I': args.require_image = true; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: return option_error(c, argv);
+        }
+    }
+    if ((rc = reject_extra(argc, argv)) != 0)
+        return rc;
+    if (args.name == NULL || args.name[0] == '\0')
+        return usage_error("event add: --name is required (non-empty)");
+    if (args.theme == NULL || args.theme[0] == '\0')
+        return usage_error("event add: --theme is required (non-empty)");
+    if ((rc = load_config(&cfg)) != 0)
+        return rc;
+    if (ev_cli_event_add(cfg, &args, &id, err, sizeof(err)) != 0) {
+        rc = fail(err);
+    } else {
+        printf("%" PRId64 "\n", id);
+        rc = 0;
+    }
+    ev_config_free(cfg);
+    return rc;
+}
+
+static int cmd_submit(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"event", required_argument, NULL, 'e'},  {"title", required_argument, NULL, 't'},
+        {"description", required_argument, NULL, 'd'}, {"pdf", required_argument, NULL, 'p'},
+        {"image", required_argument, NULL, 'i'},  {"priority", required_argument, NULL, 'P'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    ev_cli_submit_args_t args = {0};
+    const char **images = ev_calloc((size_t)argc, sizeof(*images));
+    const char *event = NULL;
+    ev_config_t *cfg = NULL;
+    char err[1024] = "";
+    int64_t id = 0, v;
+    int c, rc;
+
+    args.images = images;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'e': event = optarg; break;
+        case 't': args.title = optarg; break;
+        case 'd': args.description = optarg; break;
+        case 'p':
+            if (args.pdf != NULL) {
+                rc = usage_error("submit: --pdf given more than once");
+                goto out;
+            }
+            args.pdf = optarg;
+            break;
+        case 'i': images[args.nimages++] = optarg; break;
+        case 'P':
+            if (!parse_int64(optarg, INT_MIN, INT_MAX, &v)) {
+                rc = usage_error("submit: --priority needs an integer, got '%s'", optarg);
+                goto out;
+            }
+            args.priority = (int)v;
+            break;
+        case 'h': fputs(usage_text, stdout); rc = 0; goto out;
+        default: rc = option_error(c, argv); goto out;
+        }
+    }
+    if ((rc = reject_extra(argc, argv)) != 0)
+        goto out;
+    if (event == NULL) {
+        rc = usage_error("submit: --event is required");
+        goto out;
+    }
+    if (!parse_int64(event, 1, INT64_MAX, &args.event_id)) {
+        rc = usage_error("submit: --event needs a positive integer id, got '%s'", event);
+        goto out;
+    }
+    if (args.title == NULL || args.title[0] == '\0') {
+        rc = usage_error("submit: --title is required (non-empty)");
+        goto out;
+    }
+    if ((rc = load_config(&cfg)) != 0)
+        goto out;
+    if (ev_cli_submit(cfg, &args, &id, err, sizeof(err)) != 0) {
+        rc = fail(err);
+    } else {
+        printf("%" PRId64 "\n", id);
+        rc = 0;
+    }
+out:
+    ev_config_free(cfg);
+    free(images);
+    return rc;
+}
+
+static int cmd_show(int argc, char **argv)
+{
+    static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    ev_config_t *cfg = NULL;
+    char err[1024] = "";
+    char *json = NULL;
+    int64_t id;
+    int c, rc;
+
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(usage_text, stdout);
+            return 0;
+        }
+        return option_error(c, argv);
+    }
+    if (optind >= argc)
+        return usage_error("show: a submission id is required");
+    if (!parse_int64(argv[optind], 1, INT64_MAX, &id))
+        return usage_error("show: '%s' is not a submission id", argv[optind]);
+    optind++;
+    if ((rc = reject_extra(argc, argv)) != 0)
+        return rc;
+    if ((rc = load_config(&cfg)) != 0)
+        return rc;
+    if (ev_cli_show(cfg, id, &json, err, sizeof(err)) != 0) {
+        rc = fail(err);
+    } else {
+        printf("%s\n", json);
+        rc = 0;
+    }
+    free(json);
+    ev_config_free(cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cmd;
+
+    opterr = 0; /* errors are reported by usage_error, in our words */
+    if (argc < 2)
+        return usage_error("missing command");
+    cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
+        printf(PROG " %s\n", EV_VERSION);
+        return 0;
+    }
+    /* Each command parses argv[1..]: argv[1] plays the program name. */
+    if (strcmp(cmd, "migrate") == 0)
+        return cmd_migrate(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "event") == 0)
+        return cmd_event(argc - 1, argv + 1);
+    if (strcmp(cmd, "submit") == 0)
+        return cmd_submit(argc - 1, argv + 1);
+    if (strcmp(cmd, "show") == 0)
+        return cmd_show(argc - 1, argv + 1);
+    if (cmd[0] == '-')
+        return usage_error("unknown option '%s'", cmd);
+    return usage_error("unknown command '%s'", cmd);
+}
