@@ -1,0 +1,656 @@
+/*
+ * gemini.c - Gemini generateContent client; see gemini.h and PROVIDERS.md.
+ *
+ * How: the request body is built with json-c (media parts as plain base64
+ * inline_data before the text part, a responseSchema made only of the
+ * OpenAPI subset Gemini accepts). One ev_http_post() per call. The response
+ * is classified by HTTP status first and by body second, because error
+ * bodies may be HTML, empty, an object or a one-element array: on 2xx the
+ * finish reason is checked before any text is trusted; on errors the
+ * google.rpc details (RetryInfo, QuotaFailure, ErrorInfo, in any order,
+ * matched by the end of @type) refine the class.
+ *
+ * Threads: ev_gemini_t is immutable after ev_gemini_new() and shared
+ * read-only by all workers; everything else lives on the caller's stack or in
+ * the caller's ev_http_t. No locks. Never logs.
+ */
+#include "ev/gemini.h"
+
+#include "ev/error.h"
+#include "ev/retryhint.h"
+#include "ev/util.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct ev_gemini {
+    const ev_secret_t *key; /* borrowed from the config */
+    char *model;
+    char *url;
+    int thinking_budget;
+    ev_llm_client_options_t opts;
+};
+
+static const char *const mime_ok[] = {"application/pdf", "image/png",  "image/jpeg",
+                                      "image/webp",      "image/heic", "image/heif"};
+
+static const char *strip_models_prefix(const char *model)
+{
+    return strncmp(model, "models/", 7) == 0 ? model + 7 : model;
+}
+
+char *ev_gemini_build_url(const char *base_url, const char *model)
+{
+    size_t blen = strlen(base_url);
+    while (blen > 0 && base_url[blen - 1] == '/')
+        blen--;
+    return ev_asprintf("%.*s/models/%s:generateContent", (int)blen, base_url,
+                       strip_models_prefix(model));
+}
+
+static bool model_name_ok(const char *m)
+{
+    if (!m || !*m)
+        return false;
+    for (const char *p = m; *p; p++) {
+        char c = *p;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '-' || c == '_';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+int ev_gemini_new(ev_gemini_t **out, const ev_provider_config_t *cfg,
+                  const ev_llm_client_options_t *opts)
+{
+    *out = NULL;
+    if (!cfg || !cfg->api_key || !cfg->model || !cfg->base_url || !cfg->base_url[0])
+        return EV_ECONFIG;
+    const char *model = strip_models_prefix(cfg->model);
+    if (!model_name_ok(model))
+        return EV_ECONFIG;
+    ev_gemini_t *g = ev_calloc(1, sizeof(*g));
+    ev_llm_client_options_t defaults = EV_LLM_CLIENT_OPTIONS_INIT;
+    g->opts = opts ? *opts : defaults;
+    if (g->opts.timeout_ms <= 0)
+        g->opts.timeout_ms = defaults.timeout_ms;
+    if (g->opts.max_request_bytes == 0)
+        g->opts.max_request_bytes = EV_GEMINI_MAX_REQUEST_DEFAULT;
+    g->key = cfg->api_key;
+    g->model = ev_strdup(model);
+    g->url = ev_gemini_build_url(cfg->base_url, model);
+    g->thinking_budget = cfg->thinking_budget;
+    *out = g;
+    return 0;
+}
+
+void ev_gemini_free(ev_gemini_t *g)
+{
+    if (!g)
+        return;
+    free(g->model);
+    free(g->url);
+    free(g);
+}
+
+const char *ev_gemini_model(const ev_gemini_t *g) { return g->model; }
+
+/* ---------------------------------------------------------------- request */
+
+static bool mime_supported(const char *mime)
+{
+    for (size_t i = 0; mime && i < EV_ARRAY_LEN(mime_ok); i++) {
+        if (strcmp(mime, mime_ok[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* user_text, then (blank line) pdf_text; NULL when both are absent/empty. */
+static char *join_text(const ev_llm_request_t *req)
+{
+    const char *u = req->user_text && req->user_text[0] ? req->user_text : NULL;
+    const char *p = req->pdf_text && req->pdf_text[0] ? req->pdf_text : NULL;
+    if (u && p)
+        return ev_asprintf("%s\n\n%s", u, p);
+    if (u || p)
+        return ev_strdup(u ? u : p);
+    return NULL;
+}
+
+static json_object *text_part(const char *text)
+{
+    json_object *part = json_object_new_object();
+    json_object_object_add(part, "text", json_object_new_string(text));
+    return part;
+}
+
+static json_object *verdict_schema(void)
+{
+    static const char *const type_names[] = {"BOOLEAN", "NUMBER", "STRING"};
+    json_object *schema = json_object_new_object();
+    json_object *props = json_object_new_object();
+    json_object *required = json_object_new_array();
+    json_object_object_add(schema, "type", json_object_new_string("OBJECT"));
+    for (size_t i = 0; i < EV_ARRAY_LEN(ev_llm_verdict_fields); i++) {
+        const ev_llm_field_t *f = &ev_llm_verdict_fields[i];
+        json_object *p = json_object_new_object();
+        json_object_object_add(p, "type", json_object_new_string(type_names[f->type]));
+        json_object_object_add(props, f->name, p);
+        json_object_array_add(required, json_object_new_string(f->name));
+    }
+    json_object_object_add(schema, "properties", props);
+    json_object_object_add(schema, "required", required);
+    return schema;
+}
+
+int ev_gemini_build_body(char **out, size_t *out_len, const ev_llm_request_t *req,
+                         int thinking_budget)
+{
+    *out = NULL;
+    if (out_len)
+        *out_len = 0;
+    int rc = 0;
+    json_object *root = NULL;
+    char *text = NULL;
+    size_t media_count = req && !req->text_only ? req->media_count : 0;
+    if (!req || (media_count > 0 && !req->media)) {
+        rc = EV_EINVAL;
+        goto out;
+    }
+    for (size_t i = 0; i < media_count; i++) {
+        const ev_llm_media_t *m = &req->media[i];
+        if (!mime_supported(m->mime) || !m->bytes || m->len == 0) {
+            rc = EV_EINVAL;
+            goto out;
+        }
+        if (m->len > (size_t)INT32_MAX / 4 * 3) {
+            rc = EV_ETOOBIG; /* json-c string lengths are int */
+            goto out;
+        }
+    }
+    text = join_text(req);
+    if (!text && media_count == 0) {
+        rc = EV_EINVAL;
+        goto out;
+    }
+
+    root = json_object_new_object();
+    if (req->system_prompt && req->system_prompt[0]) {
+        json_object *si = json_object_new_object();
+        json_object *parts = json_object_new_array();
+        json_object_array_add(parts, text_part(req->system_prompt));
+        json_object_object_add(si, "parts", parts);
+        json_object_object_add(root, "system_instruction", si);
+    }
+
+    json_object *contents = json_object_new_array();
+    json_object *content = json_object_new_object();
+    json_object *parts = json_object_new_array();
+    json_object_object_add(content, "role", json_object_new_string("user"));
+    /* Media first, then the question: Gemini answers better when the
+     * instruction follows the documents. */
+    for (size_t i = 0; i < media_count; i++) {
+        const ev_llm_media_t *m = &req->media[i];
+        size_t b64len = 0;
+        char *b64 = ev_llm_base64(m->bytes, m->len, &b64len);
+        json_object *inl = json_object_new_object();
+        json_object_object_add(inl, "mime_type", json_object_new_string(m->mime));
+        json_object_object_add(inl, "data", json_object_new_string_len(b64, (int)b64len));
+        free(b64);
+        json_object *part = json_object_new_object();
+        json_object_object_add(part, "inline_data", inl);
+        json_object_array_add(parts, part);
+    }
+    if (text)
+        json_object_array_add(parts, text_part(text));
+    json_object_object_add(content, "parts", parts);
+    json_object_array_add(contents, content);
+    json_object_object_add(root, "contents", contents);
+
+    json_object *gc = json_object_new_object();
+    json_object_object_add(gc, "responseMimeType", json_object_new_string("application/json"));
+    json_object_object_add(gc, "responseSchema", verdict_schema());
+    json_object_object_add(gc, "temperature", json_object_new_int(0));
+    json_object_object_add(gc, "maxOutputTokens",
+                           json_object_new_int(req->max_output_tokens > 0
+                                                   ? req->max_output_tokens
+                                                   : EV_LLM_DEFAULT_MAX_OUTPUT_TOKENS));
+    if (thinking_budget >= 0) {
+        json_object *tc = json_object_new_object();
+        json_object_object_add(tc, "thinkingBudget", json_object_new_int(thinking_budget));
+        json_object_object_add(gc, "thinkingConfig", tc);
+    }
+    json_object_object_add(root, "generationConfig", gc);
+
+    size_t len = 0;
+    const char *s = json_object_to_json_string_length(
+        root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    if (!s) {
+        rc = EV_ENOMEM;
+        goto out;
+    }
+    *out = ev_strndup(s, len);
+    if (out_len)
+        *out_len = len;
+
+out:
+    json_object_put(root);
+    free(text);
+    return rc;
+}
+
+/* --------------------------------------------------------------- response */
+
+static json_object *jget(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    if (o && json_object_is_type(o, json_type_object) && json_object_object_get_ex(o, key, &v))
+        return v;
+    return NULL;
+}
+
+static const char *jstr(json_object *o, const char *key)
+{
+    json_object *v = jget(o, key);
+    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+static int64_t jint(json_object *o, const char *key)
+{
+    json_object *v = jget(o, key);
+    if (v && (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)))
+        return json_object_get_int64(v);
+    if (v && json_object_is_type(v, json_type_string)) {
+        /* Some int64 fields are JSON strings in proto3 JSON. */
+        const char *s = json_object_get_string(v);
+        int64_t n = 0;
+        for (; *s >= '0' && *s <= '9' && n < INT64_C(100000000000000); s++)
+            n = n * 10 + (*s - '0');
+        return n;
+    }
+    return 0;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* True when a quota value (string or number) is zero. */
+static bool quota_is_zero(json_object *v)
+{
+    if (!v)
+        return false;
+    if (json_object_is_type(v, json_type_int))
+        return json_object_get_int64(v) == 0;
+    if (json_object_is_type(v, json_type_string))
+        return strcmp(json_object_get_string(v), "0") == 0;
+    return false;
+}
+
+/* "limit: 0" followed by a non-digit in a quota message means no quota. */
+static bool message_says_limit_zero(const char *msg)
+{
+    if (!msg)
+        return false;
+    for (const char *p = strstr(msg, "limit: 0"); p; p = strstr(p + 1, "limit: 0")) {
+        char next = p[8];
+        if (!(next >= '0' && next <= '9') && next != '.')
+            return true;
+    }
+    return false;
+}
+
+typedef struct gerror {
+    const char *message;
+    const char *status;
+    int64_t retry_ms;
+    bool daily;
+    bool no_quota;
+    bool key_invalid;
+} gerror_t;
+
+/* Reads what it can from an error body; every field stays "unknown" when
+ * the body is not the expected shape. Strings point into `root`. */
+static void read_error(json_object *root, gerror_t *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->retry_ms = -1;
+    json_object *err = jget(root, "error");
+    if (!err && jget(root, "message"))
+        err = root;
+    if (!err)
+        return;
+    e->message = jstr(err, "message");
+    e->status = jstr(err, "status");
+    json_object *details = jget(err, "details");
+    size_t n = details && json_object_is_type(details, json_type_array)
+                   ? json_object_array_length(details)
+                   : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *d = json_object_array_get_idx(details, i);
+        const char *type = jstr(d, "@type");
+        if (!type)
+            continue;
+        if (ends_with(type, "RetryInfo")) {
+            json_object *rd = jget(d, "retryDelay");
+            int64_t ms = -1;
+            if (rd && json_object_is_type(rd, json_type_string)) {
+                ev_retryhint_gemini_delay(&ms, json_object_get_string(rd));
+            } else if (rd && json_object_is_type(rd, json_type_object)) {
+                /* google.protobuf.Duration as an object {seconds, nanos}. */
+                int64_t sec = jint(rd, "seconds"), nanos = jint(rd, "nanos");
+                if (sec >= 0 && sec < EV_RETRYHINT_MAX_MS / 1000 && nanos >= 0)
+                    ms = sec * 1000 + (nanos + 999999) / 1000000;
+            }
+            if (ms >= 0)
+                e->retry_ms = ms;
+        } else if (ends_with(type, "QuotaFailure")) {
+            json_object *vs = jget(d, "violations");
+            size_t nv = vs && json_object_is_type(vs, json_type_array)
+                            ? json_object_array_length(vs)
+                            : 0;
+            for (size_t j = 0; j < nv; j++) {
+                json_object *v = json_object_array_get_idx(vs, j);
+                const char *qid = jstr(v, "quotaId");
+                if (qid && strstr(qid, "PerDay"))
+                    e->daily = true;
+                if (quota_is_zero(jget(v, "quotaValue")))
+                    e->no_quota = true;
+            }
+        } else if (ends_with(type, "ErrorInfo")) {
+            const char *reason = jstr(d, "reason");
+            if (reason && strcmp(reason, "API_KEY_INVALID") == 0)
+                e->key_invalid = true;
+            json_object *md = jget(d, "metadata");
+            const char *ql = jstr(md, "quota_limit");
+            if (ql && strstr(ql, "PerDay"))
+                e->daily = true;
+            if (quota_is_zero(jget(md, "quota_limit_value")))
+                e->no_quota = true;
+        }
+    }
+    /* Best effort when the details are missing. */
+    if (e->retry_ms < 0 && e->message)
+        ev_retryhint_from_message(&e->retry_ms, e->message);
+    if (e->message && (strstr(e->message, "API key not valid") || strstr(e->message, "API_KEY_INVALID")))
+        e->key_invalid = true;
+    if (message_says_limit_zero(e->message))
+        e->no_quota = true;
+    if (e->message && strstr(e->message, "PerDay"))
+        e->daily = true;
+}
+
+static void set_str(char **dst, const char *s)
+{
+    free(*dst);
+    *dst = s ? ev_strdup(s) : NULL;
+}
+
+static bool all_blank(const char *s)
+{
+    for (; *s; s++) {
+        if (*s != ' ' && *s != '\t' && *s != '\r' && *s != '\n')
+            return false;
+    }
+    return true;
+}
+
+static void parse_success(ev_llm_result_t *out, json_object *root)
+{
+    if (!root || !json_object_is_type(root, json_type_object)) {
+        out->outcome = EV_LLM_BAD_ANSWER;
+        out->err = EV_EPARSE;
+        ev_llm_result_set_error(out, "HTTP %d with a body that is not a JSON object",
+                                out->http_status);
+        return;
+    }
+    const char *rid = jstr(root, "responseId");
+    if (rid)
+        set_str(&out->request_id, rid);
+    json_object *usage = jget(root, "usageMetadata");
+    out->tokens_in = jint(usage, "promptTokenCount");
+    out->tokens_out = jint(usage, "candidatesTokenCount") + jint(usage, "thoughtsTokenCount");
+
+    json_object *cands = jget(root, "candidates");
+    json_object *cand = cands && json_object_is_type(cands, json_type_array) &&
+                                json_object_array_length(cands) > 0
+                            ? json_object_array_get_idx(cands, 0)
+                            : NULL;
+    out->outcome = EV_LLM_BAD_ANSWER;
+    if (!cand) {
+        const char *block = jstr(jget(root, "promptFeedback"), "blockReason");
+        if (block) {
+            set_str(&out->finish_reason, block);
+            ev_llm_result_set_error(out, "prompt blocked: %s", block);
+        } else {
+            ev_llm_result_set_error(out, "no candidates in the answer");
+        }
+        return;
+    }
+    /* The finish reason decides before any text is looked at. */
+    const char *finish = jstr(cand, "finishReason");
+    if (finish)
+        set_str(&out->finish_reason, finish);
+    if (finish && strcmp(finish, "STOP") != 0) {
+        if (strcmp(finish, "MAX_TOKENS") == 0)
+            ev_llm_result_set_error(out, "answer truncated at MAX_TOKENS");
+        else
+            ev_llm_result_set_error(out, "no usable answer: finish reason %s", finish);
+        return;
+    }
+    json_object *content = jget(cand, "content");
+    json_object *parts = jget(content, "parts");
+    if (!content || !parts || !json_object_is_type(parts, json_type_array)) {
+        ev_llm_result_set_error(out, "candidate has no content");
+        return;
+    }
+    size_t n = json_object_array_length(parts), total = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *p = json_object_array_get_idx(parts, i);
+        json_object *thought = jget(p, "thought");
+        const char *t = jstr(p, "text");
+        if (t && !(thought && json_object_get_boolean(thought)))
+            total += strlen(t);
+    }
+    char *text = ev_malloc(total + 1);
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *p = json_object_array_get_idx(parts, i);
+        json_object *thought = jget(p, "thought");
+        const char *t = jstr(p, "text");
+        if (t && !(thought && json_object_get_boolean(thought))) {
+            size_t l = strlen(t);
+            memcpy(text + off, t, l);
+            off += l;
+        }
+    }
+    text[off] = '\0';
+    if (all_blank(text)) {
+        free(text);
+        ev_llm_result_set_error(out, "empty answer text");
+        return;
+    }
+    out->text = text;
+    out->outcome = EV_LLM_OK;
+    out->error[0] = '\0';
+}
+
+static void parse_error(ev_llm_result_t *out, json_object *root, const ev_http_response_t *resp)
+{
+    int st = resp->status;
+    gerror_t e;
+    read_error(root, &e);
+    out->retry_after_ms = e.retry_ms;
+
+    char msg[120];
+    if (e.message)
+        ev_llm_snippet(msg, sizeof(msg), e.message, strlen(e.message));
+    else if (!resp->body || resp->body_len == 0)
+        snprintf(msg, sizeof(msg), "(empty body)");
+    else if (!root)
+        snprintf(msg, sizeof(msg), "(body is not JSON)");
+    else
+        snprintf(msg, sizeof(msg), "(no error message)");
+    ev_llm_result_set_error(out, "HTTP %d%s%s: %s", st, e.status ? " " : "",
+                            e.status ? e.status : "", msg);
+
+    bool too_large = e.message && (ev_llm_contains_ci(e.message, "payload size exceeds") ||
+                                   ev_llm_contains_ci(e.message, "exceeds the maximum number of tokens"));
+    if (st == 400) {
+        if (e.key_invalid)
+            out->outcome = EV_LLM_FATAL_CONFIG;
+        else if (too_large)
+            out->outcome = EV_LLM_FALLBACK, out->too_large = true;
+        else if (e.status && strcmp(e.status, "FAILED_PRECONDITION") == 0)
+            out->outcome = EV_LLM_FATAL_CONFIG; /* e.g. region or billing: not this request */
+        else
+            out->outcome = EV_LLM_BAD_REQUEST;
+    } else if (st == 401 || st == 403 || st == 404) {
+        out->outcome = EV_LLM_FATAL_CONFIG;
+    } else if (st == 413) {
+        out->outcome = EV_LLM_FALLBACK;
+        out->too_large = true;
+    } else if (st == 429) {
+        out->rate_limited = true;
+        out->daily_quota = e.daily;
+        out->no_quota = e.no_quota;
+        out->outcome = e.daily || e.no_quota ? EV_LLM_FALLBACK : EV_LLM_RETRY;
+    } else if (st == 408 || st == 499 || st >= 500) {
+        out->outcome = EV_LLM_RETRY;
+    } else if (st >= 300 && st < 400) {
+        out->outcome = EV_LLM_FATAL_CONFIG; /* a redirect: the base URL is wrong */
+    } else if (st >= 400) {
+        out->outcome = EV_LLM_BAD_REQUEST;
+    } else {
+        out->outcome = EV_LLM_RETRY;
+    }
+}
+
+void ev_gemini_parse_response(ev_llm_result_t *out, const ev_http_response_t *resp,
+                              int64_t max_wait_ms)
+{
+    out->http_status = resp->status;
+    json_object *root = ev_llm_json_parse(resp->body, resp->body_len);
+    if (resp->status >= 200 && resp->status < 300)
+        parse_success(out, root);
+    else
+        parse_error(out, root, resp);
+    json_object_put(root);
+    ev_llm_result_apply_max_wait(out, max_wait_ms);
+}
+
+/* ------------------------------------------------------------------- call */
+
+int ev_gemini_call(ev_gemini_t *g, ev_http_t *http, const ev_llm_request_t *req,
+                   ev_llm_result_t *out, const atomic_bool *stop)
+{
+    ev_llm_result_init(out);
+    int rc = 0;
+    char *body = NULL;
+    size_t body_len = 0;
+    ev_http_response_t resp;
+    ev_http_response_init(&resp);
+    if (!g || !req) {
+        rc = EV_EINVAL;
+        out->outcome = EV_LLM_BAD_REQUEST;
+        out->err = rc;
+        ev_llm_result_set_error(out, "invalid call arguments");
+        goto out;
+    }
+    out->model = ev_strdup(g->model);
+
+    size_t media = req->text_only ? 0 : req->media_count;
+    size_t images = 0;
+    size_t estimate = 0;
+    for (size_t i = 0; req->media && i < media; i++) {
+        if (req->media[i].mime && strncmp(req->media[i].mime, "image/", 6) == 0)
+            images++;
+        estimate += ev_llm_base64_len(req->media[i].len);
+    }
+    /* Refuse before encoding anything when the files alone are too large. */
+    if (estimate > g->opts.max_request_bytes ||
+        (g->opts.max_images > 0 && images > (size_t)g->opts.max_images)) {
+        out->outcome = EV_LLM_FALLBACK;
+        out->too_large = true;
+        ev_llm_result_set_error(out, "request too large for Gemini (%zu images, ~%zu bytes)",
+                                images, estimate);
+        goto out;
+    }
+    rc = ev_gemini_build_body(&body, &body_len, req, g->thinking_budget);
+    if (rc == EV_ETOOBIG) {
+        rc = 0;
+        out->outcome = EV_LLM_FALLBACK;
+        out->too_large = true;
+        ev_llm_result_set_error(out, "file too large for Gemini");
+        goto out;
+    }
+    if (rc < 0) {
+        out->outcome = EV_LLM_BAD_REQUEST;
+        out->err = rc;
+        ev_llm_result_set_error(out, "unusable request (no text or media, unsupported type "
+                                     "or empty file)");
+        goto out;
+    }
+    if (body_len > g->opts.max_request_bytes) {
+        out->outcome = EV_LLM_FALLBACK;
+        out->too_large = true;
+        ev_llm_result_set_error(out, "request of %zu bytes exceeds Gemini's %zu", body_len,
+                                g->opts.max_request_bytes);
+        goto out;
+    }
+    if (!http) {
+        rc = EV_EINVAL;
+        out->outcome = EV_LLM_BAD_REQUEST;
+        out->err = rc;
+        ev_llm_result_set_error(out, "no HTTP handle");
+        goto out;
+    }
+    if (stop && atomic_load(stop)) {
+        rc = EV_ESHUTDOWN;
+        ev_llm_result_transport(out, rc, NULL);
+        goto out;
+    }
+
+    ev_http_request_t hreq = {
+        .url = g->url,
+        .body = body,
+        .body_len = body_len,
+        .secret = g->key,
+        .secret_prefix = "x-goog-api-key: ",
+        .timeout_ms = g->opts.timeout_ms,
+        .connect_timeout_ms = g->opts.connect_timeout_ms,
+        .max_response_bytes = g->opts.max_response_bytes,
+        .stop = stop,
+    };
+    out->http_attempted = true;
+    int hrc = ev_http_post(http, &hreq, &resp);
+    out->latency_ms = resp.elapsed_ms;
+    if (hrc < 0) {
+        out->http_status = resp.status;
+        ev_llm_result_transport(out, hrc, resp.error);
+        if (hrc == EV_ESHUTDOWN)
+            rc = EV_ESHUTDOWN;
+        goto out;
+    }
+    ev_gemini_parse_response(out, &resp, g->opts.max_wait_ms);
+    if (!out->request_id) {
+        const char *rid = ev_http_response_header(&resp, "x-request-id");
+        if (rid && rid[0])
+            out->request_id = ev_strdup(rid);
+    }
+
+out:
+    if (g)
+        ev_llm_result_scrub(out, g->key);
+    ev_http_response_free(&resp);
+    free(body);
+    return rc;
+}

@@ -1,0 +1,518 @@
+/*
+ * groq.c - Groq chat-completions client; see groq.h and PROVIDERS.md.
+ *
+ * How: the body is built with json-c in the OpenAI shape Groq documents;
+ * the vision limits are checked from the request before anything is encoded
+ * and again on the encoded body; one ev_http_post() per call. Responses are
+ * classified by HTTP status first (error bodies may be HTML or empty), then
+ * refined by the error code/message and the rate-limit headers.
+ *
+ * Threads: ev_groq_t is immutable after ev_groq_new() and shared read-only
+ * by all workers; everything else is per call. No locks. Never logs.
+ */
+#include "ev/groq.h"
+
+#include "ev/error.h"
+#include "ev/retryhint.h"
+#include "ev/util.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct ev_groq {
+    const ev_secret_t *key; /* borrowed from the config */
+    char *model;
+    char *vision_model;
+    char *url;
+    ev_llm_client_options_t opts;
+};
+
+char *ev_groq_build_url(const char *base_url)
+{
+    size_t blen = strlen(base_url);
+    while (blen > 0 && base_url[blen - 1] == '/')
+        blen--;
+    return ev_asprintf("%.*s/chat/completions", (int)blen, base_url);
+}
+
+int ev_groq_new(ev_groq_t **out, const ev_provider_config_t *cfg,
+                const ev_llm_client_options_t *opts)
+{
+    *out = NULL;
+    if (!cfg || !cfg->api_key || !cfg->model || !cfg->model[0] || !cfg->base_url ||
+        !cfg->base_url[0])
+        return EV_ECONFIG;
+    ev_groq_t *g = ev_calloc(1, sizeof(*g));
+    ev_llm_client_options_t defaults = EV_LLM_CLIENT_OPTIONS_INIT;
+    g->opts = opts ? *opts : defaults;
+    if (g->opts.timeout_ms <= 0)
+        g->opts.timeout_ms = defaults.timeout_ms;
+    if (g->opts.max_request_bytes == 0)
+        g->opts.max_request_bytes = EV_GROQ_MAX_REQUEST_DEFAULT;
+    if (g->opts.max_images <= 0)
+        g->opts.max_images = EV_GROQ_MAX_IMAGES_DEFAULT;
+    g->key = cfg->api_key;
+    g->model = ev_strdup(cfg->model);
+    g->vision_model = ev_strdup(cfg->vision_model && cfg->vision_model[0] ? cfg->vision_model
+                                                                          : cfg->model);
+    g->url = ev_groq_build_url(cfg->base_url);
+    *out = g;
+    return 0;
+}
+
+void ev_groq_free(ev_groq_t *g)
+{
+    if (!g)
+        return;
+    free(g->model);
+    free(g->vision_model);
+    free(g->url);
+    free(g);
+}
+
+static size_t media_sent(const ev_llm_request_t *req)
+{
+    return req->text_only || !req->media ? 0 : req->media_count;
+}
+
+const char *ev_groq_model_for(const ev_groq_t *g, const ev_llm_request_t *req)
+{
+    return media_sent(req) > 0 ? g->vision_model : g->model;
+}
+
+/* ---------------------------------------------------------------- request */
+
+static bool is_pdf(const char *mime) { return mime && strcmp(mime, "application/pdf") == 0; }
+static bool is_image(const char *mime) { return mime && strncmp(mime, "image/", 6) == 0; }
+
+static char *join_text(const ev_llm_request_t *req)
+{
+    const char *u = req->user_text && req->user_text[0] ? req->user_text : NULL;
+    const char *p = req->pdf_text && req->pdf_text[0] ? req->pdf_text : NULL;
+    if (u && p)
+        return ev_asprintf("%s\n\n%s", u, p);
+    if (u || p)
+        return ev_strdup(u ? u : p);
+    return NULL;
+}
+
+static char *system_text(const ev_llm_request_t *req)
+{
+    const char *sp = req->system_prompt && req->system_prompt[0] ? req->system_prompt : NULL;
+    /* json_object mode answers 400 unless the messages mention "json". */
+    if (sp && strstr(sp, "json"))
+        return ev_strdup(sp);
+    if (sp)
+        return ev_asprintf("%s\n\n%s", sp, ev_llm_verdict_instruction());
+    return ev_strdup(ev_llm_verdict_instruction());
+}
+
+int ev_groq_build_body(char **out, size_t *out_len, const ev_llm_request_t *req,
+                       const char *model)
+{
+    *out = NULL;
+    if (out_len)
+        *out_len = 0;
+    int rc = 0;
+    json_object *root = NULL;
+    char *text = NULL, *sys = NULL;
+    if (!req || !model) {
+        rc = EV_EINVAL;
+        goto out;
+    }
+    size_t n = media_sent(req);
+    for (size_t i = 0; i < n; i++) {
+        const ev_llm_media_t *m = &req->media[i];
+        /* Groq has no PDF input: the caller must send extracted text. */
+        if (is_pdf(m->mime) || !is_image(m->mime) || !m->bytes || m->len == 0) {
+            rc = EV_EINVAL;
+            goto out;
+        }
+        if (m->len > (size_t)INT32_MAX / 4 * 3 - 64) {
+            rc = EV_ETOOBIG;
+            goto out;
+        }
+    }
+    text = join_text(req);
+    if (!text && n == 0) {
+        rc = EV_EINVAL;
+        goto out;
+    }
+    sys = system_text(req);
+
+    root = json_object_new_object();
+    json_object_object_add(root, "model", json_object_new_string(model));
+    json_object *messages = json_object_new_array();
+    json_object *sm = json_object_new_object();
+    json_object_object_add(sm, "role", json_object_new_string("system"));
+    json_object_object_add(sm, "content", json_object_new_string(sys));
+    json_object_array_add(messages, sm);
+
+    json_object *um = json_object_new_object();
+    json_object_object_add(um, "role", json_object_new_string("user"));
+    if (n == 0) {
+        json_object_object_add(um, "content", json_object_new_string(text));
+    } else {
+        json_object *content = json_object_new_array();
+        if (text) {
+            json_object *tp = json_object_new_object();
+            json_object_object_add(tp, "type", json_object_new_string("text"));
+            json_object_object_add(tp, "text", json_object_new_string(text));
+            json_object_array_add(content, tp);
+        }
+        for (size_t i = 0; i < n; i++) {
+            const ev_llm_media_t *m = &req->media[i];
+            size_t b64len = 0;
+            char *b64 = ev_llm_base64(m->bytes, m->len, &b64len);
+            char *url = ev_asprintf("data:%s;base64,%s", m->mime, b64);
+            free(b64);
+            json_object *iu = json_object_new_object();
+            json_object_object_add(iu, "url", json_object_new_string(url));
+            free(url);
+            json_object *ip = json_object_new_object();
+            json_object_object_add(ip, "type", json_object_new_string("image_url"));
+            json_object_object_add(ip, "image_url", iu);
+            json_object_array_add(content, ip);
+        }
+        json_object_object_add(um, "content", content);
+    }
+    json_object_array_add(messages, um);
+    json_object_object_add(root, "messages", messages);
+
+    json_object *rf = json_object_new_object();
+    json_object_object_add(rf, "type", json_object_new_string("json_object"));
+    json_object_object_add(root, "response_format", rf);
+    json_object_object_add(root, "temperature", json_object_new_int(0));
+    json_object_object_add(root, "max_completion_tokens",
+                           json_object_new_int(req->max_output_tokens > 0
+                                                   ? req->max_output_tokens
+                                                   : EV_LLM_DEFAULT_MAX_OUTPUT_TOKENS));
+
+    size_t len = 0;
+    const char *s = json_object_to_json_string_length(
+        root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    if (!s) {
+        rc = EV_ENOMEM;
+        goto out;
+    }
+    *out = ev_strndup(s, len);
+    if (out_len)
+        *out_len = len;
+
+out:
+    json_object_put(root);
+    free(text);
+    free(sys);
+    return rc;
+}
+
+/* --------------------------------------------------------------- response */
+
+static json_object *jget(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    if (o && json_object_is_type(o, json_type_object) && json_object_object_get_ex(o, key, &v))
+        return v;
+    return NULL;
+}
+
+static const char *jstr(json_object *o, const char *key)
+{
+    json_object *v = jget(o, key);
+    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+static int64_t jint(json_object *o, const char *key)
+{
+    json_object *v = jget(o, key);
+    if (v && (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)))
+        return json_object_get_int64(v);
+    return 0;
+}
+
+static void set_str(char **dst, const char *s)
+{
+    free(*dst);
+    *dst = s ? ev_strdup(s) : NULL;
+}
+
+/* A non-negative integer header value, or -1. */
+static int64_t header_int(const ev_http_response_t *resp, const char *name)
+{
+    const char *s = ev_http_response_header(resp, name);
+    if (!s || !*s)
+        return -1;
+    int64_t n = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        if (n > INT64_C(100000000000000))
+            return -1;
+        n = n * 10 + (*s - '0');
+    }
+    return n;
+}
+
+static int64_t header_duration(const ev_http_response_t *resp, const char *name)
+{
+    int64_t ms = -1;
+    const char *s = ev_http_response_header(resp, name);
+    if (s)
+        ev_retryhint_duration(&ms, s);
+    return ms;
+}
+
+static void read_ratelimit(ev_llm_result_t *out, const ev_http_response_t *resp)
+{
+    out->ratelimit.limit_requests = header_int(resp, "x-ratelimit-limit-requests");
+    out->ratelimit.remaining_requests = header_int(resp, "x-ratelimit-remaining-requests");
+    out->ratelimit.limit_tokens = header_int(resp, "x-ratelimit-limit-tokens");
+    out->ratelimit.remaining_tokens = header_int(resp, "x-ratelimit-remaining-tokens");
+    out->ratelimit.reset_requests_ms = header_duration(resp, "x-ratelimit-reset-requests");
+    out->ratelimit.reset_tokens_ms = header_duration(resp, "x-ratelimit-reset-tokens");
+}
+
+static bool all_blank(const char *s)
+{
+    for (; *s; s++) {
+        if (*s != ' ' && *s != '\t' && *s != '\r' && *s != '\n')
+            return false;
+    }
+    return true;
+}
+
+static void parse_success(ev_llm_result_t *out, json_object *root)
+{
+    out->outcome = EV_LLM_BAD_ANSWER;
+    if (!root || !json_object_is_type(root, json_type_object)) {
+        out->err = EV_EPARSE;
+        ev_llm_result_set_error(out, "HTTP %d with a body that is not a JSON object",
+                                out->http_status);
+        return;
+    }
+    const char *rid = jstr(jget(root, "x_groq"), "id");
+    if (!rid)
+        rid = jstr(root, "id");
+    if (rid)
+        set_str(&out->request_id, rid);
+    json_object *usage = jget(root, "usage");
+    out->tokens_in = jint(usage, "prompt_tokens");
+    out->tokens_out = jint(usage, "completion_tokens");
+
+    json_object *choices = jget(root, "choices");
+    json_object *choice = choices && json_object_is_type(choices, json_type_array) &&
+                                  json_object_array_length(choices) > 0
+                              ? json_object_array_get_idx(choices, 0)
+                              : NULL;
+    if (!choice) {
+        ev_llm_result_set_error(out, "no choices in the answer");
+        return;
+    }
+    /* The finish reason decides before any text is looked at. */
+    const char *finish = jstr(choice, "finish_reason");
+    if (finish)
+        set_str(&out->finish_reason, finish);
+    if (finish && strcmp(finish, "stop") != 0) {
+        if (strcmp(finish, "length") == 0)
+            ev_llm_result_set_error(out, "answer truncated (finish_reason length)");
+        else
+            ev_llm_result_set_error(out, "no usable answer: finish_reason %s", finish);
+        return;
+    }
+    const char *content = jstr(jget(choice, "message"), "content");
+    if (!content || all_blank(content)) {
+        ev_llm_result_set_error(out, "empty answer text");
+        return;
+    }
+    out->text = ev_strdup(content);
+    out->outcome = EV_LLM_OK;
+    out->error[0] = '\0';
+}
+
+static void parse_error(ev_llm_result_t *out, json_object *root, const ev_http_response_t *resp)
+{
+    int st = resp->status;
+    json_object *err = jget(root, "error");
+    const char *message = jstr(err, "message");
+    const char *code = jstr(err, "code");
+
+    /* The retry-after header wins; the message is the fallback hint. */
+    int64_t hint = -1;
+    const char *ra = ev_http_response_header(resp, "retry-after");
+    if (ra)
+        ev_retryhint_retry_after(&hint, ra);
+    if (hint < 0 && message)
+        ev_retryhint_from_message(&hint, message);
+    out->retry_after_ms = hint;
+
+    char msg[120];
+    if (message)
+        ev_llm_snippet(msg, sizeof(msg), message, strlen(message));
+    else if (!resp->body || resp->body_len == 0)
+        snprintf(msg, sizeof(msg), "(empty body)");
+    else if (!root)
+        snprintf(msg, sizeof(msg), "(body is not JSON)");
+    else
+        snprintf(msg, sizeof(msg), "(no error message)");
+    ev_llm_result_set_error(out, "HTTP %d%s%s: %s", st, code ? " " : "", code ? code : "", msg);
+
+    if (st == 400) {
+        if (code && strcmp(code, "json_validate_failed") == 0)
+            out->outcome = EV_LLM_BAD_ANSWER; /* the model's JSON was invalid: one retry */
+        else if (code && strcmp(code, "invalid_api_key") == 0)
+            out->outcome = EV_LLM_FATAL_CONFIG;
+        else if ((code && strcmp(code, "context_length_exceeded") == 0) ||
+                 ev_llm_contains_ci(message, "reduce the length"))
+            out->outcome = EV_LLM_FALLBACK, out->too_large = true;
+        else
+            out->outcome = EV_LLM_BAD_REQUEST;
+    } else if (st == 401 || st == 403 || st == 404) {
+        out->outcome = EV_LLM_FATAL_CONFIG;
+    } else if (st == 413) {
+        /* "Request too large" (code rate_limit_exceeded) looks like a rate
+         * limit but the request itself exceeds the model's limit: it never
+         * succeeds on retry, and says nothing about the provider's quota. */
+        out->outcome = EV_LLM_FALLBACK;
+        out->too_large = true;
+    } else if (st == 429) {
+        out->rate_limited = true;
+        /* Requests are counted per day: none left means the daily quota. */
+        bool daily = ev_llm_contains_ci(message, "per day") ||
+                     ev_llm_contains_ci(message, "(RPD)") || ev_llm_contains_ci(message, "(TPD)") ||
+                     out->ratelimit.remaining_requests == 0;
+        out->daily_quota = daily;
+        out->outcome = daily ? EV_LLM_FALLBACK : EV_LLM_RETRY;
+    } else if (st == 408 || st == 498 || st >= 500) {
+        out->outcome = EV_LLM_RETRY;
+    } else if (st >= 300 && st < 400) {
+        out->outcome = EV_LLM_FATAL_CONFIG; /* a redirect: the base URL is wrong */
+    } else if (st >= 400) {
+        out->outcome = EV_LLM_BAD_REQUEST;
+    } else {
+        out->outcome = EV_LLM_RETRY;
+    }
+}
+
+void ev_groq_parse_response(ev_llm_result_t *out, const ev_http_response_t *resp,
+                            int64_t max_wait_ms)
+{
+    out->http_status = resp->status;
+    read_ratelimit(out, resp);
+    json_object *root = ev_llm_json_parse(resp->body, resp->body_len);
+    if (resp->status >= 200 && resp->status < 300)
+        parse_success(out, root);
+    else
+        parse_error(out, root, resp);
+    json_object_put(root);
+    ev_llm_result_apply_max_wait(out, max_wait_ms);
+}
+
+/* ------------------------------------------------------------------- call */
+
+int ev_groq_call(ev_groq_t *g, ev_http_t *http, const ev_llm_request_t *req,
+                 ev_llm_result_t *out, const atomic_bool *stop)
+{
+    ev_llm_result_init(out);
+    int rc = 0;
+    char *body = NULL;
+    size_t body_len = 0;
+    ev_http_response_t resp;
+    ev_http_response_init(&resp);
+    if (!g || !req) {
+        rc = EV_EINVAL;
+        out->outcome = EV_LLM_BAD_REQUEST;
+        out->err = rc;
+        ev_llm_result_set_error(out, "invalid call arguments");
+        goto out;
+    }
+    const char *model = ev_groq_model_for(g, req);
+    out->model = ev_strdup(model);
+
+    size_t n = media_sent(req), estimate = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (is_pdf(req->media[i].mime) || !is_image(req->media[i].mime)) {
+            rc = EV_EINVAL;
+            out->outcome = EV_LLM_BAD_REQUEST;
+            out->err = rc;
+            ev_llm_result_set_error(out, "Groq takes no %s input: send the extracted text",
+                                    is_pdf(req->media[i].mime) ? "PDF" : "non-image");
+            goto out;
+        }
+        estimate += ev_llm_base64_len(req->media[i].len) + 64;
+    }
+    /* Enforce the vision limits before encoding anything: over them Groq
+     * answers 413, which would waste an attempt of the call budget. */
+    if (n > (size_t)g->opts.max_images || estimate > g->opts.max_request_bytes) {
+        out->outcome = EV_LLM_FALLBACK;
+        out->too_large = true;
+        ev_llm_result_set_error(out, "request too large for Groq (%zu images, ~%zu bytes; "
+                                     "limits %d images, %zu bytes)",
+                                n, estimate, g->opts.max_images, g->opts.max_request_bytes);
+        goto out;
+    }
+    rc = ev_groq_build_body(&body, &body_len, req, model);
+    if (rc == EV_ETOOBIG || (rc == 0 && body_len > g->opts.max_request_bytes)) {
+        rc = 0;
+        out->outcome = EV_LLM_FALLBACK;
+        out->too_large = true;
+        ev_llm_result_set_error(out, "request of %zu bytes exceeds Groq's %zu", body_len,
+                                g->opts.max_request_bytes);
+        goto out;
+    }
+    if (rc < 0) {
+        out->outcome = EV_LLM_BAD_REQUEST;
+        out->err = rc;
+        ev_llm_result_set_error(out, "unusable request (no text and no image, or empty file)");
+        goto out;
+    }
+    if (!http) {
+        rc = EV_EINVAL;
+        out->outcome = EV_LLM_BAD_REQUEST;
+        out->err = rc;
+        ev_llm_result_set_error(out, "no HTTP handle");
+        goto out;
+    }
+    if (stop && atomic_load(stop)) {
+        rc = EV_ESHUTDOWN;
+        ev_llm_result_transport(out, rc, NULL);
+        goto out;
+    }
+
+    ev_http_request_t hreq = {
+        .url = g->url,
+        .body = body,
+        .body_len = body_len,
+        .secret = g->key,
+        .secret_prefix = "Authorization: Bearer ",
+        .timeout_ms = g->opts.timeout_ms,
+        .connect_timeout_ms = g->opts.connect_timeout_ms,
+        .max_response_bytes = g->opts.max_response_bytes,
+        .stop = stop,
+    };
+    out->http_attempted = true;
+    int hrc = ev_http_post(http, &hreq, &resp);
+    out->latency_ms = resp.elapsed_ms;
+    if (hrc < 0) {
+        out->http_status = resp.status;
+        ev_llm_result_transport(out, hrc, resp.error);
+        if (hrc == EV_ESHUTDOWN)
+            rc = EV_ESHUTDOWN;
+        goto out;
+    }
+    ev_groq_parse_response(out, &resp, g->opts.max_wait_ms);
+    if (!out->request_id) {
+        const char *rid = ev_http_response_header(&resp, "x-request-id");
+        if (rid && rid[0])
+            out->request_id = ev_strdup(rid);
+    }
+
+out:
+    if (g)
+        ev_llm_result_scrub(out, g->key);
+    ev_http_response_free(&resp);
+    free(body);
+    return rc;
+}

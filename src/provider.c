@@ -1,0 +1,263 @@
+/*
+ * provider.c - helpers shared by the provider clients; see provider.h.
+ *
+ * Result lifetime, the verdict description, base64 and a bounded JSON parse.
+ * Threads: pure functions on their arguments; no shared mutable state.
+ */
+#include "ev/provider.h"
+
+#include "ev/error.h"
+#include "ev/util.h"
+
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+const char *ev_llm_outcome_name(ev_llm_outcome_t o)
+{
+    switch (o) {
+    case EV_LLM_OK:
+        return "ok";
+    case EV_LLM_RETRY:
+        return "retry";
+    case EV_LLM_FALLBACK:
+        return "fallback";
+    case EV_LLM_FATAL_CONFIG:
+        return "fatal_config";
+    case EV_LLM_BAD_ANSWER:
+        return "bad_answer";
+    case EV_LLM_BAD_REQUEST:
+        return "bad_request";
+    }
+    return "unknown";
+}
+
+void ev_llm_result_init(ev_llm_result_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->outcome = EV_LLM_OK;
+    r->retry_after_ms = -1;
+    r->ratelimit.limit_requests = -1;
+    r->ratelimit.remaining_requests = -1;
+    r->ratelimit.limit_tokens = -1;
+    r->ratelimit.remaining_tokens = -1;
+    r->ratelimit.reset_requests_ms = -1;
+    r->ratelimit.reset_tokens_ms = -1;
+}
+
+void ev_llm_result_free(ev_llm_result_t *r)
+{
+    if (!r)
+        return;
+    free(r->text);
+    free(r->finish_reason);
+    free(r->request_id);
+    free(r->model);
+    ev_llm_result_init(r);
+}
+
+void ev_llm_result_set_error(ev_llm_result_t *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->error, sizeof(r->error), fmt, ap);
+    va_end(ap);
+}
+
+static bool scrub_str(char **s, const ev_secret_t *key)
+{
+    if (*s && ev_secret_appears_in(key, *s, strlen(*s))) {
+        free(*s);
+        *s = NULL;
+        return true;
+    }
+    return false;
+}
+
+int ev_llm_result_scrub(ev_llm_result_t *r, const ev_secret_t *key)
+{
+    if (!r || !key)
+        return 0;
+    int n = 0;
+    if (ev_secret_appears_in(key, r->error, strnlen(r->error, sizeof(r->error)))) {
+        snprintf(r->error, sizeof(r->error), "provider error (message withheld: it echoed the key)");
+        n++;
+    }
+    if (scrub_str(&r->text, key)) {
+        r->outcome = EV_LLM_BAD_ANSWER;
+        snprintf(r->error, sizeof(r->error), "answer withheld: it contained the key");
+        n++;
+    }
+    n += scrub_str(&r->finish_reason, key);
+    n += scrub_str(&r->request_id, key);
+    n += scrub_str(&r->model, key);
+    return n;
+}
+
+bool ev_llm_contains_ci(const char *hay, const char *needle)
+{
+    if (!hay || !needle)
+        return false;
+    size_t n = strlen(needle);
+    for (const char *p = hay; *p; p++) {
+        if (strncasecmp(p, needle, n) == 0)
+            return true;
+    }
+    return n == 0;
+}
+
+struct json_object *ev_llm_json_parse(const char *body, size_t len)
+{
+    if (!body || len == 0 || len > INT32_MAX)
+        return NULL;
+    json_tokener *tok = json_tokener_new_ex(64);
+    if (!tok)
+        return NULL;
+    json_object *obj = json_tokener_parse_ex(tok, body, (int)len);
+    size_t used = (size_t)json_tokener_get_parse_end(tok);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    json_tokener_free(tok);
+    if (!obj || jerr != json_tokener_success) {
+        /* json_tokener_continue means the text ended inside a value. */
+        json_object_put(obj);
+        return NULL;
+    }
+    for (size_t i = used; i < len; i++) {
+        char c = body[i];
+        if (c != ' ' && c != '\t' && c != '\r' && c != '\n') {
+            json_object_put(obj);
+            return NULL;
+        }
+    }
+    if (json_object_is_type(obj, json_type_array) && json_object_array_length(obj) == 1) {
+        json_object *inner = json_object_get(json_object_array_get_idx(obj, 0));
+        json_object_put(obj);
+        obj = inner;
+    }
+    return obj;
+}
+
+const ev_llm_field_t ev_llm_verdict_fields[3] = {
+    {"valid", EV_LLM_FIELD_BOOLEAN},
+    {"score", EV_LLM_FIELD_NUMBER},
+    {"reason", EV_LLM_FIELD_STRING},
+};
+
+const char *ev_llm_verdict_instruction(void)
+{
+    return "Respond with a single json object and nothing else, exactly of the form "
+           "{\"valid\": true or false, \"score\": a number from 0 to 1, "
+           "\"reason\": \"one or two sentences explaining the verdict\"}.";
+}
+
+size_t ev_llm_base64_len(size_t len) { return (len + 2) / 3 * 4; }
+
+char *ev_llm_base64(const unsigned char *bytes, size_t len, size_t *out_len)
+{
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = ev_llm_base64_len(len);
+    char *out = ev_malloc(n + 1);
+    char *o = out;
+    size_t i = 0;
+    for (; i + 3 <= len; i += 3) {
+        uint32_t v = ((uint32_t)bytes[i] << 16) | ((uint32_t)bytes[i + 1] << 8) | bytes[i + 2];
+        *o++ = tbl[(v >> 18) & 63];
+        *o++ = tbl[(v >> 12) & 63];
+        *o++ = tbl[(v >> 6) & 63];
+        *o++ = tbl[v & 63];
+    }
+    if (i < len) {
+        uint32_t v = (uint32_t)bytes[i] << 16;
+        if (i + 1 < len)
+            v |= (uint32_t)bytes[i + 1] << 8;
+        *o++ = tbl[(v >> 18) & 63];
+        *o++ = tbl[(v >> 12) & 63];
+        *o++ = i + 1 < len ? tbl[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    *o = '\0';
+    if (out_len)
+        *out_len = n;
+    return out;
+}
+
+void ev_llm_snippet(char *dst, size_t n, const char *src, size_t src_len)
+{
+    if (n == 0)
+        return;
+    size_t o = 0;
+    bool blank = false;
+    size_t i = 0;
+    for (; src && i < src_len && src[i] != '\0'; i++) {
+        unsigned char c = (unsigned char)src[i];
+        if (c < 0x20 || c == 0x7f || c == ' ') {
+            blank = o > 0;
+            continue;
+        }
+        size_t need = (blank ? 1 : 0) + 1;
+        if (o + need > n - 1)
+            break;
+        if (blank)
+            dst[o++] = ' ';
+        blank = false;
+        dst[o++] = (char)c;
+    }
+    /* Mark a cut; back up over a partial UTF-8 sequence first. */
+    if (src && i < src_len && src[i] != '\0' && n > 4) {
+        while (o > n - 4)
+            o--;
+        while (o > 0 && ((unsigned char)dst[o - 1] & 0xC0) == 0x80)
+            o--;
+        if (o > 0 && ((unsigned char)dst[o - 1] & 0xC0) == 0xC0)
+            o--;
+        memcpy(dst + o, "...", 3);
+        o += 3;
+    }
+    dst[o] = '\0';
+}
+
+void ev_llm_result_transport(ev_llm_result_t *r, int rc, const char *detail)
+{
+    r->err = rc;
+    const char *d = detail && detail[0] ? detail : ev_strerror(rc);
+    switch (rc) {
+    case EV_ETIMEOUT:
+        r->outcome = EV_LLM_RETRY;
+        ev_llm_result_set_error(r, "HTTP timeout: %s", d);
+        break;
+    case EV_EHTTP:
+        r->outcome = EV_LLM_RETRY;
+        ev_llm_result_set_error(r, "HTTP connection failed: %s", d);
+        break;
+    case EV_ETOOBIG:
+        r->outcome = EV_LLM_BAD_ANSWER;
+        ev_llm_result_set_error(r, "response body too large");
+        break;
+    case EV_ECONFIG:
+        r->outcome = EV_LLM_FATAL_CONFIG;
+        ev_llm_result_set_error(r, "bad provider URL: %s", d);
+        break;
+    case EV_ESHUTDOWN:
+        r->outcome = EV_LLM_RETRY;
+        ev_llm_result_set_error(r, "aborted: shutting down");
+        break;
+    default:
+        r->outcome = EV_LLM_RETRY;
+        ev_llm_result_set_error(r, "HTTP failure: %s", d);
+        break;
+    }
+}
+
+void ev_llm_result_apply_max_wait(ev_llm_result_t *r, int64_t max_wait_ms)
+{
+    if (r->outcome != EV_LLM_RETRY || max_wait_ms <= 0 || r->retry_after_ms <= max_wait_ms)
+        return;
+    r->outcome = EV_LLM_FALLBACK;
+    char prev[EV_LLM_ERROR_MAX];
+    snprintf(prev, sizeof(prev), "%s", r->error);
+    ev_llm_result_set_error(r, "server asks to wait %lld ms (> %lld ms allowed): %s",
+                            (long long)r->retry_after_ms, (long long)max_wait_ms, prev);
+}
