@@ -3,8 +3,8 @@
  *
  * What: ev_thread_create() is the only pthread_create() call in the program.
  * It blocks the termination signals in the creating thread for the duration
- * of pthread_create (a new thread inherits its creator's mask), names the new
- * thread, and restores the creator's mask. The signal thread sigwait()s for
+ * of pthread_create (a new thread inherits its creator's mask), restores the
+ * creator's mask, and the new thread names itself before running its function. The signal thread sigwait()s for
  * SIGTERM/SIGINT and raises the process-wide shutdown request, a flag guarded
  * by a mutex with a condition variable so any thread can wait for it.
  *
@@ -25,6 +25,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,27 +42,49 @@ static void blocked_set(sigset_t *set)
     sigaddset(set, SIGPIPE);
 }
 
+/* What a new thread needs before it runs its function; freed by the thread. */
+typedef struct start {
+    void *(*fn)(void *);
+    void *arg;
+    char name[16];
+} start_t;
+
+/* Names the thread from inside, so the name is in place before fn runs (a
+ * name set by the creator could arrive after the thread's first steps). */
+static void *trampoline(void *p)
+{
+    start_t st = *(start_t *)p;
+
+    free(p);
+    (void)pthread_setname_np(pthread_self(), st.name);
+    return st.fn(st.arg);
+}
+
 int ev_thread_create(ev_thread_t *t, const char *name, void *(*fn)(void *), void *arg)
 {
     sigset_t block, old;
+    start_t *st;
     int rc, err;
 
     EV_ASSERT(t != NULL && fn != NULL);
     memset(t, 0, sizeof(*t));
     snprintf(t->name, sizeof(t->name), "%s", name ? name : "ev");
+    st = ev_calloc(1, sizeof(*st));
+    st->fn = fn;
+    st->arg = arg;
+    memcpy(st->name, t->name, sizeof(st->name));
     blocked_set(&block);
     /* The new thread inherits this mask; the creator gets its own back. */
     err = pthread_sigmask(SIG_BLOCK, &block, &old);
     EV_ASSERT(err == 0);
-    err = pthread_create(&t->tid, NULL, fn, arg);
+    err = pthread_create(&t->tid, NULL, trampoline, st);
     EV_ASSERT(pthread_sigmask(SIG_SETMASK, &old, NULL) == 0);
     if (err != 0) {
+        free(st);
         rc = err == EAGAIN || err == ENOMEM ? EV_ENOMEM : EV_EINVAL;
         goto out;
     }
     t->started = true;
-    /* Naming can only fail for a too-long name, which snprintf prevents. */
-    (void)pthread_setname_np(t->tid, t->name);
     rc = 0;
 out:
     return rc;
