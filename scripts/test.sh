@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# scripts/test.sh - the whole test run, from a bare Debian machine to a verdict.
+#
+#   bash scripts/test.sh
+#
+# 1. Installs the Debian packages the build and the tests need, if any is missing
+#    (as root directly; otherwise through sudo; without sudo it says what to install).
+# 2. Builds build/ (normal) and build-asan/ (-DEV_SANITIZE=address: ASan + UBSan).
+# 3. Starts a throwaway Postgres cluster in a temporary directory with
+#    scripts/pg-harness.sh (always stopped and removed on exit) and exports
+#    DATABASE_URL, EV_PG_SOCKET_URL, EV_PG_DIR and EV_PG_HARNESS for the tests.
+# 4. Runs `ctest --output-on-failure` for the normal build, then for the ASan build with
+#    leak detection on and UBSan halting on the first error.
+# 5. With EV_TSAN=1, also builds build-tsan/ (-DEV_SANITIZE=thread) and runs it.
+# Prints a summary; exits non-zero if any build or test failed.
+#
+# Knobs: EV_JOBS (parallel build and test jobs, default 2), EV_TSAN=1, EV_SKIP_ASAN=1,
+# EV_SKIP_INSTALL=1 (never touch packages), CC (compiler, passed to CMake).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1
+JOBS=${EV_JOBS:-2}
+
+PACKAGES=(build-essential cmake pkg-config libcurl4-openssl-dev libjson-c-dev libmagic-dev
+    libpq-dev libcunit1-dev libmicrohttpd-dev libpoppler-glib-dev postgresql prometheus
+    clang libclang-rt-14-dev valgrind)
+
+say() { printf '\n==== test.sh: %s ====\n' "$*"; }
+
+install_packages() {
+    [ "${EV_SKIP_INSTALL:-0}" = 1 ] && return 0
+    if ! command -v dpkg-query >/dev/null 2>&1; then
+        echo "test.sh: not a Debian system; make sure these (or their equivalents) are installed:"
+        echo "  ${PACKAGES[*]}"
+        return 0
+    fi
+    local missing=() p
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+            missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            sudo=(sudo)
+        else
+            echo "test.sh: missing packages and no sudo. As root, run:" >&2
+            echo "  apt-get install -y ${missing[*]}" >&2
+            exit 1
+        fi
+    fi
+    say "installing missing packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"; then
+        # The package lists may be stale or absent (fresh container): refresh once.
+        if ! { "${sudo[@]}" apt-get update &&
+            "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"; }; then
+            echo "test.sh: could not install: ${missing[*]}" >&2
+            exit 1
+        fi
+    fi
+}
+
+STAGES=()
+RESULTS=()
+FAILED=0
+
+record() { # stage, status text
+    STAGES+=("$1")
+    RESULTS+=("$2")
+    case "$2" in ok*) ;; *) FAILED=1 ;; esac
+}
+
+# build DIR [cmake args...]: configure and build, continuing past failing targets so
+# every test that can be built is built (other tests then show up as failed in ctest).
+build() {
+    local dir=$1
+    shift
+    local cc_args=()
+    [ -n "${CC:-}" ] && cc_args=(-DCMAKE_C_COMPILER="$CC")
+    say "configure and build $dir $*"
+    if ! cmake -S "$ROOT" -B "$ROOT/$dir" "${cc_args[@]}" "$@"; then
+        record "build $dir" "FAILED (cmake configure)"
+        return 1
+    fi
+    local keep_going=()
+    case "$(sed -n 's/^CMAKE_GENERATOR:INTERNAL=//p' "$ROOT/$dir/CMakeCache.txt")" in
+    Ninja*) keep_going=(-- -k 0) ;;
+    *Makefiles*) keep_going=(-- -k) ;;
+    esac
+    if cmake --build "$ROOT/$dir" -j"$JOBS" "${keep_going[@]}"; then
+        record "build $dir" "ok"
+    else
+        record "build $dir" "FAILED (see compiler errors above)"
+    fi
+    return 0
+}
+
+# run_tests DIR: ctest in DIR with the current environment.
+run_tests() {
+    local dir=$1 log="$ROOT/$1/ctest.log"
+    if [ ! -f "$ROOT/$dir/CTestTestfile.cmake" ]; then
+        record "ctest $dir" "FAILED (not configured)"
+        return
+    fi
+    say "ctest $dir"
+    (cd "$ROOT/$dir" && ctest --output-on-failure -j"$JOBS") 2>&1 | tee "$log"
+    local rc=${PIPESTATUS[0]}
+    local summary failed
+    summary=$(grep -E '^[0-9]+% tests passed' "$log" | tail -n 1)
+    failed=$(sed -n '/The following tests FAILED:/,$p' "$log" |
+        sed -n 's/^[[:space:]]*[0-9]* - \([^ ]*\).*/\1/p' | tr '\n' ' ')
+    if [ "$rc" -eq 0 ]; then
+        record "ctest $dir" "ok (${summary:-no tests})"
+    else
+        record "ctest $dir" "FAILED (${summary:-ctest exit $rc}): ${failed:-see $log}"
+    fi
+}
+
+PGDIR=""
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+cleanup() {
+    if [ -n "$PGDIR" ] && [ -d "$PGDIR" ]; then
+        bash "$ROOT/scripts/pg-harness.sh" stop "$PGDIR" >/dev/null 2>&1 || true
+        rm -rf "$PGDIR"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+install_packages
+
+build build
+if [ "${EV_SKIP_ASAN:-0}" != 1 ]; then
+    build build-asan -DEV_SANITIZE=address
+fi
+if [ "${EV_TSAN:-0}" = 1 ]; then
+    build build-tsan -DEV_SANITIZE=thread
+fi
+
+say "starting a throwaway Postgres cluster"
+# /tmp keeps the unix socket path short.
+PGDIR=$(mktemp -d /tmp/evpg.XXXXXX) || exit 1
+if ! PGENV=$(bash "$ROOT/scripts/pg-harness.sh" start "$PGDIR"); then
+    record "postgres cluster" "FAILED (scripts/pg-harness.sh start)"
+else
+    eval "$PGENV"
+    export EV_PG_HARNESS="$ROOT/scripts/pg-harness.sh"
+    echo "DATABASE_URL=$DATABASE_URL"
+    record "postgres cluster" "ok"
+
+    run_tests build
+    if [ "${EV_SKIP_ASAN:-0}" != 1 ]; then
+        ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+            run_tests build-asan
+    fi
+    if [ "${EV_TSAN:-0}" = 1 ]; then
+        TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_tests build-tsan
+    fi
+fi
+
+say "summary"
+for i in "${!STAGES[@]}"; do
+    printf '  %-26s %s\n' "${STAGES[$i]}" "${RESULTS[$i]}"
+done
+if [ "$FAILED" -ne 0 ]; then
+    echo "test.sh: FAILED"
+    exit 1
+fi
+echo "test.sh: all passed"
+exit 0
