@@ -99,6 +99,7 @@ void ev_gemini_free(ev_gemini_t *g)
 }
 
 const char *ev_gemini_model(const ev_gemini_t *g) { return g->model; }
+const char *ev_gemini_url(const ev_gemini_t *g) { return g->url; }
 
 /* ---------------------------------------------------------------- request */
 

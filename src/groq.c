@@ -73,6 +73,8 @@ void ev_groq_free(ev_groq_t *g)
     free(g);
 }
 
+const char *ev_groq_url(const ev_groq_t *g) { return g->url; }
+
 static size_t media_sent(const ev_llm_request_t *req)
 {
     return req->text_only || !req->media ? 0 : req->media_count;

@@ -36,8 +36,10 @@ int ev_gemini_new(ev_gemini_t **out, const ev_provider_config_t *cfg,
                   const ev_llm_client_options_t *opts);
 void ev_gemini_free(ev_gemini_t *g);
 
-/* The model requests are sent to (static for the client's lifetime). */
+/* The model requests are sent to, and the full URL (static for the
+ * client's lifetime; the URL never carries the key). */
 const char *ev_gemini_model(const ev_gemini_t *g);
+const char *ev_gemini_url(const ev_gemini_t *g);
 
 /*
  * One attempt. `out` need not be initialised (its previous contents are NOT

@@ -39,6 +39,9 @@ int ev_groq_new(ev_groq_t **out, const ev_provider_config_t *cfg,
                 const ev_llm_client_options_t *opts);
 void ev_groq_free(ev_groq_t *g);
 
+/* The full URL requests go to (never carries the key). */
+const char *ev_groq_url(const ev_groq_t *g);
+
 /* The model a request would be sent to: the vision model iff it carries
  * images (and is not text_only). Static for the client's lifetime. */
 const char *ev_groq_model_for(const ev_groq_t *g, const ev_llm_request_t *req);
