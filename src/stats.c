@@ -28,6 +28,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,7 @@
 /* Upper bounds (inclusive, Prometheus `le`) of the latency buckets in ms.
  * LLM calls take from a few hundred ms to tens of seconds, so resolution is
  * finest there; one more bucket (+Inf) follows the last bound. */
-static const int64_t bounds_ms[] = {25,   50,   100,   250,   500,   1000,  2000,  3000,  5000,
+static const int64_t bounds_ms[] = {25,   50,    100,   250,   500,   1000,  2000,  3000,  5000,
                                     7500, 10000, 15000, 20000, 30000, 45000, 60000, 120000};
 #define NBOUNDS (sizeof(bounds_ms) / sizeof(bounds_ms[0]))
 #define NBUCKETS (NBOUNDS + 1)
@@ -191,8 +192,7 @@ void ev_stats_provider_in_flight_add(ev_stats_t *s, ev_provider_id_t p, int delt
     atomic_fetch_add_explicit(&prov(s, p)->in_flight, delta, RLX);
 }
 
-void ev_stats_set_provider_probe(ev_stats_t *s, ev_provider_id_t p, ev_stats_probe_fn fn,
-                                 void *ctx)
+void ev_stats_set_provider_probe(ev_stats_t *s, ev_provider_id_t p, ev_stats_probe_fn fn, void *ctx)
 {
     provider_stats_t *ps = prov(s, p);
     pthread_mutex_lock(&s->probe_lock);
@@ -482,8 +482,7 @@ static void global_read(ev_stats_t *s, global_view_t *g)
     for (size_t c = 0; c < NCHECKS; c++)
         for (size_t v = 0; v < NVERDICTS; v++)
             g->checks[c][v] = atomic_load_explicit(&s->checks[c][v], RLX);
-    g->calls_per_submission_avg =
-        g->processed ? (double)g->api_calls / (double)g->processed : 0.0;
+    g->calls_per_submission_avg = g->processed ? (double)g->api_calls / (double)g->processed : 0.0;
     g->per_minute = ev_stats_per_minute(s);
 }
 
@@ -605,9 +604,10 @@ int ev_stats_snapshot_json(json_object **out, ev_stats_t *s, const ev_queue_coun
     put(&rc, root, "workers", workers);
 
     json_object *q = json_object_new_object();
-    const char *qkeys[] = {"pending", "processing", "validated", "rejected", "needs_review", "failed"};
+    const char *qkeys[] = {"pending",  "processing",   "validated",
+                           "rejected", "needs_review", "failed"};
     if (queue) {
-        const int64_t qvals[] = {queue->pending,   queue->processing,   queue->validated,
+        const int64_t qvals[] = {queue->pending,  queue->processing,   queue->validated,
                                  queue->rejected, queue->needs_review, queue->failed};
         for (size_t i = 0; i < EV_ARRAY_LEN(qkeys); i++)
             put_i64(&rc, q, qkeys[i], qvals[i]);
@@ -704,43 +704,74 @@ static const char *fnum(char *text, size_t n, double d)
     return text;
 }
 
-typedef uint64_t (*u64_field_fn)(const provider_view_t *v);
-static uint64_t f_calls(const provider_view_t *v) { return v->calls; }
-static uint64_t f_successes(const provider_view_t *v) { return v->successes; }
-static uint64_t f_errors(const provider_view_t *v) { return v->errors; }
-static uint64_t f_rate_limited(const provider_view_t *v) { return v->rate_limited; }
-static uint64_t f_retries(const provider_view_t *v) { return v->retries; }
-static uint64_t f_fallbacks_from(const provider_view_t *v) { return v->fallbacks_from; }
-static uint64_t f_tokens_in(const provider_view_t *v) { return v->tokens_in; }
-static uint64_t f_tokens_out(const provider_view_t *v) { return v->tokens_out; }
+/* The per-provider counter families, each a uint64_t of provider_view_t. */
+static const struct {
+    const char *name, *help;
+    size_t offset;
+} provider_counters[] = {
+    {"provider_calls_total", "HTTP attempts made to the provider.",
+     offsetof(provider_view_t, calls)},
+    {"provider_successes_total", "HTTP attempts that succeeded.",
+     offsetof(provider_view_t, successes)},
+    {"provider_errors_total", "HTTP attempts that failed (any reason).",
+     offsetof(provider_view_t, errors)},
+    {"provider_rate_limited_total", "HTTP attempts answered 429 Too Many Requests.",
+     offsetof(provider_view_t, rate_limited)},
+    {"provider_retries_total", "HTTP attempts that were retries.",
+     offsetof(provider_view_t, retries)},
+    {"provider_fallbacks_total", "Checks that fell back from this provider to the other one.",
+     offsetof(provider_view_t, fallbacks_from)},
+    {"provider_input_tokens_total", "Prompt tokens reported by the provider.",
+     offsetof(provider_view_t, tokens_in)},
+    {"provider_output_tokens_total", "Completion tokens reported by the provider.",
+     offsetof(provider_view_t, tokens_out)},
+};
 
-static void provider_counter(ev_stats_buf_t *b, const provider_view_t *pv, const char *name,
-                             const char *help, u64_field_fn field)
+typedef enum {
+    G_IN_FLIGHT,
+    G_MAX_CONCURRENT,
+    G_RPM_LIMIT,
+    G_ERROR_RATE,
+    G_CONFIGURED,
+    G_DISABLED,
+    G_QUOTA_COOLDOWN
+} gauge_kind_t;
+
+/* The per-provider gauge families. */
+static const struct {
+    const char *name, *help;
+    gauge_kind_t kind;
+} provider_gauges[] = {
+    {"provider_in_flight", "HTTP requests to the provider in flight now.", G_IN_FLIGHT},
+    {"provider_max_concurrent", "Concurrent requests allowed.", G_MAX_CONCURRENT},
+    {"provider_rpm_limit", "Effective request rate limit per minute.", G_RPM_LIMIT},
+    {"provider_error_rate", "Circuit breaker error rate over its window.", G_ERROR_RATE},
+    {"provider_configured", "1 when the provider has an API key.", G_CONFIGURED},
+    {"provider_disabled", "1 when the provider was disabled for this run (invalid key).",
+     G_DISABLED},
+    {"provider_quota_cooldown", "1 while the provider cools down after its daily quota ran out.",
+     G_QUOTA_COOLDOWN},
+};
+
+static double gauge_value(const provider_view_t *v, gauge_kind_t kind)
 {
-    family(b, name, "counter", help);
-    for (int p = 0; p < EV_PROVIDER_COUNT; p++)
-        ev_stats_buf_printf(b, PFX "%s{provider=\"%s\"} %" PRIu64 "\n", name,
-                            ev_provider_name((ev_provider_id_t)p), field(&pv[p]));
-}
-
-typedef double (*dbl_field_fn)(const provider_view_t *v);
-static double f_in_flight(const provider_view_t *v) { return v->live.in_flight; }
-static double f_max_concurrent(const provider_view_t *v) { return v->live.max_concurrent; }
-static double f_rpm_limit(const provider_view_t *v) { return v->live.rpm_limit; }
-static double f_error_rate(const provider_view_t *v) { return v->live.error_rate; }
-static double f_configured(const provider_view_t *v) { return v->configured; }
-static double f_disabled(const provider_view_t *v) { return v->disabled; }
-static double f_quota_cooldown(const provider_view_t *v) { return v->quota_cooldown; }
-
-static void provider_gauge(ev_stats_buf_t *b, const provider_view_t *pv, const char *name,
-                           const char *help, dbl_field_fn field)
-{
-    char num[64];
-    family(b, name, "gauge", help);
-    for (int p = 0; p < EV_PROVIDER_COUNT; p++)
-        ev_stats_buf_printf(b, PFX "%s{provider=\"%s\"} %s\n", name,
-                            ev_provider_name((ev_provider_id_t)p),
-                            fnum(num, sizeof(num), field(&pv[p])));
+    switch (kind) {
+    case G_IN_FLIGHT:
+        return v->live.in_flight;
+    case G_MAX_CONCURRENT:
+        return v->live.max_concurrent;
+    case G_RPM_LIMIT:
+        return v->live.rpm_limit;
+    case G_ERROR_RATE:
+        return v->live.error_rate;
+    case G_CONFIGURED:
+        return v->configured;
+    case G_DISABLED:
+        return v->disabled;
+    case G_QUOTA_COOLDOWN:
+        return v->quota_cooldown;
+    }
+    return 0.0;
 }
 
 int ev_stats_render_prometheus(ev_stats_t *s, const ev_queue_counts_t *queue, ev_stats_buf_t *b)
@@ -765,53 +796,40 @@ int ev_stats_render_prometheus(ev_stats_t *s, const ev_queue_counts_t *queue, ev
 
     family(b, "queue_submissions", "gauge", "Submissions in the database by status.");
     if (queue) {
-        const char *keys[] = {"pending", "processing", "validated", "rejected", "needs_review", "failed"};
-        const int64_t vals[] = {queue->pending,   queue->processing,   queue->validated,
+        const char *keys[] = {"pending",  "processing",   "validated",
+                              "rejected", "needs_review", "failed"};
+        const int64_t vals[] = {queue->pending,  queue->processing,   queue->validated,
                                 queue->rejected, queue->needs_review, queue->failed};
         for (size_t i = 0; i < EV_ARRAY_LEN(keys); i++)
             ev_stats_buf_printf(b, PFX "queue_submissions{status=\"%s\"} %" PRId64 "\n", keys[i],
                                 vals[i]);
     }
 
-    provider_counter(b, pv, "provider_calls_total", "HTTP attempts made to the provider.", f_calls);
-    provider_counter(b, pv, "provider_successes_total", "HTTP attempts that succeeded.",
-                     f_successes);
-    provider_counter(b, pv, "provider_errors_total", "HTTP attempts that failed (any reason).",
-                     f_errors);
-    provider_counter(b, pv, "provider_rate_limited_total",
-                     "HTTP attempts answered 429 Too Many Requests.", f_rate_limited);
-    provider_counter(b, pv, "provider_retries_total", "HTTP attempts that were retries.",
-                     f_retries);
-    provider_counter(b, pv, "provider_fallbacks_total",
-                     "Checks that fell back from this provider to the other one.",
-                     f_fallbacks_from);
-    provider_counter(b, pv, "provider_input_tokens_total", "Prompt tokens reported by the provider.",
-                     f_tokens_in);
-    provider_counter(b, pv, "provider_output_tokens_total",
-                     "Completion tokens reported by the provider.", f_tokens_out);
+    for (size_t f = 0; f < EV_ARRAY_LEN(provider_counters); f++) {
+        family(b, provider_counters[f].name, "counter", provider_counters[f].help);
+        for (int p = 0; p < EV_PROVIDER_COUNT; p++) {
+            const char *field = (const char *)&pv[p] + provider_counters[f].offset;
+            ev_stats_buf_printf(b, PFX "%s{provider=\"%s\"} %" PRIu64 "\n",
+                                provider_counters[f].name, ev_provider_name((ev_provider_id_t)p),
+                                *(const uint64_t *)(const void *)field);
+        }
+    }
 
     family(b, "provider_call_outcomes_total", "counter", "HTTP attempts by outcome class.");
     for (int p = 0; p < EV_PROVIDER_COUNT; p++)
         for (int i = 0; i < EV_STATS_OUTCOME_COUNT; i++)
-            ev_stats_buf_printf(b, PFX "provider_call_outcomes_total{provider=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
-                                ev_provider_name((ev_provider_id_t)p), outcome_names[i],
-                                pv[p].outcomes[i]);
+            ev_stats_buf_printf(
+                b, PFX "provider_call_outcomes_total{provider=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
+                ev_provider_name((ev_provider_id_t)p), outcome_names[i], pv[p].outcomes[i]);
 
-    provider_gauge(b, pv, "provider_in_flight", "HTTP requests to the provider in flight now.",
-                   f_in_flight);
-    provider_gauge(b, pv, "provider_max_concurrent", "Concurrent requests allowed.",
-                   f_max_concurrent);
-    provider_gauge(b, pv, "provider_rpm_limit", "Effective request rate limit per minute.",
-                   f_rpm_limit);
-    provider_gauge(b, pv, "provider_error_rate", "Circuit breaker error rate over its window.",
-                   f_error_rate);
-    provider_gauge(b, pv, "provider_configured", "1 when the provider has an API key.",
-                   f_configured);
-    provider_gauge(b, pv, "provider_disabled",
-                   "1 when the provider was disabled for this run (invalid key).", f_disabled);
-    provider_gauge(b, pv, "provider_quota_cooldown",
-                   "1 while the provider cools down after its daily quota ran out.",
-                   f_quota_cooldown);
+    for (size_t f = 0; f < EV_ARRAY_LEN(provider_gauges); f++) {
+        family(b, provider_gauges[f].name, "gauge", provider_gauges[f].help);
+        for (int p = 0; p < EV_PROVIDER_COUNT; p++)
+            ev_stats_buf_printf(
+                b, PFX "%s{provider=\"%s\"} %s\n", provider_gauges[f].name,
+                ev_provider_name((ev_provider_id_t)p),
+                fnum(num, sizeof(num), gauge_value(&pv[p], provider_gauges[f].kind)));
+    }
 
     family(b, "provider_breaker_state", "gauge",
            "Circuit breaker state: 1 for the current state, 0 for the others.");
@@ -830,17 +848,25 @@ int ev_stats_render_prometheus(ev_stats_t *s, const ev_queue_counts_t *queue, ev
         for (size_t i = 0; i < NBUCKETS; i++) {
             cum += h->buckets[i];
             if (i < NBOUNDS)
-                ev_stats_buf_printf(b, PFX "provider_request_duration_seconds_bucket{provider=\"%s\",le=\"%s\"} %" PRIu64 "\n",
-                                    name, fnum(num, sizeof(num), (double)bounds_ms[i] / 1000.0),
-                                    cum);
+                ev_stats_buf_printf(
+                    b,
+                    PFX
+                    "provider_request_duration_seconds_bucket{provider=\"%s\",le=\"%s\"} %" PRIu64
+                    "\n",
+                    name, fnum(num, sizeof(num), (double)bounds_ms[i] / 1000.0), cum);
             else
-                ev_stats_buf_printf(b, PFX "provider_request_duration_seconds_bucket{provider=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
-                                    name, cum);
+                ev_stats_buf_printf(
+                    b,
+                    PFX
+                    "provider_request_duration_seconds_bucket{provider=\"%s\",le=\"+Inf\"} %" PRIu64
+                    "\n",
+                    name, cum);
         }
         ev_stats_buf_printf(b, PFX "provider_request_duration_seconds_sum{provider=\"%s\"} %s\n",
                             name, fnum(num, sizeof(num), (double)h->sum_ms / 1000.0));
-        ev_stats_buf_printf(b, PFX "provider_request_duration_seconds_count{provider=\"%s\"} %" PRIu64 "\n",
-                            name, h->count);
+        ev_stats_buf_printf(
+            b, PFX "provider_request_duration_seconds_count{provider=\"%s\"} %" PRIu64 "\n", name,
+            h->count);
     }
 
     family(b, "fallbacks_total", "counter", "Checks that fell back to another provider.");

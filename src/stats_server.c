@@ -69,13 +69,14 @@ struct ev_stats_server {
     pthread_cond_t cond; /* signalled on stop; waits use CLOCK_MONOTONIC */
     /* Guarded by lock. */
     bool stopping;
-    bool have_counts;          /* counts were read at least once */
-    ev_queue_counts_t counts;  /* the last counts read */
-    int64_t counts_at_us;      /* clock time they were read */
-    bool last_ok;              /* the last refresh succeeded */
+    bool have_counts;         /* counts were read at least once */
+    ev_queue_counts_t counts; /* the last counts read */
+    int64_t counts_at_us;     /* clock time they were read */
+    bool last_ok;             /* the last refresh succeeded */
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -276,8 +277,7 @@ static enum MHD_Result serve_stats(ev_stats_server_t *srv, struct MHD_Connection
     const char *text = json_object_to_json_string_length(root, JSON_C_TO_STRING_PLAIN, &len);
     if (!text)
         goto out;
-    ret = send_buffer(c, MHD_HTTP_OK, "application/json", (void *)text, len,
-                      MHD_RESPMEM_MUST_COPY);
+    ret = send_buffer(c, MHD_HTTP_OK, "application/json", (void *)text, len, MHD_RESPMEM_MUST_COPY);
 out:
     json_object_put(root);
     return ret;
@@ -384,12 +384,10 @@ static char *build_conninfo(const char *url, int connect_timeout_s, int query_ti
     }
     ev_stats_buf_t b = {0};
     bool has_options = false;
-    const char *defaults[][2] = {{"connect_timeout", NULL},
-                                 {"application_name", "event-validator-stats"},
-                                 {"keepalives", "1"},
-                                 {"keepalives_idle", "10"},
-                                 {"keepalives_interval", "5"},
-                                 {"keepalives_count", "3"}};
+    const char *defaults[][2] = {
+        {"connect_timeout", NULL},    {"application_name", "event-validator-stats"},
+        {"keepalives", "1"},          {"keepalives_idle", "10"},
+        {"keepalives_interval", "5"}, {"keepalives_count", "3"}};
     bool seen[EV_ARRAY_LEN(defaults)] = {false};
     char timeout[32], statement[64];
     snprintf(timeout, sizeof(timeout), "%d", connect_timeout_s);
@@ -473,11 +471,12 @@ int ev_stats_server_start(ev_stats_server_t **out, ev_stats_t *stats,
     EV_ASSERT(pthread_cond_init(&srv->cond, &ca) == 0);
     pthread_condattr_destroy(&ca);
 
-    srv->conninfo = build_conninfo(opts->database_url, opts->connect_timeout_s,
-                                   opts->query_timeout_ms);
+    srv->conninfo =
+        build_conninfo(opts->database_url, opts->connect_timeout_s, opts->query_timeout_ms);
     if (!srv->conninfo) {
-        set_err(err, errlen, "stats server: the database URL is not a valid libpq URI or "
-                             "conninfo string");
+        set_err(err, errlen,
+                "stats server: the database URL is not a valid libpq URI or "
+                "conninfo string");
         rc = EV_EINVAL;
         goto out;
     }
@@ -485,7 +484,8 @@ int ev_stats_server_start(ev_stats_server_t **out, ev_stats_t *stats,
     const char *addr = opts->addr && *opts->addr ? opts->addr : "0.0.0.0";
     char port[16];
     snprintf(port, sizeof(port), "%d", opts->port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     int gai = getaddrinfo(addr, port, &hints, &ai);
     if (gai != 0 || !ai) {
@@ -510,11 +510,11 @@ int ev_stats_server_start(ev_stats_server_t **out, ev_stats_t *stats,
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    srv->daemon = MHD_start_daemon(
-        flags, (uint16_t)opts->port, NULL, NULL, handle, srv, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)MHD_THREADS, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)MHD_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)MHD_CONNECTION_TIMEOUT_S, MHD_OPTION_END);
+    srv->daemon = MHD_start_daemon(flags, (uint16_t)opts->port, NULL, NULL, handle, srv,
+                                   MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
+                                   (unsigned)MHD_THREADS, MHD_OPTION_CONNECTION_LIMIT,
+                                   (unsigned)MHD_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+                                   (unsigned)MHD_CONNECTION_TIMEOUT_S, MHD_OPTION_END);
     if (!srv->daemon) {
         set_err(err, errlen, "stats server: cannot listen on %s port %d", addr, opts->port);
         rc = EV_EIO;

@@ -69,7 +69,10 @@ typedef struct ev_stats_options {
     int budget_limit;        /* MAX_API_CALLS_PER_SUBMISSION */
 } ev_stats_options_t;
 
-#define EV_STATS_OPTIONS_INIT {NULL, 0, 0}
+#define EV_STATS_OPTIONS_INIT                                                                      \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 /* Creates the stats object; uptime starts now. opts may be NULL (defaults).
  * Returns 0 (aborts on out-of-memory like every small fixed allocation).
@@ -105,7 +108,7 @@ typedef struct ev_stats_probe {
     double error_rate;   /* the breaker's windowed error rate, 0..1 */
     int in_flight;
     int max_concurrent;
-    double rpm_limit;    /* effective requests per minute */
+    double rpm_limit; /* effective requests per minute */
 } ev_stats_probe_t;
 
 typedef void (*ev_stats_probe_fn)(ev_stats_probe_t *io, void *ctx);
@@ -180,7 +183,8 @@ typedef struct ev_stats_buf {
     size_t cap;
 } ev_stats_buf_t;
 
-void ev_stats_buf_printf(ev_stats_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ev_stats_buf_printf(ev_stats_buf_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void ev_stats_buf_free(ev_stats_buf_t *b);
 
 /*

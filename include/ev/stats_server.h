@@ -6,8 +6,8 @@
  *   GET /metrics  the same in Prometheus text format 0.0.4
  *   GET /healthz  200 while the process runs
  *   GET /readyz   200 while the database is reachable, else 503
- * HEAD is accepted wherever GET is; any other method on those paths gets 405
- * with an Allow header; any other path gets 404.
+ * HEAD is accepted wherever GET is; any other method on those paths is answered
+ * 405 with an Allow header; any other path is answered 404.
  *
  * The server runs on libmicrohttpd's own threads, never on a worker thread.
  * It owns one database connection, used only by its own refresher thread,
@@ -42,7 +42,10 @@ typedef struct ev_stats_server_options {
     const ev_clock_t *clock;  /* schedules refreshes and ages; NULL = system clock */
 } ev_stats_server_options_t;
 
-#define EV_STATS_SERVER_OPTIONS_INIT {"0.0.0.0", 8080, NULL, 2000, 0, 3, 5000, NULL}
+#define EV_STATS_SERVER_OPTIONS_INIT                                                               \
+    {                                                                                              \
+        "0.0.0.0", 8080, NULL, 2000, 0, 3, 5000, NULL                                              \
+    }
 
 /*
  * Binds and starts serving; the first database refresh begins at once in

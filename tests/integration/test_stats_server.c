@@ -213,11 +213,11 @@ static const struct {
     const char *key;
     json_type type;
 } provider_keys[] = {
-    {"breaker", json_type_string},  {"error_rate", json_type_double},
-    {"in_flight", json_type_int},   {"max_concurrent", json_type_int},
-    {"rpm_limit", json_type_double}, {"calls", json_type_int},
-    {"successes", json_type_int},   {"errors", json_type_int},
-    {"rate_limited", json_type_int}, {"retries", json_type_int},
+    {"breaker", json_type_string},        {"error_rate", json_type_double},
+    {"in_flight", json_type_int},         {"max_concurrent", json_type_int},
+    {"rpm_limit", json_type_double},      {"calls", json_type_int},
+    {"successes", json_type_int},         {"errors", json_type_int},
+    {"rate_limited", json_type_int},      {"retries", json_type_int},
     {"latency_ms.p50", json_type_double}, {"latency_ms.p95", json_type_double},
     {"latency_ms.p99", json_type_double}, {"tokens_in", json_type_int},
     {"tokens_out", json_type_int},
@@ -328,7 +328,8 @@ static void test_endpoints(void)
     CU_ASSERT(r.ok && r.status == 200);
     CU_ASSERT(strstr(r.content_type, "text/plain") != NULL &&
               strstr(r.content_type, "version=0.0.4") != NULL);
-    CU_ASSERT(r.body && strstr(r.body, "\nevent_validator_queue_submissions{status=\"pending\"} 3\n"));
+    CU_ASSERT(r.body &&
+              strstr(r.body, "\nevent_validator_queue_submissions{status=\"pending\"} 3\n"));
     CU_ASSERT(r.body && strstr(r.body, "\nevent_validator_database_ready 1\n"));
     if (r.body)
         check_promtool(&r);
@@ -443,6 +444,36 @@ static void test_scrape_storm(void)
     ev_fake_clock_advance(fc, (int64_t)INTERVAL_MS * 1000 / 2);
     CU_ASSERT_EQUAL(run_storm(), 0);
     CU_ASSERT_EQUAL(ev_stats_server_db_queries(srv), q0 + 1);
+}
+
+static void test_reconnects(void)
+{
+    CU_ASSERT_FATAL(wait_refreshes(srv, 1));
+    uint64_t r0 = ev_stats_server_refreshes(srv);
+    uint64_t q0 = ev_stats_server_db_queries(srv);
+
+    /* An operator (or a failover) kills the server's session. */
+    int64_t killed = 0;
+    CU_ASSERT_FATAL(ev_pgtest_query_i64(db_url,
+                                        "select count(*) from (select pid from pg_stat_activity "
+                                        "where application_name = 'event-validator-stats' "
+                                        "and datname = current_database() "
+                                        "and pid <> pg_backend_pid() offset 0) t "
+                                        "where pg_terminate_backend(t.pid)",
+                                        &killed) == 0);
+    CU_ASSERT_EQUAL(killed, 1);
+
+    /* Within two intervals the server has noticed and reconnected on its own:
+     * it is ready again and reports fresh counts, with one query per interval. */
+    ev_fake_clock_advance(fc, (int64_t)INTERVAL_MS * 1000);
+    CU_ASSERT_FATAL(wait_refreshes(srv, r0 + 1));
+    ev_fake_clock_advance(fc, (int64_t)INTERVAL_MS * 1000);
+    CU_ASSERT_FATAL(wait_refreshes(srv, r0 + 2));
+    CU_ASSERT(ev_stats_server_ready(srv));
+    CU_ASSERT(ev_stats_server_db_queries(srv) <= q0 + 2);
+    reply_t r = get("/readyz");
+    CU_ASSERT(r.ok && r.status == 200);
+    reply_free(&r);
 }
 
 static void test_unreachable_database(void)
@@ -563,12 +594,13 @@ static int suite_init(void)
 {
     if (ev_pgtest_create_db(&db_url) < 0)
         return 1;
-    if (ev_pgtest_exec(db_url,
-                       "insert into events (name, theme) values ('stats-test', 'anything');"
-                       "insert into submissions (event_id, title, status) "
-                       "select id, t.title, t.status from events, (values "
-                       "('a','pending'),('b','pending'),('c','pending'),('d','processing'),"
-                       "('e','validated'),('f','validated'),('g','rejected')) as t(title, status)") < 0)
+    if (ev_pgtest_exec(
+            db_url,
+            "insert into events (name, theme) values ('stats-test', 'anything');"
+            "insert into submissions (event_id, title, status) "
+            "select id, t.title, t.status from events, (values "
+            "('a','pending'),('b','pending'),('c','pending'),('d','processing'),"
+            "('e','validated'),('f','validated'),('g','rejected')) as t(title, status)") < 0)
         return 1;
     if (ev_fake_clock_new(&fc, 5000000, 1700000000000000) < 0)
         return 1;
@@ -601,9 +633,13 @@ int main(void)
         return 1;
     CU_pSuite suite = CU_add_suite("stats_server", suite_init, suite_clean);
     if (!suite || !CU_add_test(suite, "every endpoint against a real database", test_endpoints) ||
-        !CU_add_test(suite, "404 for unknown paths, 405 with Allow for other methods", test_errors) ||
-        !CU_add_test(suite, "a scrape storm costs at most one query per interval", test_scrape_storm) ||
-        !CU_add_test(suite, "unreachable database: /readyz 503, the rest still answers", test_unreachable_database) ||
+        !CU_add_test(suite, "404 for unknown paths, 405 with Allow for other methods",
+                     test_errors) ||
+        !CU_add_test(suite, "a scrape storm costs at most one query per interval",
+                     test_scrape_storm) ||
+        !CU_add_test(suite, "reconnects after its session was killed", test_reconnects) ||
+        !CU_add_test(suite, "unreachable database: /readyz 503, the rest still answers",
+                     test_unreachable_database) ||
         !CU_add_test(suite, "hung database: every endpoint still answers", test_hung_database) ||
         !CU_add_test(suite, "bad options are refused without echoing secrets", test_bad_options)) {
         CU_cleanup_registry();

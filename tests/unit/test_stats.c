@@ -107,6 +107,7 @@ static double jdbl(json_object *root, const char *path)
 typedef struct hammer_arg {
     ev_stats_t *s;
     int id;
+    int failures; /* CUnit is not thread-safe: asserted after the join */
 } hammer_arg_t;
 
 static void *hammer(void *p)
@@ -124,7 +125,8 @@ static void *hammer(void *p)
             ev_stats_record_fallback(a->s, prov);
         ev_stats_provider_in_flight_add(a->s, prov, -1);
         ev_stats_record_submission(a->s, (ev_stats_status_t)(i % EV_STATS_STATUS_COUNT), 2);
-        CU_ASSERT(ev_stats_record_check(a->s, "pdf", "pass") == 0);
+        if (ev_stats_record_check(a->s, "pdf", "pass") != 0)
+            a->failures++;
         ev_stats_worker_busy_add(a->s, -1);
     }
     return NULL;
@@ -154,11 +156,13 @@ static void test_counters_under_contention(void)
     pthread_t t[THREADS];
     hammer_arg_t args[THREADS];
     for (int i = 0; i < THREADS; i++) {
-        args[i] = (hammer_arg_t){s, i};
+        args[i] = (hammer_arg_t){s, i, 0};
         CU_ASSERT_FATAL(pthread_create(&t[i], NULL, hammer, &args[i]) == 0);
     }
-    for (int i = 0; i < THREADS; i++)
+    for (int i = 0; i < THREADS; i++) {
         pthread_join(t[i], NULL);
+        CU_ASSERT_EQUAL(args[i].failures, 0);
+    }
 
     json_object *j = client_view(s, NULL);
     const char *names[] = {"gemini", "groq"};
@@ -171,8 +175,7 @@ static void test_counters_under_contention(void)
         CU_ASSERT_EQUAL(jint(j, P("calls")), calls);
         CU_ASSERT_EQUAL(jint(j, P("successes")), expected(p, EV_STATS_OUTCOME_OK, 0));
         CU_ASSERT_EQUAL(jint(j, P("errors")), calls - expected(p, EV_STATS_OUTCOME_OK, 0));
-        CU_ASSERT_EQUAL(jint(j, P("rate_limited")),
-                        expected(p, EV_STATS_OUTCOME_RATE_LIMITED, 0));
+        CU_ASSERT_EQUAL(jint(j, P("rate_limited")), expected(p, EV_STATS_OUTCOME_RATE_LIMITED, 0));
         CU_ASSERT_EQUAL(jint(j, P("outcomes.timeout")), expected(p, EV_STATS_OUTCOME_TIMEOUT, 0));
         CU_ASSERT_EQUAL(jint(j, P("retries")), expected(p, -1, 4));
         CU_ASSERT_EQUAL(jint(j, P("fallbacks_from")), expected(p, -1, 10));
@@ -339,14 +342,14 @@ static const key_spec_t top_keys[] = {
 };
 
 static const key_spec_t provider_keys[] = {
-    {"breaker", json_type_string},     {"error_rate", json_type_double},
-    {"in_flight", json_type_int},      {"max_concurrent", json_type_int},
-    {"rpm_limit", json_type_double},   {"calls", json_type_int},
-    {"successes", json_type_int},      {"errors", json_type_int},
-    {"rate_limited", json_type_int},   {"retries", json_type_int},
-    {"latency_ms", json_type_object},  {"latency_ms.p50", json_type_double},
+    {"breaker", json_type_string},        {"error_rate", json_type_double},
+    {"in_flight", json_type_int},         {"max_concurrent", json_type_int},
+    {"rpm_limit", json_type_double},      {"calls", json_type_int},
+    {"successes", json_type_int},         {"errors", json_type_int},
+    {"rate_limited", json_type_int},      {"retries", json_type_int},
+    {"latency_ms", json_type_object},     {"latency_ms.p50", json_type_double},
     {"latency_ms.p95", json_type_double}, {"latency_ms.p99", json_type_double},
-    {"tokens_in", json_type_int},      {"tokens_out", json_type_int},
+    {"tokens_in", json_type_int},         {"tokens_out", json_type_int},
 };
 
 static void check_spec_keys(json_object *j, bool queue_known)
@@ -398,8 +401,12 @@ static void test_json_document(void)
     ev_stats_t *s = new_stats(&fc);
 
     /* A fresh object already has every key with its type (all zeros). */
-    ev_queue_counts_t q = {.pending = 7, .processing = 2, .validated = 40, .rejected = 3,
-                           .needs_review = 1, .failed = 0};
+    ev_queue_counts_t q = {.pending = 7,
+                           .processing = 2,
+                           .validated = 40,
+                           .rejected = 3,
+                           .needs_review = 1,
+                           .failed = 0};
     json_object *j = client_view(s, &q);
     check_spec_keys(j, true);
     CU_ASSERT_STRING_EQUAL(json_object_get_string(jget(j, "version")), EV_VERSION);
@@ -847,8 +854,12 @@ static void test_prometheus_well_formed(void)
     ev_stats_record_check(s, "image", "skipped");
     ev_fake_clock_advance(fc, 5 * INT64_C(1000000));
 
-    ev_queue_counts_t q = {.pending = 12, .processing = 3, .validated = 1, .rejected = 0,
-                           .needs_review = 0, .failed = 2};
+    ev_queue_counts_t q = {.pending = 12,
+                           .processing = 3,
+                           .validated = 1,
+                           .rejected = 0,
+                           .needs_review = 0,
+                           .failed = 2};
     CU_ASSERT(ev_stats_render_prometheus(s, &q, &b) == 0);
     CU_ASSERT_FATAL(b.data != NULL);
     CU_ASSERT_EQUAL(expo_check(b.data, &e), 0);
@@ -858,24 +869,55 @@ static void test_prometheus_well_formed(void)
     CU_ASSERT(h != NULL && strcmp(h->type, "histogram") == 0 && h->nseries == 2);
     CU_ASSERT(fam_find(&e, "event_validator_provider_calls_total") != NULL);
 
-    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_queue_submissions{status=\"pending\"}"), 12);
-    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_provider_calls_total{provider=\"groq\"}"), 2);
+    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_queue_submissions{status=\"pending\"}"),
+                    12);
+    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_provider_calls_total{provider=\"groq\"}"),
+                    2);
     CU_ASSERT_EQUAL(
         sample_value(b.data, "event_validator_provider_rate_limited_total{provider=\"groq\"}"), 1);
-    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_provider_retries_total{provider=\"groq\"}"), 1);
+    CU_ASSERT_EQUAL(
+        sample_value(b.data, "event_validator_provider_retries_total{provider=\"groq\"}"), 1);
     CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_fallbacks_total"), 1);
     CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_uptime_seconds"), 5);
-    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_provider_rpm_limit{provider=\"gemini\"}"), 135);
-    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_provider_rpm_limit{provider=\"groq\"}"), 20);
-    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_provider_breaker_state{provider=\"gemini\",state=\"open\"}"), 1);
-    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_provider_breaker_state{provider=\"gemini\",state=\"closed\"}"), 0);
-    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_provider_request_duration_seconds_count{provider=\"groq\"}"), 2);
-    CU_ASSERT_DOUBLE_EQUAL(sample_value(b.data, "event_validator_provider_request_duration_seconds_sum{provider=\"groq\"}"), 1.75, 1e-9);
-    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_provider_request_duration_seconds_bucket{provider=\"groq\",le=\"0.25\"}"), 1);
-    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_provider_request_duration_seconds_bucket{provider=\"groq\",le=\"1\"}"), 1);
-    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_provider_request_duration_seconds_bucket{provider=\"groq\",le=\"2\"}"), 2);
-    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_submissions_processed_total{status=\"validated\"}"), 1);
-    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_checks_total{check=\"image\",verdict=\"skipped\"}"), 1);
+    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_provider_rpm_limit{provider=\"gemini\"}"),
+                    135);
+    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_provider_rpm_limit{provider=\"groq\"}"),
+                    20);
+    CU_ASSERT_EQUAL(
+        sample_value(b.data,
+                     "event_validator_provider_breaker_state{provider=\"gemini\",state=\"open\"}"),
+        1);
+    CU_ASSERT_EQUAL(
+        sample_value(
+            b.data, "event_validator_provider_breaker_state{provider=\"gemini\",state=\"closed\"}"),
+        0);
+    CU_ASSERT_EQUAL(
+        sample_value(b.data,
+                     "event_validator_provider_request_duration_seconds_count{provider=\"groq\"}"),
+        2);
+    CU_ASSERT_DOUBLE_EQUAL(
+        sample_value(b.data,
+                     "event_validator_provider_request_duration_seconds_sum{provider=\"groq\"}"),
+        1.75, 1e-9);
+    CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_provider_request_duration_seconds_bucket{"
+                                         "provider=\"groq\",le=\"0.25\"}"),
+                    1);
+    CU_ASSERT_EQUAL(
+        sample_value(
+            b.data,
+            "event_validator_provider_request_duration_seconds_bucket{provider=\"groq\",le=\"1\"}"),
+        1);
+    CU_ASSERT_EQUAL(
+        sample_value(
+            b.data,
+            "event_validator_provider_request_duration_seconds_bucket{provider=\"groq\",le=\"2\"}"),
+        2);
+    CU_ASSERT_EQUAL(
+        sample_value(b.data, "event_validator_submissions_processed_total{status=\"validated\"}"),
+        1);
+    CU_ASSERT_EQUAL(
+        sample_value(b.data, "event_validator_checks_total{check=\"image\",verdict=\"skipped\"}"),
+        1);
     ev_stats_buf_free(&b);
 
     /* The validator itself catches the mistakes it is there for. */
@@ -915,7 +957,9 @@ int main(void)
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
     CU_pSuite suite = CU_add_suite("stats", NULL, NULL);
-    if (!suite || !CU_add_test(suite, "counters sum exactly under contention", test_counters_under_contention) ||
+    if (!suite ||
+        !CU_add_test(suite, "counters sum exactly under contention",
+                     test_counters_under_contention) ||
         !CU_add_test(suite, "latency percentiles from known distributions", test_percentiles) ||
         !CU_add_test(suite, "per_minute over the last 60 s (fake clock)", test_per_minute_window) ||
         !CU_add_test(suite, "JSON has every SPEC §7 key with its type", test_json_document) ||
