@@ -58,8 +58,6 @@ create index submissions_claim_idx on submissions (priority desc, created_at, id
 create index submissions_heartbeat_idx on submissions (heartbeat_at)
     where status = 'processing';
 create index submissions_event_idx on submissions (event_id);
--- Counts by status for the stats endpoint.
-create index submissions_status_idx on submissions (status);
 
 create trigger submissions_touch_updated_at
     before update on submissions
