@@ -33,12 +33,12 @@
 
 struct ev_db {
     PGconn *conn;
-    char *url;         /* as given; needed to know which secrets to redact */
-    char **channels;   /* LISTEN channels to re-issue after a reconnect */
+    char *url;       /* as given; needed to know which secrets to redact */
+    char **channels; /* LISTEN channels to re-issue after a reconnect */
     size_t nchannels;
-    bool missed;       /* reconnected: notifications may have been lost */
-    char err[512];     /* last error, one line, redacted */
-    char sqlstate[6];  /* SQLSTATE of the last failed statement, or "" */
+    bool missed;      /* reconnected: notifications may have been lost */
+    char err[512];    /* last error, one line, redacted */
+    char sqlstate[6]; /* SQLSTATE of the last failed statement, or "" */
 };
 
 /* ---------------------------------------------------------------------------
@@ -232,9 +232,9 @@ int ev_db_connect(ev_db_t **out, const char *url, char *err, size_t errlen)
     db = ev_calloc(1, sizeof(*db));
     db->url = ev_strdup(url);
     /* Defaults first: the URL's own values (expanded from dbname) win. */
-    const char *const keys[] = {"connect_timeout",  "application_name",   "client_encoding",
-                                "keepalives_idle",  "keepalives_interval", "keepalives_count",
-                                "dbname",           NULL};
+    const char *const keys[] = {
+        "connect_timeout",     "application_name", "client_encoding", "keepalives_idle",
+        "keepalives_interval", "keepalives_count", "dbname",          NULL};
     const char *const vals[] = {"10", "event-validator", "UTF8", "30", "10", "3", url, NULL};
     db->conn = PQconnectdbParams(keys, vals, 1);
     if (!db->conn) {
@@ -270,11 +270,20 @@ void ev_db_free(ev_db_t *db)
     free(db);
 }
 
-PGconn *ev_db_conn(ev_db_t *db) { return db->conn; }
+PGconn *ev_db_conn(ev_db_t *db)
+{
+    return db->conn;
+}
 
-const char *ev_db_error(ev_db_t *db) { return db->err[0] ? db->err : "no error"; }
+const char *ev_db_error(ev_db_t *db)
+{
+    return db->err[0] ? db->err : "no error";
+}
 
-const char *ev_db_sqlstate(ev_db_t *db) { return db->sqlstate; }
+const char *ev_db_sqlstate(ev_db_t *db)
+{
+    return db->sqlstate;
+}
 
 static int issue_listen(ev_db_t *db, const char *channel)
 {
@@ -436,8 +445,7 @@ out:
     return rc;
 }
 
-int ev_db_exec(ev_db_t *db, PGresult **res, const char *sql, int nparams,
-               const char *const *params)
+int ev_db_exec(ev_db_t *db, PGresult **res, const char *sql, int nparams, const char *const *params)
 {
     if (res)
         *res = NULL;
@@ -476,9 +484,7 @@ static size_t utf8_len(const unsigned char *s)
     }
     if (c >= 0xF0 && c <= 0xF4) {
         unsigned char lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-        return (s[1] >= lo && s[1] <= hi && (s[2] & 0xC0) == 0x80 && (s[3] & 0xC0) == 0x80)
-                   ? 4
-                   : 0;
+        return (s[1] >= lo && s[1] <= hi && (s[2] & 0xC0) == 0x80 && (s[3] & 0xC0) == 0x80) ? 4 : 0;
     }
     return 0;
 }

@@ -83,8 +83,8 @@ out:
     return rc;
 }
 
-int ev_migrate_apply(ev_db_t *db, const ev_migration_t *list, size_t count, int *applied,
-                     char *err, size_t errlen)
+int ev_migrate_apply(ev_db_t *db, const ev_migration_t *list, size_t count, int *applied, char *err,
+                     size_t errlen)
 {
     int rc = 0, done = 0;
     bool locked = false;

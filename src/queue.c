@@ -43,9 +43,13 @@ static void guard_init(guard_t *g, const ev_job_t *job)
 }
 
 /* The guard every post-claim statement ends with: $1 id, $2 owner, $3 attempts. */
-#define GUARD "id = $1::bigint AND status = 'processing' AND lease_owner = $2 AND attempts = $3::int"
+#define GUARD                                                                                      \
+    "id = $1::bigint AND status = 'processing' AND lease_owner = $2 AND attempts = $3::int"
 
-static int64_t parse_i64(const char *s) { return (int64_t)strtoll(s, NULL, 10); }
+static int64_t parse_i64(const char *s)
+{
+    return (int64_t)strtoll(s, NULL, 10);
+}
 
 /* Runs a guarded UPDATE: EV_ELEASE when it matched no row. */
 static int guarded_update(ev_db_t *db, const char *sql, int nparams, const char *const *params)
@@ -278,8 +282,8 @@ int ev_queue_counts(ev_db_t *db, ev_queue_counts_t *out)
 {
     PGresult *res = NULL;
     memset(out, 0, sizeof(*out));
-    int rc = ev_db_exec(db, &res, "SELECT status, count(*) FROM submissions GROUP BY status", 0,
-                        NULL);
+    int rc =
+        ev_db_exec(db, &res, "SELECT status, count(*) FROM submissions GROUP BY status", 0, NULL);
     if (rc < 0)
         return rc;
     for (int r = 0; r < PQntuples(res); r++) {
@@ -306,9 +310,9 @@ int ev_queue_outstanding(ev_db_t *db, int64_t *out)
 {
     PGresult *res = NULL;
     *out = 0;
-    int rc = ev_db_exec(db, &res,
-                        "SELECT count(*) FROM submissions WHERE status IN ('pending', 'processing')",
-                        0, NULL);
+    int rc = ev_db_exec(
+        db, &res, "SELECT count(*) FROM submissions WHERE status IN ('pending', 'processing')", 0,
+        NULL);
     if (rc < 0)
         return rc;
     *out = parse_i64(PQgetvalue(res, 0, 0));

@@ -35,7 +35,8 @@ int ev_db_wait_notify(ev_db_t *db, int timeout_ms);
 
 /* Runs a statement with text params; returns 0 or EV_EDB/EV_EDBCONN; the
  * PGresult (if res != NULL) is the caller's to PQclear. */
-int ev_db_exec(ev_db_t *db, PGresult **res, const char *sql, int nparams, const char *const *params);
+int ev_db_exec(ev_db_t *db, PGresult **res, const char *sql, int nparams,
+               const char *const *params);
 
 /* The last error message of the connection, one line, for logs. */
 const char *ev_db_error(ev_db_t *db);

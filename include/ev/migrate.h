@@ -15,8 +15,8 @@
 #include <stddef.h>
 
 typedef struct ev_migration {
-    int version;       /* NNNN */
-    const char *name;  /* "0001_init" */
+    int version;      /* NNNN */
+    const char *name; /* "0001_init" */
     const char *sql;
 } ev_migration_t;
 
@@ -31,7 +31,7 @@ int ev_migrate_run(ev_db_t *db, int *applied, char *err, size_t errlen);
 /* The same for an explicit list (sorted by ascending, distinct version):
  * ev_migrate_run is ev_migrate_apply(db, ev_migrations, ev_migrations_count,
  * ...). For tests that need a migration that fails half-way. */
-int ev_migrate_apply(ev_db_t *db, const ev_migration_t *list, size_t count, int *applied,
-                     char *err, size_t errlen);
+int ev_migrate_apply(ev_db_t *db, const ev_migration_t *list, size_t count, int *applied, char *err,
+                     size_t errlen);
 
 #endif

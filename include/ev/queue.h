@@ -27,7 +27,7 @@
 typedef struct ev_job {
     int64_t submission_id;
     int64_t event_id;
-    int attempt;          /* value of submissions.attempts after this claim (1 = first) */
+    int attempt; /* value of submissions.attempts after this claim (1 = first) */
     int priority;
     char lease_owner[96]; /* process-wide owner id this claim was made under */
 } ev_job_t;

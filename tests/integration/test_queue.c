@@ -41,9 +41,15 @@ static int64_t q64(const char *fmt, ...)
     return v;
 }
 
-static void sql(const char *script) { CU_ASSERT_EQUAL(ev_db_exec_script(db, script), 0); }
+static void sql(const char *script)
+{
+    CU_ASSERT_EQUAL(ev_db_exec_script(db, script), 0);
+}
 
-static int64_t event_id(void) { return q64("SELECT id FROM events WHERE name = 'ev1'"); }
+static int64_t event_id(void)
+{
+    return q64("SELECT id FROM events WHERE name = 'ev1'");
+}
 
 /* Inserts n submissions of the event with the given priority; returns the first id. */
 static int64_t add_subs(int n, int priority)
@@ -403,9 +409,9 @@ static void test_requeue_cap_and_long_error(void)
     free(big);
     double d = delay_s(id);
     CU_ASSERT(d > 1 && d <= 5); /* 2^19 s capped at 5 s: [2.5 s, 5 s) */
-    CU_ASSERT_EQUAL(q64("SELECT octet_length(last_error) FROM submissions WHERE id = %lld",
-                        (long long)id),
-                    EV_QUEUE_LAST_ERROR_MAX);
+    CU_ASSERT_EQUAL(
+        q64("SELECT octet_length(last_error) FROM submissions WHERE id = %lld", (long long)id),
+        EV_QUEUE_LAST_ERROR_MAX);
 }
 
 static void test_release_keeps_attempt(void)

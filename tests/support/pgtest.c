@@ -162,9 +162,15 @@ out:
     return rc;
 }
 
-int ev_pgtest_create_db(char **url_out) { return create(url_out, true); }
+int ev_pgtest_create_db(char **url_out)
+{
+    return create(url_out, true);
+}
 
-int ev_pgtest_create_empty_db(char **url_out) { return create(url_out, false); }
+int ev_pgtest_create_empty_db(char **url_out)
+{
+    return create(url_out, false);
+}
 
 void ev_pgtest_drop_db(char *url)
 {

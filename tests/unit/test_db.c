@@ -166,7 +166,10 @@ static void test_clip_text(void)
     CU_ASSERT_STRING_EQUAL(s, "ab\xc3\xa9");
     free(s);
     /* Invalid bytes and control characters become harmless. */
-    s = ev_db_clip_text("a\xff" "b\x01" "c\nd\te\xc3", 100);
+    s = ev_db_clip_text("a\xff"
+                        "b\x01"
+                        "c\nd\te\xc3",
+                        100);
     CU_ASSERT_STRING_EQUAL(s, "a?b c\nd\te?");
     free(s);
     s = ev_db_clip_text("\xed\xa0\x80x", 100); /* a UTF-16 surrogate, invalid in UTF-8 */
@@ -196,7 +199,10 @@ static void test_clip_text_roundtrip(void)
     ev_db_free(db);
 }
 
-static int suite_init(void) { return ev_pgtest_create_db(&url) != 0; }
+static int suite_init(void)
+{
+    return ev_pgtest_create_db(&url) != 0;
+}
 
 static int suite_clean(void)
 {

@@ -25,8 +25,9 @@ static int64_t q64(ev_db_t *db, const char *sql)
     return v;
 }
 
-static const char *const tables[] = {"events", "submissions", "submission_files",
-                                     "validation_results", "verdict_cache", "schema_migrations"};
+static const char *const tables[] = {"events",           "submissions",
+                                     "submission_files", "validation_results",
+                                     "verdict_cache",    "schema_migrations"};
 
 static void test_fresh_then_idempotent(void)
 {
@@ -46,7 +47,8 @@ static void test_fresh_then_idempotent(void)
         snprintf(sql, sizeof(sql), "SELECT to_regclass('%s') IS NOT NULL", tables[i]);
         CU_ASSERT_EQUAL(q64(db, sql), 1);
     }
-    CU_ASSERT_EQUAL(q64(db, "SELECT count(*) FROM schema_migrations"), (int64_t)ev_migrations_count);
+    CU_ASSERT_EQUAL(q64(db, "SELECT count(*) FROM schema_migrations"),
+                    (int64_t)ev_migrations_count);
     CU_ASSERT_EQUAL(q64(db, "SELECT count(*) FROM schema_migrations WHERE version = 1"
                             " AND name = '0001_init' AND applied_at <= now()"),
                     1);
@@ -55,11 +57,14 @@ static void test_fresh_then_idempotent(void)
     applied = -1;
     CU_ASSERT_EQUAL(ev_migrate_run(db, &applied, err, sizeof(err)), 0);
     CU_ASSERT_EQUAL(applied, 0);
-    CU_ASSERT_EQUAL(q64(db, "SELECT count(*) FROM schema_migrations"), (int64_t)ev_migrations_count);
+    CU_ASSERT_EQUAL(q64(db, "SELECT count(*) FROM schema_migrations"),
+                    (int64_t)ev_migrations_count);
 
     /* The migration lock is released: another session can take it at once. */
-    CU_ASSERT_EQUAL(q64(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"), 0);
+    CU_ASSERT_EQUAL(
+        q64(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+        0);
 
     ev_db_free(db);
     ev_pgtest_drop_db(url);
@@ -145,8 +150,10 @@ static void test_unknown_version_refused(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "9999"));
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "upgrade"));
     /* The refusal left the lock free and the connection usable. */
-    CU_ASSERT_EQUAL(q64(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"), 0);
+    CU_ASSERT_EQUAL(
+        q64(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+        0);
     ev_db_free(db);
     ev_pgtest_drop_db(url);
 }
