@@ -98,8 +98,14 @@ void ev_gemini_free(ev_gemini_t *g)
     free(g);
 }
 
-const char *ev_gemini_model(const ev_gemini_t *g) { return g->model; }
-const char *ev_gemini_url(const ev_gemini_t *g) { return g->url; }
+const char *ev_gemini_model(const ev_gemini_t *g)
+{
+    return g->model;
+}
+const char *ev_gemini_url(const ev_gemini_t *g)
+{
+    return g->url;
+}
 
 /* ---------------------------------------------------------------- request */
 
@@ -355,9 +361,8 @@ static void read_error(json_object *root, gerror_t *e)
                 e->retry_ms = ms;
         } else if (ends_with(type, "QuotaFailure")) {
             json_object *vs = jget(d, "violations");
-            size_t nv = vs && json_object_is_type(vs, json_type_array)
-                            ? json_object_array_length(vs)
-                            : 0;
+            size_t nv =
+                vs && json_object_is_type(vs, json_type_array) ? json_object_array_length(vs) : 0;
             for (size_t j = 0; j < nv; j++) {
                 json_object *v = json_object_array_get_idx(vs, j);
                 const char *qid = jstr(v, "quotaId");
@@ -381,7 +386,8 @@ static void read_error(json_object *root, gerror_t *e)
     /* Best effort when the details are missing. */
     if (e->retry_ms < 0 && e->message)
         ev_retryhint_from_message(&e->retry_ms, e->message);
-    if (e->message && (strstr(e->message, "API key not valid") || strstr(e->message, "API_KEY_INVALID")))
+    if (e->message &&
+        (strstr(e->message, "API key not valid") || strstr(e->message, "API_KEY_INVALID")))
         e->key_invalid = true;
     if (message_says_limit_zero(e->message))
         e->no_quota = true;
@@ -421,10 +427,10 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
     out->tokens_out = jint(usage, "candidatesTokenCount") + jint(usage, "thoughtsTokenCount");
 
     json_object *cands = jget(root, "candidates");
-    json_object *cand = cands && json_object_is_type(cands, json_type_array) &&
-                                json_object_array_length(cands) > 0
-                            ? json_object_array_get_idx(cands, 0)
-                            : NULL;
+    json_object *cand =
+        cands && json_object_is_type(cands, json_type_array) && json_object_array_length(cands) > 0
+            ? json_object_array_get_idx(cands, 0)
+            : NULL;
     out->outcome = EV_LLM_BAD_ANSWER;
     if (!cand) {
         const char *block = jstr(jget(root, "promptFeedback"), "blockReason");
@@ -503,8 +509,9 @@ static void parse_error(ev_llm_result_t *out, json_object *root, const ev_http_r
     ev_llm_result_set_error(out, "HTTP %d%s%s: %s", st, e.status ? " " : "",
                             e.status ? e.status : "", msg);
 
-    bool too_large = e.message && (ev_llm_contains_ci(e.message, "payload size exceeds") ||
-                                   ev_llm_contains_ci(e.message, "exceeds the maximum number of tokens"));
+    bool too_large =
+        e.message && (ev_llm_contains_ci(e.message, "payload size exceeds") ||
+                      ev_llm_contains_ci(e.message, "exceeds the maximum number of tokens"));
     if (st == 400) {
         if (e.key_invalid)
             out->outcome = EV_LLM_FATAL_CONFIG;

@@ -56,8 +56,8 @@ int ev_groq_new(ev_groq_t **out, const ev_provider_config_t *cfg,
         g->opts.max_images = EV_GROQ_MAX_IMAGES_DEFAULT;
     g->key = cfg->api_key;
     g->model = ev_strdup(cfg->model);
-    g->vision_model = ev_strdup(cfg->vision_model && cfg->vision_model[0] ? cfg->vision_model
-                                                                          : cfg->model);
+    g->vision_model =
+        ev_strdup(cfg->vision_model && cfg->vision_model[0] ? cfg->vision_model : cfg->model);
     g->url = ev_groq_build_url(cfg->base_url);
     *out = g;
     return 0;
@@ -73,7 +73,10 @@ void ev_groq_free(ev_groq_t *g)
     free(g);
 }
 
-const char *ev_groq_url(const ev_groq_t *g) { return g->url; }
+const char *ev_groq_url(const ev_groq_t *g)
+{
+    return g->url;
+}
 
 static size_t media_sent(const ev_llm_request_t *req)
 {
@@ -87,8 +90,14 @@ const char *ev_groq_model_for(const ev_groq_t *g, const ev_llm_request_t *req)
 
 /* ---------------------------------------------------------------- request */
 
-static bool is_pdf(const char *mime) { return mime && strcmp(mime, "application/pdf") == 0; }
-static bool is_image(const char *mime) { return mime && strncmp(mime, "image/", 6) == 0; }
+static bool is_pdf(const char *mime)
+{
+    return mime && strcmp(mime, "application/pdf") == 0;
+}
+static bool is_image(const char *mime)
+{
+    return mime && strncmp(mime, "image/", 6) == 0;
+}
 
 static char *join_text(const ev_llm_request_t *req)
 {
@@ -112,8 +121,7 @@ static char *system_text(const ev_llm_request_t *req)
     return ev_strdup(ev_llm_verdict_instruction());
 }
 
-int ev_groq_build_body(char **out, size_t *out_len, const ev_llm_request_t *req,
-                       const char *model)
+int ev_groq_build_body(char **out, size_t *out_len, const ev_llm_request_t *req, const char *model)
 {
     *out = NULL;
     if (out_len)
@@ -414,8 +422,8 @@ void ev_groq_parse_response(ev_llm_result_t *out, const ev_http_response_t *resp
 
 /* ------------------------------------------------------------------- call */
 
-int ev_groq_call(ev_groq_t *g, ev_http_t *http, const ev_llm_request_t *req,
-                 ev_llm_result_t *out, const atomic_bool *stop)
+int ev_groq_call(ev_groq_t *g, ev_http_t *http, const ev_llm_request_t *req, ev_llm_result_t *out,
+                 const atomic_bool *stop)
 {
     ev_llm_result_init(out);
     int rc = 0;
@@ -450,8 +458,9 @@ int ev_groq_call(ev_groq_t *g, ev_http_t *http, const ev_llm_request_t *req,
     if (n > (size_t)g->opts.max_images || estimate > g->opts.max_request_bytes) {
         out->outcome = EV_LLM_FALLBACK;
         out->too_large = true;
-        ev_llm_result_set_error(out, "request too large for Groq (%zu images, ~%zu bytes; "
-                                     "limits %d images, %zu bytes)",
+        ev_llm_result_set_error(out,
+                                "request too large for Groq (%zu images, ~%zu bytes; "
+                                "limits %d images, %zu bytes)",
                                 n, estimate, g->opts.max_images, g->opts.max_request_bytes);
         goto out;
     }

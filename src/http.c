@@ -35,8 +35,8 @@ struct ev_http {
 /* Per-transfer state handed to the callbacks. */
 typedef struct xfer {
     ev_http_response_t *resp;
-    size_t cap;            /* allocated size of resp->body */
-    size_t max;            /* body cap */
+    size_t cap; /* allocated size of resp->body */
+    size_t max; /* body cap */
     bool too_big;
     bool stopped;
     const atomic_bool *stop;
@@ -56,7 +56,10 @@ int ev_http_global_init(void)
     return global_rc;
 }
 
-void ev_http_global_cleanup(void) { curl_global_cleanup(); }
+void ev_http_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
 
 int ev_http_new(ev_http_t **out)
 {
@@ -117,7 +120,10 @@ const char *ev_http_response_header(const ev_http_response_t *resp, const char *
     return NULL;
 }
 
-static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
 
 void ev_http_response_add_header(ev_http_response_t *resp, const char *name, size_t name_len,
                                  const char *value, size_t value_len)

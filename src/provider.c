@@ -83,7 +83,8 @@ int ev_llm_result_scrub(ev_llm_result_t *r, const ev_secret_t *key)
         return 0;
     int n = 0;
     if (ev_secret_appears_in(key, r->error, strnlen(r->error, sizeof(r->error)))) {
-        snprintf(r->error, sizeof(r->error), "provider error (message withheld: it echoed the key)");
+        snprintf(r->error, sizeof(r->error),
+                 "provider error (message withheld: it echoed the key)");
         n++;
     }
     if (scrub_str(&r->text, key)) {
@@ -153,7 +154,10 @@ const char *ev_llm_verdict_instruction(void)
            "\"reason\": \"one or two sentences explaining the verdict\"}.";
 }
 
-size_t ev_llm_base64_len(size_t len) { return (len + 2) / 3 * 4; }
+size_t ev_llm_base64_len(size_t len)
+{
+    return (len + 2) / 3 * 4;
+}
 
 char *ev_llm_base64(const unsigned char *bytes, size_t len, size_t *out_len)
 {

@@ -23,8 +23,14 @@
 #define NS_PER_MS INT64_C(1000000)
 #define MAX_NS (EV_RETRYHINT_MAX_MS * NS_PER_MS)
 
-static bool is_digit(char c) { return c >= '0' && c <= '9'; }
-static bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
 
 static const char *skip_blanks(const char *p)
 {
@@ -33,7 +39,10 @@ static const char *skip_blanks(const char *p)
     return p;
 }
 
-static int64_t sat_add(int64_t a, int64_t b) { return a > MAX_NS - b ? MAX_NS : a + b; }
+static int64_t sat_add(int64_t a, int64_t b)
+{
+    return a > MAX_NS - b ? MAX_NS : a + b;
+}
 
 static int64_t ns_to_ms(int64_t ns)
 {
@@ -45,8 +54,8 @@ static int64_t ns_to_ms(int64_t ns)
  * `dropped` is set when a non-zero fraction digit beyond 9 was seen. */
 typedef struct decimal {
     int64_t ipart;
-    int64_t frac;      /* the kept fraction digits as an integer */
-    int frac_digits;   /* how many digits `frac` holds */
+    int64_t frac;    /* the kept fraction digits as an integer */
+    int frac_digits; /* how many digits `frac` holds */
     bool dropped;
 } decimal_t;
 
@@ -147,7 +156,10 @@ static int64_t read_unit(const char **pp)
 }
 
 /* True when a further duration term starts at p. */
-static bool term_starts(const char *p) { return is_digit(*p) || (*p == '.' && is_digit(p[1])); }
+static bool term_starts(const char *p)
+{
+    return is_digit(*p) || (*p == '.' && is_digit(p[1]));
+}
 
 /* Reads one or more Go-style terms at *pp. Returns false when no complete
  * term is there. Advances *pp past what was read. */

@@ -53,8 +53,8 @@ const char *ev_groq_model_for(const ev_groq_t *g, const ev_llm_request_t *req);
  * EV_ESHUTDOWN when *stop became true. `http` is not touched when the call
  * is refused before sending (tests pass NULL to prove it).
  */
-int ev_groq_call(ev_groq_t *g, ev_http_t *http, const ev_llm_request_t *req,
-                 ev_llm_result_t *out, const atomic_bool *stop);
+int ev_groq_call(ev_groq_t *g, ev_http_t *http, const ev_llm_request_t *req, ev_llm_result_t *out,
+                 const atomic_bool *stop);
 
 /* --- Exposed so tests can check the wire format without HTTP. --- */
 
@@ -70,8 +70,7 @@ char *ev_groq_build_url(const char *base_url);
  * (caller frees) and *out_len (may be NULL), or EV_EINVAL (PDF or non-image
  * media, no text and no image) / EV_ETOOBIG with *out NULL.
  */
-int ev_groq_build_body(char **out, size_t *out_len, const ev_llm_request_t *req,
-                       const char *model);
+int ev_groq_build_body(char **out, size_t *out_len, const ev_llm_request_t *req, const char *model);
 
 /* Classifies one HTTP response (any status, any body, its headers) into
  * `out` (initialised with ev_llm_result_init()), including the rate-limit

@@ -36,29 +36,29 @@ typedef struct ev_http_header {
 
 /* What one POST is made of. Everything is borrowed for the call only. */
 typedef struct ev_http_request {
-    const char *url;                  /* must not contain secrets */
-    const char *body;                 /* sent as-is, body_len bytes */
+    const char *url;  /* must not contain secrets */
+    const char *body; /* sent as-is, body_len bytes */
     size_t body_len;
-    const char *const *headers;       /* extra "Name: value" lines, no secrets */
+    const char *const *headers; /* extra "Name: value" lines, no secrets */
     size_t header_count;
-    const ev_secret_t *secret;        /* NULL: no auth header */
-    const char *secret_prefix;        /* e.g. "x-goog-api-key: " */
-    int timeout_ms;                   /* total time for the transfer (> 0) */
-    int connect_timeout_ms;           /* <= 0 or > timeout_ms: timeout_ms */
-    size_t max_response_bytes;        /* 0: EV_HTTP_MAX_RESPONSE_DEFAULT */
-    const atomic_bool *stop;          /* NULL, or aborts the transfer when true */
+    const ev_secret_t *secret; /* NULL: no auth header */
+    const char *secret_prefix; /* e.g. "x-goog-api-key: " */
+    int timeout_ms;            /* total time for the transfer (> 0) */
+    int connect_timeout_ms;    /* <= 0 or > timeout_ms: timeout_ms */
+    size_t max_response_bytes; /* 0: EV_HTTP_MAX_RESPONSE_DEFAULT */
+    const atomic_bool *stop;   /* NULL, or aborts the transfer when true */
 } ev_http_request_t;
 
 /* The outcome of one POST. Initialise with ev_http_response_init() or let
  * ev_http_post() do it; free the contents with ev_http_response_free(). */
 typedef struct ev_http_response {
-    int status;                       /* HTTP status, 0 when none was received */
-    char *body;                       /* NUL-terminated (extra byte), may be NULL */
+    int status; /* HTTP status, 0 when none was received */
+    char *body; /* NUL-terminated (extra byte), may be NULL */
     size_t body_len;
-    ev_http_header_t *headers;        /* headers of the final response */
+    ev_http_header_t *headers; /* headers of the final response */
     size_t header_count;
-    int64_t elapsed_ms;               /* wall time spent in the transfer */
-    char error[160];                  /* transport error text, "" on success */
+    int64_t elapsed_ms; /* wall time spent in the transfer */
+    char error[160];    /* transport error text, "" on success */
 } ev_http_response_t;
 
 /* Calls curl_global_init once per process (thread-safe through pthread_once,

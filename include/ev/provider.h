@@ -25,14 +25,14 @@ struct json_object;
 
 /* What the router should do with a call's result. */
 typedef enum {
-    EV_LLM_OK = 0,        /* `text` holds the model's answer (still to be validated) */
-    EV_LLM_RETRY,         /* transient: 429 per-minute, 5xx, 498, timeout, connection error */
-    EV_LLM_FALLBACK,      /* this provider cannot serve it now: daily quota, no quota, request
-                             too large, or a server delay longer than the allowed wait */
-    EV_LLM_FATAL_CONFIG,  /* invalid key, 401/403/404, bad model or URL: fix the config */
-    EV_LLM_BAD_ANSWER,    /* 200 without a usable answer: blocked, SAFETY..., truncated,
-                             empty, not JSON, Groq json_validate_failed (worth one retry) */
-    EV_LLM_BAD_REQUEST,   /* malformed request (400 INVALID_ARGUMENT): never retried */
+    EV_LLM_OK = 0,       /* `text` holds the model's answer (still to be validated) */
+    EV_LLM_RETRY,        /* transient: 429 per-minute, 5xx, 498, timeout, connection error */
+    EV_LLM_FALLBACK,     /* this provider cannot serve it now: daily quota, no quota, request
+                            too large, or a server delay longer than the allowed wait */
+    EV_LLM_FATAL_CONFIG, /* invalid key, 401/403/404, bad model or URL: fix the config */
+    EV_LLM_BAD_ANSWER,   /* 200 without a usable answer: blocked, SAFETY..., truncated,
+                            empty, not JSON, Groq json_validate_failed (worth one retry) */
+    EV_LLM_BAD_REQUEST,  /* malformed request (400 INVALID_ARGUMENT): never retried */
 } ev_llm_outcome_t;
 
 /* "ok", "retry", "fallback", "fatal_config", "bad_answer", "bad_request". */
@@ -56,26 +56,30 @@ typedef struct ev_llm_request {
     const char *user_text;       /* the question; required unless media is given */
     const ev_llm_media_t *media; /* `media_count` files, sent before the text */
     size_t media_count;
-    bool text_only;              /* ignore `media` entirely (text checks); Groq then
-                                    uses its text model */
-    const char *pdf_text;        /* NULL, or the PDF's extracted text: sent as text after
-                                    user_text (what Groq gets instead of PDF bytes) */
-    int max_output_tokens;       /* <= 0: EV_LLM_DEFAULT_MAX_OUTPUT_TOKENS */
+    bool text_only;        /* ignore `media` entirely (text checks); Groq then
+                              uses its text model */
+    const char *pdf_text;  /* NULL, or the PDF's extracted text: sent as text after
+                              user_text (what Groq gets instead of PDF bytes) */
+    int max_output_tokens; /* <= 0: EV_LLM_DEFAULT_MAX_OUTPUT_TOKENS */
 } ev_llm_request_t;
 
 /* Options for a client, built by the caller from the config. */
 typedef struct ev_llm_client_options {
-    int timeout_ms;               /* HTTP_TIMEOUT_MS: total time of one HTTP attempt */
-    int connect_timeout_ms;       /* <= 0 or > timeout_ms: timeout_ms */
-    int64_t max_wait_ms;          /* RETRY_MAX_WAIT_MS: a longer server-suggested delay
-                                     turns RETRY into FALLBACK; <= 0: no limit */
-    size_t max_response_bytes;    /* 0: EV_HTTP_MAX_RESPONSE_DEFAULT */
-    size_t max_request_bytes;     /* 0: the provider's published limit (Gemini 20 MB,
-                                     Groq 4 MB of base64 request) */
-    int max_images;               /* 0: the provider's limit (Gemini none, Groq 5) */
+    int timeout_ms;            /* HTTP_TIMEOUT_MS: total time of one HTTP attempt */
+    int connect_timeout_ms;    /* <= 0 or > timeout_ms: timeout_ms */
+    int64_t max_wait_ms;       /* RETRY_MAX_WAIT_MS: a longer server-suggested delay
+                                  turns RETRY into FALLBACK; <= 0: no limit */
+    size_t max_response_bytes; /* 0: EV_HTTP_MAX_RESPONSE_DEFAULT */
+    size_t max_request_bytes;  /* 0: the provider's published limit (Gemini 20 MB,
+                                  Groq 4 MB of base64 request) */
+    int max_images;            /* 0: the provider's limit (Gemini none, Groq 5) */
 } ev_llm_client_options_t;
 
-#define EV_LLM_CLIENT_OPTIONS_INIT {60000, 10000, 10000, 0, 0, 0}
+#define EV_LLM_CLIENT_OPTIONS_INIT                                                                 \
+    {                                                                                              \
+        .timeout_ms = 60000, .connect_timeout_ms = 10000, .max_wait_ms = 10000,                    \
+        .max_response_bytes = 0, .max_request_bytes = 0, .max_images = 0                           \
+    }
 
 /* Groq's rate-limit headers (PROVIDERS.md); -1 when absent or unparsable.
  * requests are counted per DAY, tokens per MINUTE. */
@@ -97,23 +101,23 @@ typedef struct ev_llm_ratelimit {
  */
 typedef struct ev_llm_result {
     ev_llm_outcome_t outcome;
-    int err;                  /* 0, or the transport/local code behind the outcome:
-                                 EV_ETIMEOUT, EV_EHTTP, EV_ETOOBIG, EV_ESHUTDOWN, EV_EINVAL,
-                                 EV_ECONFIG, EV_EPARSE */
-    bool http_attempted;      /* an HTTP request was started: it counts against the budget */
-    int http_status;          /* 0 when no HTTP response was received */
-    int64_t retry_after_ms;   /* server-suggested delay, -1 when none */
-    bool rate_limited;        /* HTTP 429 */
-    bool daily_quota;         /* a daily quota is exhausted: retrying today is pointless */
-    bool no_quota;            /* the key has no quota at all for this model (limit 0) */
-    bool too_large;           /* the request is too large for this provider/model */
-    char *text;               /* joined answer text; set only when outcome == EV_LLM_OK */
-    char *finish_reason;      /* provider's finish/block reason as sent, or NULL */
-    int64_t tokens_in;        /* prompt tokens, 0 when unknown */
-    int64_t tokens_out;       /* output tokens (Gemini: candidates + thoughts) */
-    char *request_id;         /* Gemini responseId / Groq x_groq.id, or NULL */
-    char *model;              /* the model the request was sent to */
-    int64_t latency_ms;       /* time spent in HTTP (0 when none) */
+    int err;                /* 0, or the transport/local code behind the outcome:
+                               EV_ETIMEOUT, EV_EHTTP, EV_ETOOBIG, EV_ESHUTDOWN, EV_EINVAL,
+                               EV_ECONFIG, EV_EPARSE */
+    bool http_attempted;    /* an HTTP request was started: it counts against the budget */
+    int http_status;        /* 0 when no HTTP response was received */
+    int64_t retry_after_ms; /* server-suggested delay, -1 when none */
+    bool rate_limited;      /* HTTP 429 */
+    bool daily_quota;       /* a daily quota is exhausted: retrying today is pointless */
+    bool no_quota;          /* the key has no quota at all for this model (limit 0) */
+    bool too_large;         /* the request is too large for this provider/model */
+    char *text;             /* joined answer text; set only when outcome == EV_LLM_OK */
+    char *finish_reason;    /* provider's finish/block reason as sent, or NULL */
+    int64_t tokens_in;      /* prompt tokens, 0 when unknown */
+    int64_t tokens_out;     /* output tokens (Gemini: candidates + thoughts) */
+    char *request_id;       /* Gemini responseId / Groq x_groq.id, or NULL */
+    char *model;            /* the model the request was sent to */
+    int64_t latency_ms;     /* time spent in HTTP (0 when none) */
     ev_llm_ratelimit_t ratelimit;
     char error[EV_LLM_ERROR_MAX]; /* short description, "" when outcome == EV_LLM_OK */
 } ev_llm_result_t;

@@ -167,8 +167,8 @@ static void test_post_headers_and_keepalive(void)
     ev_http_response_free(&resp);
 
     pthread_mutex_lock(&mu);
-    CU_ASSERT_STRING_EQUAL(seen_key, KEY);      /* the key is in its header ... */
-    CU_ASSERT_FALSE(seen_key_arg);              /* ... never in the URL */
+    CU_ASSERT_STRING_EQUAL(seen_key, KEY); /* the key is in its header ... */
+    CU_ASSERT_FALSE(seen_key_arg);         /* ... never in the URL */
     CU_ASSERT_PTR_NULL(strstr(seen_url, KEY));
     CU_ASSERT_FALSE(seen_expect);
     CU_ASSERT_EQUAL(seen_body_len, 8);
@@ -321,11 +321,10 @@ static int init_suite(void)
 {
     if (ev_http_global_init() != 0 || ev_secret_new(&key, KEY) != 0)
         return 1;
-    daemon_ = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                                   MHD_USE_ERROR_LOG,
-                               0, NULL, NULL, handler, NULL, MHD_OPTION_NOTIFY_CONNECTION,
-                               on_connection, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-                               NULL, MHD_OPTION_END);
+    daemon_ = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0,
+        NULL, NULL, handler, NULL, MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
     if (!daemon_)
         return 1;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT);

@@ -38,8 +38,11 @@ static json_object *jpath(json_object *o, const char *path)
 {
     char buf[256];
     snprintf(buf, sizeof(buf), "%s", path);
-    for (char *save = NULL, *tok = strtok_r(buf, ".", &save); tok && o;
-         tok = strtok_r(NULL, ".", &save)) {
+    /* Walk "a.0.b": numbers index arrays, names index objects. */
+    for (char *tok = buf, *next; tok && o; tok = next) {
+        next = strchr(tok, '.');
+        if (next)
+            *next++ = '\0';
         if (tok[0] >= '0' && tok[0] <= '9') {
             o = json_object_is_type(o, json_type_array)
                     ? json_object_array_get_idx(o, (size_t)strtoul(tok, NULL, 10))
@@ -111,7 +114,7 @@ static void test_body_shape(void)
     char *b64 = ev_llm_base64(pdf_bytes, sizeof(pdf_bytes) - 1, NULL);
     CU_ASSERT_STRING_EQUAL(jpath_str(parts, "0.inline_data.data"), b64);
     CU_ASSERT_PTR_NOT_NULL(strchr(b64, '/')); /* the data exercises '/' ... */
-    CU_ASSERT_PTR_NULL(strstr(body, "\\/")); /* ... which is not escaped */
+    CU_ASSERT_PTR_NULL(strstr(body, "\\/"));  /* ... which is not escaped */
     free(b64);
     CU_ASSERT_STRING_EQUAL(jpath_str(parts, "1.inline_data.mime_type"), "image/png");
     CU_ASSERT_PTR_NULL(strstr(body, "data:"));
@@ -185,7 +188,8 @@ static void test_url_and_client(void)
     char *u = ev_gemini_build_url("https://generativelanguage.googleapis.com/v1beta/",
                                   "models/gemini-2.5-flash");
     CU_ASSERT_STRING_EQUAL(
-        u, "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent");
+        u,
+        "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent");
     free(u);
 
     ev_secret_t *key = NULL;
@@ -198,7 +202,8 @@ static void test_url_and_client(void)
     ev_gemini_t *g = NULL;
     CU_ASSERT_EQUAL_FATAL(ev_gemini_new(&g, &cfg, NULL), 0);
     const char *url = ev_gemini_url(g);
-    CU_ASSERT_STRING_EQUAL(url, "http://127.0.0.1:1/v1beta/models/gemini-2.5-flash:generateContent");
+    CU_ASSERT_STRING_EQUAL(url,
+                           "http://127.0.0.1:1/v1beta/models/gemini-2.5-flash:generateContent");
     CU_ASSERT_FALSE(ev_secret_appears_in(key, url, strlen(url)));
     CU_ASSERT_PTR_NULL(strstr(url, "key="));
 
@@ -277,8 +282,9 @@ static void test_ok_answer(void)
 static void test_200_without_answer(void)
 {
     /* Blocked prompt: 200, no candidates, promptFeedback.blockReason. */
-    parse(200, "{\"promptFeedback\": {\"blockReason\": \"SAFETY\", \"safetyRatings\": []},"
-               "\"usageMetadata\": {\"promptTokenCount\": 7}}",
+    parse(200,
+          "{\"promptFeedback\": {\"blockReason\": \"SAFETY\", \"safetyRatings\": []},"
+          "\"usageMetadata\": {\"promptTokenCount\": 7}}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_BAD_ANSWER);
     CU_ASSERT_STRING_EQUAL(R.finish_reason, "SAFETY");
@@ -287,15 +293,16 @@ static void test_200_without_answer(void)
     CU_ASSERT_EQUAL(R.tokens_in, 7);
 
     /* SAFETY finish with text: the text is not trusted. */
-    parse(200, "{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"{\\\"valid\\\": true}\"}]},"
-               "\"finishReason\": \"SAFETY\"}]}",
+    parse(200,
+          "{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"{\\\"valid\\\": true}\"}]},"
+          "\"finishReason\": \"SAFETY\"}]}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_BAD_ANSWER);
     CU_ASSERT_PTR_NULL(R.text);
     CU_ASSERT_PTR_NOT_NULL(strstr(R.error, "SAFETY"));
 
-    const char *others[] = {"RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "OTHER",
-                            "SOMETHING_NEW_2027"};
+    const char *others[] = {"RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII",
+                            "OTHER",      "SOMETHING_NEW_2027"};
     for (size_t i = 0; i < 6; i++) {
         char body[256];
         snprintf(body, sizeof(body),
@@ -308,19 +315,22 @@ static void test_200_without_answer(void)
     }
 
     /* MAX_TOKENS, with empty text and with a truncated object. */
-    parse(200, "{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"\"}], \"role\": \"model\"},"
-               "\"finishReason\": \"MAX_TOKENS\"}]}",
+    parse(200,
+          "{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"\"}], \"role\": \"model\"},"
+          "\"finishReason\": \"MAX_TOKENS\"}]}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_BAD_ANSWER);
     CU_ASSERT_PTR_NOT_NULL(strstr(R.error, "MAX_TOKENS"));
-    parse(200, "{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"{\\\"valid\\\": tr\"}]},"
-               "\"finishReason\": \"MAX_TOKENS\"}]}",
+    parse(200,
+          "{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"{\\\"valid\\\": tr\"}]},"
+          "\"finishReason\": \"MAX_TOKENS\"}]}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_BAD_ANSWER);
     CU_ASSERT_PTR_NULL(R.text);
     /* MAX_TOKENS spent on thinking: only thought parts. */
-    parse(200, "{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"hmm\", \"thought\": true}]},"
-               "\"finishReason\": \"STOP\"}]}",
+    parse(200,
+          "{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"hmm\", \"thought\": true}]},"
+          "\"finishReason\": \"STOP\"}]}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_BAD_ANSWER);
     CU_ASSERT_PTR_NOT_NULL(strstr(R.error, "empty"));
@@ -329,7 +339,8 @@ static void test_200_without_answer(void)
     parse(200, "{\"candidates\": [{\"finishReason\": \"STOP\", \"index\": 0}]}", MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_BAD_ANSWER);
     CU_ASSERT_PTR_NOT_NULL(strstr(R.error, "no content"));
-    parse(200, "{\"candidates\": [{\"content\": {\"role\": \"model\"}, \"finishReason\": \"STOP\"}]}",
+    parse(200,
+          "{\"candidates\": [{\"content\": {\"role\": \"model\"}, \"finishReason\": \"STOP\"}]}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_BAD_ANSWER);
     parse(200, "{\"candidates\": []}", MAX_WAIT);
@@ -339,12 +350,17 @@ static void test_200_without_answer(void)
     /* Wrong types everywhere. */
     parse(200, "{\"candidates\": {\"content\": 5}, \"usageMetadata\": \"x\"}", MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_BAD_ANSWER);
-    parse(200, "{\"candidates\": [{\"content\": {\"parts\": [1, null, {\"text\": 3}]}}]}", MAX_WAIT);
+    parse(200, "{\"candidates\": [{\"content\": {\"parts\": [1, null, {\"text\": 3}]}}]}",
+          MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_BAD_ANSWER);
 
     /* Garbage 200s: HTML, empty, truncated JSON, trailing junk, a string. */
-    const char *garbage[] = {"<html><body>Gateway</body></html>", "", "{\"candidates\": [",
-                             "{\"candidates\": []} trailing", "\"just a string\"", "null"};
+    const char *garbage[] = {"<html><body>Gateway</body></html>",
+                             "",
+                             "{\"candidates\": [",
+                             "{\"candidates\": []} trailing",
+                             "\"just a string\"",
+                             "null"};
     for (size_t i = 0; i < 6; i++) {
         parse(200, garbage[i], MAX_WAIT);
         CU_ASSERT_EQUAL(R.outcome, EV_LLM_BAD_ANSWER);
@@ -367,17 +383,21 @@ static void test_200_without_answer(void)
     "more\", \"url\": \"https://ai.google.dev/gemini-api/docs/rate-limits\"}]}"
 #define RETRY26 "{\"@type\": \"type.googleapis.com/google.rpc.RetryInfo\", \"retryDelay\": \"26s\"}"
 #define ERR429(msg, details)                                                                       \
-    "{\"error\": {\"code\": 429, \"message\": \"" msg "\", \"status\": \"RESOURCE_EXHAUSTED\""     \
-    details "}}"
+    "{\"error\": {\"code\": 429, \"message\": \"" msg                                              \
+    "\", \"status\": \"RESOURCE_EXHAUSTED\"" details "}}"
 
 static void test_429(void)
 {
     /* Canonical order, shuffled orders, array-wrapped: all the same. */
     const char *bodies[] = {
-        ERR429("You exceeded your current quota.", ", \"details\": [" QUOTA_MINUTE "," HELP "," RETRY26 "]"),
-        ERR429("You exceeded your current quota.", ", \"details\": [" RETRY26 "," QUOTA_MINUTE "," HELP "]"),
-        ERR429("You exceeded your current quota.", ", \"details\": [" HELP "," RETRY26 "," QUOTA_MINUTE "]"),
-        "[" ERR429("You exceeded your current quota.", ", \"details\": [" QUOTA_MINUTE "," RETRY26 "]") "]",
+        ERR429("You exceeded your current quota.",
+               ", \"details\": [" QUOTA_MINUTE "," HELP "," RETRY26 "]"),
+        ERR429("You exceeded your current quota.",
+               ", \"details\": [" RETRY26 "," QUOTA_MINUTE "," HELP "]"),
+        ERR429("You exceeded your current quota.",
+               ", \"details\": [" HELP "," RETRY26 "," QUOTA_MINUTE "]"),
+        "[" ERR429("You exceeded your current quota.",
+                   ", \"details\": [" QUOTA_MINUTE "," RETRY26 "]") "]",
     };
     for (size_t i = 0; i < 4; i++) {
         parse(429, bodies[i], MAX_WAIT * 10);
@@ -395,15 +415,18 @@ static void test_429(void)
     CU_ASSERT_EQUAL(R.retry_after_ms, 26000);
 
     /* Fractional retryDelay. */
-    parse(429, ERR429("x", ", \"details\": [{\"@type\": \"type.googleapis.com/google.rpc.RetryInfo\","
-                           "\"retryDelay\": \"1.5s\"}]"),
+    parse(429,
+          ERR429("x", ", \"details\": [{\"@type\": \"type.googleapis.com/google.rpc.RetryInfo\","
+                      "\"retryDelay\": \"1.5s\"}]"),
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_RETRY);
     CU_ASSERT_EQUAL(R.retry_after_ms, 1500);
 
     /* No RetryInfo: the message's "Please retry in 53.01s." is the hint. */
-    parse(429, ERR429("Quota exceeded for metric: x, limit: 10, model: gemini-2.5-flash\\n"
-                      "Please retry in 53.01s.", ", \"details\": [" QUOTA_MINUTE "]"),
+    parse(429,
+          ERR429("Quota exceeded for metric: x, limit: 10, model: gemini-2.5-flash\\n"
+                 "Please retry in 53.01s.",
+                 ", \"details\": [" QUOTA_MINUTE "]"),
           NO_WAIT_LIMIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_RETRY);
     CU_ASSERT_EQUAL(R.retry_after_ms, 53010);
@@ -415,27 +438,30 @@ static void test_429(void)
     CU_ASSERT_TRUE(R.rate_limited);
 
     /* Daily quota: retrying today is pointless. */
-    parse(429, ERR429("You exceeded your current quota.",
-                      ", \"details\": [" RETRY26 ", {\"@type\": "
-                      "\"type.googleapis.com/google.rpc.QuotaFailure\", \"violations\": [{"
-                      "\"quotaId\": \"GenerateRequestsPerDayPerProjectPerModel-FreeTier\","
-                      "\"quotaValue\": \"250\"}]}]"),
+    parse(429,
+          ERR429("You exceeded your current quota.",
+                 ", \"details\": [" RETRY26 ", {\"@type\": "
+                 "\"type.googleapis.com/google.rpc.QuotaFailure\", \"violations\": [{"
+                 "\"quotaId\": \"GenerateRequestsPerDayPerProjectPerModel-FreeTier\","
+                 "\"quotaValue\": \"250\"}]}]"),
           MAX_WAIT * 10);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FALLBACK);
     CU_ASSERT_TRUE(R.daily_quota);
     CU_ASSERT_TRUE(R.rate_limited);
 
     /* Quota value 0: the model has no quota at all on this key. */
-    parse(429, ERR429("Quota exceeded for metric: x, limit: 0, model: gemini-2.5-pro",
-                      ", \"details\": [{\"@type\": \"type.googleapis.com/google.rpc.QuotaFailure\","
-                      "\"violations\": [{\"quotaId\": "
-                      "\"GenerateRequestsPerMinutePerProjectPerModel-FreeTier\","
-                      "\"quotaValue\": \"0\"}]}]"),
+    parse(429,
+          ERR429("Quota exceeded for metric: x, limit: 0, model: gemini-2.5-pro",
+                 ", \"details\": [{\"@type\": \"type.googleapis.com/google.rpc.QuotaFailure\","
+                 "\"violations\": [{\"quotaId\": "
+                 "\"GenerateRequestsPerMinutePerProjectPerModel-FreeTier\","
+                 "\"quotaValue\": \"0\"}]}]"),
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FALLBACK);
     CU_ASSERT_TRUE(R.no_quota);
     /* Only the message says so. */
-    parse(429, ERR429("Quota exceeded for metric: x, limit: 0, model: gemini-2.5-pro", ""), MAX_WAIT);
+    parse(429, ERR429("Quota exceeded for metric: x, limit: 0, model: gemini-2.5-pro", ""),
+          MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FALLBACK);
     CU_ASSERT_TRUE(R.no_quota);
     parse(429, ERR429("Quota exceeded for metric: x, limit: 05, model: m", ""), MAX_WAIT);
@@ -452,8 +478,9 @@ static void test_429(void)
     /* details of the wrong type are ignored. */
     parse(429, "{\"error\": {\"code\": 429, \"details\": {\"@type\": 5}}}", MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_RETRY);
-    parse(429, "{\"error\": {\"details\": [5, null, {\"@type\": \"RetryInfo\", \"retryDelay\": 7},"
-               "{\"@type\": \"x.RetryInfo\", \"retryDelay\": \"garbage\"}]}}",
+    parse(429,
+          "{\"error\": {\"details\": [5, null, {\"@type\": \"RetryInfo\", \"retryDelay\": 7},"
+          "{\"@type\": \"x.RetryInfo\", \"retryDelay\": \"garbage\"}]}}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_RETRY);
     CU_ASSERT_EQUAL(R.retry_after_ms, -1);
@@ -464,7 +491,8 @@ static void test_429(void)
 static void test_client_errors(void)
 {
     parse(400,
-          "{\"error\": {\"code\": 400, \"message\": \"API key not valid. Please pass a valid API key.\","
+          "{\"error\": {\"code\": 400, \"message\": \"API key not valid. Please pass a valid API "
+          "key.\","
           "\"status\": \"INVALID_ARGUMENT\", \"details\": [{\"@type\": "
           "\"type.googleapis.com/google.rpc.ErrorInfo\", \"reason\": \"API_KEY_INVALID\","
           "\"domain\": \"googleapis.com\", \"metadata\": {\"service\": "
@@ -475,25 +503,30 @@ static void test_client_errors(void)
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FATAL_CONFIG);
     CU_ASSERT_FALSE(R.rate_limited);
     /* ErrorInfo alone, message unhelpful, array-wrapped. */
-    parse(400, "[{\"error\": {\"code\": 400, \"message\": \"bad\", \"status\": \"INVALID_ARGUMENT\","
-               "\"details\": [{\"@type\": \"google.rpc.ErrorInfo\", \"reason\": \"API_KEY_INVALID\"}]}}]",
-          MAX_WAIT);
+    parse(
+        400,
+        "[{\"error\": {\"code\": 400, \"message\": \"bad\", \"status\": \"INVALID_ARGUMENT\","
+        "\"details\": [{\"@type\": \"google.rpc.ErrorInfo\", \"reason\": \"API_KEY_INVALID\"}]}}]",
+        MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FATAL_CONFIG);
 
-    parse(400, "{\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload received. Unknown "
-               "name \\\"additionalProperties\\\"\", \"status\": \"INVALID_ARGUMENT\"}}",
+    parse(400,
+          "{\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload received. Unknown "
+          "name \\\"additionalProperties\\\"\", \"status\": \"INVALID_ARGUMENT\"}}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_BAD_REQUEST);
     CU_ASSERT_PTR_NOT_NULL(strstr(R.error, "INVALID_ARGUMENT"));
 
-    parse(400, "{\"error\": {\"code\": 400, \"message\": \"Request payload size exceeds the limit: "
-               "20971520 bytes.\", \"status\": \"INVALID_ARGUMENT\"}}",
+    parse(400,
+          "{\"error\": {\"code\": 400, \"message\": \"Request payload size exceeds the limit: "
+          "20971520 bytes.\", \"status\": \"INVALID_ARGUMENT\"}}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FALLBACK);
     CU_ASSERT_TRUE(R.too_large);
 
-    parse(400, "{\"error\": {\"code\": 400, \"message\": \"User location is not supported for the "
-               "API use.\", \"status\": \"FAILED_PRECONDITION\"}}",
+    parse(400,
+          "{\"error\": {\"code\": 400, \"message\": \"User location is not supported for the "
+          "API use.\", \"status\": \"FAILED_PRECONDITION\"}}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FATAL_CONFIG);
     parse(400, "<html>Bad Request</html>", MAX_WAIT);
@@ -501,12 +534,14 @@ static void test_client_errors(void)
 
     parse(401, "{\"error\": {\"code\": 401, \"status\": \"UNAUTHENTICATED\"}}", MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FATAL_CONFIG);
-    parse(403, "{\"error\": {\"code\": 403, \"message\": \"Method doesn't allow unregistered "
-               "callers\", \"status\": \"PERMISSION_DENIED\"}}",
+    parse(403,
+          "{\"error\": {\"code\": 403, \"message\": \"Method doesn't allow unregistered "
+          "callers\", \"status\": \"PERMISSION_DENIED\"}}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FATAL_CONFIG);
-    parse(404, "{\"error\": {\"code\": 404, \"message\": \"models/gemini-9 is not found for API "
-               "version v1beta\", \"status\": \"NOT_FOUND\"}}",
+    parse(404,
+          "{\"error\": {\"code\": 404, \"message\": \"models/gemini-9 is not found for API "
+          "version v1beta\", \"status\": \"NOT_FOUND\"}}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FATAL_CONFIG);
     CU_ASSERT_PTR_NOT_NULL(strstr(R.error, "404"));
@@ -526,19 +561,22 @@ static void test_client_errors(void)
 
 static void test_server_errors(void)
 {
-    parse(500, "{\"error\": {\"code\": 500, \"message\": \"An internal error has occurred.\","
-               "\"status\": \"INTERNAL\"}}",
+    parse(500,
+          "{\"error\": {\"code\": 500, \"message\": \"An internal error has occurred.\","
+          "\"status\": \"INTERNAL\"}}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_RETRY);
     CU_ASSERT_FALSE(R.rate_limited);
-    parse(503, "{\"error\": {\"code\": 503, \"message\": \"The model is overloaded. Please try "
-               "again later.\", \"status\": \"UNAVAILABLE\"}}",
+    parse(503,
+          "{\"error\": {\"code\": 503, \"message\": \"The model is overloaded. Please try "
+          "again later.\", \"status\": \"UNAVAILABLE\"}}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_RETRY);
     CU_ASSERT_EQUAL(R.retry_after_ms, -1);
     CU_ASSERT_PTR_NOT_NULL(strstr(R.error, "overloaded"));
-    parse(504, "{\"error\": {\"code\": 504, \"message\": \"Deadline expired before operation could "
-               "complete.\", \"status\": \"DEADLINE_EXCEEDED\"}}",
+    parse(504,
+          "{\"error\": {\"code\": 504, \"message\": \"Deadline expired before operation could "
+          "complete.\", \"status\": \"DEADLINE_EXCEEDED\"}}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_RETRY);
     parse(502, "<html><head><title>502 Bad Gateway</title></head></html>", MAX_WAIT);
@@ -548,8 +586,9 @@ static void test_server_errors(void)
     parse(503, NULL, MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_RETRY);
     /* A 503 asking for longer than allowed falls back. */
-    parse(503, "{\"error\": {\"code\": 503, \"details\": [{\"@type\": "
-               "\"type.googleapis.com/google.rpc.RetryInfo\", \"retryDelay\": \"30s\"}]}}",
+    parse(503,
+          "{\"error\": {\"code\": 503, \"details\": [{\"@type\": "
+          "\"type.googleapis.com/google.rpc.RetryInfo\", \"retryDelay\": \"30s\"}]}}",
           MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FALLBACK);
     CU_ASSERT_EQUAL(R.retry_after_ms, 30000);
@@ -558,7 +597,8 @@ static void test_server_errors(void)
 static void test_error_string_is_short_and_clean(void)
 {
     char body[8192];
-    int n = snprintf(body, sizeof(body), "{\"error\": {\"code\": 500, \"message\": \"line1\\nline2\\t");
+    int n =
+        snprintf(body, sizeof(body), "{\"error\": {\"code\": 500, \"message\": \"line1\\nline2\\t");
     memset(body + n, 'x', 6000);
     snprintf(body + n + 6000, sizeof(body) - (size_t)n - 6000, "\", \"status\": \"INTERNAL\"}}");
     parse(500, body, MAX_WAIT);
@@ -570,7 +610,8 @@ static void test_error_string_is_short_and_clean(void)
     /* A server echoing the key never gets it into the result. */
     ev_secret_t *key = NULL;
     CU_ASSERT_EQUAL_FATAL(ev_secret_new(&key, KEY), 0);
-    parse(400, "{\"error\": {\"code\": 400, \"message\": \"API key not valid: " KEY "\"}}", MAX_WAIT);
+    parse(400, "{\"error\": {\"code\": 400, \"message\": \"API key not valid: " KEY "\"}}",
+          MAX_WAIT);
     CU_ASSERT_TRUE(ev_secret_appears_in(key, R.error, strlen(R.error)));
     CU_ASSERT(ev_llm_result_scrub(&R, key) >= 1);
     CU_ASSERT_FALSE(ev_secret_appears_in(key, R.error, strlen(R.error)));

@@ -52,8 +52,11 @@ static json_object *jpath(json_object *o, const char *path)
 {
     char buf[256];
     snprintf(buf, sizeof(buf), "%s", path);
-    for (char *save = NULL, *tok = strtok_r(buf, ".", &save); tok && o;
-         tok = strtok_r(NULL, ".", &save)) {
+    /* Walk "a.0.b": numbers index arrays, names index objects. */
+    for (char *tok = buf, *next; tok && o; tok = next) {
+        next = strchr(tok, '.');
+        if (next)
+            *next++ = '\0';
         if (tok[0] >= '0' && tok[0] <= '9') {
             o = json_object_is_type(o, json_type_array)
                     ? json_object_array_get_idx(o, (size_t)strtoul(tok, NULL, 10))
@@ -89,7 +92,8 @@ static void test_text_request(void)
     CU_ASSERT_STRING_EQUAL(ev_groq_model_for(client, &req), TEXT_MODEL);
     char *body = NULL;
     size_t len = 0;
-    CU_ASSERT_EQUAL_FATAL(ev_groq_build_body(&body, &len, &req, ev_groq_model_for(client, &req)), 0);
+    CU_ASSERT_EQUAL_FATAL(ev_groq_build_body(&body, &len, &req, ev_groq_model_for(client, &req)),
+                          0);
     CU_ASSERT_EQUAL(len, strlen(body));
     json_object *root = json_tokener_parse(body);
     CU_ASSERT_PTR_NOT_NULL_FATAL(root);
@@ -141,7 +145,8 @@ static void test_vision_request(void)
                             .media_count = 2};
     CU_ASSERT_STRING_EQUAL(ev_groq_model_for(client, &req), VISION_MODEL);
     char *body = NULL;
-    CU_ASSERT_EQUAL_FATAL(ev_groq_build_body(&body, NULL, &req, ev_groq_model_for(client, &req)), 0);
+    CU_ASSERT_EQUAL_FATAL(ev_groq_build_body(&body, NULL, &req, ev_groq_model_for(client, &req)),
+                          0);
     json_object *root = json_tokener_parse(body);
     CU_ASSERT_STRING_EQUAL(jpath_str(root, "model"), VISION_MODEL);
     /* "JSON" in capitals is not enough for Groq: lower-case json is added. */
@@ -159,7 +164,8 @@ static void test_vision_request(void)
     free(b64);
     CU_ASSERT_PTR_NULL(strstr(body, "\\/"));
     CU_ASSERT_STRING_EQUAL(jpath_str(content, "2.type"), "image_url");
-    CU_ASSERT_EQUAL(strncmp(jpath_str(content, "2.image_url.url"), "data:image/jpeg;base64,", 23), 0);
+    CU_ASSERT_EQUAL(strncmp(jpath_str(content, "2.image_url.url"), "data:image/jpeg;base64,", 23),
+                    0);
     json_object_put(root);
     free(body);
 
@@ -246,7 +252,8 @@ static void test_url_and_config(void)
     char *u = ev_groq_build_url("https://api.groq.com/openai/v1/");
     CU_ASSERT_STRING_EQUAL(u, "https://api.groq.com/openai/v1/chat/completions");
     free(u);
-    ev_provider_config_t cfg = {.id = EV_PROVIDER_GROQ, .model = TEXT_MODEL, .base_url = "http://x"};
+    ev_provider_config_t cfg = {
+        .id = EV_PROVIDER_GROQ, .model = TEXT_MODEL, .base_url = "http://x"};
     ev_groq_t *g = NULL;
     CU_ASSERT_EQUAL(ev_groq_new(&g, &cfg, NULL), EV_ECONFIG); /* no key */
     CU_ASSERT_PTR_NULL(g);
@@ -263,16 +270,17 @@ static void test_url_and_config(void)
 
 static void test_ok(void)
 {
-    parse(200,
-          "{\"id\": \"chatcmpl-1\", \"object\": \"chat.completion\", \"created\": 1, \"model\": "
-          "\"" VISION_MODEL "\", \"choices\": [{\"index\": 0, \"message\": {\"role\": "
-          "\"assistant\", \"content\": \"{\\\"valid\\\": false, \\\"score\\\": 0.2, \\\"reason\\\": "
-          "\\\"off-topic\\\"}\"}, \"logprobs\": null, \"finish_reason\": \"stop\"}], \"usage\": "
-          "{\"prompt_tokens\": 812, \"completion_tokens\": 31, \"total_tokens\": 843}, "
-          "\"x_groq\": {\"id\": \"req_01abc\"}}",
-          MAX_WAIT, "x-ratelimit-limit-requests", "1000", "x-ratelimit-remaining-requests", "998",
-          "x-ratelimit-limit-tokens", "30000", "x-ratelimit-remaining-tokens", "29157",
-          "x-ratelimit-reset-requests", "2m52.8s", "x-ratelimit-reset-tokens", "1.686s", NULL);
+    parse(
+        200,
+        "{\"id\": \"chatcmpl-1\", \"object\": \"chat.completion\", \"created\": 1, \"model\": "
+        "\"" VISION_MODEL "\", \"choices\": [{\"index\": 0, \"message\": {\"role\": "
+        "\"assistant\", \"content\": \"{\\\"valid\\\": false, \\\"score\\\": 0.2, \\\"reason\\\": "
+        "\\\"off-topic\\\"}\"}, \"logprobs\": null, \"finish_reason\": \"stop\"}], \"usage\": "
+        "{\"prompt_tokens\": 812, \"completion_tokens\": 31, \"total_tokens\": 843}, "
+        "\"x_groq\": {\"id\": \"req_01abc\"}}",
+        MAX_WAIT, "x-ratelimit-limit-requests", "1000", "x-ratelimit-remaining-requests", "998",
+        "x-ratelimit-limit-tokens", "30000", "x-ratelimit-remaining-tokens", "29157",
+        "x-ratelimit-reset-requests", "2m52.8s", "x-ratelimit-reset-tokens", "1.686s", NULL);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_OK);
     CU_ASSERT_STRING_EQUAL(R.text, "{\"valid\": false, \"score\": 0.2, \"reason\": \"off-topic\"}");
     CU_ASSERT_STRING_EQUAL(R.finish_reason, "stop");
@@ -290,7 +298,8 @@ static void test_ok(void)
 
     /* Missing or broken headers are "unknown", not zero. */
     parse(200, "{\"choices\": [{\"message\": {\"content\": \"{}\"}, \"finish_reason\": \"stop\"}]}",
-          MAX_WAIT, "x-ratelimit-remaining-tokens", "lots", "x-ratelimit-reset-tokens", "soon", NULL);
+          MAX_WAIT, "x-ratelimit-remaining-tokens", "lots", "x-ratelimit-reset-tokens", "soon",
+          NULL);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_OK);
     CU_ASSERT_EQUAL(R.ratelimit.remaining_tokens, -1);
     CU_ASSERT_EQUAL(R.ratelimit.reset_tokens_ms, -1);
@@ -300,8 +309,9 @@ static void test_ok(void)
 
 static void test_200_without_answer(void)
 {
-    parse(200, "{\"choices\": [{\"message\": {\"content\": \"{\\\"valid\\\": true, \\\"sco\"}, "
-               "\"finish_reason\": \"length\"}], \"usage\": {\"completion_tokens\": 1024}}",
+    parse(200,
+          "{\"choices\": [{\"message\": {\"content\": \"{\\\"valid\\\": true, \\\"sco\"}, "
+          "\"finish_reason\": \"length\"}], \"usage\": {\"completion_tokens\": 1024}}",
           MAX_WAIT, NULL);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_BAD_ANSWER);
     CU_ASSERT_STRING_EQUAL(R.finish_reason, "length");
@@ -309,8 +319,9 @@ static void test_200_without_answer(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(R.error, "truncated"));
     CU_ASSERT_EQUAL(R.tokens_out, 1024);
 
-    parse(200, "{\"choices\": [{\"message\": {\"content\": \"x\"}, \"finish_reason\": "
-               "\"content_filter\"}]}",
+    parse(200,
+          "{\"choices\": [{\"message\": {\"content\": \"x\"}, \"finish_reason\": "
+          "\"content_filter\"}]}",
           MAX_WAIT, NULL);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_BAD_ANSWER);
     parse(200, "{\"choices\": [{\"message\": {\"content\": \"\"}, \"finish_reason\": \"stop\"}]}",
@@ -335,13 +346,14 @@ static void test_200_without_answer(void)
 #define RPM_429                                                                                    \
     "{\"error\": {\"message\": \"Rate limit reached for model `" VISION_MODEL "` in organization " \
     "`org_x` service tier `on_demand` on requests per minute (RPM): Limit 30, Used 30, Requested " \
-    "1. Please try again in 2.5s. Need more tokens? Upgrade to Dev Tier today at "                \
-    "https://console.groq.com/settings/billing\", \"type\": \"requests\", \"code\": "             \
+    "1. Please try again in 2.5s. Need more tokens? Upgrade to Dev Tier today at "                 \
+    "https://console.groq.com/settings/billing\", \"type\": \"requests\", \"code\": "              \
     "\"rate_limit_exceeded\"}}"
 
 static void test_429(void)
 {
-    parse(429, RPM_429, MAX_WAIT, "retry-after", "2.5", "x-ratelimit-remaining-requests", "700", NULL);
+    parse(429, RPM_429, MAX_WAIT, "retry-after", "2.5", "x-ratelimit-remaining-requests", "700",
+          NULL);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_RETRY);
     CU_ASSERT_TRUE(R.rate_limited);
     CU_ASSERT_FALSE(R.daily_quota);
@@ -372,9 +384,10 @@ static void test_429(void)
     CU_ASSERT_TRUE(R.rate_limited);
 
     /* Daily quotas: by message or by the per-day request counter. */
-    parse(429, "{\"error\": {\"message\": \"Rate limit reached for model `x` on tokens per day "
-               "(TPD): Limit 500000, Used 499000, Requested 2000. Please try again in 2m59.56s.\","
-               "\"type\": \"tokens\", \"code\": \"rate_limit_exceeded\"}}",
+    parse(429,
+          "{\"error\": {\"message\": \"Rate limit reached for model `x` on tokens per day "
+          "(TPD): Limit 500000, Used 499000, Requested 2000. Please try again in 2m59.56s.\","
+          "\"type\": \"tokens\", \"code\": \"rate_limit_exceeded\"}}",
           0, NULL);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FALLBACK);
     CU_ASSERT_TRUE(R.daily_quota);
@@ -387,9 +400,10 @@ static void test_429(void)
 static void test_other_statuses(void)
 {
     /* 413 "Request too large" looks like a rate limit but never succeeds. */
-    parse(413, "{\"error\": {\"message\": \"Request too large for model `x` in organization `o` on "
-               "tokens per minute (TPM): Limit 6000, Requested 9000, please reduce your message "
-               "size and try again.\", \"type\": \"tokens\", \"code\": \"rate_limit_exceeded\"}}",
+    parse(413,
+          "{\"error\": {\"message\": \"Request too large for model `x` in organization `o` on "
+          "tokens per minute (TPM): Limit 6000, Requested 9000, please reduce your message "
+          "size and try again.\", \"type\": \"tokens\", \"code\": \"rate_limit_exceeded\"}}",
           MAX_WAIT, NULL);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FALLBACK);
     CU_ASSERT_TRUE(R.too_large);
@@ -398,39 +412,45 @@ static void test_other_statuses(void)
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FALLBACK);
     CU_ASSERT_TRUE(R.too_large);
 
-    parse(400, "{\"error\": {\"message\": \"Failed to generate JSON. Please adjust your prompt.\","
-               "\"type\": \"invalid_request_error\", \"code\": \"json_validate_failed\","
-               "\"failed_generation\": \"{\\\"valid\\\": tru\"}}",
+    parse(400,
+          "{\"error\": {\"message\": \"Failed to generate JSON. Please adjust your prompt.\","
+          "\"type\": \"invalid_request_error\", \"code\": \"json_validate_failed\","
+          "\"failed_generation\": \"{\\\"valid\\\": tru\"}}",
           MAX_WAIT, NULL);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_BAD_ANSWER);
     CU_ASSERT_PTR_NOT_NULL(strstr(R.error, "json_validate_failed"));
-    parse(400, "{\"error\": {\"message\": \"'messages' must contain the word 'json' in some form\","
-               "\"type\": \"invalid_request_error\"}}",
+    parse(400,
+          "{\"error\": {\"message\": \"'messages' must contain the word 'json' in some form\","
+          "\"type\": \"invalid_request_error\"}}",
           MAX_WAIT, NULL);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_BAD_REQUEST);
-    parse(400, "{\"error\": {\"message\": \"Please reduce the length of the messages or "
-               "completion.\", \"type\": \"invalid_request_error\", \"code\": "
-               "\"context_length_exceeded\"}}",
+    parse(400,
+          "{\"error\": {\"message\": \"Please reduce the length of the messages or "
+          "completion.\", \"type\": \"invalid_request_error\", \"code\": "
+          "\"context_length_exceeded\"}}",
           MAX_WAIT, NULL);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FALLBACK);
     CU_ASSERT_TRUE(R.too_large);
 
-    parse(401, "{\"error\": {\"message\": \"Invalid API Key\", \"type\": \"invalid_request_error\","
-               "\"code\": \"invalid_api_key\"}}",
+    parse(401,
+          "{\"error\": {\"message\": \"Invalid API Key\", \"type\": \"invalid_request_error\","
+          "\"code\": \"invalid_api_key\"}}",
           MAX_WAIT, NULL);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FATAL_CONFIG);
     parse(403, "{\"error\": {\"message\": \"Forbidden\"}}", MAX_WAIT, NULL);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FATAL_CONFIG);
-    parse(404, "{\"error\": {\"message\": \"The model `nope` does not exist or you do not have "
-               "access to it.\", \"type\": \"invalid_request_error\", \"code\": "
-               "\"model_not_found\"}}",
+    parse(404,
+          "{\"error\": {\"message\": \"The model `nope` does not exist or you do not have "
+          "access to it.\", \"type\": \"invalid_request_error\", \"code\": "
+          "\"model_not_found\"}}",
           MAX_WAIT, NULL);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FATAL_CONFIG);
 
     int retryable[] = {498, 500, 502, 503, 504};
     for (size_t i = 0; i < 5; i++) {
-        parse(retryable[i], "{\"error\": {\"message\": \"Service Unavailable\", \"type\": "
-                            "\"internal_server_error\"}}",
+        parse(retryable[i],
+              "{\"error\": {\"message\": \"Service Unavailable\", \"type\": "
+              "\"internal_server_error\"}}",
               MAX_WAIT, NULL);
         CU_ASSERT_EQUAL(R.outcome, EV_LLM_RETRY);
         CU_ASSERT_FALSE(R.rate_limited);

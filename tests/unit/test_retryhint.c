@@ -43,8 +43,8 @@ static void test_gemini_delay(void)
     /* Saturates instead of overflowing. */
     CU_ASSERT_EQUAL(gem("99999999999999999999999999s"), EV_RETRYHINT_MAX_MS);
 
-    const char *bad[] = {"", "s", "26", "-1s", "+1s", "1.5", "1.5ms", "1m", "abc", "1s1s",
-                         "1 s", "1..5s", "1.5.s", ".s", "26s garbage", "0x10s"};
+    const char *bad[] = {"",    "s",    "26",  "-1s",   "+1s",   "1.5", "1.5ms",       "1m",
+                         "abc", "1s1s", "1 s", "1..5s", "1.5.s", ".s",  "26s garbage", "0x10s"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ms = 42;
         CU_ASSERT_EQUAL(ev_retryhint_gemini_delay(&ms, bad[i]), EV_EPARSE);
@@ -71,8 +71,17 @@ static void test_retry_after(void)
     CU_ASSERT_EQUAL(ev_retryhint_retry_after(&ms, "Sun Nov  6 08:49:37 1994"), 0);
     CU_ASSERT_EQUAL(ms, -1);
 
-    const char *bad[] = {"", " ", "-1", "soon", "2s", "2 seconds", "1e3", "Wed, garbage",
-                         "Wed, 21 Oct 2015 07:28:00 GMT trailing", "NaN", "inf"};
+    const char *bad[] = {"",
+                         " ",
+                         "-1",
+                         "soon",
+                         "2s",
+                         "2 seconds",
+                         "1e3",
+                         "Wed, garbage",
+                         "Wed, 21 Oct 2015 07:28:00 GMT trailing",
+                         "NaN",
+                         "inf"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ms = 42;
         CU_ASSERT_EQUAL(ev_retryhint_retry_after(&ms, bad[i]), EV_EPARSE);
@@ -90,7 +99,7 @@ static void test_duration(void)
     CU_ASSERT_EQUAL(dur("0"), 0);
     CU_ASSERT_EQUAL(dur("0s"), 0);
     CU_ASSERT_EQUAL(dur("1.5h"), 5400000);
-    CU_ASSERT_EQUAL(dur("250us"), 1);     /* rounded up to a whole ms */
+    CU_ASSERT_EQUAL(dur("250us"), 1);         /* rounded up to a whole ms */
     CU_ASSERT_EQUAL(dur("2500\xC2\xB5s"), 3); /* micro sign */
     CU_ASSERT_EQUAL(dur("999999ns"), 1);
     CU_ASSERT_EQUAL(dur("1.0000001ms"), 2);
@@ -98,8 +107,8 @@ static void test_duration(void)
     CU_ASSERT_EQUAL(dur("100000000h"), EV_RETRYHINT_MAX_MS);
     CU_ASSERT_EQUAL(dur(" 7.66s\r\n"), 7660);
 
-    const char *bad[] = {"", "5", "s", "ms", "1x", "1m30", "-5s", "1s-", "1 s", "1.s.", "..5s",
-                         "h", "\xC2\xB5s", "1\xC2s", "5 ms", "1d"};
+    const char *bad[] = {"",    "5",    "s",    "ms", "1x",        "1m30",   "-5s",  "1s-",
+                         "1 s", "1.s.", "..5s", "h",  "\xC2\xB5s", "1\xC2s", "5 ms", "1d"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ms = 42;
         CU_ASSERT_EQUAL(ev_retryhint_duration(&ms, bad[i]), EV_EPARSE);
@@ -123,8 +132,14 @@ static void test_message(void)
     /* A phrase without a parsable duration is skipped for a later one. */
     CU_ASSERT_EQUAL(msg("retry in a moment; otherwise retry in 4s."), 4000);
 
-    const char *none[] = {"", "Internal error", "retry in", "retry in .", "try again in soon.",
-                          "try again in 5 seconds", "retry in -3s", "retry in s"};
+    const char *none[] = {"",
+                          "Internal error",
+                          "retry in",
+                          "retry in .",
+                          "try again in soon.",
+                          "try again in 5 seconds",
+                          "retry in -3s",
+                          "retry in s"};
     for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
         ms = 42;
         CU_ASSERT_EQUAL(ev_retryhint_from_message(&ms, none[i]), EV_ENOTFOUND);
@@ -151,8 +166,9 @@ static void test_garbage_never_crashes(void)
                 buf[i] = '9';
         }
         buf[len] = '\0';
-        int (*fns[])(int64_t *, const char *) = {ev_retryhint_gemini_delay, ev_retryhint_retry_after,
-                                                 ev_retryhint_duration, ev_retryhint_from_message};
+        int (*fns[])(int64_t *, const char *) = {ev_retryhint_gemini_delay,
+                                                 ev_retryhint_retry_after, ev_retryhint_duration,
+                                                 ev_retryhint_from_message};
         for (size_t f = 0; f < 4; f++) {
             int64_t v = 42;
             int rc = fns[f](&v, buf);
