@@ -37,7 +37,6 @@
 #include <limits.h>
 #include <linux/openat2.h>
 #include <magic.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,31 +57,15 @@ struct ev_files {
 
 struct ev_files_item {
     ev_file_kind_t kind;
-    char *filename;              /* sanitised for display */
-    const unsigned char *data;   /* == owned, or borrowed from the source */
+    char *filename;            /* sanitised for display */
+    const unsigned char *data; /* == owned, or borrowed from the source */
     size_t len;
-    unsigned char *owned;        /* bytes read from disk, or NULL */
+    unsigned char *owned; /* bytes read from disk, or NULL */
     char mime[EV_FILES_MIME_MAX];
     char sha256[EV_HASH_SHA256_HEX_LEN];
 };
 
 /* ---- small helpers ------------------------------------------------------- */
-
-static char *reason_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *reason_fmt(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        /* Same policy as ev_asprintf: small allocations abort on OOM. */
-        abort();
-    }
-    return s;
-}
 
 static void set_reason(char **reason, char *s)
 {
@@ -333,7 +316,7 @@ static const char *phrase_for(const char *mime, char **tmp)
     *tmp = NULL;
     if (p)
         return p;
-    *tmp = reason_fmt("a file of type %s", mime && mime[0] ? mime : "unknown");
+    *tmp = ev_asprintf("a file of type %s", mime && mime[0] ? mime : "unknown");
     return *tmp;
 }
 
@@ -396,13 +379,13 @@ int ev_files_check_size(const ev_files_options_t *opts, ev_file_kind_t kind, con
 
     char *r;
     if (kind == EV_FILE_PDF) {
-        r = reason_fmt("PDF is %s, limit is %s", have, lim);
+        r = ev_asprintf("PDF is %s, limit is %s", have, lim);
     } else if (filename && filename[0]) {
         char *name = display_cstr(filename);
-        r = reason_fmt("image '%s' is %s, limit is %s", name, have, lim);
+        r = ev_asprintf("image '%s' is %s, limit is %s", name, have, lim);
         free(name);
     } else {
-        r = reason_fmt("image is %s, limit is %s", have, lim);
+        r = ev_asprintf("image is %s, limit is %s", have, lim);
     }
     set_reason(reason, r);
     return EV_ETOOBIG;
@@ -413,17 +396,18 @@ int ev_files_check_size(const ev_files_options_t *opts, ev_file_kind_t kind, con
 int ev_files_check_type(ev_file_kind_t kind, const char *filename, const char *mime, size_t len,
                         char **reason)
 {
-    bool empty = len == 0 || (mime && (strcmp(mime, "inode/x-empty") == 0 ||
-                                       strcmp(mime, "application/x-empty") == 0));
+    bool empty =
+        len == 0 ||
+        (mime && (strcmp(mime, "inode/x-empty") == 0 || strcmp(mime, "application/x-empty") == 0));
     char *r = NULL, *tmp = NULL;
     int rc = 0;
 
     if (kind == EV_FILE_PDF) {
         if (empty) {
-            r = reason_fmt("declared PDF is empty");
+            r = ev_asprintf("declared PDF is empty");
             rc = EV_ETYPE;
         } else if (!mime || strcmp(mime, "application/pdf") != 0) {
-            r = reason_fmt("declared PDF is %s", phrase_for(mime, &tmp));
+            r = ev_asprintf("declared PDF is %s", phrase_for(mime, &tmp));
             rc = EV_ETYPE;
         }
         goto out;
@@ -431,19 +415,19 @@ int ev_files_check_type(ev_file_kind_t kind, const char *filename, const char *m
 
     /* Images: the display name goes first when there is one. */
     char *name = filename && filename[0] ? display_cstr(filename) : NULL;
-    char *subject = name ? reason_fmt("image '%s'", name) : reason_fmt("image");
+    char *subject = name ? ev_asprintf("image '%s'", name) : ev_asprintf("image");
     if (empty) {
-        r = reason_fmt("%s is empty", subject);
+        r = ev_asprintf("%s is empty", subject);
         rc = EV_ETYPE;
     } else if (!mime || strncmp(mime, "image/", 6) != 0) {
-        r = reason_fmt("%s is %s, not an image", subject, phrase_for(mime, &tmp));
+        r = ev_asprintf("%s is %s, not an image", subject, phrase_for(mime, &tmp));
         rc = EV_ETYPE;
     } else if (!ev_files_image_mime_accepted(mime)) {
         if (name)
-            r = reason_fmt("image '%s': type %s is not accepted (png, jpeg, webp, heic, heif)", name,
-                           mime);
+            r = ev_asprintf("image '%s': type %s is not accepted (png, jpeg, webp, heic, heif)",
+                            name, mime);
         else
-            r = reason_fmt("image type %s is not accepted (png, jpeg, webp, heic, heif)", mime);
+            r = ev_asprintf("image type %s is not accepted (png, jpeg, webp, heic, heif)", mime);
         rc = EV_ETYPE;
     }
     free(subject);
@@ -460,8 +444,8 @@ int ev_files_check_count(const ev_files_options_t *opts, int n_images, char **re
         set_reason(reason, NULL);
         return 0;
     }
-    set_reason(reason, reason_fmt("%d image%s, limit is %d", n_images, n_images == 1 ? "" : "s",
-                                  opts->max_images));
+    set_reason(reason, ev_asprintf("%d image%s, limit is %d", n_images, n_images == 1 ? "" : "s",
+                                   opts->max_images));
     return EV_ELIMIT;
 }
 
@@ -577,8 +561,8 @@ static int open_beneath(const ev_files_t *f, const char *path, const char **why)
         goto out;
     }
     size_t rl = strlen(root);
-    bool inside = strcmp(root, "/") == 0 ? true
-                                         : strncmp(resolved, root, rl) == 0 && resolved[rl] == '/';
+    bool inside =
+        strcmp(root, "/") == 0 ? true : strncmp(resolved, root, rl) == 0 && resolved[rl] == '/';
     if (!inside) {
         /* Also covers a path naming UPLOAD_DIR itself. */
         *why = strcmp(resolved, root) == 0 ? "it is not a regular file"
@@ -652,7 +636,8 @@ static int read_beneath(ev_files_t *f, unsigned char **data, size_t *len, const 
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
-        *why = S_ISDIR(st.st_mode) ? "it is a directory, not a regular file" : "it is not a regular file";
+        *why = S_ISDIR(st.st_mode) ? "it is a directory, not a regular file"
+                                   : "it is not a regular file";
         rc = EV_EPATH;
         goto out;
     }
@@ -712,11 +697,11 @@ static char *path_reason(int rc, const char *path, size_t path_len, const char *
     char *shown = display_name(path ? path : "", path ? path_len : 0);
     char *r;
     if (rc == EV_ENOTFOUND)
-        r = reason_fmt("storage path '%s' not found in the upload directory", shown);
+        r = ev_asprintf("storage path '%s' not found in the upload directory", shown);
     else if (rc == EV_EPATH)
-        r = reason_fmt("storage path '%s' refused: %s", shown, why ? why : "refused");
+        r = ev_asprintf("storage path '%s' refused: %s", shown, why ? why : "refused");
     else
-        r = reason_fmt("storage path '%s' cannot be read: %s", shown, why ? why : "error");
+        r = ev_asprintf("storage path '%s' cannot be read: %s", shown, why ? why : "error");
     free(shown);
     return r;
 }
@@ -732,7 +717,7 @@ int ev_files_read_path(ev_files_t *f, unsigned char **data, size_t *len, const c
         char have[48], lim[48], *shown = display_name(path, path_len);
         ev_files_format_size(have, sizeof(have), seen, false);
         ev_files_format_size(lim, sizeof(lim), max_bytes, true);
-        r = reason_fmt("storage path '%s' is %s, limit is %s", shown, have, lim);
+        r = ev_asprintf("storage path '%s' is %s, limit is %s", shown, have, lim);
         free(shown);
     } else if (rc < 0) {
         r = path_reason(rc, path, path_len, why);
@@ -754,12 +739,12 @@ int ev_files_load(ev_files_t *f, ev_files_item_t **out, const ev_files_source_t 
 
     bool has_path = src->storage_path != NULL;
     if (src->content && has_path) {
-        r = reason_fmt("%s '%s' has both content and a storage path", kind_label, it->filename);
+        r = ev_asprintf("%s '%s' has both content and a storage path", kind_label, it->filename);
         rc = EV_EINVAL;
         goto out;
     }
     if (!src->content && !has_path) {
-        r = reason_fmt("%s '%s' has neither content nor a storage path", kind_label, it->filename);
+        r = ev_asprintf("%s '%s' has neither content nor a storage path", kind_label, it->filename);
         rc = EV_EINVAL;
         goto out;
     }
@@ -794,7 +779,7 @@ int ev_files_load(ev_files_t *f, ev_files_item_t **out, const ev_files_source_t 
     rc = ev_files_classify(f, it->mime, sizeof(it->mime), it->data, it->len);
     if (rc < 0) {
         const char *err = magic_error(f->magic);
-        r = reason_fmt("file type detection failed: %s", err ? err : "unknown libmagic error");
+        r = ev_asprintf("file type detection failed: %s", err ? err : "unknown libmagic error");
         goto out;
     }
     rc = ev_files_check_type(src->kind, src->filename, it->mime, it->len, &r);

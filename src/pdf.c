@@ -36,7 +36,7 @@
 #define EOF_WINDOW 1024
 
 struct ev_pdf {
-    GBytes *bytes;          /* borrows the caller's data */
+    GBytes *bytes; /* borrows the caller's data */
     PopplerDocument *doc;
     int pages;
 };
@@ -68,8 +68,8 @@ static bool is_break(uint32_t cp)
 
 static bool is_space(uint32_t cp)
 {
-    return cp == ' ' || cp == '\t' || cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) ||
-           cp == 0x202f || cp == 0x205f || cp == 0x3000;
+    return cp == ' ' || cp == '\t' || cp == 0xa0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200a) || cp == 0x202f || cp == 0x205f || cp == 0x3000;
 }
 
 /* Characters with no place in a prompt or a text column. */
@@ -265,7 +265,7 @@ int ev_pdf_open(ev_pdf_t **out, const void *data, size_t len, const ev_pdf_optio
     }
     if (!has_eof_marker(data, len)) {
         r = ev_strdup("PDF is damaged or truncated: the end-of-file marker is missing "
-                       "(the file was cut short)");
+                      "(the file was cut short)");
         rc = EV_EPARSE;
         goto out;
     }

@@ -52,20 +52,23 @@ const char *ev_files_kind_name(ev_file_kind_t kind);
 int ev_files_kind_parse(ev_file_kind_t *out, const char *s);
 
 typedef struct ev_files_options {
-    int64_t pdf_max_bytes;   /* PDF_MAX_BYTES: a larger PDF is a fail */
-    int pdf_max_pages;       /* PDF_MAX_PAGES: used by pdf.h, carried here for callers */
-    int64_t image_max_bytes; /* IMAGE_MAX_BYTES: per image */
-    int max_images;          /* MAX_IMAGES per submission */
-    const char *upload_dir;  /* UPLOAD_DIR; NULL: every storage path is refused.
-                                Borrowed: ev_files_new copies it. */
+    int64_t pdf_max_bytes;    /* PDF_MAX_BYTES: a larger PDF is a fail */
+    int pdf_max_pages;        /* PDF_MAX_PAGES: used by pdf.h, carried here for callers */
+    int64_t image_max_bytes;  /* IMAGE_MAX_BYTES: per image */
+    int max_images;           /* MAX_IMAGES per submission */
+    const char *upload_dir;   /* UPLOAD_DIR; NULL: every storage path is refused.
+                                 Borrowed: ev_files_new copies it. */
     bool force_path_fallback; /* tests only: resolve paths with realpath() +
                                  prefix check + O_NOFOLLOW instead of openat2() */
 } ev_files_options_t;
 
 #define EV_FILES_MIB ((int64_t)1024 * 1024)
-#define EV_FILES_OPTIONS_INIT                                                                  \
-    { .pdf_max_bytes = 14 * EV_FILES_MIB, .pdf_max_pages = 100, .image_max_bytes = 4 * EV_FILES_MIB, \
-      .max_images = 5, .upload_dir = NULL, .force_path_fallback = false }
+#define EV_FILES_OPTIONS_INIT                                                                      \
+    {                                                                                              \
+        .pdf_max_bytes = 14 * EV_FILES_MIB, .pdf_max_pages = 100,                                  \
+        .image_max_bytes = 4 * EV_FILES_MIB, .max_images = 5, .upload_dir = NULL,                  \
+        .force_path_fallback = false                                                               \
+    }
 
 /* Fills *opts from the loaded configuration. opts->upload_dir borrows
  * cfg->upload_dir, so cfg must outlive opts (not the ev_files_t). */
@@ -168,12 +171,12 @@ int ev_files_read_path(ev_files_t *f, unsigned char **data, size_t *len, const c
 /* One submission_files row, as fetched. Exactly one of content/storage_path. */
 typedef struct ev_files_source {
     ev_file_kind_t kind;
-    const char *filename;        /* as declared; may be NULL; only used in reasons */
-    const void *content;         /* the content bytea, or NULL; borrowed, see ev_files_load */
+    const char *filename; /* as declared; may be NULL; only used in reasons */
+    const void *content;  /* the content bytea, or NULL; borrowed, see ev_files_load */
     size_t content_len;
-    const char *storage_path;    /* or NULL */
-    size_t storage_path_len;     /* its length as fetched (PQgetlength), so an embedded
-                                    NUL is seen and refused; 0 means strlen(storage_path) */
+    const char *storage_path; /* or NULL */
+    size_t storage_path_len;  /* its length as fetched (PQgetlength), so an embedded
+                                 NUL is seen and refused; 0 means strlen(storage_path) */
 } ev_files_source_t;
 
 /* One loaded, classified file. Opaque; free with ev_files_item_free. */
@@ -197,12 +200,13 @@ typedef struct ev_files_item ev_files_item_t;
  * item borrows them and src->content must stay valid until
  * ev_files_item_free. Bytes read from disk are owned by the item.
  */
-int ev_files_load(ev_files_t *f, ev_files_item_t **out, const ev_files_source_t *src, char **reason);
+int ev_files_load(ev_files_t *f, ev_files_item_t **out, const ev_files_source_t *src,
+                  char **reason);
 /* Frees the item (and the bytes it owns). Accepts NULL. */
 void ev_files_item_free(ev_files_item_t *item);
 
 ev_file_kind_t ev_files_item_kind(const ev_files_item_t *item);
-/* The bytes; valid until ev_files_item_free (and, when borrowed, while the source content lives). */
+/* The bytes; valid until ev_files_item_free (and, if borrowed, while the source content lives). */
 const unsigned char *ev_files_item_data(const ev_files_item_t *item, size_t *len);
 /* The detected MIME type, e.g. "image/png" (what to send as the provider's mime_type). */
 const char *ev_files_item_mime(const ev_files_item_t *item);

@@ -21,9 +21,9 @@
 
 typedef struct ev_hash_sha256 {
     uint32_t state[8];
-    uint64_t total;     /* bytes hashed so far */
-    uint8_t block[64];  /* pending partial block */
-    size_t used;        /* bytes of `block` in use, always < 64 */
+    uint64_t total;    /* bytes hashed so far */
+    uint8_t block[64]; /* pending partial block */
+    size_t used;       /* bytes of `block` in use, always < 64 */
 } ev_hash_sha256_t;
 
 /* Starts a new hash. */

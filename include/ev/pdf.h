@@ -27,7 +27,10 @@ typedef struct ev_pdf_options {
     int max_pages; /* PDF_MAX_PAGES: more pages is a fail */
 } ev_pdf_options_t;
 
-#define EV_PDF_OPTIONS_INIT { .max_pages = 100 }
+#define EV_PDF_OPTIONS_INIT                                                                        \
+    {                                                                                              \
+        .max_pages = 100                                                                           \
+    }
 
 typedef struct ev_pdf ev_pdf_t;
 

@@ -51,30 +51,30 @@ static const unsigned char png_bytes[] = {
     0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82};
 
 /* JPEG: SOI, a JFIF APP0 segment, EOI. */
-static const unsigned char jpeg_bytes[] = {0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 'J', 'F', 'I', 'F', 0x00,
-                                           0x01, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00,
-                                           0xff, 0xd9};
+static const unsigned char jpeg_bytes[] = {0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 'J',  'F',
+                                           'I',  'F',  0x00, 0x01, 0x01, 0x00, 0x00, 0x01,
+                                           0x00, 0x01, 0x00, 0x00, 0xff, 0xd9};
 
 /* A 1x1 GIF89a. */
-static const unsigned char gif_bytes[] = {'G', 'I', 'F', '8', '9', 'a', 0x01, 0x00, 0x01, 0x00, 0x80,
-                                          0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0x21, 0xf9,
-                                          0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00,
-                                          0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01,
-                                          0x00, 0x3b};
+static const unsigned char gif_bytes[] = {
+    'G',  'I',  'F',  '8',  '9',  'a',  0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
+    0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b};
 
 /* A lossless WebP header (RIFF....WEBPVP8L) with a 1x1 bitstream. */
-static const unsigned char webp_bytes[] = {'R', 'I', 'F', 'F', 0x1a, 0x00, 0x00, 0x00, 'W', 'E', 'B',
-                                           'P', 'V', 'P', '8', 'L', 0x0d, 0x00, 0x00, 0x00, 0x2f,
-                                           0x00, 0x00, 0x00, 0x10, 0x07, 0x10, 0x11, 0x11, 0x88,
-                                           0x88, 0xfe, 0x07, 0x00};
+static const unsigned char webp_bytes[] = {'R',  'I',  'F',  'F',  0x1a, 0x00, 0x00, 0x00, 'W',
+                                           'E',  'B',  'P',  'V',  'P',  '8',  'L',  0x0d, 0x00,
+                                           0x00, 0x00, 0x2f, 0x00, 0x00, 0x00, 0x10, 0x07, 0x10,
+                                           0x11, 0x11, 0x88, 0x88, 0xfe, 0x07, 0x00};
 
 /* An ISO-BMFF 'ftyp' box with brand heic. */
-static const unsigned char heic_bytes[] = {0x00, 0x00, 0x00, 0x18, 'f', 't', 'y', 'p', 'h', 'e', 'i', 'c',
-                                           0x00, 0x00, 0x00, 0x00, 'm', 'i', 'f', '1', 'h', 'e', 'i', 'c'};
+static const unsigned char heic_bytes[] = {0x00, 0x00, 0x00, 0x18, 'f',  't',  'y',  'p',
+                                           'h',  'e',  'i',  'c',  0x00, 0x00, 0x00, 0x00,
+                                           'm',  'i',  'f',  '1',  'h',  'e',  'i',  'c'};
 
 /* Bytes no magic rule claims. */
-static const unsigned char binary_bytes[] = {0x00, 0x01, 0x02, 0xfe, 0x9c, 0x11, 0x00, 0x01, 0x02, 0xfe,
-                                             0x9c, 0x11, 0x00, 0x01, 0x02, 0xfe, 0x9c, 0x11};
+static const unsigned char binary_bytes[] = {0x00, 0x01, 0x02, 0xfe, 0x9c, 0x11, 0x00, 0x01, 0x02,
+                                             0xfe, 0x9c, 0x11, 0x00, 0x01, 0x02, 0xfe, 0x9c, 0x11};
 
 typedef struct fixture {
     const char *name;
@@ -83,8 +83,14 @@ typedef struct fixture {
     const char *mime;
 } fixture_t;
 
-#define FIX(n, arr, m) {n, arr, sizeof(arr), m}
-#define FIXS(n, str, m) {n, str, sizeof(str) - 1, m}
+#define FIX(n, arr, m)                                                                             \
+    {                                                                                              \
+        n, arr, sizeof(arr), m                                                                     \
+    }
+#define FIXS(n, str, m)                                                                            \
+    {                                                                                              \
+        n, str, sizeof(str) - 1, m                                                                 \
+    }
 
 static const fixture_t fixtures[] = {
     FIXS("pdf", pdf_bytes, "application/pdf"),
@@ -141,9 +147,11 @@ static void test_classify_every_fixture(void)
     CU_ASSERT_EQUAL_FATAL(ev_files_new(&f, &default_opts), 0);
     for (size_t i = 0; i < EV_ARRAY_LEN(fixtures); i++) {
         char mime[EV_FILES_MIME_MAX];
-        CU_ASSERT_EQUAL(ev_files_classify(f, mime, sizeof(mime), fixtures[i].data, fixtures[i].len), 0);
+        CU_ASSERT_EQUAL(ev_files_classify(f, mime, sizeof(mime), fixtures[i].data, fixtures[i].len),
+                        0);
         if (strcmp(mime, fixtures[i].mime) != 0)
-            fprintf(stderr, "\n  %s: got %s, expected %s\n", fixtures[i].name, mime, fixtures[i].mime);
+            fprintf(stderr, "\n  %s: got %s, expected %s\n", fixtures[i].name, mime,
+                    fixtures[i].mime);
         CU_ASSERT_STRING_EQUAL(mime, fixtures[i].mime);
     }
     ev_files_free(f);
@@ -168,10 +176,12 @@ static void test_declared_pdf_verdicts(void)
     check_type_of(EV_FILE_PDF, "a.pdf", "jpeg", EV_ETYPE, "declared PDF is a JPEG image");
     check_type_of(EV_FILE_PDF, "a.pdf", "gif", EV_ETYPE, "declared PDF is a GIF image");
     check_type_of(EV_FILE_PDF, "a.pdf", "text", EV_ETYPE, "declared PDF is plain text");
-    check_type_of(EV_FILE_PDF, "a.pdf", "binary", EV_ETYPE, "declared PDF is unrecognised binary data");
+    check_type_of(EV_FILE_PDF, "a.pdf", "binary", EV_ETYPE,
+                  "declared PDF is unrecognised binary data");
     check_type_of(EV_FILE_PDF, "a.pdf", "empty", EV_ETYPE, "declared PDF is empty");
 
-    EXPECT_REASON(EV_ETYPE, "declared PDF is a file of type application/x-frobnicate", ev_files_check_type(EV_FILE_PDF, NULL, "application/x-frobnicate", 10, &reason));
+    EXPECT_REASON(EV_ETYPE, "declared PDF is a file of type application/x-frobnicate",
+                  ev_files_check_type(EV_FILE_PDF, NULL, "application/x-frobnicate", 10, &reason));
 }
 
 static void test_image_verdicts(void)
@@ -182,8 +192,10 @@ static void test_image_verdicts(void)
     check_type_of(EV_FILE_IMAGE, "a.heic", "heic", 0, NULL);
     EXPECT_REASON(0, NULL, ev_files_check_type(EV_FILE_IMAGE, "a.heif", "image/heif", 10, &reason));
 
-    check_type_of(EV_FILE_IMAGE, "x.png", "pdf", EV_ETYPE, "image 'x.png' is a PDF document, not an image");
-    check_type_of(EV_FILE_IMAGE, "x.png", "zip", EV_ETYPE, "image 'x.png' is a ZIP archive, not an image");
+    check_type_of(EV_FILE_IMAGE, "x.png", "pdf", EV_ETYPE,
+                  "image 'x.png' is a PDF document, not an image");
+    check_type_of(EV_FILE_IMAGE, "x.png", "zip", EV_ETYPE,
+                  "image 'x.png' is a ZIP archive, not an image");
     check_type_of(EV_FILE_IMAGE, "x.png", "html", EV_ETYPE,
                   "image 'x.png' is an HTML document, not an image");
     check_type_of(EV_FILE_IMAGE, "x.png", "empty", EV_ETYPE, "image 'x.png' is empty");
@@ -191,7 +203,8 @@ static void test_image_verdicts(void)
                   "image type image/gif is not accepted (png, jpeg, webp, heic, heif)");
     check_type_of(EV_FILE_IMAGE, "x.gif", "gif", EV_ETYPE,
                   "image 'x.gif': type image/gif is not accepted (png, jpeg, webp, heic, heif)");
-    check_type_of(EV_FILE_IMAGE, NULL, "binary", EV_ETYPE, "image is unrecognised binary data, not an image");
+    check_type_of(EV_FILE_IMAGE, NULL, "binary", EV_ETYPE,
+                  "image is unrecognised binary data, not an image");
 }
 
 static void test_filenames_in_reasons_are_sanitised(void)
@@ -199,7 +212,8 @@ static void test_filenames_in_reasons_are_sanitised(void)
     /* Control characters and invalid UTF-8 never reach a reason; long names
      * are shortened. */
     char *reason = NULL;
-    int rc = ev_files_check_type(EV_FILE_IMAGE, "evil\n\x1b[31m\xff.png", "application/pdf", 10, &reason);
+    int rc = ev_files_check_type(EV_FILE_IMAGE, "evil\n\x1b[31m\xff.png", "application/pdf", 10,
+                                 &reason);
     expect_reason(rc, EV_ETYPE, reason, "image 'evil??[31m?.png' is a PDF document, not an image");
 
     char longname[300];
@@ -221,19 +235,25 @@ static void test_size_limits(void)
 {
     ev_files_options_t o = default_opts;
 
-    EXPECT_REASON(EV_ETOOBIG, "image is 5.2 MiB, limit is 4 MiB", ev_files_check_size(&o, EV_FILE_IMAGE, NULL, 5452595, &reason));
-    EXPECT_REASON(EV_ETOOBIG, "image 'big.png' is 5.2 MiB, limit is 4 MiB", ev_files_check_size(&o, EV_FILE_IMAGE, "big.png", 5452595, &reason));
-    EXPECT_REASON(EV_ETOOBIG, "PDF is 15.0 MiB, limit is 14 MiB", ev_files_check_size(&o, EV_FILE_PDF, "a.pdf", 15 * EV_FILES_MIB, &reason));
+    EXPECT_REASON(EV_ETOOBIG, "image is 5.2 MiB, limit is 4 MiB",
+                  ev_files_check_size(&o, EV_FILE_IMAGE, NULL, 5452595, &reason));
+    EXPECT_REASON(EV_ETOOBIG, "image 'big.png' is 5.2 MiB, limit is 4 MiB",
+                  ev_files_check_size(&o, EV_FILE_IMAGE, "big.png", 5452595, &reason));
+    EXPECT_REASON(EV_ETOOBIG, "PDF is 15.0 MiB, limit is 14 MiB",
+                  ev_files_check_size(&o, EV_FILE_PDF, "a.pdf", 15 * EV_FILES_MIB, &reason));
     /* At the limit is fine; one byte over is refused and says why. */
     EXPECT_REASON(0, NULL, ev_files_check_size(&o, EV_FILE_IMAGE, NULL, 4 * EV_FILES_MIB, &reason));
-    EXPECT_REASON(EV_ETOOBIG, "image is 4.0 MiB (4194305 bytes), limit is 4 MiB (4194304 bytes)", ev_files_check_size(&o, EV_FILE_IMAGE, NULL, 4 * EV_FILES_MIB + 1, &reason));
+    EXPECT_REASON(EV_ETOOBIG, "image is 4.0 MiB (4194305 bytes), limit is 4 MiB (4194304 bytes)",
+                  ev_files_check_size(&o, EV_FILE_IMAGE, NULL, 4 * EV_FILES_MIB + 1, &reason));
     o.image_max_bytes = 1500 * 1024;
-    EXPECT_REASON(EV_ETOOBIG, "image is 2.0 MiB, limit is 1.5 MiB", ev_files_check_size(&o, EV_FILE_IMAGE, NULL, 2 * EV_FILES_MIB, &reason));
+    EXPECT_REASON(EV_ETOOBIG, "image is 2.0 MiB, limit is 1.5 MiB",
+                  ev_files_check_size(&o, EV_FILE_IMAGE, NULL, 2 * EV_FILES_MIB, &reason));
 }
 
 static void test_image_count(void)
 {
-    EXPECT_REASON(EV_ELIMIT, "7 images, limit is 5", ev_files_check_count(&default_opts, 7, &reason));
+    EXPECT_REASON(EV_ELIMIT, "7 images, limit is 5",
+                  ev_files_check_count(&default_opts, 7, &reason));
     EXPECT_REASON(0, NULL, ev_files_check_count(&default_opts, 5, &reason));
     EXPECT_REASON(0, NULL, ev_files_check_count(&default_opts, 0, &reason));
     ev_files_options_t o = default_opts;
@@ -274,7 +294,8 @@ static void test_friendly_mime_names(void)
     CU_ASSERT_STRING_EQUAL(ev_files_describe_mime("image/gif"), "a GIF image");
     CU_ASSERT_STRING_EQUAL(ev_files_describe_mime("image/png"), "a PNG image");
     CU_ASSERT_STRING_EQUAL(ev_files_describe_mime("image/jpeg"), "a JPEG image");
-    CU_ASSERT_STRING_EQUAL(ev_files_describe_mime("application/octet-stream"), "unrecognised binary data");
+    CU_ASSERT_STRING_EQUAL(ev_files_describe_mime("application/octet-stream"),
+                           "unrecognised binary data");
     CU_ASSERT_STRING_EQUAL(ev_files_describe_mime("application/pdf"), "a PDF document");
     CU_ASSERT_STRING_EQUAL(ev_files_describe_mime("video/mp4"), "a video");
     CU_ASSERT_PTR_NULL(ev_files_describe_mime("application/x-frobnicate"));
@@ -304,7 +325,9 @@ static void test_load_content(void)
     char *why = (char *)"unset";
 
     /* A real PNG passes; the item borrows the bytes and knows their hash. */
-    ev_files_source_t src = {.kind = EV_FILE_IMAGE, .filename = "logo.png", .content = png_bytes,
+    ev_files_source_t src = {.kind = EV_FILE_IMAGE,
+                             .filename = "logo.png",
+                             .content = png_bytes,
                              .content_len = sizeof(png_bytes)};
     CU_ASSERT_EQUAL_FATAL(ev_files_load(f, &it, &src, &why), 0);
     CU_ASSERT_PTR_NULL(why);
@@ -320,20 +343,33 @@ static void test_load_content(void)
     ev_files_item_free(it);
 
     /* The declared kind and the filename do not matter, the bytes do. */
-    src = (ev_files_source_t){.kind = EV_FILE_PDF, .filename = "report.pdf", .content = zip_bytes,
+    src = (ev_files_source_t){.kind = EV_FILE_PDF,
+                              .filename = "report.pdf",
+                              .content = zip_bytes,
                               .content_len = sizeof(zip_bytes)};
     EXPECT_REASON(EV_ETYPE, "declared PDF is a ZIP archive", ev_files_load(f, &it, &src, &reason));
     CU_ASSERT_PTR_NULL(it);
-    src = (ev_files_source_t){.kind = EV_FILE_PDF, .filename = "report.pdf", .content = html_bytes,
+    src = (ev_files_source_t){.kind = EV_FILE_PDF,
+                              .filename = "report.pdf",
+                              .content = html_bytes,
                               .content_len = sizeof(html_bytes) - 1};
-    EXPECT_REASON(EV_ETYPE, "declared PDF is an HTML document", ev_files_load(f, &it, &src, &reason));
-    src = (ev_files_source_t){.kind = EV_FILE_IMAGE, .filename = "x.png", .content = pdf_bytes,
+    EXPECT_REASON(EV_ETYPE, "declared PDF is an HTML document",
+                  ev_files_load(f, &it, &src, &reason));
+    src = (ev_files_source_t){.kind = EV_FILE_IMAGE,
+                              .filename = "x.png",
+                              .content = pdf_bytes,
                               .content_len = sizeof(pdf_bytes) - 1};
-    EXPECT_REASON(EV_ETYPE, "image 'x.png' is a PDF document, not an image", ev_files_load(f, &it, &src, &reason));
-    src = (ev_files_source_t){.kind = EV_FILE_IMAGE, .filename = "anim.gif", .content = gif_bytes,
+    EXPECT_REASON(EV_ETYPE, "image 'x.png' is a PDF document, not an image",
+                  ev_files_load(f, &it, &src, &reason));
+    src = (ev_files_source_t){.kind = EV_FILE_IMAGE,
+                              .filename = "anim.gif",
+                              .content = gif_bytes,
                               .content_len = sizeof(gif_bytes)};
-    EXPECT_REASON(EV_ETYPE, "image 'anim.gif': type image/gif is not accepted (png, jpeg, webp, heic, heif)", ev_files_load(f, &it, &src, &reason));
-    src = (ev_files_source_t){.kind = EV_FILE_PDF, .filename = "a.pdf", .content = "", .content_len = 0};
+    EXPECT_REASON(EV_ETYPE,
+                  "image 'anim.gif': type image/gif is not accepted (png, jpeg, webp, heic, heif)",
+                  ev_files_load(f, &it, &src, &reason));
+    src = (ev_files_source_t){
+        .kind = EV_FILE_PDF, .filename = "a.pdf", .content = "", .content_len = 0};
     EXPECT_REASON(EV_ETYPE, "declared PDF is empty", ev_files_load(f, &it, &src, &reason));
 
     /* Size is judged before the type. */
@@ -341,16 +377,24 @@ static void test_load_content(void)
     ev_files_options_t small = default_opts;
     small.image_max_bytes = 16;
     CU_ASSERT_EQUAL_FATAL(ev_files_new(&f, &small), 0);
-    src = (ev_files_source_t){.kind = EV_FILE_IMAGE, .filename = "logo.png", .content = png_bytes,
+    src = (ev_files_source_t){.kind = EV_FILE_IMAGE,
+                              .filename = "logo.png",
+                              .content = png_bytes,
                               .content_len = sizeof(png_bytes)};
-    EXPECT_REASON(EV_ETOOBIG, "image 'logo.png' is 67 bytes, limit is 16 bytes", ev_files_load(f, &it, &src, &reason));
+    EXPECT_REASON(EV_ETOOBIG, "image 'logo.png' is 67 bytes, limit is 16 bytes",
+                  ev_files_load(f, &it, &src, &reason));
 
     /* A broken row: neither or both sources. */
     src = (ev_files_source_t){.kind = EV_FILE_IMAGE, .filename = "a.png"};
-    EXPECT_REASON(EV_EINVAL, "image 'a.png' has neither content nor a storage path", ev_files_load(f, &it, &src, &reason));
-    src = (ev_files_source_t){.kind = EV_FILE_PDF, .filename = "a.pdf", .content = pdf_bytes,
-                              .content_len = 4, .storage_path = "a.pdf"};
-    EXPECT_REASON(EV_EINVAL, "PDF 'a.pdf' has both content and a storage path", ev_files_load(f, &it, &src, &reason));
+    EXPECT_REASON(EV_EINVAL, "image 'a.png' has neither content nor a storage path",
+                  ev_files_load(f, &it, &src, &reason));
+    src = (ev_files_source_t){.kind = EV_FILE_PDF,
+                              .filename = "a.pdf",
+                              .content = pdf_bytes,
+                              .content_len = 4,
+                              .storage_path = "a.pdf"};
+    EXPECT_REASON(EV_EINVAL, "PDF 'a.pdf' has both content and a storage path",
+                  ev_files_load(f, &it, &src, &reason));
     ev_files_free(f);
 }
 
@@ -398,12 +442,12 @@ static void tree_build(tree_t *t)
     write_file(t->upload, "x.png", pdf_bytes, sizeof(pdf_bytes) - 1);
 
     char *abs_secret = ev_asprintf("%s/passwd", t->secret);
-    make_link("ok.pdf", t->upload, "link-in.pdf");          /* inside -> inside: allowed */
-    make_link("sub/ok.png", t->upload, "link-in.png");      /* inside -> inside: allowed */
-    make_link("../secret/passwd", t->upload, "link-out");   /* relative, escapes */
-    make_link(abs_secret, t->upload, "link-abs");           /* absolute, escapes */
-    make_link("../secret", t->upload, "subout");            /* directory component escapes */
-    make_link("../../secret/passwd", sub, "link-up");       /* deeper, escapes */
+    make_link("ok.pdf", t->upload, "link-in.pdf");        /* inside -> inside: allowed */
+    make_link("sub/ok.png", t->upload, "link-in.png");    /* inside -> inside: allowed */
+    make_link("../secret/passwd", t->upload, "link-out"); /* relative, escapes */
+    make_link(abs_secret, t->upload, "link-abs");         /* absolute, escapes */
+    make_link("../secret", t->upload, "subout");          /* directory component escapes */
+    make_link("../../secret/passwd", sub, "link-up");     /* deeper, escapes */
     make_link("/proc/self/root/etc/passwd", t->upload, "link-proc"); /* via a magic link */
     free(abs_secret);
 
@@ -435,8 +479,9 @@ static void tree_destroy(tree_t *t)
     char *adir = ev_asprintf("%s/adir", t->upload);
     rm(sub, "ok.png");
     rm(sub, "link-up");
-    static const char *const names[] = {"ok.pdf", "x.png", "link-in.pdf", "link-in.png", "link-out",
-                                        "link-abs", "subout", "link-proc", "pipe", "huge.pdf"};
+    static const char *const names[] = {"ok.pdf",   "x.png",    "link-in.pdf", "link-in.png",
+                                        "link-out", "link-abs", "subout",      "link-proc",
+                                        "pipe",     "huge.pdf"};
     for (size_t i = 0; i < EV_ARRAY_LEN(names); i++)
         rm(t->upload, names[i]);
     rm(t->secret, "passwd");
@@ -475,7 +520,8 @@ static void expect_read(ev_files_t *f, const char *path, size_t path_len, int64_
     char *reason = (char *)"unset";
     int rc = ev_files_read_path(f, &data, &len, path, path_len, max, &reason);
     if (rc != want_rc)
-        fprintf(stderr, "\n  path '%s': got %s, expected %s\n", path, ev_errname(rc), ev_errname(want_rc));
+        fprintf(stderr, "\n  path '%s': got %s, expected %s\n", path, ev_errname(rc),
+                ev_errname(want_rc));
     expect_reason(rc, want_rc, reason, want_reason);
     if (want_rc < 0) {
         CU_ASSERT_PTR_NULL(data);
@@ -511,8 +557,10 @@ static void run_traversal_cases(bool fallback)
                 "storage path '../secret/passwd' refused: it contains a '..' component");
     expect_read(f, "sub/../ok.pdf", 13, max, EV_EPATH,
                 "storage path 'sub/../ok.pdf' refused: it contains a '..' component");
-    expect_read(f, "..", 2, max, EV_EPATH, "storage path '..' refused: it contains a '..' component");
-    char *want_abs = ev_asprintf("storage path '%s' refused: absolute paths are not allowed", secret_file);
+    expect_read(f, "..", 2, max, EV_EPATH,
+                "storage path '..' refused: it contains a '..' component");
+    char *want_abs =
+        ev_asprintf("storage path '%s' refused: absolute paths are not allowed", secret_file);
     expect_read(f, secret_file, strlen(secret_file), max, EV_EPATH, want_abs);
     free(want_abs);
     expect_read(f, "", 0, max, EV_EPATH, "storage path '' refused: the path is empty");
@@ -538,11 +586,14 @@ static void run_traversal_cases(bool fallback)
     }
 
     /* Not regular files: refused without blocking on the FIFO. */
-    expect_read(f, "adir", 4, max, EV_EPATH, "storage path 'adir' refused: it is a directory, not a regular file");
-    expect_read(f, "pipe", 4, max, EV_EPATH, "storage path 'pipe' refused: it is not a regular file");
+    expect_read(f, "adir", 4, max, EV_EPATH,
+                "storage path 'adir' refused: it is a directory, not a regular file");
+    expect_read(f, "pipe", 4, max, EV_EPATH,
+                "storage path 'pipe' refused: it is not a regular file");
     expect_read(f, "missing.pdf", 11, max, EV_ENOTFOUND,
                 "storage path 'missing.pdf' not found in the upload directory");
-    expect_read(f, "huge.pdf", 8, max, EV_ETOOBIG, "storage path 'huge.pdf' is 64.0 GiB, limit is 14 MiB");
+    expect_read(f, "huge.pdf", 8, max, EV_ETOOBIG,
+                "storage path 'huge.pdf' is 64.0 GiB, limit is 14 MiB");
 
     /* Allowed: plain files and symlinks that stay inside. */
     static const struct {
@@ -560,7 +611,9 @@ static void run_traversal_cases(bool fallback)
         unsigned char *data = NULL;
         size_t len = 0;
         char *reason = (char *)"unset";
-        CU_ASSERT_EQUAL(ev_files_read_path(f, &data, &len, good[i].path, strlen(good[i].path), max, &reason), 0);
+        CU_ASSERT_EQUAL(
+            ev_files_read_path(f, &data, &len, good[i].path, strlen(good[i].path), max, &reason),
+            0);
         CU_ASSERT_PTR_NULL(reason);
         CU_ASSERT_EQUAL(len, good[i].len);
         CU_ASSERT(data && memcmp(data, good[i].bytes, len) == 0 && data[len] == '\0');
@@ -573,16 +626,26 @@ static void run_traversal_cases(bool fallback)
 
     /* Through ev_files_load: the same refusals become verdicts. */
     ev_files_item_t *it = NULL;
-    ev_files_source_t src = {.kind = EV_FILE_PDF, .filename = "big.pdf", .storage_path = "huge.pdf"};
-    EXPECT_REASON(EV_ETOOBIG, "PDF is 64.0 GiB, limit is 14 MiB", ev_files_load(f, &it, &src, &reason));
+    ev_files_source_t src = {
+        .kind = EV_FILE_PDF, .filename = "big.pdf", .storage_path = "huge.pdf"};
+    EXPECT_REASON(EV_ETOOBIG, "PDF is 64.0 GiB, limit is 14 MiB",
+                  ev_files_load(f, &it, &src, &reason));
     src = (ev_files_source_t){.kind = EV_FILE_IMAGE, .filename = "x.png", .storage_path = "x.png"};
-    EXPECT_REASON(EV_ETYPE, "image 'x.png' is a PDF document, not an image", ev_files_load(f, &it, &src, &reason));
-    src = (ev_files_source_t){.kind = EV_FILE_IMAGE, .filename = "p.png", .storage_path = "link-out"};
-    EXPECT_REASON(EV_EPATH, "storage path 'link-out' refused: it resolves outside the upload directory", ev_files_load(f, &it, &src, &reason));
-    src = (ev_files_source_t){.kind = EV_FILE_IMAGE, .filename = "p.png", .storage_path = "ok.png\0/x",
+    EXPECT_REASON(EV_ETYPE, "image 'x.png' is a PDF document, not an image",
+                  ev_files_load(f, &it, &src, &reason));
+    src =
+        (ev_files_source_t){.kind = EV_FILE_IMAGE, .filename = "p.png", .storage_path = "link-out"};
+    EXPECT_REASON(EV_EPATH,
+                  "storage path 'link-out' refused: it resolves outside the upload directory",
+                  ev_files_load(f, &it, &src, &reason));
+    src = (ev_files_source_t){.kind = EV_FILE_IMAGE,
+                              .filename = "p.png",
+                              .storage_path = "ok.png\0/x",
                               .storage_path_len = 9};
-    EXPECT_REASON(EV_EPATH, "storage path 'ok.png?/x' refused: it contains a NUL byte", ev_files_load(f, &it, &src, &reason));
-    src = (ev_files_source_t){.kind = EV_FILE_IMAGE, .filename = "logo.png", .storage_path = "link-in.png"};
+    EXPECT_REASON(EV_EPATH, "storage path 'ok.png?/x' refused: it contains a NUL byte",
+                  ev_files_load(f, &it, &src, &reason));
+    src = (ev_files_source_t){
+        .kind = EV_FILE_IMAGE, .filename = "logo.png", .storage_path = "link-in.png"};
     char *why = (char *)"unset";
     CU_ASSERT_EQUAL_FATAL(ev_files_load(f, &it, &src, &why), 0);
     CU_ASSERT_PTR_NULL(why);
@@ -624,12 +687,60 @@ static void test_paths_refused_without_upload_dir(void)
 {
     ev_files_t *f = NULL;
     CU_ASSERT_EQUAL_FATAL(ev_files_new(&f, &default_opts), 0);
-    expect_read(f, "ok.pdf", 6, 1024, EV_EPATH, "storage path 'ok.pdf' refused: UPLOAD_DIR is not configured");
+    expect_read(f, "ok.pdf", 6, 1024, EV_EPATH,
+                "storage path 'ok.pdf' refused: UPLOAD_DIR is not configured");
     ev_files_item_t *it = NULL;
     ev_files_source_t src = {.kind = EV_FILE_PDF, .filename = "a.pdf", .storage_path = "ok.pdf"};
-    EXPECT_REASON(EV_EPATH, "storage path 'ok.pdf' refused: UPLOAD_DIR is not configured", ev_files_load(f, &it, &src, &reason));
+    EXPECT_REASON(EV_EPATH, "storage path 'ok.pdf' refused: UPLOAD_DIR is not configured",
+                  ev_files_load(f, &it, &src, &reason));
     CU_ASSERT_PTR_NULL(it);
     ev_files_free(f);
+}
+
+/* ---- options from the configuration ------------------------------------------------ */
+
+static const char *cfg_lookup(const char *name, void *ctx)
+{
+    const char *const *kv = ctx;
+    for (; kv[0]; kv += 2)
+        if (strcmp(kv[0], name) == 0)
+            return kv[1];
+    return NULL;
+}
+
+static void test_options_from_config(void)
+{
+    char dir[] = "/tmp/ev-test-files-cfg-XXXXXX";
+    CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+    const char *env[] = {"UPLOAD_DIR",      dir,    "PDF_MAX_PAGES", "7",     "MAX_IMAGES", "3",
+                         "IMAGE_MAX_BYTES", "2MiB", "PDF_MAX_BYTES", "10MiB", NULL};
+    ev_config_t *cfg = NULL;
+    char err[256] = "";
+    int rc = ev_config_load(&cfg, cfg_lookup, (void *)env, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "\n  config: %s\n", err);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+
+    ev_files_options_t o;
+    ev_files_options_from_config(&o, cfg);
+    CU_ASSERT_EQUAL(o.pdf_max_pages, 7);
+    CU_ASSERT_EQUAL(o.max_images, 3);
+    CU_ASSERT_EQUAL(o.image_max_bytes, 2 * EV_FILES_MIB);
+    CU_ASSERT_EQUAL(o.pdf_max_bytes, 10 * EV_FILES_MIB);
+    CU_ASSERT_FALSE(o.force_path_fallback);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o.upload_dir);
+
+    /* The object keeps its own copy: the config may go away. */
+    ev_files_t *f = NULL;
+    CU_ASSERT_EQUAL_FATAL(ev_files_new(&f, &o), 0);
+    char *want = ev_strdup(o.upload_dir);
+    ev_config_free(cfg);
+    CU_ASSERT_STRING_EQUAL(ev_files_options(f)->upload_dir, want);
+    EXPECT_REASON(EV_ELIMIT, "4 images, limit is 3",
+                  ev_files_check_count(ev_files_options(f), 4, &reason));
+    free(want);
+    ev_files_free(f);
+    CU_ASSERT(rmdir(dir) == 0);
 }
 
 /* ---- one libmagic handle per thread ------------------------------------------------ */
@@ -640,8 +751,8 @@ static void test_paths_refused_without_upload_dir(void)
 typedef struct worker {
     pthread_t th;
     size_t index;
-    int created;    /* ev_files_new succeeded on this thread */
-    int correct;    /* classifications that matched */
+    int created; /* ev_files_new succeeded on this thread */
+    int correct; /* classifications that matched */
     int attempted;
 } worker_t;
 
@@ -660,7 +771,8 @@ static void *classify_worker(void *p)
             const fixture_t *fx = &fixtures[(i + (size_t)r + w->index) % EV_ARRAY_LEN(fixtures)];
             char mime[EV_FILES_MIME_MAX];
             w->attempted++;
-            if (ev_files_classify(f, mime, sizeof(mime), fx->data, fx->len) == 0 && strcmp(mime, fx->mime) == 0)
+            if (ev_files_classify(f, mime, sizeof(mime), fx->data, fx->len) == 0 &&
+                strcmp(mime, fx->mime) == 0)
                 w->correct++;
         }
     }
@@ -692,7 +804,8 @@ int main(void)
     if (!s || !CU_add_test(s, "classify every fixture", test_classify_every_fixture) ||
         !CU_add_test(s, "declared PDF verdicts", test_declared_pdf_verdicts) ||
         !CU_add_test(s, "image verdicts", test_image_verdicts) ||
-        !CU_add_test(s, "filenames in reasons are sanitised", test_filenames_in_reasons_are_sanitised) ||
+        !CU_add_test(s, "filenames in reasons are sanitised",
+                     test_filenames_in_reasons_are_sanitised) ||
         !CU_add_test(s, "size limits", test_size_limits) ||
         !CU_add_test(s, "image count", test_image_count) ||
         !CU_add_test(s, "format size", test_format_size) ||
@@ -700,8 +813,11 @@ int main(void)
         !CU_add_test(s, "load from content", test_load_content) ||
         !CU_add_test(s, "storage paths (openat2)", test_traversal_openat2) ||
         !CU_add_test(s, "storage paths (realpath fallback)", test_traversal_realpath_fallback) ||
-        !CU_add_test(s, "paths refused without UPLOAD_DIR", test_paths_refused_without_upload_dir) ||
-        !CU_add_test(s, "one libmagic handle per thread, concurrently", test_magic_handle_per_thread)) {
+        !CU_add_test(s, "paths refused without UPLOAD_DIR",
+                     test_paths_refused_without_upload_dir) ||
+        !CU_add_test(s, "options from the configuration", test_options_from_config) ||
+        !CU_add_test(s, "one libmagic handle per thread, concurrently",
+                     test_magic_handle_per_thread)) {
         CU_cleanup_registry();
         return 1;
     }

@@ -28,8 +28,9 @@ static void test_nist_vectors(void)
     hex_of(hex, m448, strlen(m448));
     CU_ASSERT_STRING_EQUAL(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 
-    const char *m896 = "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopq"
-                       "klmnopqrlmnopqrsmnopqrstnopqrstu";
+    const char *m896 =
+        "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopq"
+        "klmnopqrlmnopqrsmnopqrstnopqrstu";
     hex_of(hex, m896, strlen(m896));
     CU_ASSERT_STRING_EQUAL(hex, "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
 }
@@ -110,7 +111,8 @@ int main(void)
     CU_pSuite s = CU_add_suite("hash", NULL, NULL);
     if (!s || !CU_add_test(s, "NIST vectors", test_nist_vectors) ||
         !CU_add_test(s, "one million 'a' streamed", test_million_a) ||
-        !CU_add_test(s, "padding boundaries, every split", test_padding_boundaries_and_every_split) ||
+        !CU_add_test(s, "padding boundaries, every split",
+                     test_padding_boundaries_and_every_split) ||
         !CU_add_test(s, "hex encoding", test_hex_is_lowercase_and_terminated)) {
         CU_cleanup_registry();
         return 1;

@@ -80,7 +80,8 @@ static char *build_pdf_ex(size_t *len, int pages, const char *text, const char *
         if (pages == 1)
             n = snprintf(content, sizeof(content), "BT /F1 12 Tf 20 100 Td (%s) Tj ET", text);
         else
-            n = snprintf(content, sizeof(content), "BT /F1 12 Tf 20 100 Td (%s %d) Tj ET", text, i + 1);
+            n = snprintf(content, sizeof(content), "BT /F1 12 Tf 20 100 Td (%s %d) Tj ET", text,
+                         i + 1);
         off[4 + 2 * i] = (long)b.len;
         buf_printf(&b,
                    "%d 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] "
@@ -94,7 +95,8 @@ static char *build_pdf_ex(size_t *len, int pages, const char *text, const char *
     buf_printf(&b, "xref\n0 %d\n0000000000 65535 f \n", nobj + 1);
     for (int i = 1; i <= nobj; i++)
         buf_printf(&b, "%010ld 00000 n \n", off[i]);
-    buf_printf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%ld\n%%%%EOF\n", nobj + 1, xref);
+    buf_printf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%ld\n%%%%EOF\n", nobj + 1,
+               xref);
     free(off);
     *len = b.len;
     return b.p;
@@ -127,7 +129,8 @@ static char *read_fixture(const char *name, size_t *len)
 static const ev_pdf_options_t default_opts = EV_PDF_OPTIONS_INIT;
 
 /* Opens and expects failure with exactly `code` and `reason`. */
-static void expect_refused(const void *data, size_t len, int max_pages, int code, const char *reason)
+static void expect_refused(const void *data, size_t len, int max_pages, int code,
+                           const char *reason)
 {
     ev_pdf_options_t opts = default_opts;
     opts.max_pages = max_pages;
@@ -332,7 +335,8 @@ static void test_normalise_whitespace_and_controls(void)
 {
     size_t n;
     bool cut;
-    const char in[] = "  \t Hello \xc2\xa0  big\tworld \r\n\n\f  next\x01 line\x7f\xe2\x80\x8b  \n ";
+    const char in[] =
+        "  \t Hello \xc2\xa0  big\tworld \r\n\n\f  next\x01 line\x7f\xe2\x80\x8b  \n ";
     char *out = ev_pdf_normalise_text(in, sizeof(in) - 1, 1024, &n, &cut);
     CU_ASSERT_STRING_EQUAL(out, "Hello big world\nnext line");
     CU_ASSERT_EQUAL(n, strlen(out));
@@ -340,10 +344,16 @@ static void test_normalise_whitespace_and_controls(void)
     free(out);
 
     /* NUL bytes inside the input vanish; invalid UTF-8 becomes U+FFFD. */
-    const char bad[] = "a\0b\xff" "c\xc0\xaf" "d\xed\xa0\x80" "e";
+    const char bad[] = "a\0b\xff"
+                       "c\xc0\xaf"
+                       "d\xed\xa0\x80"
+                       "e";
     out = ev_pdf_normalise_text(bad, sizeof(bad) - 1, 1024, &n, &cut);
-    CU_ASSERT_STRING_EQUAL(out, "ab\xef\xbf\xbd" "c\xef\xbf\xbd\xef\xbf\xbd" "d"
-                                "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" "e");
+    CU_ASSERT_STRING_EQUAL(out, "ab\xef\xbf\xbd"
+                                "c\xef\xbf\xbd\xef\xbf\xbd"
+                                "d"
+                                "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+                                "e");
     free(out);
 }
 
@@ -387,7 +397,8 @@ static void *pdf_worker(void *p)
         if (ev_pdf_open(&pdf, a->data, a->len, &default_opts, &why) == 0) {
             char *text = NULL;
             size_t n;
-            if (ev_pdf_text(pdf, &text, &n, NULL, 0, 4096) == 0 && strcmp(text, "Page 1\nPage 2\nPage 3") == 0)
+            if (ev_pdf_text(pdf, &text, &n, NULL, 0, 4096) == 0 &&
+                strcmp(text, "Page 1\nPage 2\nPage 3") == 0)
                 a->ok++;
             free(text);
         }
@@ -452,8 +463,10 @@ int main(void)
         !CU_add_test(s, "encrypted PDF", test_encrypted_pdf) ||
         !CU_add_test(s, "owner-password-only PDF opens", test_owner_password_only_opens) ||
         !CU_add_test(s, "page without text", test_page_without_text) ||
-        !CU_add_test(s, "normalise whitespace and controls", test_normalise_whitespace_and_controls) ||
-        !CU_add_test(s, "normalise never splits a character", test_normalise_never_splits_a_character) ||
+        !CU_add_test(s, "normalise whitespace and controls",
+                     test_normalise_whitespace_and_controls) ||
+        !CU_add_test(s, "normalise never splits a character",
+                     test_normalise_never_splits_a_character) ||
         !CU_add_test(s, "separate documents on several threads", test_concurrent_documents)) {
         CU_cleanup_registry();
         return 1;
