@@ -131,17 +131,19 @@ int ev_cli_event_add(const ev_config_t *cfg, const ev_cli_event_args_t *a, int64
     params[2] = a->rules;
     params[3] = a->require_pdf ? "true" : "false";
     params[4] = a->require_image ? "true" : "false";
+    /* ON CONFLICT tells a taken name apart from any other unique violation. */
     rc = ev_db_exec(db, &res,
                     "INSERT INTO events (name, theme, rules, require_pdf, require_image) "
-                    "VALUES ($1, $2, $3, $4::boolean, $5::boolean) RETURNING id",
+                    "VALUES ($1, $2, $3, $4::boolean, $5::boolean) "
+                    "ON CONFLICT (name) DO NOTHING RETURNING id",
                     5, params);
     if (rc != 0) {
-        if (strcmp(ev_db_sqlstate(db), "23505") == 0) {
-            set_err(err, errlen, "an event named '%s' already exists", a->name);
-            rc = EV_EEXIST;
-        } else {
-            db_fail(db, rc, "creating the event", err, errlen);
-        }
+        db_fail(db, rc, "creating the event", err, errlen);
+        goto out;
+    }
+    if (PQntuples(res) == 0) {
+        set_err(err, errlen, "an event named '%s' already exists", a->name);
+        rc = EV_EEXIST;
         goto out;
     }
     *id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -600,10 +602,11 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
         rc = EV_EUNAVAIL;
         goto out;
     }
-    ev_config_log(cfg);
     rc = check_database(cfg, err, errlen);
     if (rc != 0)
         goto out;
+    /* Only now, so that a refusal above stays the one line on stderr. */
+    ev_config_log(cfg);
     rc = ev_pipeline_new(&pipeline, cfg, NULL);
     if (rc != 0) {
         set_err(err, errlen, "cannot set up the validation pipeline: %s", ev_strerror(rc));

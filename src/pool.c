@@ -217,6 +217,11 @@ static void settle_job(worker_t *w, ev_db_t **db, const ev_job_t *job, int prc)
     case EV_ELEASE:
         break;
     case EV_ESHUTDOWN:
+        /* Only a stop we asked for justifies giving the attempt back; an
+         * unprompted EV_ESHUTDOWN would otherwise be claimed again at once,
+         * forever. */
+        if (!atomic_load(&w->stop) && !atomic_load(&p->stopping))
+            goto misbehaved;
         release_job(w, db, job, false);
         break;
     case EV_EDBCONN:
@@ -225,6 +230,7 @@ static void settle_job(worker_t *w, ev_db_t **db, const ev_job_t *job, int prc)
             release_job(w, db, job, true);
         break;
     default:
+    misbehaved:
         ev_log(EV_LOG_ERROR, "processing returned unexpected %s; requeueing the submission",
                ev_errname(prc));
         rc = ev_queue_requeue(*db, job, p->opts.max_attempts, p->opts.requeue_base_ms,

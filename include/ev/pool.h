@@ -48,8 +48,9 @@ typedef struct ev_pool_callbacks {
      * EV_ELEASE lease lost: nothing more is written;
      * EV_EDBCONN the database went away: the pool reconnects, then releases
      * the job if the lease is still ours (else it is rescued later).
-     * Any other negative code is a bug in the callback: the pool requeues the
-     * job with backoff (spending the attempt) so it cannot loop forever. */
+     * Any other negative code, or EV_ESHUTDOWN while no stop was asked for,
+     * is a bug in the callback: the pool requeues the job with backoff
+     * (spending the attempt) so it cannot loop forever. */
     int (*process)(void *state, ev_db_t *db, const ev_job_t *job, const atomic_bool *stop,
                    void *ctx);
     /* Optional. Frees the state on the worker thread when it exits. */

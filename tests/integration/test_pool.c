@@ -35,6 +35,7 @@ typedef enum {
     MODE_KILL_SELF_ONCE, /* first job: terminate own backend, return EV_EDBCONN */
     MODE_REQUEUE_ONCE,   /* attempt 1: requeue with a short backoff; later: complete */
     MODE_HOLD,           /* hold the job for hold_ms (or until stop), then complete */
+    MODE_ROGUE,          /* return EV_ESHUTDOWN although nobody asked to stop */
 } behaviour_t;
 
 typedef struct tctx {
@@ -281,6 +282,9 @@ static int cb_process(void *state, ev_db_t *db, const ev_job_t *job, const atomi
             t->hold_rc = rc;
             pthread_mutex_unlock(&t->mu);
         }
+        break;
+    case MODE_ROGUE:
+        rc = EV_ESHUTDOWN;
         break;
     }
 
@@ -693,6 +697,33 @@ static void test_lost_lease_stops_worker(void)
     ev_pgtest_drop_db(url);
 }
 
+/* A processing function that returns EV_ESHUTDOWN unprompted must not make
+ * the pool release and re-claim the job forever: the attempt is spent. */
+static void test_rogue_shutdown_spends_attempt(void)
+{
+    char *url = make_db(1);
+    tctx_t t;
+    ev_pool_t *pool = NULL;
+    ev_pool_options_t o = options(url, 1);
+    ev_pool_callbacks_t cb;
+
+    if (!url)
+        return;
+    tctx_init(&t, MODE_ROGUE);
+    cb = callbacks(&t);
+    o.max_attempts = 1;
+    o.drain = true;
+    CU_ASSERT_EQUAL_FATAL(ev_pool_start(&pool, &o, &cb), 0);
+    CU_ASSERT_TRUE(ev_pool_wait_drained(pool, BOUND_MS));
+    ev_pool_free(pool);
+    CU_ASSERT_EQUAL(t.started, 1);
+    CU_ASSERT_EQUAL(sql_i64(url, "SELECT count(*) FROM submissions WHERE status = 'needs_review' "
+                                 "AND attempts = 1 AND last_error IS NOT NULL"),
+                    1);
+    tctx_destroy(&t);
+    ev_pgtest_drop_db(url);
+}
+
 /* Worker i starts no earlier than i * worker_stagger_ms after start, and a
  * stop during the stagger wait does not wait for it. */
 static void test_stagger(void)
@@ -785,6 +816,7 @@ int main(void)
         !CU_add_test(s, "killed connections reconnect", test_killed_connections_reconnect) ||
         !CU_add_test(s, "heartbeat keeps lease", test_heartbeat_keeps_lease) ||
         !CU_add_test(s, "lost lease stops worker", test_lost_lease_stops_worker) ||
+        !CU_add_test(s, "rogue EV_ESHUTDOWN spends the attempt", test_rogue_shutdown_spends_attempt) ||
         !CU_add_test(s, "stagger", test_stagger) ||
         !CU_add_test(s, "options and unreachable db", test_options_and_unreachable_db)) {
         CU_cleanup_registry();
