@@ -256,8 +256,9 @@ static enum MHD_Result serve_control(sim_server_t *srv, struct MHD_Connection *c
         sim_reply_text(&rep, 200, "text/plain", "ok\n");
     } else if (strcmp(what, "stats") == 0 && get) {
         json_object *o = json_object_new_object();
-        json_object_object_add(o, "uptime_s",
-                               json_object_new_double((double)(sim_now_us() - srv->started_us) / 1e6));
+        char up[32];
+        snprintf(up, sizeof(up), "%.3f", (double)(sim_now_us() - srv->started_us) / 1e6);
+        json_object_object_add(o, "uptime_s", json_object_new_double_s(strtod(up, NULL), up));
         for (int i = 0; i < SIM_NPROV; i++)
             json_object_object_add(o, srv->prov[i].name, sim_provider_stats(&srv->prov[i]));
         sim_reply_json(&rep, 200, o, false);
@@ -393,11 +394,13 @@ int sim_server_start(sim_server_t **out, const sim_server_options_t *opt, sim_pr
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
                      MHD_USE_ITC | MHD_USE_ERROR_LOG;
     srv->daemon = MHD_start_daemon(
-        flags, (uint16_t)opt->port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, &sa,
+        flags, (uint16_t)opt->port, NULL, NULL, on_request, srv,
+        /* The logger first, so MHD never prints with its own. */
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, MHD_OPTION_SOCK_ADDR, &sa,
         MHD_OPTION_CONNECTION_LIMIT, opt->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)300, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_THREAD_STACK_SIZE,
-        (size_t)(1 << 20), MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, MHD_OPTION_END);
+        (size_t)(1 << 20), MHD_OPTION_END);
     if (!srv->daemon) {
         free(srv);
         return EV_EIO;
