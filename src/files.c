@@ -16,11 +16,13 @@
  *     resolved path; that fallback has the usual residual race if an
  *     intermediate directory is swapped for a symlink between realpath() and
  *     open(), which openat2 does not have.
- *   - Files are opened O_NONBLOCK|O_NOCTTY so a FIFO or a terminal cannot
- *     block or hijack the worker, then fstat()ed: only regular files are
- *     read, and their size is compared with the limit before any allocation.
- *     The read itself is bounded by limit + 1 bytes, so a file that grows
- *     after fstat() is still caught.
+ *   - A file is first resolved to an O_PATH descriptor, which opens nothing:
+ *     fstat() on it refuses anything but a regular file (a FIFO or device is
+ *     never opened) and compares the size with the limit before any
+ *     allocation (an oversized file is never opened for reading). Only then
+ *     is it opened for reading, resolved the same strict way, O_NONBLOCK |
+ *     O_NOCTTY, and checked to be the same inode. The read is bounded by
+ *     limit + 1 bytes, so a file that grows meanwhile is still caught.
  *   - Classification uses libmagic with MAGIC_MIME_TYPE on the first MiB.
  *
  * Threads: an ev_files_t (and its magic_t) is owned by one worker thread;
@@ -485,14 +487,22 @@ static long sys_openat2(int dirfd, const char *path, struct open_how *how)
 #endif
 }
 
+static const char *errno_text(int e)
+{
+    /* strerrordesc_np returns constant text and is thread-safe, unlike
+     * strerror. */
+    const char *s = strerrordesc_np(e);
+    return s ? s : "unknown error";
+}
+
 /*
  * Opens `path` (NUL-terminated, lexically checked) beneath the upload
- * directory. Returns the fd, or a negative EV code with *why set (static text
- * or strerror) for the reason.
+ * directory with `oflags` (O_CLOEXEC is added; with O_PATH nothing else may
+ * be given). Returns the fd, or a negative EV code with *why set to constant
+ * text for the reason.
  */
-static int open_beneath(const ev_files_t *f, const char *path, const char **why)
+static int open_beneath(const ev_files_t *f, const char *path, int oflags, const char **why)
 {
-    const int oflags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
     int rc;
     int dirfd = -1, fd = -1;
     char *root = NULL, *joined = NULL, *resolved = NULL;
@@ -504,7 +514,7 @@ static int open_beneath(const ev_files_t *f, const char *path, const char **why)
             rc = EV_EIO;
             goto out;
         }
-        struct open_how how = {.flags = (uint64_t)oflags,
+        struct open_how how = {.flags = (uint64_t)(oflags | O_CLOEXEC),
                                .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
         fd = (int)sys_openat2(dirfd, path, &how);
         if (fd >= 0) {
@@ -525,12 +535,17 @@ static int open_beneath(const ev_files_t *f, const char *path, const char **why)
             *why = "no such file";
             rc = EV_ENOTFOUND;
             goto out;
+        case ENXIO: /* a socket, or a device with no driver */
+        case ENODEV:
+            *why = "it is not a regular file";
+            rc = EV_EPATH;
+            goto out;
         case ENOSYS:
         case EPERM: /* seccomp filters that predate openat2 answer EPERM */
         case E2BIG:
             break; /* fall back below */
         default:
-            *why = strerror(errno);
+            *why = errno_text(errno);
             rc = EV_EIO;
             goto out;
         }
@@ -555,7 +570,7 @@ static int open_beneath(const ev_files_t *f, const char *path, const char **why)
             *why = "it has too many or unsafe symbolic links";
             rc = EV_EPATH;
         } else {
-            *why = strerror(errno);
+            *why = errno_text(errno);
             rc = EV_EIO;
         }
         goto out;
@@ -570,7 +585,7 @@ static int open_beneath(const ev_files_t *f, const char *path, const char **why)
         rc = EV_EPATH;
         goto out;
     }
-    fd = open(resolved, oflags | O_NOFOLLOW);
+    fd = open(resolved, oflags | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         if (errno == ELOOP) {
             *why = "it was replaced by a symbolic link";
@@ -578,8 +593,11 @@ static int open_beneath(const ev_files_t *f, const char *path, const char **why)
         } else if (errno == ENOENT) {
             *why = "no such file";
             rc = EV_ENOTFOUND;
+        } else if (errno == ENXIO || errno == ENODEV) {
+            *why = "it is not a regular file";
+            rc = EV_EPATH;
         } else {
-            *why = strerror(errno);
+            *why = errno_text(errno);
             rc = EV_EIO;
         }
         goto out;
@@ -602,11 +620,12 @@ static int read_beneath(ev_files_t *f, unsigned char **data, size_t *len, const 
                         size_t path_len, int64_t max_bytes, int64_t *size_seen, const char **why)
 {
     int rc = 0;
-    int fd = -1;
+    int pfd = -1, fd = -1;
     unsigned char *buf = NULL;
     size_t used = 0;
     char *cpath = NULL;
 
+    EV_ASSERT(max_bytes >= 0);
     *data = NULL;
     *len = 0;
     *size_seen = 0;
@@ -623,21 +642,47 @@ static int read_beneath(ev_files_t *f, unsigned char **data, size_t *len, const 
     }
     cpath = ev_strndup(path, path_len);
 
-    fd = open_beneath(f, cpath, why);
+    /* First an O_PATH descriptor: it lets us look at the file (type, size)
+     * without opening it, so a FIFO or device is never opened and an
+     * oversized file never even opened for reading. */
+    pfd = open_beneath(f, cpath, O_PATH, why);
+    if (pfd < 0) {
+        rc = pfd;
+        goto out;
+    }
+    struct stat pst;
+    if (fstat(pfd, &pst) != 0) {
+        *why = errno_text(errno);
+        rc = EV_EIO;
+        goto out;
+    }
+    if (!S_ISREG(pst.st_mode)) {
+        *why = S_ISDIR(pst.st_mode) ? "it is a directory, not a regular file"
+                                    : "it is not a regular file";
+        rc = EV_EPATH;
+        goto out;
+    }
+    if (pst.st_size > max_bytes) {
+        *size_seen = (int64_t)pst.st_size;
+        rc = EV_ETOOBIG;
+        goto out;
+    }
+
+    /* Now open it for reading, resolved the same strict way, and make sure it
+     * is still the very file we looked at (not swapped in between). */
+    fd = open_beneath(f, cpath, O_RDONLY | O_NOCTTY | O_NONBLOCK, why);
     if (fd < 0) {
         rc = fd;
         goto out;
     }
-
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        *why = strerror(errno);
+        *why = errno_text(errno);
         rc = EV_EIO;
         goto out;
     }
-    if (!S_ISREG(st.st_mode)) {
-        *why = S_ISDIR(st.st_mode) ? "it is a directory, not a regular file"
-                                   : "it is not a regular file";
+    if (!S_ISREG(st.st_mode) || st.st_dev != pst.st_dev || st.st_ino != pst.st_ino) {
+        *why = "it changed while being opened";
         rc = EV_EPATH;
         goto out;
     }
@@ -666,7 +711,7 @@ static int read_beneath(ev_files_t *f, unsigned char **data, size_t *len, const 
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            *why = strerror(errno);
+            *why = errno_text(errno);
             rc = EV_EIO;
             goto out;
         }
@@ -686,6 +731,8 @@ static int read_beneath(ev_files_t *f, unsigned char **data, size_t *len, const 
 out:
     if (fd >= 0)
         close(fd);
+    if (pfd >= 0)
+        close(pfd);
     free(buf);
     free(cpath);
     return rc;

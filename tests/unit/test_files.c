@@ -541,9 +541,14 @@ static void run_traversal_cases(bool fallback)
     char *secret_file = ev_asprintf("%s/passwd", t.secret);
     CU_ASSERT_FATAL(inotify_add_watch(ifd, t.secret, IN_OPEN | IN_ACCESS) >= 0);
     CU_ASSERT_FATAL(inotify_add_watch(ifd, secret_file, IN_OPEN | IN_ACCESS) >= 0);
+    /* Nor may the FIFO, the directory or the oversized file be opened (the
+     * checks look at them through O_PATH descriptors, which open nothing). */
     char *huge = ev_asprintf("%s/huge.pdf", t.upload);
-    int huge_wd = inotify_add_watch(ifd, huge, IN_ACCESS);
-    CU_ASSERT_FATAL(huge_wd >= 0);
+    char *pipe_path = ev_asprintf("%s/pipe", t.upload);
+    char *adir = ev_asprintf("%s/adir", t.upload);
+    CU_ASSERT_FATAL(inotify_add_watch(ifd, huge, IN_OPEN | IN_ACCESS) >= 0);
+    CU_ASSERT_FATAL(inotify_add_watch(ifd, pipe_path, IN_OPEN | IN_ACCESS) >= 0);
+    CU_ASSERT_FATAL(inotify_add_watch(ifd, adir, IN_OPEN | IN_ACCESS | IN_ONLYDIR) >= 0);
 
     ev_files_options_t o = default_opts;
     o.upload_dir = t.upload;
@@ -658,8 +663,9 @@ static void run_traversal_cases(bool fallback)
     CU_ASSERT_STRING_EQUAL(ev_files_item_sha256(it), hex);
     ev_files_item_free(it);
 
-    /* The proof: nothing outside was opened or read, and the oversized file
-     * was never read. Then show the watch works by opening it ourselves. */
+    /* The proof: nothing outside was opened or read, and the FIFO, the
+     * directory and the oversized file were never opened. Then show the
+     * watch works by opening a watched file ourselves. */
     CU_ASSERT_EQUAL(drain_events(ifd), 0);
     int fd = open(secret_file, O_RDONLY | O_CLOEXEC);
     CU_ASSERT_FATAL(fd >= 0);
@@ -668,6 +674,8 @@ static void run_traversal_cases(bool fallback)
 
     ev_files_free(f);
     close(ifd);
+    free(adir);
+    free(pipe_path);
     free(huge);
     free(secret_file);
     tree_destroy(&t);
