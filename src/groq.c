@@ -465,7 +465,9 @@ int ev_groq_call(ev_groq_t *g, ev_http_t *http, const ev_llm_request_t *req, ev_
         goto out;
     }
     rc = ev_groq_build_body(&body, &body_len, req, model);
-    if (rc == EV_ETOOBIG || (rc == 0 && body_len > g->opts.max_request_bytes)) {
+    /* The size limit is the vision one: text-only requests are bounded by
+     * tokens, which Groq itself answers with a 413. */
+    if (rc == EV_ETOOBIG || (rc == 0 && n > 0 && body_len > g->opts.max_request_bytes)) {
         rc = 0;
         out->outcome = EV_LLM_FALLBACK;
         out->too_large = true;

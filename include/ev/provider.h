@@ -70,8 +70,8 @@ typedef struct ev_llm_client_options {
     int64_t max_wait_ms;       /* RETRY_MAX_WAIT_MS: a longer server-suggested delay
                                   turns RETRY into FALLBACK; <= 0: no limit */
     size_t max_response_bytes; /* 0: EV_HTTP_MAX_RESPONSE_DEFAULT */
-    size_t max_request_bytes;  /* 0: the provider's published limit (Gemini 20 MB,
-                                  Groq 4 MB of base64 request) */
+    size_t max_request_bytes;  /* 0: the provider's published limit (Gemini 20 MB for
+                                  any request, Groq 4 MB for a request with images) */
     int max_images;            /* 0: the provider's limit (Gemini none, Groq 5) */
 } ev_llm_client_options_t;
 

@@ -242,6 +242,18 @@ static void test_limits_without_http(void)
     CU_ASSERT_FALSE(r.too_large);
     ev_llm_result_free(&r);
     free(big);
+
+    /* The 4 MB limit is a vision limit: 5 MB of PDF text is Groq's to judge
+     * (by tokens), so the call goes on to the missing handle. */
+    char *text = malloc(5 * 1000 * 1000 + 1);
+    memset(text, 'w', 5 * 1000 * 1000);
+    text[5 * 1000 * 1000] = '\0';
+    ev_llm_request_t long_text = {.user_text = "judge", .pdf_text = text};
+    CU_ASSERT_EQUAL(ev_groq_call(client, NULL, &long_text, &r, NULL), EV_EINVAL);
+    CU_ASSERT_FALSE(r.too_large);
+    CU_ASSERT_STRING_EQUAL(r.model, TEXT_MODEL);
+    ev_llm_result_free(&r);
+    free(text);
 }
 
 static void test_url_and_config(void)
