@@ -53,7 +53,7 @@ typedef struct ev_llm_media {
 /* A provider-neutral request. All pointers are borrowed for the call. */
 typedef struct ev_llm_request {
     const char *system_prompt;   /* may be NULL */
-    const char *user_text;       /* the question; required unless media is given */
+    const char *user_text;       /* the question; required unless media or pdf_text is given */
     const ev_llm_media_t *media; /* `media_count` files, sent before the text */
     size_t media_count;
     bool text_only;        /* ignore `media` entirely (text checks); Groq then
