@@ -28,13 +28,13 @@
 #define EMPTY_SEC INT64_MIN
 
 typedef struct {
-    int64_t sec;             /* the second this bucket holds, EMPTY_SEC if none */
+    int64_t sec; /* the second this bucket holds, EMPTY_SEC if none */
     uint32_t calls;
     uint32_t failures;
 } bucket_t;
 
 typedef struct {
-    uint64_t id;             /* 0: free place */
+    uint64_t id; /* 0: free place */
     int64_t admitted_us;
 } probe_t;
 
@@ -54,13 +54,13 @@ struct ev_breaker {
     uint64_t generation;
     int64_t open_until_us;
     int64_t last_change_us;
-    bucket_t *ring;          /* window_s buckets, slot = sec % window_s */
-    int64_t ring_sec;        /* latest second the ring was advanced to */
+    bucket_t *ring;   /* window_s buckets, slot = sec % window_s */
+    int64_t ring_sec; /* latest second the ring was advanced to */
     uint64_t win_calls;
     uint64_t win_failures;
     probe_t probes[MAX_PROBES];
-    int probes_out;          /* used places in probes[] */
-    int probe_successes;     /* in this HALF_OPEN period */
+    int probes_out;      /* used places in probes[] */
+    int probe_successes; /* in this HALF_OPEN period */
     uint64_t next_probe_id;
     uint64_t successes, failures, neutral, rejected, stale, reclaimed, opened, transitions;
 };
@@ -196,7 +196,8 @@ static void clear_probes(ev_breaker_t *b)
     b->probe_successes = 0;
 }
 
-static void set_state(ev_breaker_t *b, ev_breaker_state_t to, int64_t now_us, ev_breaker_change_t *ch)
+static void set_state(ev_breaker_t *b, ev_breaker_state_t to, int64_t now_us,
+                      ev_breaker_change_t *ch)
 {
     if (ch != NULL && !ch->changed) {
         ch->changed = true;
@@ -264,8 +265,8 @@ int ev_breaker_allow(ev_breaker_t *b, ev_breaker_ticket_t *ticket, ev_breaker_ch
     pthread_mutex_lock(&b->mu);
     change_init(change, b->state);
     tick(b, now_us, change);
-    *ticket = (ev_breaker_ticket_t){.generation = b->generation, .state = b->state,
-                                    .probe_id = 0, .admitted_us = now_us};
+    *ticket = (ev_breaker_ticket_t){
+        .generation = b->generation, .state = b->state, .probe_id = 0, .admitted_us = now_us};
     switch (b->state) {
     case EV_BREAKER_CLOSED:
         break;

@@ -40,8 +40,8 @@ struct ev_budget {
     int used;
     int refusals;
     int dropped;
-    int64_t start_us;        /* creation or last reset */
-    entry_t *hist;           /* EV_BUDGET_MAX_HISTORY slots, allocated lazily */
+    int64_t start_us; /* creation or last reset */
+    entry_t *hist;    /* EV_BUDGET_MAX_HISTORY slots, allocated lazily */
     int nhist;
 };
 

@@ -36,22 +36,22 @@ struct ev_limiter {
     const ev_clock_t *clock;
     bool unlimited;
     double rate_per_s;
-    int64_t interval_ns;     /* T, rounded up so the real rate never exceeds rate_per_s */
-    int64_t burst_ns;        /* (burst - 1) × T */
-    double span;             /* jitter offset range as a fraction of T, in [0, 1] */
+    int64_t interval_ns; /* T, rounded up so the real rate never exceeds rate_per_s */
+    int64_t burst_ns;    /* (burst - 1) × T */
+    double span;         /* jitter offset range as a fraction of T, in [0, 1] */
     int64_t sleep_step_us;
     double (*rand01)(void *ctx);
     void *rand_ctx;
 
     pthread_mutex_t mu;
-    int64_t tat_ns;          /* guarded by mu: theoretical arrival time */
-    int64_t pause_ns;        /* guarded by mu: no slot before this */
-    uint64_t seq;            /* guarded by mu: reservations made so far */
-    uint64_t last_seq;       /* guarded by mu: the reservation that set tat_ns, 0 if none */
-    uint64_t granted;        /* guarded by mu */
-    uint64_t rejected;       /* guarded by mu */
-    uint64_t cancelled;      /* guarded by mu */
-    uint64_t pauses;         /* guarded by mu */
+    int64_t tat_ns;           /* guarded by mu: theoretical arrival time */
+    int64_t pause_ns;         /* guarded by mu: no slot before this */
+    uint64_t seq;             /* guarded by mu: reservations made so far */
+    uint64_t last_seq;        /* guarded by mu: the reservation that set tat_ns, 0 if none */
+    uint64_t granted;         /* guarded by mu */
+    uint64_t rejected;        /* guarded by mu */
+    uint64_t cancelled;       /* guarded by mu */
+    uint64_t pauses;          /* guarded by mu */
     _Atomic int64_t pause_us; /* written under mu; read lock-free by sleepers */
 };
 
@@ -72,9 +72,8 @@ int ev_limiter_new(ev_limiter_t **out, const ev_limiter_options_t *opts, const e
         opts = &defaults;
     if (clock == NULL || !(opts->rpm >= 0 && opts->rpm <= 1e7) ||
         (opts->rpm > 0 && !(opts->safety_factor > 0 && opts->safety_factor <= 1)) ||
-        (opts->rpm > 0 && opts->rpm * opts->safety_factor < 1e-3) ||
-        !(opts->jitter_min >= 0) || !(opts->jitter_max >= opts->jitter_min) || opts->burst < 1 ||
-        opts->sleep_step_us < 1) {
+        (opts->rpm > 0 && opts->rpm * opts->safety_factor < 1e-3) || !(opts->jitter_min >= 0) ||
+        !(opts->jitter_max >= opts->jitter_min) || opts->burst < 1 || opts->sleep_step_us < 1) {
         rc = EV_EINVAL;
         goto out;
     }

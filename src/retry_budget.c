@@ -24,7 +24,7 @@
 #define EMPTY_SEC INT64_MIN
 
 typedef struct {
-    int64_t sec;             /* second held, EMPTY_SEC if none */
+    int64_t sec; /* second held, EMPTY_SEC if none */
     uint32_t attempts;
     uint32_t retries;
 } bucket_t;

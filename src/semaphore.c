@@ -26,12 +26,12 @@
 
 struct ev_semaphore {
     pthread_mutex_t mu;
-    pthread_cond_t cv;           /* signalled on release and wake_all */
-    const ev_clock_t *clock;     /* immutable */
-    int cap;                     /* immutable */
-    atomic_int in_flight;        /* written under mu; read relaxed anywhere */
-    atomic_int max_observed;     /* written under mu; read relaxed anywhere */
-    atomic_int waiting;          /* written under mu; read relaxed anywhere */
+    pthread_cond_t cv;       /* signalled on release and wake_all */
+    const ev_clock_t *clock; /* immutable */
+    int cap;                 /* immutable */
+    atomic_int in_flight;    /* written under mu; read relaxed anywhere */
+    atomic_int max_observed; /* written under mu; read relaxed anywhere */
+    atomic_int waiting;      /* written under mu; read relaxed anywhere */
 };
 
 int ev_semaphore_new(ev_semaphore_t **out, int cap, const ev_clock_t *clock)

@@ -29,18 +29,19 @@
 #include <stdint.h>
 
 typedef struct ev_backoff_options {
-    int64_t base_ms;         /* >= 1: ceiling of the first retry */
-    int64_t max_ms;          /* >= base_ms: cap of the ceiling */
-    int64_t hint_jitter_ms;  /* >= 0: most added on top of a server hint */
+    int64_t base_ms;        /* >= 1: ceiling of the first retry */
+    int64_t max_ms;         /* >= base_ms: cap of the ceiling */
+    int64_t hint_jitter_ms; /* >= 0: most added on top of a server hint */
     /* Uniform in [0, 1); NULL uses ev_rand01(). Must be thread-safe if the
      * options are shared between threads. */
     double (*rand01)(void *ctx);
     void *rand_ctx;
 } ev_backoff_options_t;
 
-#define EV_BACKOFF_OPTIONS_INIT                                                \
-    {.base_ms = 1000, .max_ms = 60000, .hint_jitter_ms = 1000, .rand01 = NULL,  \
-     .rand_ctx = NULL}
+#define EV_BACKOFF_OPTIONS_INIT                                                                    \
+    {                                                                                              \
+        .base_ms = 1000, .max_ms = 60000, .hint_jitter_ms = 1000, .rand01 = NULL, .rand_ctx = NULL \
+    }
 
 /* 0 when the options are usable, EV_EINVAL otherwise (see field comments). */
 int ev_backoff_options_check(const ev_backoff_options_t *o);

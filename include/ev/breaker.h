@@ -67,24 +67,26 @@ typedef enum {
 } ev_breaker_outcome_t;
 
 typedef struct ev_breaker_options {
-    double threshold;        /* error rate in (0, 1] that opens */
-    int window_s;            /* >= 1: sliding window length */
-    int cooldown_s;          /* >= 0: time OPEN before probing */
-    int min_calls;           /* >= 1: counted calls in the window before judging */
-    int half_open_probes;    /* >= 1: probes admitted (and needed) in HALF_OPEN */
-    int probe_timeout_s;     /* >= 0: reclaim an unreported probe after this; 0 = cooldown_s
-                              * (or 1 s if the cooldown is 0) */
+    double threshold;     /* error rate in (0, 1] that opens */
+    int window_s;         /* >= 1: sliding window length */
+    int cooldown_s;       /* >= 0: time OPEN before probing */
+    int min_calls;        /* >= 1: counted calls in the window before judging */
+    int half_open_probes; /* >= 1: probes admitted (and needed) in HALF_OPEN */
+    int probe_timeout_s;  /* >= 0: reclaim an unreported probe after this; 0 = cooldown_s
+                           * (or 1 s if the cooldown is 0) */
 } ev_breaker_options_t;
 
-#define EV_BREAKER_OPTIONS_INIT                                                \
-    {.threshold = 0.05, .window_s = 120, .cooldown_s = 60, .min_calls = 10,    \
-     .half_open_probes = 1, .probe_timeout_s = 0}
+#define EV_BREAKER_OPTIONS_INIT                                                                    \
+    {                                                                                              \
+        .threshold = 0.05, .window_s = 120, .cooldown_s = 60, .min_calls = 10,                     \
+        .half_open_probes = 1, .probe_timeout_s = 0                                                \
+    }
 
 /* What allow() granted. Treat as opaque; pass back to ev_breaker_record. */
 typedef struct ev_breaker_ticket {
-    uint64_t generation;         /* state period it was admitted in */
-    ev_breaker_state_t state;    /* CLOSED or HALF_OPEN (OPEN: nothing admitted) */
-    uint64_t probe_id;           /* HALF_OPEN only, else 0 */
+    uint64_t generation;      /* state period it was admitted in */
+    ev_breaker_state_t state; /* CLOSED or HALF_OPEN (OPEN: nothing admitted) */
+    uint64_t probe_id;        /* HALF_OPEN only, else 0 */
     int64_t admitted_us;
 } ev_breaker_ticket_t;
 
@@ -95,21 +97,21 @@ typedef struct ev_breaker_change {
 } ev_breaker_change_t;
 
 typedef struct ev_breaker_stats {
-    ev_breaker_state_t state;    /* effective state now */
-    double error_rate;           /* window failures / window calls; 0 with no calls */
-    uint64_t window_calls;       /* counted results in the window */
+    ev_breaker_state_t state; /* effective state now */
+    double error_rate;        /* window failures / window calls; 0 with no calls */
+    uint64_t window_calls;    /* counted results in the window */
     uint64_t window_failures;
-    uint64_t successes;          /* counted results since creation */
+    uint64_t successes; /* counted results since creation */
     uint64_t failures;
-    uint64_t neutral;            /* neutral results (never counted as calls) */
-    uint64_t rejected;           /* allow() refusals */
-    uint64_t stale;              /* results ignored: other period or reclaimed probe */
-    uint64_t reclaimed;          /* probes reclaimed after probe_timeout_s */
-    uint64_t opened;             /* times the breaker opened (forced included) */
-    uint64_t transitions;        /* state changes since creation */
-    int64_t last_change_us;      /* clock time of the last change (creation time at first) */
-    int64_t open_until_us;       /* end of the current cooldown; 0 unless OPEN */
-    int probes_in_flight;        /* admitted, unreported HALF_OPEN probes */
+    uint64_t neutral;       /* neutral results (never counted as calls) */
+    uint64_t rejected;      /* allow() refusals */
+    uint64_t stale;         /* results ignored: other period or reclaimed probe */
+    uint64_t reclaimed;     /* probes reclaimed after probe_timeout_s */
+    uint64_t opened;        /* times the breaker opened (forced included) */
+    uint64_t transitions;   /* state changes since creation */
+    int64_t last_change_us; /* clock time of the last change (creation time at first) */
+    int64_t open_until_us;  /* end of the current cooldown; 0 unless OPEN */
+    int probes_in_flight;   /* admitted, unreported HALF_OPEN probes */
 } ev_breaker_stats_t;
 
 /*

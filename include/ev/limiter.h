@@ -76,45 +76,46 @@
 typedef struct ev_limiter ev_limiter_t;
 
 typedef struct ev_limiter_options {
-    double rpm;              /* provider's requests per minute; 0 = unlimited (no waiting) */
-    double safety_factor;    /* (0, 1]: fraction of rpm actually used */
-    bool jitter_enabled;     /* spread wake-ups inside the interval after each slot */
-    double jitter_min;       /* >= 0; only the width jitter_max - jitter_min matters */
-    double jitter_max;       /* >= jitter_min */
-    int burst;               /* >= 1: slots allowed back to back after idling */
-    int64_t sleep_step_us;   /* acquire sleeps at most this long between checks of
-                              * `stop` and of pauses; >= 1 */
+    double rpm;            /* provider's requests per minute; 0 = unlimited (no waiting) */
+    double safety_factor;  /* (0, 1]: fraction of rpm actually used */
+    bool jitter_enabled;   /* spread wake-ups inside the interval after each slot */
+    double jitter_min;     /* >= 0; only the width jitter_max - jitter_min matters */
+    double jitter_max;     /* >= jitter_min */
+    int burst;             /* >= 1: slots allowed back to back after idling */
+    int64_t sleep_step_us; /* acquire sleeps at most this long between checks of
+                            * `stop` and of pauses; >= 1 */
     /* Random source in [0, 1) for the jitter; NULL uses ev_rand01(). Called
      * from many threads at once, never with a lock held. */
     double (*rand01)(void *ctx);
     void *rand_ctx;
 } ev_limiter_options_t;
 
-#define EV_LIMITER_OPTIONS_INIT                                                \
-    {.rpm = 0, .safety_factor = 0.9, .jitter_enabled = true, .jitter_min = 0.9,  \
-     .jitter_max = 1.6, .burst = 1, .sleep_step_us = 50000, .rand01 = NULL,     \
-     .rand_ctx = NULL}
+#define EV_LIMITER_OPTIONS_INIT                                                                    \
+    {                                                                                              \
+        .rpm = 0, .safety_factor = 0.9, .jitter_enabled = true, .jitter_min = 0.9,                 \
+        .jitter_max = 1.6, .burst = 1, .sleep_step_us = 50000, .rand01 = NULL, .rand_ctx = NULL    \
+    }
 
 /* One reserved slot. The caller reads slot_us, wake_us and wait_us; the
  * other fields are private to the limiter (used by ev_limiter_cancel). */
 typedef struct ev_limiter_reservation {
-    int64_t slot_us;     /* the grid slot, clock time (µs) */
-    int64_t wake_us;     /* slot_us + jitter offset: when the call may start */
-    int64_t wait_us;     /* wake_us - now at reservation time, >= 0 */
+    int64_t slot_us; /* the grid slot, clock time (µs) */
+    int64_t wake_us; /* slot_us + jitter offset: when the call may start */
+    int64_t wait_us; /* wake_us - now at reservation time, >= 0 */
     /* private */
     uint64_t seq;
     int64_t tat_before_ns;
 } ev_limiter_reservation_t;
 
 typedef struct ev_limiter_stats {
-    double rate_per_s;       /* rpm × safety / 60; 0 when unlimited */
-    int64_t interval_us;     /* T rounded up to µs; 0 when unlimited */
-    uint64_t granted;        /* successful reservations (acquire re-reservations included) */
-    uint64_t rejected;       /* reservations refused with EV_ELIMIT */
-    uint64_t cancelled;      /* slots given back by ev_limiter_cancel */
-    uint64_t pauses;         /* ev_limiter_pause_until calls that extended the pause */
-    int64_t pause_until_us;  /* latest pause end (0 if never paused) */
-    int64_t next_slot_us;    /* earliest slot a reservation made now could get */
+    double rate_per_s;      /* rpm × safety / 60; 0 when unlimited */
+    int64_t interval_us;    /* T rounded up to µs; 0 when unlimited */
+    uint64_t granted;       /* successful reservations (acquire re-reservations included) */
+    uint64_t rejected;      /* reservations refused with EV_ELIMIT */
+    uint64_t cancelled;     /* slots given back by ev_limiter_cancel */
+    uint64_t pauses;        /* ev_limiter_pause_until calls that extended the pause */
+    int64_t pause_until_us; /* latest pause end (0 if never paused) */
+    int64_t next_slot_us;   /* earliest slot a reservation made now could get */
 } ev_limiter_stats_t;
 
 /*

@@ -25,20 +25,23 @@
 typedef struct ev_retry_budget ev_retry_budget_t;
 
 typedef struct ev_retry_budget_options {
-    double ratio;            /* >= 0: retries per first attempt allowed in the window */
-    int window_s;            /* 1 .. 86400 */
-    int min_retries;         /* >= 0: retries always allowed per window */
+    double ratio;    /* >= 0: retries per first attempt allowed in the window */
+    int window_s;    /* 1 .. 86400 */
+    int min_retries; /* >= 0: retries always allowed per window */
 } ev_retry_budget_options_t;
 
-#define EV_RETRY_BUDGET_OPTIONS_INIT {.ratio = 0.2, .window_s = 120, .min_retries = 3}
+#define EV_RETRY_BUDGET_OPTIONS_INIT                                                               \
+    {                                                                                              \
+        .ratio = 0.2, .window_s = 120, .min_retries = 3                                            \
+    }
 
 typedef struct ev_retry_budget_stats {
-    uint64_t window_attempts;    /* first attempts in the window */
-    uint64_t window_retries;     /* retries granted in the window */
-    uint64_t allowed_in_window;  /* max(min_retries, floor(ratio × window_attempts)) */
+    uint64_t window_attempts;   /* first attempts in the window */
+    uint64_t window_retries;    /* retries granted in the window */
+    uint64_t allowed_in_window; /* max(min_retries, floor(ratio × window_attempts)) */
     uint64_t total_attempts;
-    uint64_t total_retries;      /* granted since creation */
-    uint64_t total_denied;       /* refused since creation */
+    uint64_t total_retries; /* granted since creation */
+    uint64_t total_denied;  /* refused since creation */
 } ev_retry_budget_stats_t;
 
 /*

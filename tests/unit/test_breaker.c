@@ -166,8 +166,8 @@ static void test_threshold_exactly_reached(void)
     const struct {
         double thr;
         int calls, fails;
-    } cases[] = {{0.1, 10, 1}, {0.3, 10, 3}, {0.7, 10, 7}, {1.0 / 3.0, 3, 1}, {0.2, 15, 3},
-                 {0.07, 100, 7}, {0.57, 100, 57}};
+    } cases[] = {{0.1, 10, 1}, {0.3, 10, 3},   {0.7, 10, 7},   {1.0 / 3.0, 3, 1},
+                 {0.2, 15, 3}, {0.07, 100, 7}, {0.57, 100, 57}};
     for (size_t k = 0; k < EV_ARRAY_LEN(cases); k++) {
         f = make(cases[k].thr, 120, 60, cases[k].calls, 1, 0);
         for (int i = 0; i < cases[k].calls - cases[k].fails; i++)

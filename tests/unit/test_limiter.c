@@ -386,16 +386,16 @@ static void test_release_bound_adversarial_jitter(void)
 typedef struct {
     ev_limiter_t *l;
     ev_fake_clock_t *fc;
-    int64_t advance_max_us;      /* each op moves time by uniform [0, this] */
-    int64_t *slots, *wakes;      /* NTHREADS × RES_PER_THREAD */
+    int64_t advance_max_us; /* each op moves time by uniform [0, this] */
+    int64_t *slots, *wakes; /* NTHREADS × RES_PER_THREAD */
     atomic_int errors;
     /* pause test */
     atomic_bool paused;
     int64_t pause_us;
-    atomic_int after_pause;      /* reservations started after the pause call returned */
-    atomic_int inside_pause;     /* of those, slots or wakes before the pause end */
+    atomic_int after_pause;  /* reservations started after the pause call returned */
+    atomic_int inside_pause; /* of those, slots or wakes before the pause end */
     atomic_int started;
-    bool need_pause;             /* hold each thread near its end until paused */
+    bool need_pause; /* hold each thread near its end until paused */
 } contention_t;
 
 typedef struct {
@@ -430,7 +430,8 @@ static void *reserver(void *arg)
                 atomic_fetch_add(&c->inside_pause, 1);
         }
         if (c->advance_max_us > 0)
-            ev_fake_clock_advance(c->fc, (int64_t)(xorshift(&seed) % (uint64_t)(c->advance_max_us + 1)));
+            ev_fake_clock_advance(c->fc,
+                                  (int64_t)(xorshift(&seed) % (uint64_t)(c->advance_max_us + 1)));
         if (i % 64 == 0)
             sched_yield();
     }
@@ -442,8 +443,16 @@ static void check_windows(const contention_t *c, int n, int burst, double rate, 
     int64_t *slots = c->slots, *wakes = c->wakes;
     qsort(slots, (size_t)n, sizeof(int64_t), cmp_i64);
     qsort(wakes, (size_t)n, sizeof(int64_t), cmp_i64);
-    const int64_t ws[] = {0, interval_us / 3, interval_us - 1, interval_us, interval_us + 1,
-                          3 * interval_us / 2, 7 * interval_us, 10000000, 60000000, 600000000};
+    const int64_t ws[] = {0,
+                          interval_us / 3,
+                          interval_us - 1,
+                          interval_us,
+                          interval_us + 1,
+                          3 * interval_us / 2,
+                          7 * interval_us,
+                          10000000,
+                          60000000,
+                          600000000};
     for (size_t k = 0; k < EV_ARRAY_LEN(ws); k++) {
         int got_wakes = max_in_window(wakes, n, ws[k]);
         int got_slots = max_in_window(slots, n, ws[k]);
@@ -592,7 +601,7 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int64_t now;
-    int active;              /* threads taking part in virtual time */
+    int active; /* threads taking part in virtual time */
     int asleep;
     int64_t deadline[VC_MAX];
     bool used[VC_MAX];
@@ -701,8 +710,8 @@ typedef struct {
     int per_thread;
     int64_t max_wait_us;
     const atomic_bool *stop;
-    int64_t *released;       /* virtual instant each acquire returned 0 */
-    int *rcs;                /* last return code per thread */
+    int64_t *released; /* virtual instant each acquire returned 0 */
+    int *rcs;          /* last return code per thread */
     atomic_int errors;
 } acq_t;
 
@@ -793,7 +802,7 @@ static void test_acquire_long_run_rate_with_jitter(void)
 
     ev_limiter_stats_t st;
     ev_limiter_stats(a.l, &st);
-    const int64_t ws[] = {0, st.interval_us / 2, st.interval_us, 5 * st.interval_us,
+    const int64_t ws[] = {0,        st.interval_us / 2, st.interval_us, 5 * st.interval_us,
                           60000000, 300000000};
     for (size_t k = 0; k < EV_ARRAY_LEN(ws); k++)
         CU_ASSERT_TRUE(max_in_window(a.released, n, ws[k]) <= release_bound(1, rate, ws[k]));

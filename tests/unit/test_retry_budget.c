@@ -24,7 +24,8 @@ typedef struct {
 static fixture_t make(double ratio, int window_s, int min_retries)
 {
     fixture_t f = {0};
-    ev_retry_budget_options_t o = {.ratio = ratio, .window_s = window_s, .min_retries = min_retries};
+    ev_retry_budget_options_t o = {
+        .ratio = ratio, .window_s = window_s, .min_retries = min_retries};
     CU_ASSERT_EQUAL_FATAL(ev_fake_clock_new(&f.fc, 500 * SEC, 0), 0);
     CU_ASSERT_EQUAL_FATAL(ev_retry_budget_new(&f.rb, &o, ev_fake_clock_get(f.fc)), 0);
     return f;

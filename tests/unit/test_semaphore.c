@@ -42,13 +42,13 @@ static bool wait_until(bool (*pred)(void *), void *arg)
 typedef struct {
     ev_semaphore_t *sem;
     int cap;
-    atomic_int in_cs;        /* threads inside the critical section now */
-    atomic_int max_in_cs;    /* the most ever seen inside at once */
-    atomic_int entries;      /* total entries so far */
-    atomic_int violations;   /* entries that saw more than cap inside */
-    atomic_int errors;       /* unexpected return codes */
+    atomic_int in_cs;      /* threads inside the critical section now */
+    atomic_int max_in_cs;  /* the most ever seen inside at once */
+    atomic_int entries;    /* total entries so far */
+    atomic_int violations; /* entries that saw more than cap inside */
+    atomic_int errors;     /* unexpected return codes */
     atomic_int cap_waits_failed;
-    atomic_bool stop;        /* never set: exercises the polling wait path */
+    atomic_bool stop; /* never set: exercises the polling wait path */
 } contention_t;
 
 static bool cs_full(void *arg)
