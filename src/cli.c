@@ -109,8 +109,8 @@ out:
  * event add
  * ---------------------------------------------------------------------- */
 
-int ev_cli_event_add(const ev_config_t *cfg, const ev_cli_event_args_t *a, int64_t *id,
-                     char *err, size_t errlen)
+int ev_cli_event_add(const ev_config_t *cfg, const ev_cli_event_args_t *a, int64_t *id, char *err,
+                     size_t errlen)
 {
     ev_db_t *db = NULL;
     PGresult *res = NULL;
@@ -159,7 +159,7 @@ out:
 
 typedef struct upload {
     const char *path;
-    const char *kind;   /* "pdf" or "image" */
+    const char *kind; /* "pdf" or "image" */
     unsigned char *data;
     size_t len;
 } upload_t;
@@ -169,8 +169,7 @@ typedef struct upload {
  * file or larger than `max` (named by `limit_name` in the message). The size
  * is enforced again while reading, in case the file grows meanwhile.
  */
-static int read_upload(upload_t *u, int64_t max, const char *limit_name, char *err,
-                       size_t errlen)
+static int read_upload(upload_t *u, int64_t max, const char *limit_name, char *err, size_t errlen)
 {
     struct stat st;
     size_t cap, got = 0;
@@ -269,7 +268,7 @@ static int insert_file(ev_db_t *db, const char *submission_id, const upload_t *u
                        "INSERT INTO submission_files (submission_id, kind, filename, content) "
                        "VALUES ($1::bigint, $2, $3, $4::bytea)",
                        4, NULL, values, lengths, formats, 0);
-    rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0
+    rc = PQresultStatus(res) == PGRES_COMMAND_OK     ? 0
          : PQstatus(ev_db_conn(db)) != CONNECTION_OK ? EV_EDBCONN
                                                      : EV_EDB;
     PQclear(res);
@@ -321,8 +320,7 @@ int ev_cli_submit(const ev_config_t *cfg, const ev_cli_submit_args_t *a, int64_t
     }
     for (size_t i = 0; i < a->nimages; i++) {
         uploads[nuploads] = (upload_t){a->images[i], "image", NULL, 0};
-        rc = read_upload(&uploads[nuploads], cfg->image_max_bytes, "IMAGE_MAX_BYTES", err,
-                         errlen);
+        rc = read_upload(&uploads[nuploads], cfg->image_max_bytes, "IMAGE_MAX_BYTES", err, errlen);
         if (rc != 0)
             goto out;
         nuploads++;
@@ -341,8 +339,8 @@ int ev_cli_submit(const ev_config_t *cfg, const ev_cli_submit_args_t *a, int64_t
     /* KEY SHARE keeps the event from being deleted before we commit. */
     snprintf(event_id, sizeof(event_id), "%" PRId64, a->event_id);
     params[0] = event_id;
-    rc = ev_db_exec(db, &res, "SELECT 1 FROM events WHERE id = $1::bigint FOR KEY SHARE", 1,
-                    params);
+    rc =
+        ev_db_exec(db, &res, "SELECT 1 FROM events WHERE id = $1::bigint FOR KEY SHARE", 1, params);
     if (rc != 0) {
         db_fail(db, rc, "looking up the event", err, errlen);
         goto out;
@@ -375,8 +373,8 @@ int ev_cli_submit(const ev_config_t *cfg, const ev_cli_submit_args_t *a, int64_t
         rc = insert_file(db, sub_id, &uploads[i]);
         if (rc != 0) {
             set_err(err, errlen, "%s while storing %s: %s",
-                    rc == EV_EDBCONN ? "database unreachable" : "database error",
-                    uploads[i].path, PQerrorMessage(ev_db_conn(db)));
+                    rc == EV_EDBCONN ? "database unreachable" : "database error", uploads[i].path,
+                    PQerrorMessage(ev_db_conn(db)));
             goto out;
         }
     }
@@ -417,8 +415,8 @@ static const char *const submission_fields[] = {
 };
 
 static const char *const check_fields[] = {
-    "verdict",    "score",     "reason",     "provider", "model", "http_attempts",
-    "latency_ms", "tokens_in", "tokens_out", "cached",
+    "verdict",       "score",      "reason",    "provider",   "model",
+    "http_attempts", "latency_ms", "tokens_in", "tokens_out", "cached",
 };
 
 int ev_cli_show(const ev_config_t *cfg, int64_t sid, char **json, char *err, size_t errlen)
@@ -436,8 +434,9 @@ int ev_cli_show(const ev_config_t *cfg, int64_t sid, char **json, char *err, siz
         goto out;
     snprintf(idbuf, sizeof(idbuf), "%" PRId64, sid);
     /* row_to_json keeps column types (numbers, booleans, ISO timestamps). */
-    rc = ev_db_exec(db, &res, "SELECT row_to_json(s)::text FROM submissions s WHERE id = $1::bigint",
-                    1, params);
+    rc =
+        ev_db_exec(db, &res, "SELECT row_to_json(s)::text FROM submissions s WHERE id = $1::bigint",
+                   1, params);
     if (rc != 0) {
         db_fail(db, rc, "reading the submission", err, errlen);
         goto out;
@@ -479,8 +478,8 @@ int ev_cli_show(const ev_config_t *cfg, int64_t sid, char **json, char *err, siz
     }
     json_object_object_add(out_obj, "checks", checks);
     checks = NULL;
-    *json = ev_strdup(json_object_to_json_string_ext(
-        out_obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    *json = ev_strdup(json_object_to_json_string_ext(out_obj, JSON_C_TO_STRING_PLAIN |
+                                                                  JSON_C_TO_STRING_NOSLASHESCAPE));
     rc = 0;
 out:
     json_object_put(checks);
@@ -539,8 +538,7 @@ static int check_database(const ev_config_t *cfg, char *err, size_t errlen)
     rc = connect_db(&db, cfg, err, errlen);
     if (rc != 0)
         goto out;
-    rc = ev_db_exec(db, &res, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0,
-                    NULL);
+    rc = ev_db_exec(db, &res, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL);
     if (rc == EV_EDB && strcmp(ev_db_sqlstate(db), "42P01") == 0) {
         have = 0;
     } else if (rc != 0) {
@@ -582,9 +580,7 @@ static int start_stats_server(const ev_config_t *cfg, ev_pool_t *pool, char *err
     return 0;
 }
 
-static void stop_stats_server(void)
-{
-}
+static void stop_stats_server(void) {}
 
 int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err, size_t errlen)
 {

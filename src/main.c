@@ -188,11 +188,13 @@ static int cmd_serve(int argc, char **argv)
 
 static int cmd_event(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"name", required_argument, NULL, 'n'},     {"theme", required_argument, NULL, 't'},
-        {"rules", required_argument, NULL, 'r'},    {"require-pdf", no_argument, NULL, 'P'},
-        {"require-image", no_argument, NULL, 'I'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
+                                         {"theme", required_argument, NULL, 't'},
+                                         {"rules", required_argument, NULL, 'r'},
+                                         {"require-pdf", no_argument, NULL, 'P'},
+                                         {"require-image", no_argument, NULL, 'I'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     ev_cli_event_args_t args = {0};
     ev_config_t *cfg = NULL;
     char err[1024] = "";
@@ -208,13 +210,26 @@ static int cmd_event(int argc, char **argv)
     argv++;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
-        case 'n': args.name = optarg; break;
-        case 't': args.theme = optarg; break;
-        case 'r': args.rules = optarg; break;
-        case 'P': args.require_pdf = true; break;
-        case 'I': args.require_image = true; break;
-        case 'h': fputs(usage_text, stdout); return 0;
-        default: return option_error(c, argv);
+        case 'n':
+            args.name = optarg;
+            break;
+        case 't':
+            args.theme = optarg;
+            break;
+        case 'r':
+            args.rules = optarg;
+            break;
+        case 'P':
+            args.require_pdf = true;
+            break;
+        case 'I':
+            args.require_image = true;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return 0;
+        default:
+            return option_error(c, argv);
         }
     }
     if ((rc = reject_extra(argc, argv)) != 0)
@@ -237,11 +252,14 @@ static int cmd_event(int argc, char **argv)
 
 static int cmd_submit(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"event", required_argument, NULL, 'e'},  {"title", required_argument, NULL, 't'},
-        {"description", required_argument, NULL, 'd'}, {"pdf", required_argument, NULL, 'p'},
-        {"image", required_argument, NULL, 'i'},  {"priority", required_argument, NULL, 'P'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"event", required_argument, NULL, 'e'},
+                                         {"title", required_argument, NULL, 't'},
+                                         {"description", required_argument, NULL, 'd'},
+                                         {"pdf", required_argument, NULL, 'p'},
+                                         {"image", required_argument, NULL, 'i'},
+                                         {"priority", required_argument, NULL, 'P'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     ev_cli_submit_args_t args = {0};
     const char **images = ev_calloc((size_t)argc, sizeof(*images));
     const char *event = NULL;
@@ -253,9 +271,15 @@ static int cmd_submit(int argc, char **argv)
     args.images = images;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
-        case 'e': event = optarg; break;
-        case 't': args.title = optarg; break;
-        case 'd': args.description = optarg; break;
+        case 'e':
+            event = optarg;
+            break;
+        case 't':
+            args.title = optarg;
+            break;
+        case 'd':
+            args.description = optarg;
+            break;
         case 'p':
             if (args.pdf != NULL) {
                 rc = usage_error("submit: --pdf given more than once");
@@ -263,7 +287,9 @@ static int cmd_submit(int argc, char **argv)
             }
             args.pdf = optarg;
             break;
-        case 'i': images[args.nimages++] = optarg; break;
+        case 'i':
+            images[args.nimages++] = optarg;
+            break;
         case 'P':
             if (!parse_int64(optarg, INT_MIN, INT_MAX, &v)) {
                 rc = usage_error("submit: --priority needs an integer, got '%s'", optarg);
@@ -271,8 +297,13 @@ static int cmd_submit(int argc, char **argv)
             }
             args.priority = (int)v;
             break;
-        case 'h': fputs(usage_text, stdout); rc = 0; goto out;
-        default: rc = option_error(c, argv); goto out;
+        case 'h':
+            fputs(usage_text, stdout);
+            rc = 0;
+            goto out;
+        default:
+            rc = option_error(c, argv);
+            goto out;
         }
     }
     if ((rc = reject_extra(argc, argv)) != 0)

@@ -53,9 +53,9 @@ typedef struct worker {
      * period is over or the heartbeat found this job's lease lost; reset under
      * pool.mu when the next job starts. Read lock-free by process(). */
     atomic_bool stop;
-    bool busy;          /* guarded by pool.mu */
-    ev_job_t job;       /* guarded by pool.mu; meaningful while busy */
-    uint64_t job_seq;   /* guarded by pool.mu; bumped for every job */
+    bool busy;        /* guarded by pool.mu */
+    ev_job_t job;     /* guarded by pool.mu; meaningful while busy */
+    uint64_t job_seq; /* guarded by pool.mu; bumped for every job */
 } worker_t;
 
 struct ev_pool {
@@ -67,21 +67,21 @@ struct ev_pool {
     int64_t start_ms;
     int heartbeat_ms;
     int nworkers;
-    worker_t *workers;      /* array itself immutable; fields as documented */
-    ev_thread_t hb_thread;  /* touched by the owner thread only */
-    bool joined;            /* touched by the owner thread only */
+    worker_t *workers;     /* array itself immutable; fields as documented */
+    ev_thread_t hb_thread; /* touched by the owner thread only */
+    bool joined;           /* touched by the owner thread only */
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;      /* CLOCK_MONOTONIC; broadcast on every change below */
+    pthread_cond_t cv; /* CLOCK_MONOTONIC; broadcast on every change below */
     /* Workers: claim nothing more. Written under mu, read lock-free. */
     atomic_bool stopping;
     /* Grace period over: every job must stop. Guarded by mu. */
     bool hard_stop;
     /* Heartbeat thread: exit. Written under mu, read lock-free. */
     atomic_bool hb_stop;
-    bool drained;           /* guarded by mu */
-    int busy;               /* guarded by mu: workers with busy == true */
-    uint64_t claims;        /* guarded by mu: jobs ever started */
+    bool drained;                  /* guarded by mu */
+    int busy;                      /* guarded by mu: workers with busy == true */
+    uint64_t claims;               /* guarded by mu: jobs ever started */
     atomic_int_fast64_t processed; /* relaxed counter */
 };
 
@@ -173,8 +173,8 @@ static int ensure_db(ev_pool_t *p, ev_db_t **db, bool listen, const atomic_bool 
             ev_log_kv(EV_LOG_WARN, "database unreachable, retrying", "who", who, "error", err,
                       NULL);
         if (wait_flag(p, interrupt,
-                      now_ms() + backoff_ms(p->opts.reconnect_base_ms, p->opts.reconnect_max_ms,
-                                            attempt)))
+                      now_ms() +
+                          backoff_ms(p->opts.reconnect_base_ms, p->opts.reconnect_max_ms, attempt)))
             return EV_ESHUTDOWN;
         attempt++;
     }
@@ -199,7 +199,8 @@ static void release_job(worker_t *w, ev_db_t **db, const ev_job_t *job, bool per
     if (rc == 0)
         ev_log(EV_LOG_INFO, "submission released for a later attempt");
     else if (rc != EV_ELEASE)
-        ev_log(EV_LOG_WARN, "could not release submission (%s); its lease will expire and be rescued",
+        ev_log(EV_LOG_WARN,
+               "could not release submission (%s); its lease will expire and be rescued",
                ev_strerror(rc));
 }
 
@@ -394,8 +395,8 @@ static void *worker_main(void *arg)
              * not turn into a hot loop: back off from the second failure. */
             if (errors > 0 &&
                 wait_flag(p, &p->stopping,
-                          now_ms() + backoff_ms(p->opts.reconnect_base_ms,
-                                                p->opts.reconnect_max_ms, errors - 1)))
+                          now_ms() + backoff_ms(p->opts.reconnect_base_ms, p->opts.reconnect_max_ms,
+                                                errors - 1)))
                 break;
             errors++;
             if (ensure_db(p, &db, true, &p->stopping, "worker") != 0)
@@ -407,8 +408,8 @@ static void *worker_main(void *arg)
                 ev_log(EV_LOG_ERROR, "claiming failed: %s (%s)", ev_strerror(rc),
                        db ? ev_db_error(db) : "");
             wait_flag(p, &p->stopping,
-                      now_ms() + backoff_ms(p->opts.poll_interval_ms, p->opts.reconnect_max_ms,
-                                            errors++));
+                      now_ms() +
+                          backoff_ms(p->opts.poll_interval_ms, p->opts.reconnect_max_ms, errors++));
         }
     }
 out:
@@ -495,8 +496,8 @@ static void *heartbeat_main(void *arg)
             /* Retry soon (leases are at stake), but never in a hot loop. */
             if (failures > 0 &&
                 wait_flag(p, &p->hb_stop,
-                          now_ms() + backoff_ms(p->opts.reconnect_base_ms,
-                                                p->opts.reconnect_max_ms, failures - 1)))
+                          now_ms() + backoff_ms(p->opts.reconnect_base_ms, p->opts.reconnect_max_ms,
+                                                failures - 1)))
                 break;
             failures++;
             if (ensure_db(p, &db, false, &p->hb_stop, "heartbeat") != 0)
@@ -588,8 +589,8 @@ int ev_pool_start(ev_pool_t **out, const ev_pool_options_t *opts, const ev_pool_
     else
         ev_pool_make_owner(p->owner, sizeof(p->owner));
     p->opts.owner = p->owner;
-    p->heartbeat_ms = opts->heartbeat_ms > 0 ? opts->heartbeat_ms
-                                             : EV_MAX(1000, opts->lease_seconds * 1000 / 4);
+    p->heartbeat_ms =
+        opts->heartbeat_ms > 0 ? opts->heartbeat_ms : EV_MAX(1000, opts->lease_seconds * 1000 / 4);
     p->nworkers = opts->max_workers;
     p->workers = ev_calloc((size_t)p->nworkers, sizeof(worker_t));
     EV_ASSERT(pthread_mutex_init(&p->mu, NULL) == 0);

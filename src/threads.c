@@ -4,9 +4,9 @@
  * What: ev_thread_create() is the only pthread_create() call in the program.
  * It blocks the termination signals in the creating thread for the duration
  * of pthread_create (a new thread inherits its creator's mask), restores the
- * creator's mask, and the new thread names itself before running its function. The signal thread sigwait()s for
- * SIGTERM/SIGINT and raises the process-wide shutdown request, a flag guarded
- * by a mutex with a condition variable so any thread can wait for it.
+ * creator's mask, and the new thread names itself before running its function. The signal thread
+ * sigwait()s for SIGTERM/SIGINT and raises the process-wide shutdown request, a flag guarded by a
+ * mutex with a condition variable so any thread can wait for it.
  *
  * Threads: any thread may create threads or read/wait for the shutdown
  * request; only the signal thread receives SIGTERM/SIGINT. ev_signals_start
@@ -122,11 +122,11 @@ int ev_signals_block_all(void)
  */
 static struct {
     pthread_mutex_t mu;
-    pthread_cond_t cv;   /* uses CLOCK_MONOTONIC; initialised once */
+    pthread_cond_t cv; /* uses CLOCK_MONOTONIC; initialised once */
     pthread_once_t once;
-    bool requested;      /* guarded by mu */
-    int reason;          /* guarded by mu */
-    atomic_bool fast;    /* atomic mirror of requested */
+    bool requested;   /* guarded by mu */
+    int reason;       /* guarded by mu */
+    atomic_bool fast; /* atomic mirror of requested */
 } shutdown_state = {.mu = PTHREAD_MUTEX_INITIALIZER, .once = PTHREAD_ONCE_INIT};
 
 static void shutdown_init(void)
@@ -186,7 +186,8 @@ bool ev_shutdown_wait(int timeout_ms)
     while (!shutdown_state.requested) {
         if (timeout_ms < 0) {
             pthread_cond_wait(&shutdown_state.cv, &shutdown_state.mu);
-        } else if (pthread_cond_timedwait(&shutdown_state.cv, &shutdown_state.mu, &deadline) == ETIMEDOUT) {
+        } else if (pthread_cond_timedwait(&shutdown_state.cv, &shutdown_state.mu, &deadline) ==
+                   ETIMEDOUT) {
             break;
         }
     }

@@ -41,9 +41,9 @@ int ev_cli_event_add(const ev_config_t *cfg, const ev_cli_event_args_t *args, in
 
 typedef struct ev_cli_submit_args {
     int64_t event_id;
-    const char *title;       /* required, non-empty */
-    const char *description; /* NULL: none */
-    const char *pdf;         /* path or NULL */
+    const char *title;         /* required, non-empty */
+    const char *description;   /* NULL: none */
+    const char *pdf;           /* path or NULL */
     const char *const *images; /* nimages paths */
     size_t nimages;
     int priority;
@@ -58,8 +58,8 @@ typedef struct ev_cli_submit_args {
  * EV_ELIMIT (too many images), EV_ENOTFOUND (unknown event); also
  * EV_EDBCONN, EV_EDB.
  */
-int ev_cli_submit(const ev_config_t *cfg, const ev_cli_submit_args_t *args, int64_t *id,
-                  char *err, size_t errlen);
+int ev_cli_submit(const ev_config_t *cfg, const ev_cli_submit_args_t *args, int64_t *id, char *err,
+                  size_t errlen);
 
 /*
  * `show`: *json receives one JSON object (one line, caller frees with free())
@@ -81,7 +81,6 @@ typedef struct ev_cli_serve_args {
  * SIGTERM/SIGINT, or until the queue is drained in drain mode; then stops
  * gracefully and returns 0. Starts and stops the signal thread itself.
  */
-int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *args, char *err,
-                 size_t errlen);
+int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *args, char *err, size_t errlen);
 
 #endif

@@ -79,7 +79,7 @@ typedef struct ev_pool_options {
     int reconnect_max_ms;     /* reconnect delay cap */
     int requeue_base_ms;      /* backoff for a job whose process() misbehaved */
     int requeue_max_ms;
-    const char *owner;        /* NULL: "hostname:pid:random"; copied */
+    const char *owner; /* NULL: "hostname:pid:random"; copied */
 } ev_pool_options_t;
 
 #define EV_POOL_DEFAULT_GRACE_MS 30000
@@ -123,8 +123,8 @@ bool ev_pool_wait_drained(ev_pool_t *pool, int timeout_ms);
 bool ev_pool_drained(ev_pool_t *pool);
 
 /* Snapshots, thread-safe. */
-int ev_pool_configured(const ev_pool_t *pool);  /* max_workers */
-int ev_pool_busy(ev_pool_t *pool);              /* workers holding a job now */
+int ev_pool_configured(const ev_pool_t *pool);    /* max_workers */
+int ev_pool_busy(ev_pool_t *pool);                /* workers holding a job now */
 int64_t ev_pool_processed(const ev_pool_t *pool); /* jobs process() finished (returned 0) */
 /* This process's lease owner id (static for the pool's life). */
 const char *ev_pool_owner(const ev_pool_t *pool);

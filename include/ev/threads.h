@@ -24,8 +24,8 @@
 
 typedef struct ev_thread {
     pthread_t tid;
-    char name[16];  /* Linux limit: 15 characters plus NUL. */
-    bool started;   /* Set by ev_thread_create, cleared by ev_thread_join. */
+    char name[16]; /* Linux limit: 15 characters plus NUL. */
+    bool started;  /* Set by ev_thread_create, cleared by ev_thread_join. */
 } ev_thread_t;
 
 /*

@@ -84,7 +84,7 @@ static char *slurp(const char *path)
 static char **make_env(const char *url, const char *const *extra)
 {
     static const char *const pass[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
-                                       "TSAN_OPTIONS", "PATH", NULL};
+                                       "TSAN_OPTIONS", "PATH",          NULL};
     char **env = calloc(64, sizeof(char *));
     int n = 0;
 
@@ -178,8 +178,7 @@ static void collect(run_t *r, const char *tag, int code)
     r->err = slurp(path);
 }
 
-static void run_cli(run_t *r, const char *url, const char *const *extra,
-                    const char *const *args)
+static void run_cli(run_t *r, const char *url, const char *const *extra, const char *const *args)
 {
     pid_t pid = spawn_cli(url, extra, args, "run");
 
@@ -454,11 +453,14 @@ static void test_submit_refusals(void)
         const char *args[12];
         const char *says[2];
     } cases[] = {
-        {{NULL}, {"submit", "--event", "1", "--title", "t", "--pdf", missing, NULL},
+        {{NULL},
+         {"submit", "--event", "1", "--title", "t", "--pdf", missing, NULL},
          {"cannot read", "No such file or directory"}},
-        {{NULL}, {"submit", "--event", "1", "--title", "t", "--pdf", pdf, "--image", missing, NULL},
+        {{NULL},
+         {"submit", "--event", "1", "--title", "t", "--pdf", pdf, "--image", missing, NULL},
          {"cannot read", missing}},
-        {{NULL}, {"submit", "--event", "1", "--title", "t", "--pdf", tmpdir, NULL},
+        {{NULL},
+         {"submit", "--event", "1", "--title", "t", "--pdf", tmpdir, NULL},
          {"cannot read", "not a regular file"}},
         {{"PDF_MAX_BYTES=1024", NULL},
          {"submit", "--event", "1", "--title", "t", "--pdf", big, NULL},
@@ -469,7 +471,8 @@ static void test_submit_refusals(void)
         {{"MAX_IMAGES=1", NULL},
          {"submit", "--event", "1", "--title", "t", "--image", img, "--image", img, NULL},
          {"too many images", "MAX_IMAGES"}},
-        {{NULL}, {"submit", "--event", "424242", "--title", "t", "--pdf", pdf, NULL},
+        {{NULL},
+         {"submit", "--event", "424242", "--title", "t", "--pdf", pdf, NULL},
          {"event 424242 does not exist", "event 424242"}},
     };
 
@@ -637,9 +640,9 @@ static int suite_init(void)
 
 static int suite_clean(void)
 {
-    static const char *const names[] = {"run.out", "run.err",  "serve.out", "serve.err",
-                                        "doc.pdf", "one.png",  "two.jpg",   "ok.pdf",
-                                        "ok.png",  "big.bin",  NULL};
+    static const char *const names[] = {"run.out", "run.err", "serve.out", "serve.err",
+                                        "doc.pdf", "one.png", "two.jpg",   "ok.pdf",
+                                        "ok.png",  "big.bin", NULL};
     char path[128];
 
     for (int i = 0; names[i]; i++) {

@@ -44,13 +44,13 @@ typedef struct tctx {
     behaviour_t mode;
     int inits, finis;
     int cur_busy, max_busy;
-    int started;          /* process() calls */
-    int completed;        /* ev_queue_complete returned 0 */
-    int saw_stop;         /* process() returned because of `stop` */
+    int started;   /* process() calls */
+    int completed; /* ev_queue_complete returned 0 */
+    int saw_stop;  /* process() returned because of `stop` */
     int drained_calls;
-    int done_calls;       /* on_job_done calls */
-    int last_rc;          /* rc passed to the latest on_job_done */
-    int hold_rc;          /* MODE_HOLD: ev_queue_complete's result */
+    int done_calls; /* on_job_done calls */
+    int last_rc;    /* rc passed to the latest on_job_done */
+    int hold_rc;    /* MODE_HOLD: ev_queue_complete's result */
     bool gate_open;
     bool killed;
     bool names_ok;        /* every worker thread was named ev-worker<i> */
@@ -121,10 +121,22 @@ static bool wait_for(tctx_t *t, bool (*pred)(tctx_t *, int), int arg, int bound_
     return ok;
 }
 
-static bool started_at_least(tctx_t *t, int n) { return t->started >= n; }
-static bool busy_at_least(tctx_t *t, int n) { return t->cur_busy >= n; }
-static bool inits_at_least(tctx_t *t, int n) { return t->inits >= n; }
-static bool saw_stop_at_least(tctx_t *t, int n) { return t->saw_stop >= n; }
+static bool started_at_least(tctx_t *t, int n)
+{
+    return t->started >= n;
+}
+static bool busy_at_least(tctx_t *t, int n)
+{
+    return t->cur_busy >= n;
+}
+static bool inits_at_least(tctx_t *t, int n)
+{
+    return t->inits >= n;
+}
+static bool saw_stop_at_least(tctx_t *t, int n)
+{
+    return t->saw_stop >= n;
+}
 
 /* Polls a SQL count on its own connection until it equals `want`. */
 static bool wait_sql(const char *url, const char *sql, int64_t want, int bound_ms)
@@ -430,8 +442,8 @@ static void test_exactly_max_workers_busy(void)
     CU_ASSERT_EQUAL_FATAL(ev_pool_start(&pool, &o, &cb), 0);
     CU_ASSERT_TRUE(wait_for(&t, busy_at_least, W, BOUND_MS));
     CU_ASSERT_EQUAL(ev_pool_busy(pool), W);
-    CU_ASSERT_TRUE(wait_sql(url, "SELECT count(*) FROM submissions WHERE status = 'processing'",
-                            W, BOUND_MS));
+    CU_ASSERT_TRUE(
+        wait_sql(url, "SELECT count(*) FROM submissions WHERE status = 'processing'", W, BOUND_MS));
     pthread_mutex_lock(&t.mu);
     t.gate_open = true;
     pthread_cond_broadcast(&t.cv);
@@ -464,14 +476,14 @@ static void test_plain_sql_insert_is_picked_up(void)
     CU_ASSERT_EQUAL(ev_pgtest_exec(url, "INSERT INTO submissions (event_id, title) "
                                         "VALUES (1, 'first')"),
                     0);
-    CU_ASSERT_TRUE(wait_sql(url, "SELECT count(*) FROM submissions WHERE status = 'validated'", 1,
-                            10000));
+    CU_ASSERT_TRUE(
+        wait_sql(url, "SELECT count(*) FROM submissions WHERE status = 'validated'", 1, 10000));
     /* The worker that took the first row is now idle, waiting on LISTEN. */
     CU_ASSERT_EQUAL(ev_pgtest_exec(url, "INSERT INTO submissions (event_id, title, priority) "
                                         "VALUES (1, 'second', 3)"),
                     0);
-    CU_ASSERT_TRUE(wait_sql(url, "SELECT count(*) FROM submissions WHERE status = 'validated'", 2,
-                            10000));
+    CU_ASSERT_TRUE(
+        wait_sql(url, "SELECT count(*) FROM submissions WHERE status = 'validated'", 2, 10000));
     ev_pool_free(pool);
     CU_ASSERT_EQUAL(t.completed, 2);
     tctx_destroy(&t);
@@ -569,8 +581,7 @@ static void test_stop_lets_job_finish_within_grace(void)
     ev_pool_stop(pool);
     CU_ASSERT_EQUAL(t.completed, 1);
     CU_ASSERT_EQUAL(t.last_rc, 0);
-    CU_ASSERT_EQUAL(sql_i64(url, "SELECT count(*) FROM submissions WHERE status = 'validated'"),
-                    1);
+    CU_ASSERT_EQUAL(sql_i64(url, "SELECT count(*) FROM submissions WHERE status = 'validated'"), 1);
     ev_pool_free(pool);
     tctx_destroy(&t);
     ev_pgtest_drop_db(url);
@@ -631,8 +642,8 @@ static void test_killed_connections_reconnect(void)
     CU_ASSERT_EQUAL(ev_pgtest_exec(url, "INSERT INTO submissions (event_id, title) "
                                         "SELECT 1, 'k' || g FROM generate_series(1, 10) g"),
                     0);
-    CU_ASSERT_TRUE(wait_sql(url, "SELECT count(*) FROM submissions WHERE status = 'validated'",
-                            10, BOUND_MS));
+    CU_ASSERT_TRUE(
+        wait_sql(url, "SELECT count(*) FROM submissions WHERE status = 'validated'", 10, BOUND_MS));
     CU_ASSERT_TRUE(wait_sql(url, pool_backends, 3, BOUND_MS));
     ev_pool_free(pool);
     CU_ASSERT_EQUAL(t.completed, 10);
@@ -686,8 +697,7 @@ static void test_lost_lease_stops_worker(void)
     cb = callbacks(&t);
     CU_ASSERT_EQUAL_FATAL(ev_pool_start(&pool, &o, &cb), 0);
     CU_ASSERT_TRUE(wait_for(&t, started_at_least, 1, BOUND_MS));
-    CU_ASSERT_EQUAL(ev_pgtest_exec(url, "UPDATE submissions SET lease_owner = 'elsewhere:1:1'"),
-                    0);
+    CU_ASSERT_EQUAL(ev_pgtest_exec(url, "UPDATE submissions SET lease_owner = 'elsewhere:1:1'"), 0);
     CU_ASSERT_TRUE(wait_for(&t, saw_stop_at_least, 1, BOUND_MS));
     ev_pool_free(pool);
     CU_ASSERT_EQUAL(sql_i64(url, "SELECT count(*) FROM submissions WHERE status = 'processing' "
@@ -805,18 +815,22 @@ int main(void)
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 2;
     s = CU_add_suite("pool", NULL, NULL);
-    if (!s || !CU_add_test(s, "each submission processed exactly once", test_each_processed_exactly_once) ||
+    if (!s ||
+        !CU_add_test(s, "each submission processed exactly once",
+                     test_each_processed_exactly_once) ||
         !CU_add_test(s, "exactly max_workers busy", test_exactly_max_workers_busy) ||
         !CU_add_test(s, "plain SQL insert picked up", test_plain_sql_insert_is_picked_up) ||
         !CU_add_test(s, "drain", test_drain) ||
         !CU_add_test(s, "stop releases in-flight job", test_stop_releases_in_flight_job) ||
-        !CU_add_test(s, "stop lets job finish within grace", test_stop_lets_job_finish_within_grace) ||
+        !CU_add_test(s, "stop lets job finish within grace",
+                     test_stop_lets_job_finish_within_grace) ||
         !CU_add_test(s, "EV_EDBCONN: reconnect and release",
                      test_processing_db_loss_reconnects_and_releases) ||
         !CU_add_test(s, "killed connections reconnect", test_killed_connections_reconnect) ||
         !CU_add_test(s, "heartbeat keeps lease", test_heartbeat_keeps_lease) ||
         !CU_add_test(s, "lost lease stops worker", test_lost_lease_stops_worker) ||
-        !CU_add_test(s, "rogue EV_ESHUTDOWN spends the attempt", test_rogue_shutdown_spends_attempt) ||
+        !CU_add_test(s, "rogue EV_ESHUTDOWN spends the attempt",
+                     test_rogue_shutdown_spends_attempt) ||
         !CU_add_test(s, "stagger", test_stagger) ||
         !CU_add_test(s, "options and unreachable db", test_options_and_unreachable_db)) {
         CU_cleanup_registry();

@@ -51,8 +51,7 @@ static void test_create_names_and_masks(void)
     sigemptyset(&none);
     pthread_sigmask(SIG_SETMASK, &none, &before);
     memset(&p, 0, sizeof(p));
-    CU_ASSERT_EQUAL_FATAL(ev_thread_create(&t, "probe-thread-with-a-long-name", probe_main, &p),
-                          0);
+    CU_ASSERT_EQUAL_FATAL(ev_thread_create(&t, "probe-thread-with-a-long-name", probe_main, &p), 0);
     CU_ASSERT_TRUE(t.started);
     CU_ASSERT_EQUAL(ev_thread_join(&t, &ret), 0);
     CU_ASSERT_PTR_EQUAL(ret, &p);
