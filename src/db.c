@@ -457,6 +457,19 @@ int ev_db_exec(ev_db_t *db, PGresult **res, const char *sql, int nparams, const 
     return finish(db, r, res);
 }
 
+int ev_db_exec_binary(ev_db_t *db, PGresult **res, const char *sql, int nparams,
+                      const char *const *params)
+{
+    if (res)
+        *res = NULL;
+    if (PQstatus(db->conn) != CONNECTION_OK) {
+        set_err(db, "connection lost: ", PQerrorMessage(db->conn));
+        return EV_EDBCONN;
+    }
+    PGresult *r = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 1);
+    return finish(db, r, res);
+}
+
 int ev_db_exec_script(ev_db_t *db, const char *sql)
 {
     if (PQstatus(db->conn) != CONNECTION_OK) {

@@ -38,6 +38,11 @@ int ev_db_wait_notify(ev_db_t *db, int timeout_ms);
 int ev_db_exec(ev_db_t *db, PGresult **res, const char *sql, int nparams,
                const char *const *params);
 
+/* As ev_db_exec, but every result column comes back in binary format (for
+ * bytea content: no hex decoding, PQgetlength is the byte count). */
+int ev_db_exec_binary(ev_db_t *db, PGresult **res, const char *sql, int nparams,
+                      const char *const *params);
+
 /* The last error message of the connection, one line, for logs. */
 const char *ev_db_error(ev_db_t *db);
 

@@ -1,0 +1,87 @@
+/*
+ * router.h - the call path of SPEC §6: one verdict from the first provider
+ * that can give it.
+ *
+ * For each provider in order (Gemini, then Groq) that is configured, not
+ * disabled and given a request for this check:
+ *
+ *   budget left? -> breaker allow (OPEN: fall back) -> limiter slot
+ *   (a wait longer than RETRY_MAX_WAIT_MS: fall back) -> budget take ->
+ *   semaphore held around the HTTP attempt only -> record the outcome in the
+ *   breaker, the limiter (a 429 pauses the whole provider), the stats and the
+ *   budget history.
+ *
+ * Retryable outcomes are retried up to MAX_RETRIES times per provider with
+ * full-jitter backoff never shorter than the server's hint, while the
+ * breaker still admits calls and the provider's retry budget allows; a hint
+ * longer than RETRY_MAX_WAIT_MS falls back at once. A bad answer (blocked,
+ * truncated, not our JSON) is asked again once on the same provider. A daily
+ * quota cools the provider down until midnight Pacific time; an invalid key
+ * disables it for the life of the process (one loud log line, flagged in
+ * stats).
+ *
+ * The router is shared by every worker: its per-provider state (client,
+ * semaphore, limiter, breaker, retry budget) is thread-safe; each call uses
+ * the caller's own ev_http_t and ev_budget_t. Lock order: the router itself
+ * holds no lock; the primitives it calls take only their own.
+ */
+#ifndef EV_ROUTER_H
+#define EV_ROUTER_H
+
+#include "ev/budget.h"
+#include "ev/clock.h"
+#include "ev/config.h"
+#include "ev/http.h"
+#include "ev/provider.h"
+#include "ev/verdict.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct ev_stats;
+typedef struct ev_router ev_router_t;
+
+/* Creates the per-provider state for every provider with a key. `cfg` must
+ * outlive the router; `stats` may be NULL; `clock` NULL means the system
+ * clock. Returns 0, or EV_ECONFIG / EV_EINVAL with *out NULL. */
+int ev_router_new(ev_router_t **out, const ev_config_t *cfg, struct ev_stats *stats,
+                  const ev_clock_t *clock);
+void ev_router_free(ev_router_t *r);
+
+/* Configured (has a key) and not disabled by a fatal configuration error. */
+bool ev_router_usable(ev_router_t *r, ev_provider_id_t p);
+
+/* The model a request to provider p would name (for records). */
+const char *ev_router_model(ev_router_t *r, ev_provider_id_t p, const ev_llm_request_t *req);
+
+/* What one check's call path produced. */
+typedef struct ev_router_result {
+    bool has_verdict;
+    ev_verdict_t verdict;      /* valid when has_verdict */
+    int provider;              /* ev_provider_id_t that answered, or the last tried; -1 none */
+    char model[128];
+    int http_attempts;         /* HTTP attempts made for this check (all providers) */
+    int64_t latency_ms;        /* summed HTTP time */
+    int64_t tokens_in, tokens_out;
+    char error[256];           /* why there is no verdict ("" when has_verdict) */
+} ev_router_result_t;
+
+/*
+ * Runs the call path for one check. req[p] is the request for provider p,
+ * or NULL when p cannot serve this check. `check` names the check in the
+ * budget history and logs. Returns:
+ *   0            out->verdict holds the model's verdict;
+ *   EV_EBUDGET   the submission's call budget ran out first;
+ *   EV_EUNAVAIL  no provider could answer (out->error says why);
+ *   EV_ESHUTDOWN *stop became true.
+ */
+int ev_router_judge(ev_router_t *r, ev_http_t *http, ev_budget_t *budget, const char *check,
+                    const ev_llm_request_t *const req[EV_PROVIDER_COUNT], ev_router_result_t *out,
+                    const atomic_bool *stop);
+
+/* Wall-clock microseconds of the next midnight in US Pacific time after
+ * `wall_us` (DST by the US rule). Exposed for tests. */
+int64_t ev_router_next_pacific_midnight(int64_t wall_us);
+
+#endif

@@ -1,0 +1,716 @@
+/*
+ * pipeline.c - one submission from claim to verdict (SPEC §5, issue 4).
+ *
+ * How: load the submission and its event (guarded by the lease), load and
+ * check every file locally (libmagic type, size, PDF open/encryption/pages,
+ * image count) at no API cost, then run the LLM checks (theme, pdf, image)
+ * through the router, reusing a cached verdict when the same question about
+ * the same bytes was already answered. Each check's result is upserted into
+ * validation_results as soon as it is known, guarded by the lease, and the
+ * submission is finished through the queue: any fail -> rejected, else any
+ * error -> requeued with backoff (needs_review after MAX_ATTEMPTS), else
+ * validated. Checks that passed in an earlier attempt are not asked again.
+ *
+ * Threads: ev_pipeline_t is shared and immutable after creation (the router
+ * and stats inside are thread-safe). ev_pipeline_worker_t belongs to one
+ * worker thread: its magic handle, CURL handle and budget are never shared.
+ * No locks are taken here.
+ */
+#include "ev/pipeline.h"
+
+#include "ev/budget.h"
+#include "ev/error.h"
+#include "ev/files.h"
+#include "ev/hash.h"
+#include "ev/http.h"
+#include "ev/log.h"
+#include "ev/pdf.h"
+#include "ev/prompts.h"
+#include "ev/router.h"
+#include "ev/stats.h"
+#include "ev/util.h"
+
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Text kept from a PDF: enough for the prompts, bounded for memory. */
+#define PDF_TEXT_MAX_BYTES (64 * 1024)
+#define REASON_MAX 1000
+#define LAST_ERROR_MAX 1500
+
+struct ev_pipeline {
+    const ev_config_t *cfg;  /* immutable */
+    ev_stats_t *stats;       /* thread-safe; may be NULL */
+    ev_router_t *router;     /* thread-safe */
+    ev_files_options_t files_opts;
+};
+
+struct ev_pipeline_worker {
+    ev_pipeline_t *p;
+    int index;
+    ev_files_t *files;   /* this thread's magic handle */
+    ev_http_t *http;     /* this thread's CURL handle */
+    ev_budget_t *budget; /* reset per submission */
+};
+
+/* What is known about one check while a submission is processed. */
+typedef enum { V_NONE = 0, V_PASS, V_FAIL, V_ERROR, V_SKIPPED } verdict_t;
+
+static const char *verdict_name(verdict_t v)
+{
+    static const char *const names[] = {"none", "pass", "fail", "error", "skipped"};
+    return names[v];
+}
+
+typedef struct check_result {
+    verdict_t verdict;
+    bool from_earlier_attempt; /* already recorded: leave the row alone */
+    bool cached;
+    double score;              /* < 0: none */
+    char reason[REASON_MAX + 1];
+    const char *provider;      /* static string or NULL */
+    char model[128];
+    int http_attempts;
+    int64_t latency_ms, tokens_in, tokens_out;
+    char cache_key[65];
+} check_result_t;
+
+/* Everything loaded for one submission. */
+typedef struct sub {
+    char *title, *description, *event_name, *theme, *rules;
+    bool require_pdf, require_image;
+    PGresult *file_rows[1 + 16];   /* keeps borrowed content alive */
+    ev_files_item_t *pdf;          /* the PDF, if present and locally fine */
+    ev_pdf_t *pdf_doc;
+    char *pdf_text;
+    ev_files_item_t *images[16];
+    int n_images;
+    check_result_t checks[EV_CHECK_COUNT];
+} sub_t;
+
+static void set_reason(check_result_t *c, verdict_t v, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_reason(check_result_t *c, verdict_t v, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->reason, sizeof(c->reason), fmt, ap);
+    va_end(ap);
+    c->verdict = v;
+}
+
+static void sub_free(sub_t *s)
+{
+    free(s->title);
+    free(s->description);
+    free(s->event_name);
+    free(s->theme);
+    free(s->rules);
+    ev_pdf_free(s->pdf_doc);
+    free(s->pdf_text);
+    ev_files_item_free(s->pdf);
+    for (int i = 0; i < s->n_images; i++)
+        ev_files_item_free(s->images[i]);
+    for (size_t i = 0; i < EV_ARRAY_LEN(s->file_rows); i++)
+        PQclear(s->file_rows[i]);
+}
+
+/* ---- lifecycle ---- */
+
+int ev_pipeline_new(ev_pipeline_t **out, const ev_config_t *cfg, struct ev_stats *stats)
+{
+    ev_pipeline_t *p = ev_calloc(1, sizeof(*p));
+    *out = NULL;
+    p->cfg = cfg;
+    p->stats = stats;
+    ev_files_options_from_config(&p->files_opts, cfg);
+    int rc = ev_router_new(&p->router, cfg, stats, NULL);
+    if (rc < 0) {
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+void ev_pipeline_free(ev_pipeline_t *p)
+{
+    if (!p)
+        return;
+    ev_router_free(p->router);
+    free(p);
+}
+
+int ev_pipeline_worker_new(ev_pipeline_worker_t **out, ev_pipeline_t *p, int index)
+{
+    int rc;
+    ev_pipeline_worker_t *w = ev_calloc(1, sizeof(*w));
+    *out = NULL;
+    w->p = p;
+    w->index = index;
+    if ((rc = ev_files_new(&w->files, &p->files_opts)) < 0)
+        goto fail;
+    if ((rc = ev_http_new(&w->http)) < 0)
+        goto fail;
+    if ((rc = ev_budget_new(&w->budget, p->cfg->max_api_calls_per_submission, ev_clock_system())) < 0)
+        goto fail;
+    *out = w;
+    return 0;
+fail:
+    ev_pipeline_worker_free(w);
+    return rc;
+}
+
+void ev_pipeline_worker_free(ev_pipeline_worker_t *w)
+{
+    if (!w)
+        return;
+    ev_files_free(w->files);
+    ev_http_free(w->http);
+    ev_budget_free(w->budget);
+    free(w);
+}
+
+/* ---- database helpers ---- */
+
+static char *dup_or_null(PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? NULL : ev_strdup(PQgetvalue(r, row, col));
+}
+
+static int load_submission(ev_db_t *db, const ev_job_t *job, sub_t *s)
+{
+    char id[32], attempt[16];
+    snprintf(id, sizeof(id), "%lld", (long long)job->submission_id);
+    snprintf(attempt, sizeof(attempt), "%d", job->attempt);
+    const char *params[] = {id, job->lease_owner, attempt};
+    PGresult *r = NULL;
+    int rc = ev_db_exec(db, &r,
+                        "SELECT s.title, s.description, e.name, e.theme, e.rules, e.require_pdf, "
+                        "e.require_image FROM submissions s JOIN events e ON e.id = s.event_id "
+                        "WHERE s.id = $1 AND s.status = 'processing' AND s.lease_owner = $2 "
+                        "AND s.attempts = $3",
+                        3, params);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return EV_ELEASE;
+    }
+    s->title = dup_or_null(r, 0, 0);
+    s->description = dup_or_null(r, 0, 1);
+    s->event_name = dup_or_null(r, 0, 2);
+    s->theme = dup_or_null(r, 0, 3);
+    s->rules = dup_or_null(r, 0, 4);
+    s->require_pdf = PQgetvalue(r, 0, 5)[0] == 't';
+    s->require_image = PQgetvalue(r, 0, 6)[0] == 't';
+    PQclear(r);
+
+    /* Verdicts recorded by an earlier attempt: a pass (or skip) stands and is
+     * not asked again; errors are retried. */
+    r = NULL;
+    rc = ev_db_exec(db, &r,
+                    "SELECT check_name, verdict FROM validation_results WHERE submission_id = $1 "
+                    "AND verdict IN ('pass', 'skipped')",
+                    1, params);
+    if (rc < 0)
+        return rc;
+    for (int i = 0; i < PQntuples(r); i++) {
+        for (int c = 0; c < EV_CHECK_COUNT; c++) {
+            if (strcmp(PQgetvalue(r, i, 0), ev_check_name((ev_check_t)c)) == 0) {
+                s->checks[c].from_earlier_attempt = true;
+                s->checks[c].verdict = PQgetvalue(r, i, 1)[0] == 'p' ? V_PASS : V_SKIPPED;
+            }
+        }
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* Upserts one check's result, only while the lease is still ours. */
+static int write_result(ev_db_t *db, const ev_job_t *job, ev_check_t check,
+                        const check_result_t *c, ev_budget_t *budget)
+{
+    char id[32], attempt[16], score[32], http[16], lat[32], tin[32], tout[32];
+    snprintf(id, sizeof(id), "%lld", (long long)job->submission_id);
+    snprintf(attempt, sizeof(attempt), "%d", job->attempt);
+    snprintf(score, sizeof(score), "%.6f", c->score);
+    snprintf(http, sizeof(http), "%d", c->http_attempts);
+    snprintf(lat, sizeof(lat), "%lld", (long long)c->latency_ms);
+    snprintf(tin, sizeof(tin), "%lld", (long long)c->tokens_in);
+    snprintf(tout, sizeof(tout), "%lld", (long long)c->tokens_out);
+    json_object *calls = ev_budget_history_json(budget, ev_check_name(check));
+    char *reason = ev_db_clip_text(c->reason, REASON_MAX);
+    const char *params[] = {
+        id,
+        ev_check_name(check),
+        verdict_name(c->verdict),
+        c->score >= 0 ? score : NULL,
+        reason,
+        c->provider,
+        c->model[0] ? c->model : NULL,
+        http,
+        c->http_attempts > 0 ? lat : NULL,
+        c->http_attempts > 0 ? tin : NULL,
+        c->http_attempts > 0 ? tout : NULL,
+        c->cache_key[0] ? c->cache_key : NULL,
+        c->cached ? "true" : "false",
+        json_object_to_json_string_ext(calls, JSON_C_TO_STRING_PLAIN),
+        job->lease_owner,
+        attempt,
+    };
+    PGresult *r = NULL;
+    int rc = ev_db_exec(
+        db, &r,
+        "INSERT INTO validation_results (submission_id, check_name, verdict, score, reason, "
+        "provider, model, http_attempts, latency_ms, tokens_in, tokens_out, cache_key, cached, "
+        "calls) SELECT $1, $2, $3, $4::float8, $5, $6, $7, $8::int, $9::bigint, $10::bigint, "
+        "$11::bigint, $12, $13::boolean, $14::jsonb WHERE EXISTS (SELECT 1 FROM submissions "
+        "WHERE id = $1 AND status = 'processing' AND lease_owner = $15 AND attempts = $16::int) "
+        "ON CONFLICT (submission_id, check_name) DO UPDATE SET verdict = excluded.verdict, "
+        "score = excluded.score, reason = excluded.reason, provider = excluded.provider, "
+        "model = excluded.model, http_attempts = excluded.http_attempts, "
+        "latency_ms = excluded.latency_ms, tokens_in = excluded.tokens_in, "
+        "tokens_out = excluded.tokens_out, cache_key = excluded.cache_key, "
+        "cached = excluded.cached, calls = excluded.calls, created_at = now()",
+        16, params);
+    free(reason);
+    json_object_put(calls);
+    if (rc < 0)
+        return rc;
+    rc = strcmp(PQcmdTuples(r), "1") == 0 ? 0 : EV_ELEASE;
+    PQclear(r);
+    return rc;
+}
+
+/* ---- files and local checks ---- */
+
+/*
+ * Loads every file of the submission and runs the local checks, filling the
+ * pdf and image check results with local fails or skips. Sizes are checked
+ * from octet_length() before any content is fetched. Returns 0, or a
+ * database code; an unreadable upload directory sets an `error` verdict.
+ */
+static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, sub_t *s)
+{
+    const ev_files_options_t *fo = &w->p->files_opts;
+    char id[32];
+    snprintf(id, sizeof(id), "%lld", (long long)job->submission_id);
+    const char *params[] = {id};
+    PGresult *meta = NULL;
+    int rc = ev_db_exec(db, &meta,
+                        "SELECT id, kind, filename, storage_path, octet_length(content) "
+                        "FROM submission_files WHERE submission_id = $1 ORDER BY id",
+                        1, params);
+    if (rc < 0)
+        return rc;
+
+    check_result_t *pc = &s->checks[EV_CHECK_PDF];
+    check_result_t *ic = &s->checks[EV_CHECK_IMAGE];
+    int n_pdf = 0, n_img = 0, rows = PQntuples(meta);
+    for (int i = 0; i < rows; i++) {
+        if (strcmp(PQgetvalue(meta, i, 1), "pdf") == 0)
+            n_pdf++;
+        else
+            n_img++;
+    }
+    char *why = NULL;
+    if (n_pdf > 1)
+        set_reason(pc, V_FAIL, "%d PDFs attached; one is allowed", n_pdf);
+    if (ev_files_check_count(fo, n_img, &why) < 0) {
+        set_reason(ic, V_FAIL, "%s", why);
+        free(why);
+        why = NULL;
+    }
+
+    int slot = 0;
+    for (int i = 0; i < rows && rc == 0; i++) {
+        ev_file_kind_t kind = strcmp(PQgetvalue(meta, i, 1), "pdf") == 0 ? EV_FILE_PDF : EV_FILE_IMAGE;
+        check_result_t *c = kind == EV_FILE_PDF ? pc : ic;
+        if (c->verdict == V_FAIL || c->verdict == V_ERROR || c->from_earlier_attempt)
+            continue;
+        const char *filename = PQgetisnull(meta, i, 2) ? NULL : PQgetvalue(meta, i, 2);
+        ev_files_source_t src = {.kind = kind, .filename = filename};
+        if (!PQgetisnull(meta, i, 4)) {
+            int64_t size = strtoll(PQgetvalue(meta, i, 4), NULL, 10);
+            if (ev_files_check_size(fo, kind, filename, size, &why) < 0) {
+                set_reason(c, V_FAIL, "%s", why);
+                free(why);
+                why = NULL;
+                continue;
+            }
+            const char *fp[] = {PQgetvalue(meta, i, 0)};
+            PGresult *content = NULL;
+            rc = ev_db_exec_binary(db, &content, "SELECT content FROM submission_files WHERE id = $1",
+                                   1, fp);
+            if (rc < 0)
+                break;
+            if (PQntuples(content) != 1 || PQgetisnull(content, 0, 0)) {
+                PQclear(content);
+                set_reason(c, V_ERROR, "file row changed while it was being read");
+                continue;
+            }
+            EV_ASSERT(slot < (int)EV_ARRAY_LEN(s->file_rows));
+            s->file_rows[slot++] = content;
+            src.content = PQgetvalue(content, 0, 0);
+            src.content_len = (size_t)PQgetlength(content, 0, 0);
+        } else {
+            src.storage_path = PQgetvalue(meta, i, 3);
+            src.storage_path_len = (size_t)PQgetlength(meta, i, 3);
+        }
+        ev_files_item_t *item = NULL;
+        int lrc = ev_files_load(w->files, &item, &src, &why);
+        if (lrc == EV_EIO) {
+            set_reason(c, V_ERROR, "%s", why ? why : "file could not be read");
+        } else if (lrc < 0) {
+            set_reason(c, V_FAIL, "%s", why ? why : "file refused");
+        } else if (kind == EV_FILE_PDF) {
+            s->pdf = item;
+            item = NULL;
+        } else {
+            s->images[s->n_images++] = item;
+            item = NULL;
+        }
+        free(why);
+        why = NULL;
+        ev_files_item_free(item);
+    }
+    PQclear(meta);
+    if (rc < 0)
+        return rc;
+
+    /* The PDF must open: not encrypted, not damaged, within the page limit. */
+    if (s->pdf && pc->verdict == V_NONE) {
+        size_t len = 0;
+        const unsigned char *data = ev_files_item_data(s->pdf, &len);
+        ev_pdf_options_t po = EV_PDF_OPTIONS_INIT;
+        po.max_pages = fo->pdf_max_pages;
+        if (ev_pdf_open(&s->pdf_doc, data, len, &po, &why) < 0) {
+            set_reason(pc, V_FAIL, "%s", why);
+        } else {
+            size_t tlen = 0;
+            if (ev_pdf_text(s->pdf_doc, &s->pdf_text, &tlen, NULL, 0, PDF_TEXT_MAX_BYTES) < 0)
+                set_reason(pc, V_FAIL, "PDF is damaged: a page cannot be read");
+        }
+        free(why);
+        why = NULL;
+    }
+    if (!s->pdf && n_pdf == 0 && !pc->from_earlier_attempt) {
+        if (s->require_pdf)
+            set_reason(pc, V_FAIL, "a PDF is required for this event but none was attached");
+        else
+            set_reason(pc, V_SKIPPED, "no PDF attached (optional for this event)");
+    }
+    if (n_img == 0 && !ic->from_earlier_attempt) {
+        if (s->require_image)
+            set_reason(ic, V_FAIL, "an image is required for this event but none was attached");
+        else
+            set_reason(ic, V_SKIPPED, "no image attached (optional for this event)");
+    }
+    return 0;
+}
+
+/* ---- cache ---- */
+
+static void hash_field(ev_hash_sha256_t *h, const char *s)
+{
+    const char *v = s ? s : "";
+    ev_hash_sha256_update(h, v, strlen(v) + 1); /* the NUL separates fields */
+}
+
+/* The verdict cache key: the question (check, prompt version, event) and
+ * everything the model is shown, by content hash. */
+static void cache_key(char out[65], ev_check_t check, const sub_t *s)
+{
+    ev_hash_sha256_t h;
+    unsigned char digest[32];
+    char ver[16];
+    snprintf(ver, sizeof(ver), "v%d", EV_PROMPT_VERSION);
+    ev_hash_sha256_init(&h);
+    hash_field(&h, ver);
+    hash_field(&h, ev_check_name(check));
+    hash_field(&h, s->event_name);
+    hash_field(&h, s->theme);
+    hash_field(&h, s->rules);
+    hash_field(&h, s->title);
+    if (check != EV_CHECK_PDF)
+        hash_field(&h, s->description);
+    if (check == EV_CHECK_THEME)
+        hash_field(&h, s->pdf_text);
+    if (check == EV_CHECK_PDF)
+        hash_field(&h, s->pdf ? ev_files_item_sha256(s->pdf) : "");
+    if (check == EV_CHECK_IMAGE)
+        for (int i = 0; i < s->n_images; i++)
+            hash_field(&h, ev_files_item_sha256(s->images[i]));
+    ev_hash_sha256_final(&h, digest);
+    ev_hash_to_hex(out, digest, sizeof(digest));
+}
+
+static int cache_get(ev_db_t *db, check_result_t *c)
+{
+    const char *params[] = {c->cache_key};
+    PGresult *r = NULL;
+    int rc = ev_db_exec(db, &r,
+                        "SELECT verdict, score, reason, provider, model FROM verdict_cache "
+                        "WHERE cache_key = $1",
+                        1, params);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(r) == 1) {
+        c->verdict = PQgetvalue(r, 0, 0)[0] == 'p' ? V_PASS : V_FAIL;
+        c->score = PQgetisnull(r, 0, 1) ? -1 : strtod(PQgetvalue(r, 0, 1), NULL);
+        snprintf(c->reason, sizeof(c->reason), "%s", PQgetvalue(r, 0, 2));
+        snprintf(c->model, sizeof(c->model), "%s", PQgetvalue(r, 0, 4));
+        c->provider = strcmp(PQgetvalue(r, 0, 3), "groq") == 0 ? "groq" : "gemini";
+        c->cached = true;
+    }
+    PQclear(r);
+    return 0;
+}
+
+static int cache_put(ev_db_t *db, const check_result_t *c)
+{
+    char score[32];
+    snprintf(score, sizeof(score), "%.6f", c->score);
+    char *reason = ev_db_clip_text(c->reason, REASON_MAX);
+    const char *params[] = {c->cache_key, verdict_name(c->verdict), score, reason, c->provider,
+                            c->model};
+    int rc = ev_db_exec(db, NULL,
+                        "INSERT INTO verdict_cache (cache_key, verdict, score, reason, provider, "
+                        "model) VALUES ($1, $2, $3::float8, $4, $5, $6) "
+                        "ON CONFLICT (cache_key) DO NOTHING",
+                        6, params);
+    free(reason);
+    return rc;
+}
+
+/* ---- LLM checks ---- */
+
+static bool stopped(const atomic_bool *stop)
+{
+    return stop && atomic_load(stop);
+}
+
+/* Runs one LLM check through the router (or the cache). Returns 0, or
+ * EV_ESHUTDOWN / a database code. */
+static int llm_check(ev_pipeline_worker_t *w, ev_db_t *db, ev_check_t check, sub_t *s,
+                     bool *staggered, const atomic_bool *stop)
+{
+    ev_pipeline_t *p = w->p;
+    check_result_t *c = &s->checks[check];
+    c->score = -1;
+    cache_key(c->cache_key, check, s);
+    int rc = cache_get(db, c);
+    if (rc < 0 || c->cached)
+        return rc;
+
+    if (!*staggered) {
+        /* Spread the first call of submissions claimed together. */
+        *staggered = true;
+        int64_t ms = ev_rand_range(p->cfg->stagger_min_ms, p->cfg->stagger_max_ms);
+        for (int64_t left = ms; left > 0 && !stopped(stop); left -= 50)
+            ev_clock_sleep_us(ev_clock_system(), EV_MIN(left, 50) * 1000);
+        if (stopped(stop))
+            return EV_ESHUTDOWN;
+    }
+
+    ev_prompt_input_t in = {
+        .event_name = s->event_name,
+        .theme = s->theme,
+        .rules = s->rules,
+        .title = s->title,
+        .description = s->description,
+        .pdf_text = s->pdf_text,
+        .image_count = s->n_images,
+    };
+    ev_llm_media_t media[16];
+    size_t n_media = 0;
+    ev_llm_request_t req[EV_PROVIDER_COUNT];
+    char *user[EV_PROVIDER_COUNT] = {NULL, NULL};
+    const ev_llm_request_t *reqp[EV_PROVIDER_COUNT] = {NULL, NULL};
+
+    if (check == EV_CHECK_PDF) {
+        size_t len = 0;
+        const unsigned char *data = ev_files_item_data(s->pdf, &len);
+        media[n_media++] = (ev_llm_media_t){"application/pdf", data, len};
+    } else if (check == EV_CHECK_IMAGE) {
+        for (int i = 0; i < s->n_images; i++) {
+            size_t len = 0;
+            const unsigned char *data = ev_files_item_data(s->images[i], &len);
+            media[n_media++] = (ev_llm_media_t){ev_files_item_mime(s->images[i]), data, len};
+        }
+    }
+    for (int pi = 0; pi < EV_PROVIDER_COUNT; pi++) {
+        /* Groq takes no PDF: its PDF check reads the extracted text. */
+        bool pdf_as_text = check == EV_CHECK_PDF && pi == EV_PROVIDER_GROQ;
+        in.pdf_inline = check == EV_CHECK_PDF && !pdf_as_text;
+        user[pi] = ev_prompt_user(check, &in);
+        req[pi] = (ev_llm_request_t){
+            .system_prompt = ev_prompt_system(check),
+            .user_text = user[pi],
+            .media = pdf_as_text ? NULL : media,
+            .media_count = pdf_as_text ? 0 : n_media,
+            .text_only = check == EV_CHECK_THEME || pdf_as_text,
+        };
+        reqp[pi] = &req[pi];
+    }
+
+    ev_log_ctx_check(ev_check_name(check));
+    ev_router_result_t res;
+    rc = ev_router_judge(p->router, w->http, w->budget, ev_check_name(check), reqp, &res, stop);
+    ev_log_ctx_check(NULL);
+    for (int pi = 0; pi < EV_PROVIDER_COUNT; pi++)
+        free(user[pi]);
+
+    c->http_attempts = res.http_attempts;
+    c->latency_ms = res.latency_ms;
+    c->tokens_in = res.tokens_in;
+    c->tokens_out = res.tokens_out;
+    if (res.provider >= 0) {
+        c->provider = ev_provider_name((ev_provider_id_t)res.provider);
+        snprintf(c->model, sizeof(c->model), "%s", res.model);
+    }
+    if (rc == EV_ESHUTDOWN)
+        return rc;
+    if (rc == 0) {
+        c->score = res.verdict.score;
+        set_reason(c, res.verdict.valid ? V_PASS : V_FAIL, "%s", res.verdict.reason);
+        return cache_put(db, c);
+    }
+    set_reason(c, V_ERROR, "%s", res.error);
+    return 0;
+}
+
+/* ---- the whole submission ---- */
+
+static ev_stats_status_t stats_status(const char *status)
+{
+    if (strcmp(status, "validated") == 0)
+        return EV_STATS_STATUS_VALIDATED;
+    if (strcmp(status, "rejected") == 0)
+        return EV_STATS_STATUS_REJECTED;
+    if (strcmp(status, "needs_review") == 0)
+        return EV_STATS_STATUS_NEEDS_REVIEW;
+    if (strcmp(status, "failed") == 0)
+        return EV_STATS_STATUS_FAILED;
+    return EV_STATS_STATUS_REQUEUED;
+}
+
+/* "pdf: reason; image: reason" for every check with verdict v. */
+static void summarise(char *buf, size_t n, const sub_t *s, verdict_t v)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int c = 0; c < EV_CHECK_COUNT && used < n; c++) {
+        if (s->checks[c].verdict != v || s->checks[c].from_earlier_attempt)
+            continue;
+        int k = snprintf(buf + used, n - used, "%s%s: %s", used ? "; " : "",
+                         ev_check_name((ev_check_t)c), s->checks[c].reason);
+        if (k < 0)
+            break;
+        used += (size_t)k;
+    }
+}
+
+static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, sub_t *s,
+                   const atomic_bool *stop)
+{
+    ev_pipeline_t *p = w->p;
+    int rc = load_submission(db, job, s);
+    if (rc < 0)
+        return rc;
+    if ((rc = load_files(w, db, job, s)) < 0)
+        return rc;
+
+    bool local_fail = false;
+    for (int c = 0; c < EV_CHECK_COUNT; c++)
+        local_fail |= s->checks[c].verdict == V_FAIL;
+
+    /* A local fail already rejects the submission: asking a model anything
+     * more would be money spent on a foregone verdict. */
+    bool staggered = false;
+    for (int c = 0; c < EV_CHECK_COUNT; c++) {
+        check_result_t *cr = &s->checks[c];
+        if (cr->from_earlier_attempt || cr->verdict != V_NONE)
+            continue;
+        if (local_fail) {
+            set_reason(cr, V_SKIPPED, "not sent to a model: the submission failed a local file check");
+            continue;
+        }
+        if (stopped(stop))
+            return EV_ESHUTDOWN;
+        if ((rc = llm_check(w, db, (ev_check_t)c, s, &staggered, stop)) < 0)
+            return rc;
+    }
+
+    bool any_fail = false, any_error = false;
+    for (int c = 0; c < EV_CHECK_COUNT; c++) {
+        check_result_t *cr = &s->checks[c];
+        any_fail |= cr->verdict == V_FAIL;
+        any_error |= cr->verdict == V_ERROR;
+        if (cr->from_earlier_attempt)
+            continue;
+        if ((rc = write_result(db, job, (ev_check_t)c, cr, w->budget)) < 0)
+            return rc;
+        if (p->stats)
+            ev_stats_record_check(p->stats, ev_check_name((ev_check_t)c), verdict_name(cr->verdict));
+    }
+
+    char last_error[LAST_ERROR_MAX];
+    const char *status = NULL;
+    if (any_fail) {
+        summarise(last_error, sizeof(last_error), s, V_FAIL);
+        status = "rejected";
+        rc = ev_queue_complete(db, job, status, last_error);
+    } else if (any_error) {
+        summarise(last_error, sizeof(last_error), s, V_ERROR);
+        rc = ev_queue_requeue(db, job, p->cfg->max_attempts, p->cfg->retry_base_ms,
+                              p->cfg->retry_max_ms, last_error, &status);
+    } else {
+        status = "validated";
+        rc = ev_queue_complete(db, job, status, NULL);
+    }
+    if (rc < 0)
+        return rc;
+    int calls = ev_budget_used(w->budget);
+    if (p->stats) {
+        ev_stats_record_submission(p->stats, stats_status(status), calls);
+        if (ev_budget_refusals(w->budget) > 0)
+            ev_stats_record_budget_exhausted(p->stats);
+    }
+    ev_log_kv(any_error ? EV_LOG_WARN : EV_LOG_INFO, "submission processed", "status", status,
+              "theme", verdict_name(s->checks[EV_CHECK_THEME].verdict), "pdf",
+              verdict_name(s->checks[EV_CHECK_PDF].verdict), "image",
+              verdict_name(s->checks[EV_CHECK_IMAGE].verdict), NULL);
+    return 0;
+}
+
+int ev_pipeline_process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
+                        const atomic_bool *stop)
+{
+    sub_t s;
+    memset(&s, 0, sizeof(s));
+    ev_budget_reset(w->budget);
+    ev_log_ctx_submission(job->submission_id);
+    ev_log_ctx_attempt(job->attempt);
+    if (w->p->stats)
+        ev_stats_worker_busy_add(w->p->stats, 1);
+
+    int rc = process(w, db, job, &s, stop);
+    if (rc == EV_ELEASE)
+        ev_log(EV_LOG_WARN, "lease lost: another worker owns this submission now; stopping");
+    else if (rc == EV_EDB)
+        ev_log(EV_LOG_ERROR, "database error while processing: %s", ev_db_error(db));
+
+    if (w->p->stats)
+        ev_stats_worker_busy_add(w->p->stats, -1);
+    sub_free(&s);
+    ev_log_ctx_submission(0);
+    ev_log_ctx_attempt(-1);
+    /* A plain database error (not a lost connection) leaves the lease to
+     * expire; the pool treats it like a lost connection. */
+    return rc == EV_EDB ? EV_EDBCONN : rc;
+}

@@ -1,0 +1,519 @@
+/*
+ * router.c - the call path: budget, breaker, limiter, semaphore, HTTP,
+ * retries and fallback (SPEC §6). See router.h for the order of steps.
+ *
+ * Threads: every worker calls ev_router_judge concurrently. Per-provider
+ * objects are created once in ev_router_new and are thread-safe; the only
+ * mutable router fields are the `disabled` and `cooldown` atomics. Nothing
+ * here holds a lock; each primitive takes its own briefly. Decisions are
+ * logged here, once, where they are made (breaker changes, disabling a
+ * provider, daily-quota cool-down, fallbacks).
+ */
+#include "ev/router.h"
+
+#include "ev/backoff.h"
+#include "ev/breaker.h"
+#include "ev/error.h"
+#include "ev/gemini.h"
+#include "ev/groq.h"
+#include "ev/limiter.h"
+#include "ev/log.h"
+#include "ev/retry_budget.h"
+#include "ev/semaphore.h"
+#include "ev/stats.h"
+#include "ev/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* A 429 without a hint still pauses the provider this long. */
+#define DEFAULT_429_PAUSE_MS 1000
+
+typedef struct provider {
+    ev_provider_id_t id;
+    const ev_provider_config_t *cfg;
+    ev_gemini_t *gemini; /* exactly one of gemini/groq for a configured provider */
+    ev_groq_t *groq;
+    ev_semaphore_t *sem;
+    ev_limiter_t *limiter;
+    ev_breaker_t *breaker;
+    ev_retry_budget_t *retry_budget;
+    atomic_bool disabled;    /* a fatal configuration error: never used again */
+    atomic_bool cooling;     /* daily quota: cooling down until cooldown_until_us */
+    _Atomic int64_t cooldown_until_us;
+} provider_t;
+
+struct ev_router {
+    const ev_config_t *cfg;  /* immutable */
+    const ev_clock_t *clock; /* immutable */
+    struct ev_stats *stats;  /* thread-safe, may be NULL */
+    ev_backoff_options_t backoff;
+    provider_t p[EV_PROVIDER_COUNT];
+};
+
+static bool configured(const provider_t *p)
+{
+    return p->gemini || p->groq;
+}
+
+/* Feeds live breaker/semaphore/limiter state to the stats snapshot. */
+static void stats_probe(ev_stats_probe_t *io, void *ctx)
+{
+    provider_t *p = ctx;
+    if (!configured(p))
+        return;
+    ev_breaker_stats_t bs;
+    ev_breaker_stats(p->breaker, &bs);
+    io->breaker = ev_breaker_state_name(bs.state);
+    io->error_rate = bs.error_rate;
+    io->in_flight = ev_semaphore_in_flight(p->sem);
+    io->max_concurrent = ev_semaphore_cap(p->sem);
+    io->rpm_limit = ev_limiter_rate_per_s(p->limiter) * 60.0;
+}
+
+static int provider_init(ev_router_t *r, provider_t *p, ev_provider_id_t id)
+{
+    int rc = 0;
+    const ev_config_t *cfg = r->cfg;
+    p->id = id;
+    p->cfg = &cfg->providers[id];
+    atomic_init(&p->disabled, false);
+    atomic_init(&p->cooling, false);
+    atomic_init(&p->cooldown_until_us, 0);
+    if (!p->cfg->api_key)
+        return 0;
+
+    ev_llm_client_options_t co = EV_LLM_CLIENT_OPTIONS_INIT;
+    co.timeout_ms = cfg->http_timeout_ms;
+    co.connect_timeout_ms = EV_MIN(10000, cfg->http_timeout_ms);
+    co.max_wait_ms = cfg->retry_max_wait_ms;
+    co.max_images = cfg->max_images;
+    if (id == EV_PROVIDER_GEMINI)
+        rc = ev_gemini_new(&p->gemini, p->cfg, &co);
+    else
+        rc = ev_groq_new(&p->groq, p->cfg, &co);
+    if (rc < 0)
+        return rc;
+
+    if ((rc = ev_semaphore_new(&p->sem, p->cfg->max_concurrent, r->clock)) < 0)
+        return rc;
+    ev_limiter_options_t lo = EV_LIMITER_OPTIONS_INIT;
+    lo.rpm = p->cfg->rpm_limit;
+    lo.safety_factor = p->cfg->safety_factor;
+    lo.jitter_enabled = p->cfg->jitter_enabled;
+    lo.jitter_min = p->cfg->jitter_min;
+    lo.jitter_max = p->cfg->jitter_max;
+    if ((rc = ev_limiter_new(&p->limiter, &lo, r->clock)) < 0)
+        return rc;
+    ev_breaker_options_t bo = EV_BREAKER_OPTIONS_INIT;
+    bo.threshold = p->cfg->cb_threshold;
+    bo.window_s = p->cfg->cb_window_s;
+    bo.cooldown_s = p->cfg->cb_cooldown_s;
+    bo.min_calls = p->cfg->cb_min_calls;
+    if ((rc = ev_breaker_new(&p->breaker, &bo, r->clock)) < 0)
+        return rc;
+    ev_retry_budget_options_t ro = EV_RETRY_BUDGET_OPTIONS_INIT;
+    ro.ratio = cfg->retry_budget_ratio;
+    ro.window_s = p->cfg->cb_window_s;
+    if ((rc = ev_retry_budget_new(&p->retry_budget, &ro, r->clock)) < 0)
+        return rc;
+
+    if (r->stats) {
+        ev_stats_set_provider_configured(r->stats, id, true);
+        ev_stats_set_provider_limits(r->stats, id, p->cfg->max_concurrent,
+                                     p->cfg->rpm_limit * p->cfg->safety_factor);
+        ev_stats_set_provider_probe(r->stats, id, stats_probe, p);
+    }
+    return 0;
+}
+
+static void provider_fini(ev_router_t *r, provider_t *p)
+{
+    if (r->stats && configured(p))
+        ev_stats_set_provider_probe(r->stats, p->id, NULL, NULL);
+    ev_gemini_free(p->gemini);
+    ev_groq_free(p->groq);
+    ev_semaphore_free(p->sem);
+    ev_limiter_free(p->limiter);
+    ev_breaker_free(p->breaker);
+    ev_retry_budget_free(p->retry_budget);
+}
+
+int ev_router_new(ev_router_t **out, const ev_config_t *cfg, struct ev_stats *stats,
+                  const ev_clock_t *clock)
+{
+    int rc = 0;
+    ev_router_t *r = ev_calloc(1, sizeof(*r));
+    *out = NULL;
+    r->cfg = cfg;
+    r->stats = stats;
+    r->clock = clock ? clock : ev_clock_system();
+    r->backoff = (ev_backoff_options_t)EV_BACKOFF_OPTIONS_INIT;
+    r->backoff.base_ms = cfg->retry_base_ms;
+    r->backoff.max_ms = cfg->retry_max_ms;
+    if ((rc = ev_backoff_options_check(&r->backoff)) < 0)
+        goto out;
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
+        if ((rc = provider_init(r, &r->p[i], (ev_provider_id_t)i)) < 0)
+            goto out;
+    }
+out:
+    if (rc < 0) {
+        ev_router_free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+void ev_router_free(ev_router_t *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++)
+        provider_fini(r, &r->p[i]);
+    free(r);
+}
+
+bool ev_router_usable(ev_router_t *r, ev_provider_id_t id)
+{
+    provider_t *p = &r->p[id];
+    return configured(p) && !atomic_load(&p->disabled);
+}
+
+const char *ev_router_model(ev_router_t *r, ev_provider_id_t id, const ev_llm_request_t *req)
+{
+    provider_t *p = &r->p[id];
+    if (p->gemini)
+        return ev_gemini_model(p->gemini);
+    if (p->groq)
+        return ev_groq_model_for(p->groq, req);
+    return "";
+}
+
+/* ---- Pacific midnight (US DST rule: 2nd Sunday of March .. 1st Sunday of
+ * November, switching at 02:00 local time). ---- */
+
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+/* Day of month of the n-th Sunday of (y, m). */
+static unsigned nth_sunday(int64_t y, unsigned m, unsigned n)
+{
+    int64_t days = days_from_civil(y, m, 1);
+    unsigned wd = (unsigned)(((days % 7) + 11) % 7); /* 1970-01-01 was a Thursday (4) */
+    unsigned first = 1 + (7 - wd) % 7;
+    return first + 7 * (n - 1);
+}
+
+/* UTC offset of US Pacific time at Unix time t (seconds): -7 h during DST. */
+static int64_t pacific_offset(int64_t t)
+{
+    const int64_t day = 86400;
+    time_t lt = (time_t)(t - 8 * 3600);
+    struct tm tm;
+    gmtime_r(&lt, &tm);
+    int64_t y = tm.tm_year + 1900;
+    /* 02:00 PST on the 2nd Sunday of March; 02:00 PDT on the 1st Sunday of November. */
+    int64_t start = days_from_civil(y, 3, nth_sunday(y, 3, 2)) * day + 10 * 3600;
+    int64_t end = days_from_civil(y, 11, nth_sunday(y, 11, 1)) * day + 9 * 3600;
+    return (t >= start && t < end) ? -7 * 3600 : -8 * 3600;
+}
+
+int64_t ev_router_next_pacific_midnight(int64_t wall_us)
+{
+    const int64_t day = 86400;
+    int64_t t = wall_us / 1000000;
+    int64_t local_midnight = ((t + pacific_offset(t)) / day + 1) * day;
+    int64_t candidate = local_midnight - pacific_offset(t);
+    /* A DST switch between now and midnight changes the offset that applies
+     * at midnight itself. */
+    candidate = local_midnight - pacific_offset(candidate);
+    return candidate * 1000000;
+}
+
+/* ---- the call path ---- */
+
+static ev_stats_outcome_t stats_outcome(const ev_llm_result_t *res, bool answer_ok)
+{
+    if (res->http_status == 429)
+        return EV_STATS_OUTCOME_RATE_LIMITED;
+    if (res->http_status >= 500 || res->http_status == 498)
+        return EV_STATS_OUTCOME_SERVER_ERROR;
+    if (res->http_status == 0)
+        return res->err == EV_ETIMEOUT ? EV_STATS_OUTCOME_TIMEOUT : EV_STATS_OUTCOME_TRANSPORT;
+    if (res->http_status >= 400)
+        return EV_STATS_OUTCOME_CLIENT_ERROR;
+    return answer_ok ? EV_STATS_OUTCOME_OK : EV_STATS_OUTCOME_BAD_RESPONSE;
+}
+
+static ev_breaker_outcome_t breaker_outcome(const ev_llm_result_t *res)
+{
+    switch (res->outcome) {
+    case EV_LLM_OK:
+    case EV_LLM_BAD_ANSWER: /* the provider is up and answering */
+        return EV_BREAKER_SUCCESS;
+    case EV_LLM_RETRY:
+        return EV_BREAKER_FAILURE;
+    case EV_LLM_FALLBACK:
+        return res->rate_limited ? EV_BREAKER_FAILURE : EV_BREAKER_NEUTRAL;
+    default:
+        return EV_BREAKER_NEUTRAL;
+    }
+}
+
+static void log_breaker_change(const provider_t *p, const ev_breaker_change_t *ch)
+{
+    if (!ch->changed)
+        return;
+    ev_log_kv(ch->to == EV_BREAKER_OPEN ? EV_LOG_WARN : EV_LOG_INFO, "circuit breaker changed state",
+              "breaker_provider", ev_provider_name(p->id), "from", ev_breaker_state_name(ch->from),
+              "to", ev_breaker_state_name(ch->to), NULL);
+}
+
+static void disable_provider(ev_router_t *r, provider_t *p, const ev_llm_result_t *res)
+{
+    bool expected = false;
+    if (!atomic_compare_exchange_strong(&p->disabled, &expected, true))
+        return;
+    ev_log(EV_LOG_ERROR,
+           "%s disabled for the life of this process: configuration error (HTTP %d: %s); "
+           "check %s_API_KEY, %s_MODEL and %s_BASE_URL",
+           ev_provider_name(p->id), res->http_status, res->error,
+           p->id == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ",
+           p->id == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ",
+           p->id == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ");
+    if (r->stats)
+        ev_stats_set_provider_disabled(r->stats, p->id, true);
+}
+
+static void cool_down(ev_router_t *r, provider_t *p, const ev_llm_result_t *res)
+{
+    int64_t now = ev_clock_now_us(r->clock);
+    int64_t wall = ev_clock_wall_us(r->clock);
+    int64_t until_wall = ev_router_next_pacific_midnight(wall);
+    int64_t until = now + (until_wall - wall);
+    ev_breaker_change_t ch = {0};
+    ev_breaker_force_open(p->breaker, until, &ch);
+    ev_limiter_pause_until(p->limiter, until);
+    atomic_store(&p->cooldown_until_us, until);
+    bool was = atomic_exchange(&p->cooling, true);
+    if (!was) {
+        ev_log(EV_LOG_WARN, "%s %s: cooling down for %lld s (until midnight Pacific), using the fallback",
+               ev_provider_name(p->id), res->no_quota ? "has no quota for this model" : "daily quota exhausted",
+               (long long)((until - now) / 1000000));
+        if (r->stats)
+            ev_stats_set_provider_quota_cooldown(r->stats, p->id, true);
+    }
+    log_breaker_change(p, &ch);
+}
+
+/* Clears the cool-down flag once its time has passed. */
+static void check_cooldown(ev_router_t *r, provider_t *p)
+{
+    if (atomic_load(&p->cooling) &&
+        ev_clock_now_us(r->clock) >= atomic_load(&p->cooldown_until_us) &&
+        atomic_exchange(&p->cooling, false) && r->stats)
+        ev_stats_set_provider_quota_cooldown(r->stats, p->id, false);
+}
+
+typedef enum { NEXT_RETURN, NEXT_RETRY, NEXT_FALLBACK } next_t;
+
+/* One provider's attempts for a check. Returns 0 with a verdict, or a
+ * negative code (EV_EBUDGET / EV_ESHUTDOWN end the whole call; anything else
+ * means "try the next provider"). */
+static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budget_t *budget,
+                        const char *check, const ev_llm_request_t *req, ev_router_result_t *out,
+                        const atomic_bool *stop)
+{
+    int retries = 0, bad_answers = 0;
+    const int64_t max_wait_us = (int64_t)r->cfg->retry_max_wait_ms * 1000;
+    const char *pname = ev_provider_name(p->id);
+    bool first = true;
+
+    check_cooldown(r, p);
+    for (;;) {
+        if (stop && atomic_load(stop))
+            return EV_ESHUTDOWN;
+        if (ev_budget_remaining(budget) <= 0) {
+            ev_budget_take(budget); /* counts the refusal */
+            snprintf(out->error, sizeof(out->error), "call budget of %d exhausted",
+                     ev_budget_limit(budget));
+            return EV_EBUDGET;
+        }
+        ev_breaker_ticket_t ticket;
+        ev_breaker_change_t ch = {0};
+        int rc = ev_breaker_allow(p->breaker, &ticket, &ch);
+        log_breaker_change(p, &ch);
+        if (rc < 0) {
+            snprintf(out->error, sizeof(out->error), "%s circuit breaker is open", pname);
+            return EV_EOPEN;
+        }
+        int64_t waited = 0;
+        rc = ev_limiter_acquire(p->limiter, &waited, max_wait_us, stop);
+        if (rc < 0) {
+            ev_breaker_record(p->breaker, &ticket, EV_BREAKER_NEUTRAL, NULL);
+            if (rc == EV_ESHUTDOWN)
+                return rc;
+            snprintf(out->error, sizeof(out->error), "%s rate limit wait exceeds %d ms", pname,
+                     r->cfg->retry_max_wait_ms);
+            return EV_ELIMIT;
+        }
+        EV_ASSERT(ev_budget_take(budget) == 0);
+        if (first)
+            ev_retry_budget_note_attempt(p->retry_budget);
+        first = false;
+
+        /* The semaphore is held around the HTTP request only. */
+        rc = ev_semaphore_acquire(p->sem, -1, stop);
+        if (rc < 0) {
+            ev_breaker_record(p->breaker, &ticket, EV_BREAKER_NEUTRAL, NULL);
+            return EV_ESHUTDOWN;
+        }
+        ev_llm_result_t res;
+        if (p->gemini)
+            rc = ev_gemini_call(p->gemini, http, req, &res, stop);
+        else
+            rc = ev_groq_call(p->groq, http, req, &res, stop);
+        ev_semaphore_release(p->sem);
+
+        /* Judge the answer itself before recording: a 200 whose text is not
+         * our verdict is a bad answer. */
+        bool answer_ok = false;
+        char why[160] = "";
+        if (res.outcome == EV_LLM_OK) {
+            if (ev_verdict_parse(&out->verdict, res.text, strlen(res.text), why, sizeof(why)) == 0)
+                answer_ok = true;
+            else {
+                res.outcome = EV_LLM_BAD_ANSWER;
+                ev_llm_result_set_error(&res, "answer is not the requested verdict: %s", why);
+            }
+        }
+        ev_stats_outcome_t so = stats_outcome(&res, answer_ok);
+        if (res.http_attempted) {
+            out->http_attempts++;
+            out->latency_ms += res.latency_ms;
+            out->tokens_in += res.tokens_in;
+            out->tokens_out += res.tokens_out;
+            ev_budget_record(budget, check, pname, ev_stats_outcome_name(so), res.http_status,
+                             res.latency_ms);
+            if (r->stats)
+                ev_stats_record_call(r->stats, p->id, so, res.latency_ms, res.tokens_in,
+                                     res.tokens_out);
+        }
+        out->provider = p->id;
+        snprintf(out->model, sizeof(out->model), "%s",
+                 res.model ? res.model : ev_router_model(r, p->id, req));
+        ev_breaker_record(p->breaker, &ticket, breaker_outcome(&res), &ch);
+        log_breaker_change(p, &ch);
+
+        if (res.rate_limited) {
+            /* The whole provider is out of quota, not just this thread. */
+            int64_t pause_ms = res.retry_after_ms > 0 ? res.retry_after_ms : DEFAULT_429_PAUSE_MS;
+            ev_limiter_pause_until(p->limiter, ev_clock_now_us(r->clock) + pause_ms * 1000);
+        }
+
+        next_t next = NEXT_FALLBACK;
+        int64_t delay_ms = 0;
+        switch (res.outcome) {
+        case EV_LLM_OK:
+            next = NEXT_RETURN;
+            break;
+        case EV_LLM_BAD_ANSWER:
+            if (rc == 0 && bad_answers++ < 1)
+                next = NEXT_RETRY;
+            break;
+        case EV_LLM_RETRY:
+            if (rc == EV_ESHUTDOWN || (stop && atomic_load(stop))) {
+                ev_llm_result_free(&res);
+                return EV_ESHUTDOWN;
+            }
+            if (retries >= r->cfg->max_retries)
+                break;
+            delay_ms = ev_backoff_delay_ms(&r->backoff, retries, res.retry_after_ms);
+            if (delay_ms > r->cfg->retry_max_wait_ms) {
+                ev_llm_result_set_error(&res, "%s asked to wait %lld ms (more than RETRY_MAX_WAIT_MS)",
+                                        pname, (long long)delay_ms);
+                break;
+            }
+            if (ev_breaker_state(p->breaker) == EV_BREAKER_OPEN)
+                break;
+            if (ev_retry_budget_try_retry(p->retry_budget) < 0) {
+                ev_llm_result_set_error(&res, "%s retry budget exhausted", pname);
+                break;
+            }
+            next = NEXT_RETRY;
+            break;
+        case EV_LLM_FALLBACK:
+            if (res.daily_quota || res.no_quota)
+                cool_down(r, p, &res);
+            break;
+        case EV_LLM_FATAL_CONFIG:
+            disable_provider(r, p, &res);
+            break;
+        case EV_LLM_BAD_REQUEST:
+        default:
+            break;
+        }
+
+        if (next == NEXT_RETURN) {
+            out->has_verdict = true;
+            out->error[0] = '\0';
+            ev_llm_result_free(&res);
+            return 0;
+        }
+        snprintf(out->error, sizeof(out->error), "%s: %s", pname,
+                 res.error[0] ? res.error : ev_llm_outcome_name(res.outcome));
+        ev_log_kv(EV_LOG_INFO, next == NEXT_RETRY ? "provider call failed, retrying" : "provider call failed",
+                  "provider_call", pname, "outcome", ev_llm_outcome_name(res.outcome), "error",
+                  out->error, NULL);
+        ev_llm_result_free(&res);
+        if (next == NEXT_FALLBACK)
+            return EV_EUNAVAIL;
+        if (delay_ms > 0) {
+            retries++;
+            if (r->stats)
+                ev_stats_record_retry(r->stats, p->id);
+            if (ev_backoff_sleep(r->clock, delay_ms, stop) < 0)
+                return EV_ESHUTDOWN;
+        } else if (r->stats) {
+            ev_stats_record_retry(r->stats, p->id);
+        }
+    }
+}
+
+int ev_router_judge(ev_router_t *r, ev_http_t *http, ev_budget_t *budget, const char *check,
+                    const ev_llm_request_t *const req[EV_PROVIDER_COUNT], ev_router_result_t *out,
+                    const atomic_bool *stop)
+{
+    memset(out, 0, sizeof(*out));
+    out->provider = -1;
+    snprintf(out->error, sizeof(out->error), "no provider is configured for this check");
+    int last = -1;
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
+        provider_t *p = &r->p[i];
+        if (!req[i] || !ev_router_usable(r, (ev_provider_id_t)i))
+            continue;
+        if (last >= 0 && r->stats)
+            ev_stats_record_fallback(r->stats, (ev_provider_id_t)last);
+        if (last >= 0)
+            ev_log_kv(EV_LOG_INFO, "falling back", "from", ev_provider_name((ev_provider_id_t)last),
+                      "to", ev_provider_name(p->id), NULL);
+        ev_log_ctx_provider(ev_provider_name(p->id));
+        int rc = try_provider(r, p, http, budget, check, req[i], out, stop);
+        ev_log_ctx_provider(NULL);
+        if (rc == 0 || rc == EV_EBUDGET || rc == EV_ESHUTDOWN)
+            return rc;
+        last = i;
+    }
+    return EV_EUNAVAIL;
+}
