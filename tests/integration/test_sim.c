@@ -562,7 +562,8 @@ static void m_gif(json_object *q)
 }
 static void m_not_pdf(json_object *q)
 {
-    char *d = b64("PK\x03\x04 a zip file", 17);
+    static const char zip[] = "PK\x03\x04 a zip file";
+    char *d = b64(zip, sizeof(zip) - 1);
     json_object_object_add(jget(q, "contents.0.parts.0.inline_data"), "data", jstr(d));
     free(d);
 }

@@ -324,20 +324,23 @@ json_object *sim_json_parse(const char *body, size_t len, char *err, size_t errl
     }
     obj = json_tokener_parse_ex(tok, body, (int)len);
     enum json_tokener_error e = json_tokener_get_error(tok);
+    size_t at = json_tokener_get_parse_end(tok);
     if (!obj && e == json_tokener_continue) {
         /* A bare number at the very end needs the terminator to finish. */
         obj = json_tokener_parse_ex(tok, "", 1);
         e = json_tokener_get_error(tok);
+        at = len;
     }
     if (!obj || e != json_tokener_success) {
         snprintf(err, errlen, "%s at byte %zu",
-                 e == json_tokener_continue ? "unexpected end of JSON" : json_tokener_error_desc(e),
-                 json_tokener_get_parse_end(tok));
+                 e == json_tokener_continue || at >= len ? "unexpected end of JSON"
+                                                        : json_tokener_error_desc(e),
+                 at);
         json_object_put(obj);
         obj = NULL;
         goto out;
     }
-    for (size_t i = json_tokener_get_parse_end(tok); i < len; i++) {
+    for (size_t i = at; i < len; i++) {
         if (body[i] != ' ' && body[i] != '\t' && body[i] != '\r' && body[i] != '\n') {
             snprintf(err, errlen, "unexpected data after the JSON value at byte %zu", i);
             json_object_put(obj);

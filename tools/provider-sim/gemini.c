@@ -463,7 +463,7 @@ static const char *const part_fields[] = {"text", "inlineData", "fileData", "fun
                                           "codeExecutionResult", "thought", "thoughtSignature",
                                           "videoMetadata", NULL};
 
-static int check_content(vctx_t *v, json_object *c, const char *where, bool system)
+static int check_content(vctx_t *v, json_object *c, const char *where, bool is_system)
 {
     static const char *const allowed[] = {"role", "parts", NULL};
     char path[160];
@@ -475,7 +475,7 @@ static int check_content(vctx_t *v, json_object *c, const char *where, bool syst
     json_object *role = field(c, "role");
     if (role) {
         const char *r = json_object_is_type(role, json_type_string) ? json_object_get_string(role) : "";
-        if (system ? strcmp(r, "user") != 0 && strcmp(r, "system") != 0
+        if (is_system ? strcmp(r, "user") != 0 && strcmp(r, "system") != 0
                    : strcmp(r, "user") != 0 && strcmp(r, "model") != 0)
             return fail(v, "Please use a valid role: user, model. (%s.role)", where);
     }
@@ -509,7 +509,7 @@ static int check_content(vctx_t *v, json_object *c, const char *where, bool syst
             if (rc < 0)
                 return rc;
             seen_text = true;
-        } else if (inl && !system) {
+        } else if (inl && !is_system) {
             if (seen_text)
                 return fail(v, "%s: media parts must come before the text part (an inline_data "
                                "part follows a text part)",
@@ -521,7 +521,7 @@ static int check_content(vctx_t *v, json_object *c, const char *where, bool syst
                 return rc;
         } else {
             return fail(v, "%s: the simulator accepts only text%s parts here", path,
-                        system ? "" : " and inline_data");
+                        is_system ? "" : " and inline_data");
         }
     }
     if (!seen_text)

@@ -145,12 +145,30 @@ static int apply_flag(sim_settings_t *set, const char *arg, const char *value)
     for (size_t i = 0; i < EV_ARRAY_LEN(flags); i++)
         if (strcmp(flags[i].flag, name) == 0)
             fl = &flags[i];
-    if (!fl || (provs != BOTH && !(fl->provs & provs)) || (provs == BOTH && fl->provs != BOTH)) {
+    if (fl && ((provs != BOTH && !(fl->provs & provs)) || (provs == BOTH && fl->provs != BOTH))) {
         fprintf(stderr, "provider-sim: unknown option %s (see --help)\n", arg);
         return EV_EINVAL;
     }
     json_object *obj = NULL;
-    if (fl->type == 'j') {
+    if (!fl) {
+        /* Any other setting: --gemini-retry-info-rate 0.5 is {"retry_info_rate":0.5}.
+         * A number or boolean is taken as such, anything else as a string;
+         * the settings table validates the rest. */
+        char key[128];
+        snprintf(key, sizeof(key), "%s", name);
+        for (char *c = key; *c; c++)
+            if (*c == '-')
+                *c = '_';
+        char err[200];
+        json_object *v = sim_json_parse(value, strlen(value), err, sizeof(err));
+        if (!v || !(json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double) ||
+                    json_object_is_type(v, json_type_boolean))) {
+            json_object_put(v);
+            v = json_object_new_string(value);
+        }
+        obj = json_object_new_object();
+        json_object_object_add(obj, key, v);
+    } else if (fl->type == 'j') {
         char err[200];
         obj = sim_json_parse(value, strlen(value), err, sizeof(err));
         if (!obj) {
@@ -307,10 +325,16 @@ int main(int argc, char **argv)
     char gem[96], grq[96];
     snprintf(gem, sizeof(gem), "http://%s:%d/gemini/v1beta", opt.addr, port);
     snprintf(grq, sizeof(grq), "http://%s:%d/groq/openai/v1", opt.addr, port);
-    char rpm[64];
-    snprintf(rpm, sizeof(rpm), "gemini %lld/%gs, groq %lld/%gs",
-             (long long)sim_settings_window_limit(&set[SIM_GEMINI]), set[SIM_GEMINI].window_s,
-             (long long)sim_settings_window_limit(&set[SIM_GROQ]), set[SIM_GROQ].window_s);
+    char rpm[128] = "";
+    for (int p = 0; p < SIM_NPROV; p++) {
+        size_t used = strlen(rpm);
+        int64_t lim = sim_settings_window_limit(&set[p]);
+        if (lim > 0)
+            snprintf(rpm + used, sizeof(rpm) - used, "%s%s %lld per %gs", p ? ", " : "",
+                     prov[p].name, (long long)lim, set[p].window_s);
+        else
+            snprintf(rpm + used, sizeof(rpm) - used, "%s%s unlimited", p ? ", " : "", prov[p].name);
+    }
     ev_log_kv(EV_LOG_INFO, "provider-sim listening", "gemini_base_url", gem, "groq_base_url", grq,
               "limits", rpm, "control", "/control/stats", NULL);
 
