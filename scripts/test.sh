@@ -22,47 +22,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
 JOBS=${EV_JOBS:-2}
 
-PACKAGES=(build-essential cmake pkg-config libcurl4-openssl-dev libjson-c-dev libmagic-dev
-    libpq-dev libcunit1-dev libmicrohttpd-dev libpoppler-glib-dev postgresql prometheus
-    clang libclang-rt-14-dev valgrind)
+# shellcheck source=scripts/deps.sh
+. "$ROOT/scripts/deps.sh"
 
 say() { printf '\n==== test.sh: %s ====\n' "$*"; }
-
-install_packages() {
-    [ "${EV_SKIP_INSTALL:-0}" = 1 ] && return 0
-    if ! command -v dpkg-query >/dev/null 2>&1; then
-        echo "test.sh: not a Debian system; make sure these (or their equivalents) are installed:"
-        echo "  ${PACKAGES[*]}"
-        return 0
-    fi
-    local missing=() p
-    for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-            missing+=("$p")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        if command -v sudo >/dev/null 2>&1; then
-            sudo=(sudo)
-        else
-            echo "test.sh: missing packages and no sudo. As root, run:" >&2
-            echo "  apt-get install -y ${missing[*]}" >&2
-            exit 1
-        fi
-    fi
-    say "installing missing packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"; then
-        # The package lists may be stale or absent (fresh container): refresh once.
-        if ! { "${sudo[@]}" apt-get update &&
-            "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"; }; then
-            echo "test.sh: could not install: ${missing[*]}" >&2
-            exit 1
-        fi
-    fi
-}
 
 STAGES=()
 RESULTS=()
@@ -131,7 +94,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-install_packages
+ev_install_packages "${EV_TEST_PACKAGES[@]}"
 
 build build
 if [ "${EV_SKIP_ASAN:-0}" != 1 ]; then

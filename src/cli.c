@@ -25,6 +25,8 @@
 #include "ev/log.h"
 #include "ev/migrate.h"
 #include "ev/pipeline.h"
+#include "ev/stats.h"
+#include "ev/stats_server.h"
 #include "ev/pool.h"
 #include "ev/threads.h"
 #include "ev/util.h"
@@ -563,32 +565,38 @@ out:
 }
 
 /*
- * STATS SERVER HOOK. The stats HTTP server (stats_server module) is started
- * here, once the pipeline and the pool exist (it reports the pool's busy
- * workers), and stopped after the pool has stopped. It returns 0 or an EV_E* code with one line in
- * err (for example a port already in use), which aborts `serve`.
- * TODO(stats): create the ev_stats_t, pass it to ev_pipeline_new, feed
- * ev_pool_busy()/on_job_done into it, and start the server on
- * cfg->stats_addr:cfg->stats_port.
+ * The stats HTTP server (SPEC §7) runs on its own libmicrohttpd threads with
+ * its own database session; it is started before the pool so that a port
+ * already in use stops `serve` before any work is claimed.
  */
-static int start_stats_server(const ev_config_t *cfg, ev_pool_t *pool, char *err, size_t errlen)
+static int start_stats_server(ev_stats_server_t **srv, ev_stats_t *stats, const ev_config_t *cfg,
+                              char *err, size_t errlen)
 {
-    (void)cfg;
-    (void)pool;
-    (void)err;
-    (void)errlen;
+    ev_stats_server_options_t so = EV_STATS_SERVER_OPTIONS_INIT;
+    char why[256] = "";
+    so.addr = cfg->stats_addr;
+    so.port = cfg->stats_port;
+    so.database_url = cfg->database_url;
+    int rc = ev_stats_server_start(srv, stats, &so, why, sizeof(why));
+    if (rc != 0) {
+        set_err(err, errlen, "cannot start the stats server on %s:%d: %s", cfg->stats_addr,
+                cfg->stats_port, why[0] ? why : ev_strerror(rc));
+        return rc;
+    }
+    ev_log(EV_LOG_INFO, "stats server listening on %s:%d (/stats, /metrics, /healthz, /readyz)",
+           cfg->stats_addr, ev_stats_server_port(*srv));
     return 0;
 }
-
-static void stop_stats_server(void) {}
 
 int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err, size_t errlen)
 {
     ev_pipeline_t *pipeline = NULL;
+    ev_stats_t *stats = NULL;
+    ev_stats_server_t *server = NULL;
     ev_pool_t *pool = NULL;
     ev_pool_options_t popts = EV_POOL_OPTIONS_INIT;
     ev_pool_callbacks_t cbs = {0};
-    bool signals = false, stats = false;
+    bool signals = false;
     int reason, rc;
 
     if (!ev_config_any_provider(cfg)) {
@@ -603,7 +611,11 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
         goto out;
     /* Only now, so that a refusal above stays the one line on stderr. */
     ev_config_log(cfg);
-    rc = ev_pipeline_new(&pipeline, cfg, NULL);
+    ev_stats_options_t sopts = EV_STATS_OPTIONS_INIT;
+    sopts.workers_configured = cfg->max_workers;
+    sopts.budget_limit = cfg->max_api_calls_per_submission;
+    ev_stats_new(&stats, &sopts);
+    rc = ev_pipeline_new(&pipeline, cfg, stats);
     if (rc != 0) {
         set_err(err, errlen, "cannot set up the validation pipeline: %s", ev_strerror(rc));
         goto out;
@@ -624,15 +636,14 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     cbs.worker_fini = pipe_worker_fini;
     cbs.on_drained = on_drained;
     cbs.ctx = pipeline;
+    rc = start_stats_server(&server, stats, cfg, err, errlen);
+    if (rc != 0)
+        goto out;
     rc = ev_pool_start(&pool, &popts, &cbs);
     if (rc != 0) {
         set_err(err, errlen, "cannot start the worker pool: %s", ev_strerror(rc));
         goto out;
     }
-    rc = start_stats_server(cfg, pool, err, errlen);
-    if (rc != 0)
-        goto out;
-    stats = true;
 
     /* The main thread now only waits: for SIGTERM/SIGINT (signal thread) or
      * for the drained queue (on_drained). */
@@ -647,9 +658,9 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     rc = 0;
 out:
     ev_pool_free(pool);
-    if (stats)
-        stop_stats_server();
+    ev_stats_server_stop(server);
     ev_pipeline_free(pipeline);
+    ev_stats_free(stats);
     if (signals)
         ev_signals_stop();
     return rc;
