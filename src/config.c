@@ -26,18 +26,18 @@
 #include <unistd.h>
 
 typedef enum {
-    T_STRING,  /* char *, non-empty */
-    T_OPTSTR,  /* char *, NULL when unset or empty */
-    T_URL,     /* char *, http(s)://..., trailing '/' removed */
-    T_INT,     /* int */
-    T_BYTES,   /* int64_t, accepts K/M/G (binary) suffixes */
-    T_DOUBLE,  /* double */
-    T_FACTOR,  /* double in (0, 1] */
-    T_BOOL,    /* bool */
-    T_SECRET,  /* ev_secret_t *, with a NAME_FILE variant */
-    T_LEVEL,   /* ev_log_level_t */
-    T_ADDR,    /* char *, a numeric IPv4/IPv6 address */
-    T_DIR,     /* char *, an existing directory; NULL when unset */
+    T_STRING, /* char *, non-empty */
+    T_OPTSTR, /* char *, NULL when unset or empty */
+    T_URL,    /* char *, http(s)://..., trailing '/' removed */
+    T_INT,    /* int */
+    T_BYTES,  /* int64_t, accepts K/M/G (binary) suffixes */
+    T_DOUBLE, /* double */
+    T_FACTOR, /* double in (0, 1] */
+    T_BOOL,   /* bool */
+    T_SECRET, /* ev_secret_t *, with a NAME_FILE variant */
+    T_LEVEL,  /* ev_log_level_t */
+    T_ADDR,   /* char *, a numeric IPv4/IPv6 address */
+    T_DIR,    /* char *, an existing directory; NULL when unset */
 } vtype_t;
 
 typedef struct {
@@ -54,18 +54,20 @@ typedef struct {
 #define MIB (1024.0 * 1024.0)
 
 /* The breaker, jitter and concurrency variables exist once per provider. */
-#define PROVIDER_VARS(P, M, DEF_CONC, DEF_RPM)                                                    \
-    {#P "_MAX_CONCURRENT", T_INT, M(max_concurrent), DEF_CONC, 1, 64},                              \
-    {#P "_RPM_LIMIT", T_DOUBLE, M(rpm_limit), DEF_RPM, 0, 1000000},                                 \
-    {#P "_JITTER_ENABLED", T_BOOL, M(jitter_enabled), "true", 0, 0},                               \
-    {#P "_JITTER_MIN", T_DOUBLE, M(jitter_min), "0.9", 0, 10},                                      \
-    {#P "_JITTER_MAX", T_DOUBLE, M(jitter_max), "1.6", 0, 10},                                      \
-    {#P "_CIRCUIT_BREAKER_THRESHOLD", T_FACTOR, M(cb_threshold), "0.05", 0, 1},                     \
-    {#P "_CIRCUIT_BREAKER_WINDOW", T_INT, M(cb_window_s), "120", 1, 86400},                         \
-    {#P "_CIRCUIT_BREAKER_COOLDOWN", T_INT, M(cb_cooldown_s), "60", 1, 86400},                      \
-    {#P "_CIRCUIT_BREAKER_MIN_CALLS", T_INT, M(cb_min_calls), "10", 1, 1000000},                   \
-    {#P "_API_KEY", T_SECRET, M(api_key), NULL, 0, 0},                                              \
-    {#P "_BASE_URL", T_URL, M(base_url), NULL, 0, 0}
+#define PROVIDER_VARS(P, M, DEF_CONC, DEF_RPM)                                                     \
+    {#P "_MAX_CONCURRENT", T_INT, M(max_concurrent), DEF_CONC, 1, 64},                             \
+        {#P "_RPM_LIMIT", T_DOUBLE, M(rpm_limit), DEF_RPM, 0, 1000000},                            \
+        {#P "_JITTER_ENABLED", T_BOOL, M(jitter_enabled), "true", 0, 0},                           \
+        {#P "_JITTER_MIN", T_DOUBLE, M(jitter_min), "0.9", 0, 10},                                 \
+        {#P "_JITTER_MAX", T_DOUBLE, M(jitter_max), "1.6", 0, 10},                                 \
+        {#P "_CIRCUIT_BREAKER_THRESHOLD", T_FACTOR, M(cb_threshold), "0.05", 0, 1},                \
+        {#P "_CIRCUIT_BREAKER_WINDOW", T_INT, M(cb_window_s), "120", 1, 86400},                    \
+        {#P "_CIRCUIT_BREAKER_COOLDOWN", T_INT, M(cb_cooldown_s), "60", 1, 86400},                 \
+        {#P "_CIRCUIT_BREAKER_MIN_CALLS", T_INT, M(cb_min_calls), "10", 1, 1000000},               \
+        {#P "_API_KEY", T_SECRET, M(api_key), NULL, 0, 0},                                         \
+    {                                                                                              \
+#P "_BASE_URL", T_URL, M(base_url), NULL, 0, 0                                             \
+    }
 
 static const var_t table[] = {
     {"DATABASE_URL", T_STRING, F(database_url), "postgresql:///event_validator", 0, 0},
@@ -84,7 +86,8 @@ static const var_t table[] = {
 
     PROVIDER_VARS(GROQ, Q, "1", "25"),
     {"GROQ_MODEL", T_STRING, Q(model), "llama-3.3-70b-versatile", 0, 0},
-    {"GROQ_VISION_MODEL", T_STRING, Q(vision_model), "meta-llama/llama-4-scout-17b-16e-instruct", 0, 0},
+    {"GROQ_VISION_MODEL", T_STRING, Q(vision_model), "meta-llama/llama-4-scout-17b-16e-instruct", 0,
+     0},
     {"GROQ_RATE_LIMIT_SAFETY_FACTOR", T_FACTOR, Q(safety_factor), "0.8", 0, 1},
 
     {"HTTP_TIMEOUT_MS", T_INT, F(http_timeout_ms), "60000", 100, 600000},
@@ -130,7 +133,8 @@ static const char *env_lookup(const char *name, void *ctx)
     return getenv(name);
 }
 
-static void fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void fail(char *err, size_t errlen, const char *fmt, ...)
 {
     if (!err || errlen == 0)
@@ -150,7 +154,8 @@ static void fmt_num(char *buf, size_t n, double v)
         snprintf(buf, n, "%g", v);
 }
 
-static int range_error(const var_t *v, const char *value, const char *what, char *err, size_t errlen)
+static int range_error(const var_t *v, const char *value, const char *what, char *err,
+                       size_t errlen)
 {
     char lo[32], hi[32];
     fmt_num(lo, sizeof(lo), v->min);
@@ -300,8 +305,8 @@ static int parse_var(const var_t *v, ev_config_t *cfg, ev_getenv_fn get, void *c
         break;
     case T_URL: {
         if (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) {
-            fail(err, errlen, "%s: '%s' is not a URL (accepted: http://... or https://...)", v->name,
-                 s);
+            fail(err, errlen, "%s: '%s' is not a URL (accepted: http://... or https://...)",
+                 v->name, s);
             return EV_ECONFIG;
         }
         char *u = ev_strdup(s);
@@ -329,7 +334,8 @@ static int parse_var(const var_t *v, ev_config_t *cfg, ev_getenv_fn get, void *c
         break;
     case T_BOOL:
         if (parse_bool(s, (bool *)(void *)field) < 0) {
-            fail(err, errlen, "%s: '%s' is not a boolean (accepted: true, false, 1, 0, yes, no, on, off)",
+            fail(err, errlen,
+                 "%s: '%s' is not a boolean (accepted: true, false, 1, 0, yes, no, on, off)",
                  v->name, s);
             rc = EV_ECONFIG;
         }
@@ -344,8 +350,9 @@ static int parse_var(const var_t *v, ev_config_t *cfg, ev_getenv_fn get, void *c
     case T_ADDR: {
         unsigned char tmp[16];
         if (inet_pton(AF_INET, s, tmp) != 1 && inet_pton(AF_INET6, s, tmp) != 1) {
-            fail(err, errlen, "%s: '%s' is not an IP address (accepted: e.g. 0.0.0.0, 127.0.0.1, ::)",
-                 v->name, s);
+            fail(err, errlen,
+                 "%s: '%s' is not an IP address (accepted: e.g. 0.0.0.0, 127.0.0.1, ::)", v->name,
+                 s);
             return EV_ECONFIG;
         }
         *(char **)(void *)field = ev_strdup(s);
@@ -372,8 +379,8 @@ static int parse_var(const var_t *v, ev_config_t *cfg, ev_getenv_fn get, void *c
 static int cross_check(const ev_config_t *c, char *err, size_t errlen)
 {
     if (c->stagger_min_ms > c->stagger_max_ms) {
-        fail(err, errlen, "STAGGER_MIN_MS (%d) is greater than STAGGER_MAX_MS (%d)", c->stagger_min_ms,
-             c->stagger_max_ms);
+        fail(err, errlen, "STAGGER_MIN_MS (%d) is greater than STAGGER_MAX_MS (%d)",
+             c->stagger_min_ms, c->stagger_max_ms);
         return EV_ECONFIG;
     }
     if (c->retry_base_ms > c->retry_max_ms) {

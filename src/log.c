@@ -33,9 +33,18 @@ static _Thread_local struct {
 
 static const char *level_names[] = {"debug", "info", "warn", "error", "off"};
 
-void ev_log_set_level(ev_log_level_t level) { atomic_store(&min_level, (int)level); }
-ev_log_level_t ev_log_get_level(void) { return (ev_log_level_t)atomic_load(&min_level); }
-void ev_log_set_fd(int fd) { atomic_store(&out_fd, fd); }
+void ev_log_set_level(ev_log_level_t level)
+{
+    atomic_store(&min_level, (int)level);
+}
+ev_log_level_t ev_log_get_level(void)
+{
+    return (ev_log_level_t)atomic_load(&min_level);
+}
+void ev_log_set_fd(int fd)
+{
+    atomic_store(&out_fd, fd);
+}
 
 int ev_log_parse_level(ev_log_level_t *out, const char *s)
 {
@@ -52,9 +61,18 @@ int ev_log_parse_level(ev_log_level_t *out, const char *s)
     return EV_EINVAL;
 }
 
-void ev_log_ctx_submission(int64_t id) { ctx.submission = id; }
-void ev_log_ctx_attempt(int attempt) { ctx.attempt = attempt; }
-void ev_log_ctx_worker(int worker) { ctx.worker = worker; }
+void ev_log_ctx_submission(int64_t id)
+{
+    ctx.submission = id;
+}
+void ev_log_ctx_attempt(int attempt)
+{
+    ctx.attempt = attempt;
+}
+void ev_log_ctx_worker(int worker)
+{
+    ctx.worker = worker;
+}
 
 static void set_str(char *dst, size_t n, const char *s)
 {
@@ -65,8 +83,14 @@ static void set_str(char *dst, size_t n, const char *s)
     snprintf(dst, n, "%s", s);
 }
 
-void ev_log_ctx_check(const char *check) { set_str(ctx.check, sizeof(ctx.check), check); }
-void ev_log_ctx_provider(const char *p) { set_str(ctx.provider, sizeof(ctx.provider), p); }
+void ev_log_ctx_check(const char *check)
+{
+    set_str(ctx.check, sizeof(ctx.check), check);
+}
+void ev_log_ctx_provider(const char *p)
+{
+    set_str(ctx.provider, sizeof(ctx.provider), p);
+}
 
 void ev_log_ctx_clear(void)
 {
@@ -112,7 +136,10 @@ static void lb_raw(linebuf_t *b, const char *s, size_t n)
     b->len += n;
 }
 
-static void lb_str(linebuf_t *b, const char *s) { lb_raw(b, s, strlen(s)); }
+static void lb_str(linebuf_t *b, const char *s)
+{
+    lb_raw(b, s, strlen(s));
+}
 
 /* Append s as the body of a JSON string (without quotes). */
 static void lb_escaped(linebuf_t *b, const char *s)

@@ -69,7 +69,8 @@ char *ev_asprintf(const char *fmt, ...)
 
 void ev_assert_fail(const char *expr, const char *file, int line)
 {
-    fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"assertion failed: %s\",\"file\":\"%s\",\"line\":%d}\n",
+    fprintf(stderr,
+            "{\"level\":\"fatal\",\"msg\":\"assertion failed: %s\",\"file\":\"%s\",\"line\":%d}\n",
             expr, file, line);
     abort();
 }

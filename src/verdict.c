@@ -75,7 +75,8 @@ int ev_verdict_parse(ev_verdict_t *out, const char *text, size_t len, char *why,
      * starts at the first '{' and stops at its balanced end; prose before or
      * after the object is ignored the same way. */
     if (ev_verdict_find_object(text, len, &start, &olen) < 0) {
-        set_why(why, whylen, memchr(text, '{', len) ? "JSON object is truncated" : "no JSON object in answer");
+        set_why(why, whylen,
+                memchr(text, '{', len) ? "JSON object is truncated" : "no JSON object in answer");
         goto out;
     }
     if (olen > MAX_OBJECT_BYTES) {
@@ -91,7 +92,8 @@ int ev_verdict_parse(ev_verdict_t *out, const char *text, size_t len, char *why,
     }
 
     json_object *v = NULL, *s = NULL, *r = NULL;
-    if (!json_object_object_get_ex(obj, "valid", &v) || !json_object_is_type(v, json_type_boolean)) {
+    if (!json_object_object_get_ex(obj, "valid", &v) ||
+        !json_object_is_type(v, json_type_boolean)) {
         set_why(why, whylen, "field 'valid' is missing or not a boolean");
         goto out;
     }
@@ -105,8 +107,8 @@ int ev_verdict_parse(ev_verdict_t *out, const char *text, size_t len, char *why,
         set_why(why, whylen, "field 'score' is outside 0..1");
         goto out;
     }
-    if (!json_object_object_get_ex(obj, "reason", &r) || !json_object_is_type(r, json_type_string) ||
-        json_object_get_string_len(r) == 0) {
+    if (!json_object_object_get_ex(obj, "reason", &r) ||
+        !json_object_is_type(r, json_type_string) || json_object_get_string_len(r) == 0) {
         set_why(why, whylen, "field 'reason' is missing, empty or not a string");
         goto out;
     }

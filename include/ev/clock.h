@@ -25,9 +25,18 @@ typedef struct ev_clock {
 /* The process-wide real clock (CLOCK_MONOTONIC / CLOCK_REALTIME); static. */
 const ev_clock_t *ev_clock_system(void);
 
-static inline int64_t ev_clock_now_us(const ev_clock_t *c) { return c->now_us(c->ctx); }
-static inline int64_t ev_clock_now_ms(const ev_clock_t *c) { return c->now_us(c->ctx) / 1000; }
-static inline int64_t ev_clock_wall_us(const ev_clock_t *c) { return c->wall_us(c->ctx); }
+static inline int64_t ev_clock_now_us(const ev_clock_t *c)
+{
+    return c->now_us(c->ctx);
+}
+static inline int64_t ev_clock_now_ms(const ev_clock_t *c)
+{
+    return c->now_us(c->ctx) / 1000;
+}
+static inline int64_t ev_clock_wall_us(const ev_clock_t *c)
+{
+    return c->wall_us(c->ctx);
+}
 static inline void ev_clock_sleep_us(const ev_clock_t *c, int64_t us)
 {
     if (us > 0)

@@ -17,33 +17,37 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { EV_PROVIDER_GEMINI = 0, EV_PROVIDER_GROQ = 1, EV_PROVIDER_COUNT = 2 } ev_provider_id_t;
+typedef enum {
+    EV_PROVIDER_GEMINI = 0,
+    EV_PROVIDER_GROQ = 1,
+    EV_PROVIDER_COUNT = 2
+} ev_provider_id_t;
 
 /* "gemini" / "groq". */
 const char *ev_provider_name(ev_provider_id_t id);
 
 typedef struct ev_provider_config {
     ev_provider_id_t id;
-    ev_secret_t *api_key;     /* NULL: provider not used */
-    char *model;              /* GEMINI_MODEL / GROQ_MODEL */
-    char *vision_model;       /* GROQ_VISION_MODEL; for Gemini same as model */
-    char *base_url;           /* no trailing slash */
-    int max_concurrent;       /* *_MAX_CONCURRENT */
-    double rpm_limit;         /* *_RPM_LIMIT (0 = unlimited) */
-    double safety_factor;     /* (0,1] */
+    ev_secret_t *api_key; /* NULL: provider not used */
+    char *model;          /* GEMINI_MODEL / GROQ_MODEL */
+    char *vision_model;   /* GROQ_VISION_MODEL; for Gemini same as model */
+    char *base_url;       /* no trailing slash */
+    int max_concurrent;   /* *_MAX_CONCURRENT */
+    double rpm_limit;     /* *_RPM_LIMIT (0 = unlimited) */
+    double safety_factor; /* (0,1] */
     bool jitter_enabled;
     double jitter_min, jitter_max;
-    double cb_threshold;      /* error rate in (0,1] that opens the breaker */
+    double cb_threshold; /* error rate in (0,1] that opens the breaker */
     int cb_window_s;
     int cb_cooldown_s;
     int cb_min_calls;
-    int thinking_budget;      /* Gemini only: generationConfig.thinkingConfig; -1 = omit */
+    int thinking_budget; /* Gemini only: generationConfig.thinkingConfig; -1 = omit */
 } ev_provider_config_t;
 
 typedef struct ev_config {
     char *database_url;
 
-    int max_workers;          /* DEFAULT_MAX_WORKERS */
+    int max_workers; /* DEFAULT_MAX_WORKERS */
     int worker_stagger_ms;
     int stagger_min_ms, stagger_max_ms;
     int poll_interval_ms;
@@ -65,7 +69,7 @@ typedef struct ev_config {
     int pdf_max_pages;
     int64_t image_max_bytes;
     int max_images;
-    char *upload_dir;         /* NULL: storage paths refused */
+    char *upload_dir; /* NULL: storage paths refused */
 
     char *stats_addr;
     int stats_port;

@@ -8,31 +8,31 @@
 #ifndef EV_ERROR_H
 #define EV_ERROR_H
 
-#define EV_ERRNO_MAP(X)                                                        \
-    X(ENOMEM, 1, "out of memory")                                              \
-    X(EINVAL, 2, "invalid argument or input")                                  \
-    X(ENOTFOUND, 3, "not found")                                               \
-    X(ETOOBIG, 4, "too large")                                                 \
-    X(EIO, 5, "input/output error")                                            \
-    X(EDB, 6, "database error")                                                \
-    X(EDBCONN, 7, "database unreachable")                                      \
-    X(ELEASE, 8, "lease lost")                                                 \
-    X(ERETRY, 9, "temporary failure, retry later")                             \
-    X(EBUDGET, 10, "call budget exhausted")                                    \
-    X(EOPEN, 11, "circuit breaker open")                                       \
-    X(ETIMEOUT, 12, "timed out")                                               \
-    X(EHTTP, 13, "HTTP transport error")                                       \
-    X(EPARSE, 14, "malformed data")                                            \
-    X(EFALLBACK, 15, "provider unusable now, fall back")                       \
-    X(ECONFIG, 16, "configuration error")                                      \
-    X(ESHUTDOWN, 17, "shutting down")                                          \
-    X(EUNAVAIL, 18, "no provider available")                                   \
-    X(EPATH, 19, "path refused")                                               \
-    X(ETYPE, 20, "wrong file type")                                            \
-    X(EBUSY, 21, "busy")                                                       \
-    X(EEMPTY, 22, "nothing to do")                                             \
-    X(EVERSION, 23, "unknown schema version")                                  \
-    X(EEXIST, 24, "already exists")                                            \
+#define EV_ERRNO_MAP(X)                                                                            \
+    X(ENOMEM, 1, "out of memory")                                                                  \
+    X(EINVAL, 2, "invalid argument or input")                                                      \
+    X(ENOTFOUND, 3, "not found")                                                                   \
+    X(ETOOBIG, 4, "too large")                                                                     \
+    X(EIO, 5, "input/output error")                                                                \
+    X(EDB, 6, "database error")                                                                    \
+    X(EDBCONN, 7, "database unreachable")                                                          \
+    X(ELEASE, 8, "lease lost")                                                                     \
+    X(ERETRY, 9, "temporary failure, retry later")                                                 \
+    X(EBUDGET, 10, "call budget exhausted")                                                        \
+    X(EOPEN, 11, "circuit breaker open")                                                           \
+    X(ETIMEOUT, 12, "timed out")                                                                   \
+    X(EHTTP, 13, "HTTP transport error")                                                           \
+    X(EPARSE, 14, "malformed data")                                                                \
+    X(EFALLBACK, 15, "provider unusable now, fall back")                                           \
+    X(ECONFIG, 16, "configuration error")                                                          \
+    X(ESHUTDOWN, 17, "shutting down")                                                              \
+    X(EUNAVAIL, 18, "no provider available")                                                       \
+    X(EPATH, 19, "path refused")                                                                   \
+    X(ETYPE, 20, "wrong file type")                                                                \
+    X(EBUSY, 21, "busy")                                                                           \
+    X(EEMPTY, 22, "nothing to do")                                                                 \
+    X(EVERSION, 23, "unknown schema version")                                                      \
+    X(EEXIST, 24, "already exists")                                                                \
     X(ELIMIT, 25, "limit exceeded")
 
 typedef enum {

@@ -14,7 +14,13 @@
 
 #include <stdint.h>
 
-typedef enum { EV_LOG_DEBUG = 0, EV_LOG_INFO, EV_LOG_WARN, EV_LOG_ERROR, EV_LOG_OFF } ev_log_level_t;
+typedef enum {
+    EV_LOG_DEBUG = 0,
+    EV_LOG_INFO,
+    EV_LOG_WARN,
+    EV_LOG_ERROR,
+    EV_LOG_OFF
+} ev_log_level_t;
 
 /* Set the minimum level (process-wide; call from main before threads). */
 void ev_log_set_level(ev_log_level_t level);

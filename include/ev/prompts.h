@@ -21,7 +21,12 @@
 #define EV_PROMPT_THEME_PDF_EXCERPT_MAX 6000
 #define EV_PROMPT_PDF_TEXT_MAX 12000
 
-typedef enum { EV_CHECK_THEME = 0, EV_CHECK_PDF = 1, EV_CHECK_IMAGE = 2, EV_CHECK_COUNT = 3 } ev_check_t;
+typedef enum {
+    EV_CHECK_THEME = 0,
+    EV_CHECK_PDF = 1,
+    EV_CHECK_IMAGE = 2,
+    EV_CHECK_COUNT = 3
+} ev_check_t;
 
 /* "theme" / "pdf" / "image" (the check_name column). */
 const char *ev_check_name(ev_check_t check);
@@ -29,12 +34,12 @@ const char *ev_check_name(ev_check_t check);
 typedef struct ev_prompt_input {
     const char *event_name;
     const char *theme;
-    const char *rules;        /* may be NULL */
+    const char *rules; /* may be NULL */
     const char *title;
-    const char *description;  /* may be NULL */
-    const char *pdf_text;     /* extracted text, may be NULL */
-    bool pdf_inline;          /* pdf check: the PDF itself is attached (Gemini) */
-    int image_count;          /* image check: images attached */
+    const char *description; /* may be NULL */
+    const char *pdf_text;    /* extracted text, may be NULL */
+    bool pdf_inline;         /* pdf check: the PDF itself is attached (Gemini) */
+    int image_count;         /* image check: images attached */
 } ev_prompt_input_t;
 
 /* The system instruction for a check; static storage. */

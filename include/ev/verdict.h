@@ -18,7 +18,7 @@
 
 typedef struct ev_verdict {
     bool valid;
-    double score;                          /* 0..1 */
+    double score;                           /* 0..1 */
     char reason[EV_VERDICT_REASON_MAX + 1]; /* non-empty, valid UTF-8 as given */
 } ev_verdict_t;
 

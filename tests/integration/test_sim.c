@@ -109,7 +109,8 @@ static CURL *make_handle(const char *url, const char *const *hdrs, const char *b
     return c;
 }
 
-static void post_t(const char *url, const char *const *hdrs, const char *body, resp_t *r, long timeout_ms)
+static void post_t(const char *url, const char *const *hdrs, const char *body, resp_t *r,
+                   long timeout_ms)
 {
     memset(r, 0, sizeof(*r));
     struct curl_slist *list = NULL;
@@ -190,8 +191,9 @@ static char *b64(const void *data, size_t n)
 static char *pdf_b64(const char *marker)
 {
     char doc[256];
-    snprintf(doc, sizeof(doc), "%%PDF-1.4\n1 0 obj << /Type /Pages >> endobj\n2 0 obj << /Type /Page >> "
-                               "endobj\n(%s)\n%%%%EOF\n",
+    snprintf(doc, sizeof(doc),
+             "%%PDF-1.4\n1 0 obj << /Type /Pages >> endobj\n2 0 obj << /Type /Page >> "
+             "endobj\n(%s)\n%%%%EOF\n",
              marker ? marker : "hello");
     return b64(doc, strlen(doc));
 }
@@ -204,7 +206,10 @@ static char *png_b64(const char *marker)
     return b64(img, 8 + strlen(img + 8));
 }
 
-static json_object *jstr(const char *s) { return json_object_new_string(s); }
+static json_object *jstr(const char *s)
+{
+    return json_object_new_string(s);
+}
 
 static json_object *inline_part(const char *mime, const char *data)
 {
@@ -237,7 +242,8 @@ static json_object *gemini_req(const char *text, const char *pdf)
     json_object *contents = json_object_new_array();
     json_object_array_add(contents, content);
     json_object *req = json_object_new_object();
-    json_object *sys = json_tokener_parse("{\"parts\":[{\"text\":\"You judge submissions. Answer in JSON.\"}]}");
+    json_object *sys =
+        json_tokener_parse("{\"parts\":[{\"text\":\"You judge submissions. Answer in JSON.\"}]}");
     json_object_object_add(req, "system_instruction", sys);
     json_object_object_add(req, "contents", contents);
     json_object *gc = json_tokener_parse(
@@ -284,7 +290,8 @@ static json_object *groq_req(const char *model, const char *text, int images, co
     json_object_object_add(user, "content", content);
     json_object_array_add(msgs, user);
     json_object_object_add(req, "messages", msgs);
-    json_object_object_add(req, "response_format", json_tokener_parse("{\"type\":\"json_object\"}"));
+    json_object_object_add(req, "response_format",
+                           json_tokener_parse("{\"type\":\"json_object\"}"));
     json_object_object_add(req, "temperature", json_object_new_int(0));
     json_object_object_add(req, "max_completion_tokens", json_object_new_int(1024));
     return req;
@@ -362,16 +369,18 @@ static bool last_malformed_has(const char *prov, const char *needle)
     char *m = simctl_last_malformed(sim, prov);
     bool ok = m && strstr(m, needle);
     if (!ok)
-        fprintf(stderr, "last_malformed(%s) = '%s', expected '%s'\n", prov, m ? m : "(null)", needle);
+        fprintf(stderr, "last_malformed(%s) = '%s', expected '%s'\n", prov, m ? m : "(null)",
+                needle);
     free(m);
     return ok;
 }
 
 static void check_groq_headers(const resp_t *r)
 {
-    static const char *const names[] = {"x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-                                        "x-ratelimit-limit-tokens",   "x-ratelimit-remaining-tokens",
-                                        "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"};
+    static const char *const names[] = {
+        "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+        "x-ratelimit-limit-tokens",   "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"};
     char buf[64];
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         CU_ASSERT_PTR_NOT_NULL(header(r, names[i], buf, sizeof(buf)));
@@ -382,7 +391,8 @@ static void check_groq_headers(const resp_t *r)
 static void test_gemini_valid(void)
 {
     char *pdf = pdf_b64(NULL);
-    json_object *req = gemini_req("Event theme: robots. Submission: a robot arm. Answer in JSON.", pdf);
+    json_object *req =
+        gemini_req("Event theme: robots. Submission: a robot arm. Answer in JSON.", pdf);
     resp_t r;
     gemini_post(req, &r);
     CU_ASSERT_EQUAL(r.status, 200);
@@ -404,7 +414,8 @@ static void test_gemini_valid(void)
     CU_ASSERT_EQUAL(counter("gemini", "ok"), 1);
     CU_ASSERT_EQUAL(counter("gemini", "verdict_valid"), 1);
     CU_ASSERT_EQUAL(counter("gemini", "malformed"), 0);
-    CU_ASSERT_EQUAL(counter("gemini", "bytes_in"), (int64_t)strlen(json_object_to_json_string(req)));
+    CU_ASSERT_EQUAL(counter("gemini", "bytes_in"),
+                    (int64_t)strlen(json_object_to_json_string(req)));
     json_object_put(v);
     json_object_put(body);
     resp_free(&r);
@@ -529,11 +540,13 @@ static void m_schema_dollar(json_object *q)
 }
 static void m_schema_title(json_object *q)
 {
-    json_object_object_add(jget(q, "generationConfig.responseSchema.properties.valid"), "title", jstr("Valid"));
+    json_object_object_add(jget(q, "generationConfig.responseSchema.properties.valid"), "title",
+                           jstr("Valid"));
 }
 static void m_schema_const(json_object *q)
 {
-    json_object_object_add(jget(q, "generationConfig.responseSchema.properties.reason"), "const", jstr("x"));
+    json_object_object_add(jget(q, "generationConfig.responseSchema.properties.reason"), "const",
+                           jstr("x"));
 }
 static void m_media_after_text(json_object *q)
 {
@@ -558,7 +571,8 @@ static void m_data_prefix(json_object *q)
 }
 static void m_gif(json_object *q)
 {
-    json_object_object_add(jget(q, "contents.0.parts.0.inline_data"), "mime_type", jstr("image/gif"));
+    json_object_object_add(jget(q, "contents.0.parts.0.inline_data"), "mime_type",
+                           jstr("image/gif"));
 }
 static void m_not_pdf(json_object *q)
 {
@@ -675,7 +689,10 @@ static void g_json_word(json_object *q)
     json_object_object_add(jget(q, "messages.0"), "content", jstr("You judge submissions."));
     json_object_object_add(jget(q, "messages.1.content.0"), "text", jstr("Judge it."));
 }
-static void g_unknown(json_object *q) { json_object_object_add(q, "responseFormat", jstr("json")); }
+static void g_unknown(json_object *q)
+{
+    json_object_object_add(q, "responseFormat", jstr("json"));
+}
 static void g_pdf(json_object *q)
 {
     char *pdf = pdf_b64(NULL), *url = NULL;
@@ -687,11 +704,13 @@ static void g_pdf(json_object *q)
 }
 static void g_http_url(json_object *q)
 {
-    json_object_object_add(jget(q, "messages.1.content.1.image_url"), "url", jstr("https://example.com/a.png"));
+    json_object_object_add(jget(q, "messages.1.content.1.image_url"), "url",
+                           jstr("https://example.com/a.png"));
 }
 static void g_bad_b64(json_object *q)
 {
-    json_object_object_add(jget(q, "messages.1.content.1.image_url"), "url", jstr("data:image/png;base64,iVBOR*"));
+    json_object_object_add(jget(q, "messages.1.content.1.image_url"), "url",
+                           jstr("data:image/png;base64,iVBOR*"));
 }
 
 static void test_groq_malformed(void)
@@ -712,7 +731,8 @@ static void test_groq_malformed(void)
     };
     int64_t n = 0;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        json_object *req = groq_req(cases[i].model, "Judge this submission.", cases[i].images, NULL);
+        json_object *req =
+            groq_req(cases[i].model, "Judge this submission.", cases[i].images, NULL);
         if (cases[i].fn)
             cases[i].fn(req);
         resp_t r;
@@ -755,8 +775,10 @@ static void test_groq_malformed(void)
     /* A prompt above the tokens-per-minute limit: 413 rate_limit_exceeded,
      * which a client must not retry. */
     CU_ASSERT_EQUAL(simctl_set(sim, "groq", "{\"tpm\":20}"), 0);
-    req = groq_req(GROQ_TEXT, "A long submission text that is well above twenty tokens once the "
-                              "system prompt is counted too. JSON.", 0, NULL);
+    req = groq_req(GROQ_TEXT,
+                   "A long submission text that is well above twenty tokens once the "
+                   "system prompt is counted too. JSON.",
+                   0, NULL);
     groq_post(req, &r);
     CU_ASSERT_EQUAL(r.status, 413);
     body = json_tokener_parse(r.body);
@@ -864,7 +886,7 @@ typedef struct {
     const char *needle; /* substring of the body, or NULL */
     const char *path;   /* JSON path that must equal `value`, or NULL */
     const char *value;
-    bool json;          /* body must parse as JSON */
+    bool json; /* body must parse as JSON */
 } fault_case_t;
 
 static void run_fault(const char *prov, const fault_case_t *fc)
@@ -873,7 +895,8 @@ static void run_fault(const char *prov, const fault_case_t *fc)
     snprintf(set, sizeof(set), "{\"fault\":\"%s\",\"fail_next\":1}", fc->fault);
     CU_ASSERT_EQUAL_FATAL(simctl_set(sim, prov, set), 0);
     bool gem = strcmp(prov, "gemini") == 0;
-    json_object *req = gem ? gemini_req("Judge. JSON.", NULL) : groq_req(GROQ_TEXT, "Judge. JSON.", 0, NULL);
+    json_object *req =
+        gem ? gemini_req("Judge. JSON.", NULL) : groq_req(GROQ_TEXT, "Judge. JSON.", 0, NULL);
     resp_t r;
     if (gem)
         gemini_post(req, &r);
@@ -1167,8 +1190,10 @@ static void test_bad_keys(void)
     req = groq_req(GROQ_TEXT, "Judge. JSON.", 0, NULL);
     url = groq_url();
     const char *const g_missing[] = {"Content-Type: application/json", NULL};
-    const char *const g_wrong[] = {"Content-Type: application/json", "Authorization: Bearer nope", NULL};
-    const char *const g_basic[] = {"Content-Type: application/json", "Authorization: Basic " SIMCTL_GROQ_KEY, NULL};
+    const char *const g_wrong[] = {"Content-Type: application/json", "Authorization: Bearer nope",
+                                   NULL};
+    const char *const g_basic[] = {"Content-Type: application/json",
+                                   "Authorization: Basic " SIMCTL_GROQ_KEY, NULL};
     const char *const *g_variants[] = {g_missing, g_wrong, g_basic};
     for (int i = 0; i < 3; i++) {
         resp_t r;

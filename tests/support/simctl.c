@@ -29,10 +29,10 @@
 #include <unistd.h>
 
 struct simctl {
-    pid_t pid;       /* child, 0 once reaped */
-    int status;      /* exit status once reaped */
+    pid_t pid;  /* child, 0 once reaped */
+    int status; /* exit status once reaped */
     int port;
-    char dir[64];    /* temp dir holding the port file */
+    char dir[64]; /* temp dir holding the port file */
     char *port_file;
     char *base_url, *gemini_url, *groq_url;
 };
@@ -165,10 +165,21 @@ int simctl_start(simctl_t **out, const char *const *extra_args)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
     const char *level = getenv("SIMCTL_LOG_LEVEL");
-    const char *fixed[] = {bin, "--addr", "127.0.0.1", "--port", "0", "--port-file", sim->port_file,
-                           "--log-level", level && *level ? level : "warn",
-                           "--gemini-key", SIMCTL_GEMINI_KEY, "--groq-key", SIMCTL_GROQ_KEY,
-                           "--rpm", "0"};
+    const char *fixed[] = {bin,
+                           "--addr",
+                           "127.0.0.1",
+                           "--port",
+                           "0",
+                           "--port-file",
+                           sim->port_file,
+                           "--log-level",
+                           level && *level ? level : "warn",
+                           "--gemini-key",
+                           SIMCTL_GEMINI_KEY,
+                           "--groq-key",
+                           SIMCTL_GROQ_KEY,
+                           "--rpm",
+                           "0"};
     size_t nfixed = EV_ARRAY_LEN(fixed), nextra = 0;
     while (extra_args && extra_args[nextra])
         nextra++;
@@ -209,7 +220,8 @@ int simctl_start(simctl_t **out, const char *const *extra_args)
             sim->groq_url = ev_asprintf("%s/groq/openai/v1", sim->base_url);
         }
         long status = 0;
-        if (sim->base_url && http(sim, "GET", "/healthz", NULL, &status, NULL) == 0 && status == 200) {
+        if (sim->base_url && http(sim, "GET", "/healthz", NULL, &status, NULL) == 0 &&
+            status == 200) {
             rc = 0;
             break;
         }
@@ -228,10 +240,22 @@ out:
     return rc;
 }
 
-const char *simctl_gemini_url(const simctl_t *sim) { return sim->gemini_url; }
-const char *simctl_groq_url(const simctl_t *sim) { return sim->groq_url; }
-const char *simctl_base_url(const simctl_t *sim) { return sim->base_url; }
-int simctl_port(const simctl_t *sim) { return sim->port; }
+const char *simctl_gemini_url(const simctl_t *sim)
+{
+    return sim->gemini_url;
+}
+const char *simctl_groq_url(const simctl_t *sim)
+{
+    return sim->groq_url;
+}
+const char *simctl_base_url(const simctl_t *sim)
+{
+    return sim->base_url;
+}
+int simctl_port(const simctl_t *sim)
+{
+    return sim->port;
+}
 
 int simctl_set(simctl_t *sim, const char *provider, const char *json)
 {

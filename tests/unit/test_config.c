@@ -134,7 +134,8 @@ static void test_overrides(void)
     ev_config_t *c = load_ok(&e);
     CU_ASSERT_EQUAL(c->max_workers, 3);
     CU_ASSERT_FALSE(c->providers[EV_PROVIDER_GROQ].jitter_enabled);
-    CU_ASSERT_STRING_EQUAL(c->providers[EV_PROVIDER_GEMINI].base_url, "http://127.0.0.1:9/gemini/v1beta");
+    CU_ASSERT_STRING_EQUAL(c->providers[EV_PROVIDER_GEMINI].base_url,
+                           "http://127.0.0.1:9/gemini/v1beta");
     CU_ASSERT_EQUAL(c->pdf_max_bytes, 2 * 1024 * 1024);
     CU_ASSERT_EQUAL(c->image_max_bytes, 512 * 1024);
     CU_ASSERT_DOUBLE_EQUAL(c->providers[EV_PROVIDER_GEMINI].safety_factor, 1.0, 1e-9);
@@ -171,7 +172,8 @@ static void test_empty_means_default(void)
 
 static void test_factors(void)
 {
-    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("RATE_LIMIT_SAFETY_FACTOR", "0"), "greater than 0 and at most 1"));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(load_bad("RATE_LIMIT_SAFETY_FACTOR", "0"), "greater than 0 and at most 1"));
     load_bad("RATE_LIMIT_SAFETY_FACTOR", "1.01");
     load_bad("GROQ_RATE_LIMIT_SAFETY_FACTOR", "-0.5");
     load_bad("GEMINI_CIRCUIT_BREAKER_THRESHOLD", "0");
@@ -184,7 +186,8 @@ static void test_booleans_and_enums(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("LOG_LEVEL", "loud"), "debug, info, warn, error"));
     CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("GROQ_BASE_URL", "api.groq.com"), "not a URL"));
     CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("STATS_ADDR", "localhost"), "not an IP address"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("UPLOAD_DIR", "/no/such/dir/here"), "not an existing directory"));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(load_bad("UPLOAD_DIR", "/no/such/dir/here"), "not an existing directory"));
     CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("PDF_MAX_BYTES", "3GB"), "unknown size suffix"));
     CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("PDF_MAX_BYTES", "20MiB"), "out of range"));
 }
@@ -196,7 +199,8 @@ static void test_min_greater_than_max(void)
     put(&e, "STAGGER_MIN_MS", "900");
     put(&e, "STAGGER_MAX_MS", "100");
     CU_ASSERT_EQUAL(ev_config_load(&c, fake_get, &e, err, sizeof(err)), EV_ECONFIG);
-    CU_ASSERT_PTR_NOT_NULL(strstr(err, "STAGGER_MIN_MS (900) is greater than STAGGER_MAX_MS (100)"));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(err, "STAGGER_MIN_MS (900) is greater than STAGGER_MAX_MS (100)"));
 
     fakeenv_t e2 = {0};
     put(&e2, "GROQ_JITTER_MIN", "2");

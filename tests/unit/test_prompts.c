@@ -30,7 +30,8 @@ static void test_bounded_text(void)
     char *s = malloc(big + 1);
     memset(s, 'a', big);
     s[big] = '\0';
-    ev_prompt_input_t in = {.event_name = "E", .theme = "T", .title = "x", .description = s, .pdf_text = s};
+    ev_prompt_input_t in = {
+        .event_name = "E", .theme = "T", .title = "x", .description = s, .pdf_text = s};
     char *theme = ev_prompt_user(EV_CHECK_THEME, &in);
     CU_ASSERT(strlen(theme) < EV_PROMPT_DESCRIPTION_MAX + EV_PROMPT_THEME_PDF_EXCERPT_MAX + 1000);
     char *pdf = ev_prompt_user(EV_CHECK_PDF, &in);

@@ -6,6 +6,7 @@
 #include "ev/verdict.h"
 
 #include <CUnit/Basic.h>
+#include <stdio.h>
 #include <string.h>
 
 static ev_verdict_t v;
@@ -31,20 +32,27 @@ static void test_plain(void)
 
 static void test_fences_and_prose(void)
 {
-    CU_ASSERT_EQUAL(parse("```json\n{\"valid\": true, \"score\": 0.5, \"reason\": \"ok\"}\n```"), 0);
+    CU_ASSERT_EQUAL(parse("```json\n{\"valid\": true, \"score\": 0.5, \"reason\": \"ok\"}\n```"),
+                    0);
     CU_ASSERT_STRING_EQUAL(v.reason, "ok");
-    CU_ASSERT_EQUAL(parse("Sure! Here is my answer:\n{\"valid\": false, \"score\": 0.1, \"reason\": \"no\"}\nHope it helps."), 0);
+    CU_ASSERT_EQUAL(parse("Sure! Here is my answer:\n{\"valid\": false, \"score\": 0.1, "
+                          "\"reason\": \"no\"}\nHope it helps."),
+                    0);
     CU_ASSERT_FALSE(v.valid);
     /* Braces and escaped quotes inside the reason do not end the object. */
-    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": 0.9, \"reason\": \"uses {curly} \\\"quotes\\\" }\"} trailing {"), 0);
+    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": 0.9, \"reason\": \"uses {curly} "
+                          "\\\"quotes\\\" }\"} trailing {"),
+                    0);
     CU_ASSERT_STRING_EQUAL(v.reason, "uses {curly} \"quotes\" }");
 }
 
 static void test_truncated(void)
 {
-    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": 0.9, \"reason\": \"the submission"), EV_EPARSE);
+    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": 0.9, \"reason\": \"the submission"),
+                    EV_EPARSE);
     CU_ASSERT_PTR_NOT_NULL(strstr(why, "truncated"));
-    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": 0.99999999999999999999999999999999999999"), EV_EPARSE);
+    CU_ASSERT_EQUAL(parse("{\"valid\": true, \"score\": 0.99999999999999999999999999999999999999"),
+                    EV_EPARSE);
     CU_ASSERT_EQUAL(parse(""), EV_EPARSE);
     CU_ASSERT_PTR_NOT_NULL(strstr(why, "empty"));
     CU_ASSERT_EQUAL(parse("I cannot help with that."), EV_EPARSE);
@@ -71,13 +79,13 @@ static void test_wrong_types(void)
 static void test_long_reason_cut_on_char_boundary(void)
 {
     static char buf[4000];
-    strcpy(buf, "{\"valid\": true, \"score\": 0.5, \"reason\": \"");
-    size_t n = strlen(buf);
+    size_t n = (size_t)snprintf(buf, sizeof(buf), "%s",
+                                "{\"valid\": true, \"score\": 0.5, \"reason\": \"");
     for (int i = 0; i < 700; i++) { /* 700 x "é" = 1400 bytes */
         buf[n++] = (char)0xC3;
         buf[n++] = (char)0xA9;
     }
-    strcpy(buf + n, "\"}");
+    snprintf(buf + n, sizeof(buf) - n, "%s", "\"}");
     CU_ASSERT_EQUAL(parse(buf), 0);
     size_t rl = strlen(v.reason);
     CU_ASSERT(rl <= EV_VERDICT_REASON_MAX);

@@ -63,8 +63,9 @@ bool sim_fault_is_early(sim_fault_t f)
 
 void sim_reply_json(sim_reply_t *r, int status, json_object *obj, bool pretty)
 {
-    int flags = JSON_C_TO_STRING_NOSLASHESCAPE |
-                (pretty ? JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED : JSON_C_TO_STRING_PLAIN);
+    int flags =
+        JSON_C_TO_STRING_NOSLASHESCAPE |
+        (pretty ? JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED : JSON_C_TO_STRING_PLAIN);
     size_t len = 0;
     const char *s = json_object_to_json_string_length(obj, flags, &len);
     free(r->body);
@@ -160,7 +161,8 @@ int sim_b64_decode(const char *s, size_t n, unsigned char **out, size_t *outlen)
                 return EV_EPARSE;
             }
         }
-        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        uint32_t w =
+            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
         buf[o++] = (unsigned char)(w >> 16);
         if (!(last && pad >= 2))
             buf[o++] = (unsigned char)(w >> 8);
@@ -334,7 +336,7 @@ json_object *sim_json_parse(const char *body, size_t len, char *err, size_t errl
     if (!obj || e != json_tokener_success) {
         snprintf(err, errlen, "%s at byte %zu",
                  e == json_tokener_continue || at >= len ? "unexpected end of JSON"
-                                                        : json_tokener_error_desc(e),
+                                                         : json_tokener_error_desc(e),
                  at);
         json_object_put(obj);
         obj = NULL;

@@ -97,8 +97,9 @@ static void reply_payload_too_large(sim_provider_t *p, sim_reply_t *out, int64_t
 static json_object *quota_error(const sim_settings_t *s, const char *model, bool daily,
                                 int64_t limit, int64_t retry_us)
 {
-    const char *metric = daily ? "generativelanguage.googleapis.com/generate_requests_per_model_per_day"
-                               : "generativelanguage.googleapis.com/generate_content_free_tier_requests";
+    const char *metric =
+        daily ? "generativelanguage.googleapis.com/generate_requests_per_model_per_day"
+              : "generativelanguage.googleapis.com/generate_content_free_tier_requests";
     const char *quota_id = daily ? "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
                                  : "GenerateRequestsPerMinutePerProjectPerModel-FreeTier";
     bool with_retry = ev_rand01() < s->retry_info_rate;
@@ -127,12 +128,13 @@ static json_object *quota_error(const sim_settings_t *s, const char *model, bool
     parts[n++] = qf;
 
     json_object *help = json_object_new_object();
-    json_object_object_add(help, "@type", json_object_new_string("type.googleapis.com/google.rpc.Help"));
+    json_object_object_add(help, "@type",
+                           json_object_new_string("type.googleapis.com/google.rpc.Help"));
     json_object *link = json_object_new_object();
     json_object_object_add(link, "description",
                            json_object_new_string("Learn more about Gemini API quotas"));
-    json_object_object_add(link, "url",
-                           json_object_new_string("https://ai.google.dev/gemini-api/docs/rate-limits"));
+    json_object_object_add(
+        link, "url", json_object_new_string("https://ai.google.dev/gemini-api/docs/rate-limits"));
     json_object *links = json_object_new_array();
     json_object_array_add(links, link);
     json_object_object_add(help, "links", links);
@@ -228,8 +230,9 @@ static int check_fields(vctx_t *v, json_object *obj, const char *where, const ch
         char c[128];
         camel(key, c, sizeof(c));
         if (!in_list(c, allowed))
-            return fail(v, "Invalid JSON payload received. Unknown name \"%s\" at '%s': Cannot find field.",
-                        key, where);
+            return fail(
+                v, "Invalid JSON payload received. Unknown name \"%s\" at '%s': Cannot find field.",
+                key, where);
     }
     return 0;
 }
@@ -271,15 +274,33 @@ static bool get_int(json_object *o, int64_t *out)
     return false;
 }
 
-static const char *const schema_types[] = {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT"};
+static const char *const schema_types[] = {"STRING",  "NUMBER", "INTEGER",
+                                           "BOOLEAN", "ARRAY",  "OBJECT"};
 
 static int check_schema(vctx_t *v, json_object *sc, const char *where, int depth)
 {
-    static const char *const allowed[] = {
-        "type",    "format",   "description",   "nullable",      "enum",      "maxItems",
-        "minItems", "properties", "required",   "minProperties", "maxProperties",
-        "minLength", "maxLength", "pattern",    "example",       "anyOf",     "propertyOrdering",
-        "default", "items",    "minimum",       "maximum",       NULL};
+    static const char *const allowed[] = {"type",
+                                          "format",
+                                          "description",
+                                          "nullable",
+                                          "enum",
+                                          "maxItems",
+                                          "minItems",
+                                          "properties",
+                                          "required",
+                                          "minProperties",
+                                          "maxProperties",
+                                          "minLength",
+                                          "maxLength",
+                                          "pattern",
+                                          "example",
+                                          "anyOf",
+                                          "propertyOrdering",
+                                          "default",
+                                          "items",
+                                          "minimum",
+                                          "maximum",
+                                          NULL};
     if (depth > 24)
         return fail(v, "Invalid JSON payload received. Schema nested too deeply at '%s'.", where);
     if (!json_object_is_type(sc, json_type_object))
@@ -291,8 +312,9 @@ static int check_schema(vctx_t *v, json_object *sc, const char *where, int depth
         char c[128];
         camel(key, c, sizeof(c));
         if (key[0] == '$' || !in_list(c, allowed))
-            return fail(v, "Invalid JSON payload received. Unknown name \"%s\" at '%s': Cannot find field.",
-                        key, where);
+            return fail(
+                v, "Invalid JSON payload received. Unknown name \"%s\" at '%s': Cannot find field.",
+                key, where);
     }
     char path[256];
     json_object *type = field(sc, "type");
@@ -307,10 +329,14 @@ static int check_schema(vctx_t *v, json_object *sc, const char *where, int depth
             if (strcasecmp(tname, schema_types[i]) == 0)
                 known = true;
         if (!known)
-            return fail(v, "Invalid value at '%s.type' (type.googleapis.com/google.ai.generativelanguage.v1beta.Type), \"%s\"",
+            return fail(v,
+                        "Invalid value at '%s.type' "
+                        "(type.googleapis.com/google.ai.generativelanguage.v1beta.Type), \"%s\"",
                         where, tname);
     } else if (!any) {
-        return fail(v, "* GenerateContentRequest.generation_config.response_schema: %s.type: must be specified",
+        return fail(v,
+                    "* GenerateContentRequest.generation_config.response_schema: %s.type: must be "
+                    "specified",
                     where);
     }
     if (any) {
@@ -339,12 +365,16 @@ static int check_schema(vctx_t *v, json_object *sc, const char *where, int depth
     }
     if (tname && strcasecmp(tname, "OBJECT") == 0 &&
         (!props || json_object_object_length(props) == 0))
-        return fail(v, "* GenerateContentRequest.generation_config.response_schema: %s.properties: should be non-empty for OBJECT type",
+        return fail(v,
+                    "* GenerateContentRequest.generation_config.response_schema: %s.properties: "
+                    "should be non-empty for OBJECT type",
                     where);
     json_object *items = field(sc, "items");
     if (tname && strcasecmp(tname, "ARRAY") == 0 && !items)
-        return fail(v, "* GenerateContentRequest.generation_config.response_schema: %s.items: missing field.",
-                    where);
+        return fail(
+            v,
+            "* GenerateContentRequest.generation_config.response_schema: %s.items: missing field.",
+            where);
     if (items) {
         snprintf(path, sizeof(path), "%s.items", where);
         int rc = check_schema(v, items, path, depth + 1);
@@ -360,7 +390,9 @@ static int check_schema(vctx_t *v, json_object *sc, const char *where, int depth
             if (!json_object_is_type(r, json_type_string))
                 return fail(v, "Invalid value at '%s.required[%zu]': must be a string.", where, i);
             if (!props || !json_object_object_get_ex(props, json_object_get_string(r), NULL))
-                return fail(v, "* GenerateContentRequest.generation_config.response_schema: %s.required[%zu]: property \"%s\" is not defined",
+                return fail(v,
+                            "* GenerateContentRequest.generation_config.response_schema: "
+                            "%s.required[%zu]: property \"%s\" is not defined",
                             where, i, json_object_get_string(r));
         }
     }
@@ -370,8 +402,8 @@ static int check_schema(vctx_t *v, json_object *sc, const char *where, int depth
         if (x && !json_object_is_type(x, json_type_string))
             return fail(v, "Invalid value at '%s.%s': must be a string.", where, *f);
     }
-    static const char *const int_fields[] = {"maxItems", "minItems", "minProperties", "maxProperties",
-                                             "minLength", "maxLength", NULL};
+    static const char *const int_fields[] = {
+        "maxItems", "minItems", "minProperties", "maxProperties", "minLength", "maxLength", NULL};
     for (const char *const *f = int_fields; *f; f++) {
         json_object *x = field(sc, *f);
         int64_t dummy;
@@ -393,13 +425,14 @@ static int check_schema(vctx_t *v, json_object *sc, const char *where, int depth
             return fail(v, "Invalid value at '%s.enum': must be an array of strings.", where);
         for (size_t i = 0; i < json_object_array_length(en); i++)
             if (!json_object_is_type(json_object_array_get_idx(en, i), json_type_string))
-                return fail(v, "Invalid value at '%s.enum[%zu]' (TYPE_STRING): must be a string.", where, i);
+                return fail(v, "Invalid value at '%s.enum[%zu]' (TYPE_STRING): must be a string.",
+                            where, i);
     }
     return 0;
 }
 
-static const char *const mime_types[] = {"application/pdf", "image/png", "image/jpeg",
-                                         "image/webp",      "image/heic", "image/heif", NULL};
+static const char *const mime_types[] = {
+    "application/pdf", "image/png", "image/jpeg", "image/webp", "image/heic", "image/heif", NULL};
 
 static int check_inline(vctx_t *v, json_object *inl, const char *where)
 {
@@ -411,31 +444,37 @@ static int check_inline(vctx_t *v, json_object *inl, const char *where)
         return rc;
     json_object *mime = field(inl, "mimeType");
     json_object *data = field(inl, "data");
-    if (!mime || !json_object_is_type(mime, json_type_string) || json_object_get_string_len(mime) == 0)
-        return fail(v, "%s.mime_type: a MIME type is required (for example \"application/pdf\").", where);
+    if (!mime || !json_object_is_type(mime, json_type_string) ||
+        json_object_get_string_len(mime) == 0)
+        return fail(v, "%s.mime_type: a MIME type is required (for example \"application/pdf\").",
+                    where);
     const char *m = json_object_get_string(mime);
     if (!in_list(m, mime_types))
         return fail(v, "Unsupported MIME type: %s (at %s.mime_type)", m, where);
-    if (!data || !json_object_is_type(data, json_type_string) || json_object_get_string_len(data) == 0)
+    if (!data || !json_object_is_type(data, json_type_string) ||
+        json_object_get_string_len(data) == 0)
         return fail(v, "%s.data: inline data is required and must be non-empty base64.", where);
     const char *d = json_object_get_string(data);
     size_t dlen = (size_t)json_object_get_string_len(data);
     if (strncmp(d, "data:", 5) == 0)
-        return fail(v, "Invalid value at '%s.data' (TYPE_BYTES), Base64 decoding failed: the data "
-                       "carries a \"data:\" URL prefix; send plain base64.",
+        return fail(v,
+                    "Invalid value at '%s.data' (TYPE_BYTES), Base64 decoding failed: the data "
+                    "carries a \"data:\" URL prefix; send plain base64.",
                     where);
     unsigned char *raw = NULL;
     size_t rawlen = 0;
     if (sim_b64_decode(d, dlen, &raw, &rawlen) < 0)
-        return fail(v, "Invalid value at '%s.data' (TYPE_BYTES), Base64 decoding failed for \"%.24s...\"",
-                    where, d);
+        return fail(
+            v, "Invalid value at '%s.data' (TYPE_BYTES), Base64 decoding failed for \"%.24s...\"",
+            where, d);
     if (!sim_sniff_matches(m, raw, rawlen)) {
         free(raw);
         if (strcmp(m, "application/pdf") == 0)
             return fail(v, "The document has no pages. (%s.data is not a PDF)", where);
-        return fail(v, "Unable to process input image. Please retry or report in "
-                       "https://developers.generativeai.google/guide/troubleshooting "
-                       "(%s.data is not %s)",
+        return fail(v,
+                    "Unable to process input image. Please retry or report in "
+                    "https://developers.generativeai.google/guide/troubleshooting "
+                    "(%s.data is not %s)",
                     where, m);
     }
     v->markers |= sim_markers_scan(raw, rawlen);
@@ -449,8 +488,9 @@ static int check_text(vctx_t *v, json_object *text, const char *where)
     if (!json_object_is_type(text, json_type_string))
         return fail(v, "Invalid value at '%s' (TYPE_STRING): must be a string.", where);
     if (json_object_get_string_len(text) == 0)
-        return fail(v, "Unable to submit request because it has an empty text parameter. Add a "
-                       "value to the parameter and try again. (%s)",
+        return fail(v,
+                    "Unable to submit request because it has an empty text parameter. Add a "
+                    "value to the parameter and try again. (%s)",
                     where);
     size_t n = (size_t)json_object_get_string_len(text);
     v->text_chars += (int64_t)n;
@@ -458,10 +498,17 @@ static int check_text(vctx_t *v, json_object *text, const char *where)
     return 0;
 }
 
-static const char *const part_fields[] = {"text", "inlineData", "fileData", "functionCall",
-                                          "functionResponse", "executableCode",
-                                          "codeExecutionResult", "thought", "thoughtSignature",
-                                          "videoMetadata", NULL};
+static const char *const part_fields[] = {"text",
+                                          "inlineData",
+                                          "fileData",
+                                          "functionCall",
+                                          "functionResponse",
+                                          "executableCode",
+                                          "codeExecutionResult",
+                                          "thought",
+                                          "thoughtSignature",
+                                          "videoMetadata",
+                                          NULL};
 
 static int check_content(vctx_t *v, json_object *c, const char *where, bool is_system)
 {
@@ -474,14 +521,17 @@ static int check_content(vctx_t *v, json_object *c, const char *where, bool is_s
         return rc;
     json_object *role = field(c, "role");
     if (role) {
-        const char *r = json_object_is_type(role, json_type_string) ? json_object_get_string(role) : "";
+        const char *r =
+            json_object_is_type(role, json_type_string) ? json_object_get_string(role) : "";
         if (is_system ? strcmp(r, "user") != 0 && strcmp(r, "system") != 0
-                   : strcmp(r, "user") != 0 && strcmp(r, "model") != 0)
+                      : strcmp(r, "user") != 0 && strcmp(r, "model") != 0)
             return fail(v, "Please use a valid role: user, model. (%s.role)", where);
     }
     json_object *parts = field(c, "parts");
-    if (!parts || !json_object_is_type(parts, json_type_array) || json_object_array_length(parts) == 0)
-        return fail(v, "* GenerateContentRequest.%s.parts: contents.parts must not be empty.", where);
+    if (!parts || !json_object_is_type(parts, json_type_array) ||
+        json_object_array_length(parts) == 0)
+        return fail(v, "* GenerateContentRequest.%s.parts: contents.parts must not be empty.",
+                    where);
     bool seen_text = false;
     for (size_t i = 0; i < json_object_array_length(parts); i++) {
         json_object *part = json_object_array_get_idx(parts, i);
@@ -500,8 +550,9 @@ static int check_content(vctx_t *v, json_object *c, const char *where, bool is_s
                 data_fields++;
         if (data_fields != 1)
             return fail(v, "* GenerateContentRequest.%s.data: %s", path,
-                        data_fields ? "only one of text, inline_data, file_data... may be set"
-                                    : "required oneof field 'data' must have one initialized field");
+                        data_fields
+                            ? "only one of text, inline_data, file_data... may be set"
+                            : "required oneof field 'data' must have one initialized field");
         if (text) {
             char tp[192];
             snprintf(tp, sizeof(tp), "%s.text", path);
@@ -511,8 +562,9 @@ static int check_content(vctx_t *v, json_object *c, const char *where, bool is_s
             seen_text = true;
         } else if (inl && !is_system) {
             if (seen_text)
-                return fail(v, "%s: media parts must come before the text part (an inline_data "
-                               "part follows a text part)",
+                return fail(v,
+                            "%s: media parts must come before the text part (an inline_data "
+                            "part follows a text part)",
                             path);
             char ip[192];
             snprintf(ip, sizeof(ip), "%s.inline_data", path);
@@ -531,12 +583,24 @@ static int check_content(vctx_t *v, json_object *c, const char *where, bool is_s
 
 static int check_generation_config(vctx_t *v, json_object *gc)
 {
-    static const char *const allowed[] = {
-        "stopSequences",  "responseMimeType", "responseSchema",   "responseJsonSchema",
-        "candidateCount", "maxOutputTokens",  "temperature",      "topP",
-        "topK",           "seed",             "presencePenalty",  "frequencyPenalty",
-        "responseLogprobs", "logprobs",       "thinkingConfig",   "responseModalities",
-        "mediaResolution", NULL};
+    static const char *const allowed[] = {"stopSequences",
+                                          "responseMimeType",
+                                          "responseSchema",
+                                          "responseJsonSchema",
+                                          "candidateCount",
+                                          "maxOutputTokens",
+                                          "temperature",
+                                          "topP",
+                                          "topK",
+                                          "seed",
+                                          "presencePenalty",
+                                          "frequencyPenalty",
+                                          "responseLogprobs",
+                                          "logprobs",
+                                          "thinkingConfig",
+                                          "responseModalities",
+                                          "mediaResolution",
+                                          NULL};
     const char *where = "generation_config";
     if (!json_object_is_type(gc, json_type_object))
         return fail(v, "Invalid value at 'generation_config': must be an object.");
@@ -544,7 +608,8 @@ static int check_generation_config(vctx_t *v, json_object *gc)
     if (rc < 0)
         return rc;
     json_object *mime = field(gc, "responseMimeType");
-    const char *m = mime && json_object_is_type(mime, json_type_string) ? json_object_get_string(mime) : NULL;
+    const char *m =
+        mime && json_object_is_type(mime, json_type_string) ? json_object_get_string(mime) : NULL;
     if (mime && (!m || (strcmp(m, "application/json") != 0 && strcmp(m, "text/plain") != 0 &&
                         strcmp(m, "text/x.enum") != 0)))
         return fail(v, "* GenerateContentRequest.generation_config.response_mime_type: allowed "
@@ -567,46 +632,55 @@ static int check_generation_config(vctx_t *v, json_object *gc)
     }
     json_object *t = field(gc, "temperature");
     if (t && (!is_number(t) || json_object_get_double(t) < 0 || json_object_get_double(t) > 2))
-        return fail(v, "* GenerateContentRequest.generation_config.temperature: must be a number in [0.0, 2.0]");
+        return fail(v, "* GenerateContentRequest.generation_config.temperature: must be a number "
+                       "in [0.0, 2.0]");
     json_object *tp = field(gc, "topP");
     if (tp && (!is_number(tp) || json_object_get_double(tp) < 0 || json_object_get_double(tp) > 1))
-        return fail(v, "* GenerateContentRequest.generation_config.top_p: must be a number in [0.0, 1.0]");
+        return fail(
+            v, "* GenerateContentRequest.generation_config.top_p: must be a number in [0.0, 1.0]");
     json_object *mo = field(gc, "maxOutputTokens");
     if (mo) {
         if (!get_int(mo, &v->max_output) || v->max_output < 1)
-            return fail(v, "* GenerateContentRequest.generation_config.max_output_tokens: must be a positive integer");
+            return fail(v, "* GenerateContentRequest.generation_config.max_output_tokens: must be "
+                           "a positive integer");
     }
     json_object *cc = field(gc, "candidateCount");
     int64_t ccount = 1;
     if (cc && (!get_int(cc, &ccount) || ccount != 1))
-        return fail(v, "generation_config.candidate_count: the simulator answers exactly one candidate; send 1 or omit it");
+        return fail(v, "generation_config.candidate_count: the simulator answers exactly one "
+                       "candidate; send 1 or omit it");
     json_object *tc = field(gc, "thinkingConfig");
     if (tc) {
-        static const char *const tc_allowed[] = {"thinkingBudget", "includeThoughts", "thinkingLevel", NULL};
+        static const char *const tc_allowed[] = {"thinkingBudget", "includeThoughts",
+                                                 "thinkingLevel", NULL};
         if (!json_object_is_type(tc, json_type_object))
-            return fail(v, "Invalid value at 'generation_config.thinking_config': must be an object.");
+            return fail(v,
+                        "Invalid value at 'generation_config.thinking_config': must be an object.");
         rc = check_fields(v, tc, "generation_config.thinking_config", tc_allowed);
         if (rc < 0)
             return rc;
         json_object *tb = field(tc, "thinkingBudget");
         if (tb) {
             if (!get_int(tb, &v->thinking_budget) || v->thinking_budget < -1)
-                return fail(v, "Invalid value at 'generation_config.thinking_config.thinking_budget' (TYPE_INT32): must be -1, 0 or a positive integer");
+                return fail(v,
+                            "Invalid value at 'generation_config.thinking_config.thinking_budget' "
+                            "(TYPE_INT32): must be -1, 0 or a positive integer");
             if (v->thinking_budget == 0 && sim_list_has(v->s->thinking_only, v->model))
                 return fail(v, "Budget 0 is invalid. This model only works in thinking mode.");
         }
         json_object *it = field(tc, "includeThoughts");
         if (it && !json_object_is_type(it, json_type_boolean))
-            return fail(v, "Invalid value at 'generation_config.thinking_config.include_thoughts' (TYPE_BOOL)");
+            return fail(v, "Invalid value at 'generation_config.thinking_config.include_thoughts' "
+                           "(TYPE_BOOL)");
     }
     return 0;
 }
 
 static int check_request(vctx_t *v, json_object *req)
 {
-    static const char *const allowed[] = {"contents",       "systemInstruction", "generationConfig",
-                                          "safetySettings", "tools",             "toolConfig",
-                                          "cachedContent",  NULL};
+    static const char *const allowed[] = {
+        "contents", "systemInstruction", "generationConfig", "safetySettings",
+        "tools",    "toolConfig",        "cachedContent",    NULL};
     if (!json_object_is_type(req, json_type_object))
         return fail(v, "Invalid JSON payload received. Expected an object at the top level.");
     int rc = check_fields(v, req, "(root)", allowed);
@@ -723,7 +797,8 @@ static void reply_candidate(sim_reply_t *out, const sim_settings_t *s, const cha
     if (strcmp(finish, "SAFETY") == 0) {
         json_object *ratings = json_object_new_array();
         json_object *r = json_object_new_object();
-        json_object_object_add(r, "category", json_object_new_string("HARM_CATEGORY_DANGEROUS_CONTENT"));
+        json_object_object_add(r, "category",
+                               json_object_new_string("HARM_CATEGORY_DANGEROUS_CONTENT"));
         json_object_object_add(r, "probability", json_object_new_string("HIGH"));
         json_object_object_add(r, "blocked", json_object_new_boolean(1));
         json_object_array_add(ratings, r);
@@ -745,7 +820,8 @@ static const char google_html[] =
     "content=\"initial-scale=1, minimum-scale=1, width=device-width\">\n  <title>Error %d (Server "
     "Error)!!1</title>\n  <a href=//www.google.com/><span id=logo aria-label=Google></span></a>\n"
     "  <p><b>%d.</b> <ins>That's an error.</ins>\n  <p>The server encountered an error and could "
-    "not complete your request.<p>Please try again in 30 seconds.  <ins>That's all we know.</ins>\n";
+    "not complete your request.<p>Please try again in 30 seconds.  <ins>That's all we "
+    "know.</ins>\n";
 
 static const char google_html_413[] =
     "<!DOCTYPE html>\n<html lang=en>\n  <meta charset=utf-8>\n  <title>Error 413 (Request Entity "
@@ -760,7 +836,8 @@ static void serve_late_fault(sim_provider_t *p, const sim_settings_t *s, sim_fau
     sim_provider_fault_served(p, f);
     switch (f) {
     case SIM_FAULT_OVERLOADED:
-        reply_error(out, 503, "UNAVAILABLE", "The model is overloaded. Please try again later.", NULL);
+        reply_error(out, 503, "UNAVAILABLE", "The model is overloaded. Please try again later.",
+                    NULL);
         break;
     case SIM_FAULT_INTERNAL:
         reply_error(out, 500, "INTERNAL",
@@ -769,7 +846,8 @@ static void serve_late_fault(sim_provider_t *p, const sim_settings_t *s, sim_fau
                     NULL);
         break;
     case SIM_FAULT_DEADLINE:
-        reply_error(out, 504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete.", NULL);
+        reply_error(out, 504, "DEADLINE_EXCEEDED",
+                    "Deadline expired before operation could complete.", NULL);
         break;
     case SIM_FAULT_HTML: {
         char *html = ev_asprintf(google_html, (int)s->html_status, (int)s->html_status);
@@ -821,7 +899,8 @@ static void serve_late_fault(sim_provider_t *p, const sim_settings_t *s, sim_fau
         break;
     }
     case SIM_FAULT_HANG:
-        reply_error(out, 504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete.", NULL);
+        reply_error(out, 504, "DEADLINE_EXCEEDED",
+                    "Deadline expired before operation could complete.", NULL);
         out->action = SIM_REPLY_HANG;
         out->hang_ms = s->hang_ms;
         atomic_fetch_add_explicit(&p->hung, 1, memory_order_relaxed);
@@ -844,10 +923,12 @@ void sim_gemini_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *
     /* Route: only generateContent on v1beta exists here. */
     const char *path = rq->path;
     size_t plen = strlen(path), pre = strlen(PATH_PREFIX), suf = strlen(PATH_SUFFIX);
-    if (strcmp(rq->method, "POST") != 0 || plen <= pre + suf || strncmp(path, PATH_PREFIX, pre) != 0 ||
-        strcmp(path + plen - suf, PATH_SUFFIX) != 0 || plen - pre - suf >= sizeof(model)) {
-        snprintf(msg, sizeof(msg), "Method or path not found: %s /gemini%s (the simulator serves "
-                                   "POST /gemini/v1beta/models/{model}:generateContent)",
+    if (strcmp(rq->method, "POST") != 0 || plen <= pre + suf ||
+        strncmp(path, PATH_PREFIX, pre) != 0 || strcmp(path + plen - suf, PATH_SUFFIX) != 0 ||
+        plen - pre - suf >= sizeof(model)) {
+        snprintf(msg, sizeof(msg),
+                 "Method or path not found: %s /gemini%s (the simulator serves "
+                 "POST /gemini/v1beta/models/{model}:generateContent)",
                  rq->method, path);
         sim_provider_malformed(p, msg);
         reply_error(out, 404, "NOT_FOUND", msg, NULL);
@@ -857,8 +938,9 @@ void sim_gemini_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *
     model[plen - pre - suf] = '\0';
 
     if (rq->key_in_query) {
-        reply_invalid(p, out, "API key passed in the URL (?key=): the simulator rejects it; send "
-                              "it in the x-goog-api-key header so it stays out of logs");
+        reply_invalid(p, out,
+                      "API key passed in the URL (?key=): the simulator rejects it; send "
+                      "it in the x-goog-api-key header so it stays out of logs");
         goto out;
     }
     if (!rq->goog_api_key || !rq->goog_api_key[0] ||
@@ -875,9 +957,10 @@ void sim_gemini_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *
     if (f == SIM_FAULT_DAILY_QUOTA) {
         sim_provider_fault_served(p, f);
         atomic_fetch_add_explicit(&p->rate_limited, 1, memory_order_relaxed);
-        sim_reply_json(out, 429, quota_error(&s, model, true, s.rpd > 0 ? s.rpd : 250,
-                                             ev_rand_range(5000000, 60000000)),
-                       true);
+        sim_reply_json(
+            out, 429,
+            quota_error(&s, model, true, s.rpd > 0 ? s.rpd : 250, ev_rand_range(5000000, 60000000)),
+            true);
         goto out;
     }
     if (f == SIM_FAULT_TOO_LARGE) {
@@ -888,7 +971,8 @@ void sim_gemini_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *
     if (rq->early) {
         /* The front end refuses a huge Content-Length before the API sees it. */
         atomic_fetch_add_explicit(&p->too_large, 1, memory_order_relaxed);
-        sim_provider_malformed(p, "Request payload size exceeds the limit (413 from the front end)");
+        sim_provider_malformed(p,
+                               "Request payload size exceeds the limit (413 from the front end)");
         sim_reply_text(out, 413, "text/html; charset=UTF-8", google_html_413);
         goto out;
     }
@@ -897,9 +981,10 @@ void sim_gemini_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *
         goto out;
     }
     if (!sim_list_has(s.models, model)) {
-        snprintf(msg, sizeof(msg), "models/%s is not found for API version v1beta, or is not "
-                                   "supported for generateContent. Call ListModels to see the list "
-                                   "of available models and their supported methods.",
+        snprintf(msg, sizeof(msg),
+                 "models/%s is not found for API version v1beta, or is not "
+                 "supported for generateContent. Call ListModels to see the list "
+                 "of available models and their supported methods.",
                  model);
         sim_provider_malformed(p, msg);
         reply_error(out, 404, "NOT_FOUND", msg, NULL);
@@ -918,8 +1003,9 @@ void sim_gemini_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *
     }
 
     if (!rq->content_type || strncasecmp(rq->content_type, "application/json", 16) != 0) {
-        snprintf(msg, sizeof(msg), "Invalid JSON payload received: Content-Type must be "
-                                   "application/json (got %s)",
+        snprintf(msg, sizeof(msg),
+                 "Invalid JSON payload received: Content-Type must be "
+                 "application/json (got %s)",
                  rq->content_type ? rq->content_type : "none");
         reply_invalid(p, out, msg);
         goto out;

@@ -76,7 +76,8 @@ static json_object *rate_error(const char *model, bool daily, int64_t limit, int
         "Rate limit reached for model `%s` in organization `org_sim` service tier `on_demand` "
         "on requests per %s (%s): Limit %lld, Used %lld, Requested 1. Please try again in %s. "
         "Need more tokens? Upgrade to Dev Tier today at https://console.groq.com/settings/billing",
-        model, daily ? "day" : "minute", daily ? "RPD" : "RPM", (long long)limit, (long long)limit, dur);
+        model, daily ? "day" : "minute", daily ? "RPD" : "RPM", (long long)limit, (long long)limit,
+        dur);
     json_object *o = error_obj(msg, "requests", "rate_limit_exceeded");
     free(msg);
     return o;
@@ -142,13 +143,13 @@ static void add_ratelimit_headers(sim_provider_t *p, const sim_settings_t *s, si
 
 typedef struct vctx {
     char msg[SIM_REASON_MAX];
-    int status;          /* 400 unless said otherwise */
-    const char *code;    /* error code, NULL for none */
+    int status;       /* 400 unless said otherwise */
+    const char *code; /* error code, NULL for none */
     unsigned markers;
     int64_t text_chars;
     int64_t images;
     bool mentions_json;
-    int64_t max_tokens;  /* -1 when unset */
+    int64_t max_tokens; /* -1 when unset */
     const char *model;
     const sim_settings_t *s;
 } vctx_t;
@@ -195,7 +196,8 @@ static void scan_text(vctx_t *v, const char *text, size_t n)
         v->mentions_json = true;
 }
 
-static const char *const image_types[] = {"image/png", "image/jpeg", "image/webp", "image/gif", NULL};
+static const char *const image_types[] = {"image/png", "image/jpeg", "image/webp", "image/gif",
+                                          NULL};
 
 static int check_image(vctx_t *v, json_object *img, const char *where)
 {
@@ -211,7 +213,9 @@ static int check_image(vctx_t *v, json_object *img, const char *where)
     const char *u = json_object_get_string(url);
     size_t ulen = (size_t)json_object_get_string_len(url);
     if (strncmp(u, "data:", 5) != 0)
-        return fail(v, "'%s.url' : the simulator accepts only data: URLs (data:image/png;base64,...)", where);
+        return fail(v,
+                    "'%s.url' : the simulator accepts only data: URLs (data:image/png;base64,...)",
+                    where);
     const char *comma = memchr(u, ',', ulen);
     const char *semi = memchr(u, ';', ulen);
     if (!comma || !semi || semi > comma || comma - semi != 7 || strncmp(semi, ";base64", 7) != 0)
@@ -223,8 +227,9 @@ static int check_image(vctx_t *v, json_object *img, const char *where)
     memcpy(mime, u + 5, mlen);
     mime[mlen] = '\0';
     if (strcmp(mime, "application/pdf") == 0)
-        return fail(v, "'%s.url' : PDF input is not supported: Groq takes images only; send the "
-                       "PDF's extracted text instead",
+        return fail(v,
+                    "'%s.url' : PDF input is not supported: Groq takes images only; send the "
+                    "PDF's extracted text instead",
                     where);
     if (!in_list(mime, image_types))
         return fail(v, "'%s.url' : unsupported image type %s (png, jpeg, webp, gif)", where, mime);
@@ -263,7 +268,8 @@ static int check_content(vctx_t *v, json_object *content, const char *where, con
         if (!json_object_is_type(part, json_type_object))
             return fail(v, "'%s' : value must be an object", path);
         json_object *type = NULL;
-        if (!json_object_object_get_ex(part, "type", &type) || !json_object_is_type(type, json_type_string))
+        if (!json_object_object_get_ex(part, "type", &type) ||
+            !json_object_is_type(type, json_type_string))
             return fail(v, "'%s' : property 'type' is missing", path);
         const char *t = json_object_get_string(type);
         if (strcmp(t, "text") == 0) {
@@ -272,7 +278,8 @@ static int check_content(vctx_t *v, json_object *content, const char *where, con
             if (rc < 0)
                 return rc;
             json_object *text = NULL;
-            if (!json_object_object_get_ex(part, "text", &text) || !json_object_is_type(text, json_type_string))
+            if (!json_object_object_get_ex(part, "text", &text) ||
+                !json_object_is_type(text, json_type_string))
                 return fail(v, "'%s.text' : property 'text' is missing or not a string", path);
             scan_text(v, json_object_get_string(text), (size_t)json_object_get_string_len(text));
         } else if (strcmp(t, "image_url") == 0) {
@@ -283,8 +290,9 @@ static int check_content(vctx_t *v, json_object *content, const char *where, con
             if (strcmp(role, "user") != 0)
                 return fail(v, "'%s' : images are only allowed in user messages", path);
             if (!sim_list_has(v->s->vision_models, v->model))
-                return fail(v, "'%s' : model `%s` does not support image input; use a vision model "
-                               "(%s)",
+                return fail(v,
+                            "'%s' : model `%s` does not support image input; use a vision model "
+                            "(%s)",
                             path, v->model, v->s->vision_models);
             json_object *img = NULL;
             json_object_object_get_ex(part, "image_url", &img);
@@ -301,21 +309,39 @@ static int check_content(vctx_t *v, json_object *content, const char *where, con
 
 static int check_request(vctx_t *v, json_object *req)
 {
-    static const char *const allowed[] = {
-        "model",      "messages",          "response_format", "temperature",
-        "max_completion_tokens", "max_tokens", "top_p",       "stream",
-        "stop",       "seed",              "n",               "user",
-        "frequency_penalty", "presence_penalty", "tools",     "tool_choice",
-        "parallel_tool_calls", "reasoning_effort", "reasoning_format", "include_reasoning",
-        "service_tier", "logprobs",        "top_logprobs",    "metadata",
-        NULL};
+    static const char *const allowed[] = {"model",
+                                          "messages",
+                                          "response_format",
+                                          "temperature",
+                                          "max_completion_tokens",
+                                          "max_tokens",
+                                          "top_p",
+                                          "stream",
+                                          "stop",
+                                          "seed",
+                                          "n",
+                                          "user",
+                                          "frequency_penalty",
+                                          "presence_penalty",
+                                          "tools",
+                                          "tool_choice",
+                                          "parallel_tool_calls",
+                                          "reasoning_effort",
+                                          "reasoning_format",
+                                          "include_reasoning",
+                                          "service_tier",
+                                          "logprobs",
+                                          "top_logprobs",
+                                          "metadata",
+                                          NULL};
     if (!json_object_is_type(req, json_type_object))
         return fail(v, "the request body must be a JSON object");
     int rc = check_fields(v, req, "", allowed);
     if (rc < 0)
         return rc;
     json_object *model = NULL;
-    if (!json_object_object_get_ex(req, "model", &model) || !json_object_is_type(model, json_type_string))
+    if (!json_object_object_get_ex(req, "model", &model) ||
+        !json_object_is_type(model, json_type_string))
         return fail(v, "'model' : property 'model' is missing");
     v->model = json_object_get_string(model);
     if (!sim_list_has(v->s->models, v->model) && !sim_list_has(v->s->vision_models, v->model)) {
@@ -329,7 +355,7 @@ static int check_request(vctx_t *v, json_object *req)
         return fail(v, "'messages' : property 'messages' is missing or empty");
     char path[64];
     for (size_t i = 0; i < json_object_array_length(messages); i++) {
-        static const char *const m_allowed[] = {"role", "content", "name", "tool_calls",
+        static const char *const m_allowed[] = {"role",         "content",   "name", "tool_calls",
                                                 "tool_call_id", "reasoning", NULL};
         json_object *m = json_object_array_get_idx(messages, i);
         snprintf(path, sizeof(path), "messages.%zu", i);
@@ -339,12 +365,14 @@ static int check_request(vctx_t *v, json_object *req)
         if (rc < 0)
             return rc;
         json_object *role = NULL, *content = NULL;
-        if (!json_object_object_get_ex(m, "role", &role) || !json_object_is_type(role, json_type_string))
+        if (!json_object_object_get_ex(m, "role", &role) ||
+            !json_object_is_type(role, json_type_string))
             return fail(v, "'%s' : property 'role' is missing", path);
         const char *r = json_object_get_string(role);
         if (strcmp(r, "system") != 0 && strcmp(r, "user") != 0 && strcmp(r, "assistant") != 0 &&
             strcmp(r, "tool") != 0)
-            return fail(v, "'%s.role' : value must be one of 'system', 'user', 'assistant', 'tool'", path);
+            return fail(v, "'%s.role' : value must be one of 'system', 'user', 'assistant', 'tool'",
+                        path);
         if (!json_object_object_get_ex(m, "content", &content) || !content)
             return fail(v, "'%s' : property 'content' is missing", path);
         char cp[96];
@@ -372,12 +400,14 @@ static int check_request(vctx_t *v, json_object *req)
         rf_type = json_object_get_string(t);
         if (strcmp(rf_type, "text") != 0 && strcmp(rf_type, "json_object") != 0 &&
             strcmp(rf_type, "json_schema") != 0)
-            return fail(v, "'response_format.type' : value must be one of 'text', 'json_object', 'json_schema'");
+            return fail(v, "'response_format.type' : value must be one of 'text', 'json_object', "
+                           "'json_schema'");
         if (strcmp(rf_type, "json_object") == 0 && !v->mentions_json)
             return fail(v, "'messages' must contain the word 'json' in some form, to use "
                            "'response_format' of type 'json_object'.");
         if (strcmp(rf_type, "json_schema") == 0 &&
-            (!json_object_object_get_ex(rf, "json_schema", &t) || !json_object_is_type(t, json_type_object)))
+            (!json_object_object_get_ex(rf, "json_schema", &t) ||
+             !json_object_is_type(t, json_type_object)))
             return fail(v, "'response_format.json_schema' : property 'json_schema' is missing");
     }
     if (v->s->require_json_mode && (!rf_type || strcmp(rf_type, "text") == 0))
@@ -399,7 +429,8 @@ static int check_request(vctx_t *v, json_object *req)
     json_object *lim = mct ? mct : mt;
     if (lim) {
         if (!json_object_is_type(lim, json_type_int) || json_object_get_int64(lim) < 1)
-            return fail(v, "'%s' : value must be a positive integer", mct ? "max_completion_tokens" : "max_tokens");
+            return fail(v, "'%s' : value must be a positive integer",
+                        mct ? "max_completion_tokens" : "max_tokens");
         v->max_tokens = json_object_get_int64(lim);
     }
     if (json_object_object_get_ex(req, "n", &x) &&
@@ -554,8 +585,9 @@ void sim_groq_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *ou
     static const char bearer[] = "Bearer ";
 
     if (strcmp(rq->method, "POST") != 0 || strcmp(rq->path, PATH) != 0) {
-        snprintf(msg, sizeof(msg), "Unknown request URL: %s /groq%s. Please check the URL for "
-                                   "typos, or see the docs at https://console.groq.com/docs/",
+        snprintf(msg, sizeof(msg),
+                 "Unknown request URL: %s /groq%s. Please check the URL for "
+                 "typos, or see the docs at https://console.groq.com/docs/",
                  rq->method, rq->path);
         reply_invalid(p, out, 404, msg, "unknown_url");
         goto out;
@@ -587,7 +619,8 @@ void sim_groq_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *ou
     if (rq->early || rq->too_big || (int64_t)rq->total_len > s.max_body_bytes) {
         atomic_fetch_add_explicit(&p->too_large, 1, memory_order_relaxed);
         sim_provider_malformed(p, "Request Entity Too Large (body above max_body_bytes)");
-        reply_error(out, 413, "Request Entity Too Large", "invalid_request_error", "request_too_large");
+        reply_error(out, 413, "Request Entity Too Large", "invalid_request_error",
+                    "request_too_large");
         goto out;
     }
     if (!rq->content_type || strncasecmp(rq->content_type, "application/json", 16) != 0) {
@@ -611,8 +644,10 @@ void sim_groq_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *ou
     model = v.model;
     if (v.images > 0 && (int64_t)rq->total_len > s.vision_max_bytes) {
         atomic_fetch_add_explicit(&p->too_large, 1, memory_order_relaxed);
-        sim_provider_malformed(p, "Request Entity Too Large (request with images above vision_max_bytes)");
-        reply_error(out, 413, "Request Entity Too Large", "invalid_request_error", "request_too_large");
+        sim_provider_malformed(
+            p, "Request Entity Too Large (request with images above vision_max_bytes)");
+        reply_error(out, 413, "Request Entity Too Large", "invalid_request_error",
+                    "request_too_large");
         goto out;
     }
     /* Groq limits per model; knowing the model first makes the 429 name it. */

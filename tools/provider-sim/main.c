@@ -29,10 +29,10 @@
 
 /* A flag that sets one provider setting: --gemini-X, --groq-X, or --X for both. */
 typedef struct {
-    const char *flag;   /* without the provider prefix */
-    const char *key;    /* settings key */
-    char type;          /* 'i' integer, 'd' number, 's' string, 'b' boolean, 'j' JSON object */
-    unsigned provs;     /* which prefixes exist; BOTH also allows the bare flag */
+    const char *flag; /* without the provider prefix */
+    const char *key;  /* settings key */
+    char type;        /* 'i' integer, 'd' number, 's' string, 'b' boolean, 'j' JSON object */
+    unsigned provs;   /* which prefixes exist; BOTH also allows the bare flag */
 } flag_t;
 
 static const flag_t flags[] = {
@@ -58,43 +58,44 @@ static const flag_t flags[] = {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: provider-sim [options]\n"
-            "\n"
-            "A loopback simulator of the Gemini and Groq APIs: strict request validation,\n"
-            "real error bodies, rate limits, latency and fault injection, a control API.\n"
-            "\n"
-            "  --addr A              IPv4 address to bind [127.0.0.1]\n"
-            "  --port N              port, 0 = any free port [0]\n"
-            "  --port-file PATH      write the bound port to PATH once listening\n"
-            "  --max-connections N   concurrent connections (one thread each) [1024]\n"
-            "  --log-level L         debug|info|warn|error|off [info]\n"
-            "\n"
-            "Provider settings (--gemini-X or --groq-X; the bare --X sets both):\n"
-            "  --rpm N               requests per minute, 0 = unlimited [gemini 1000, groq 30]\n"
-            "  --window-s S          sliding window; admits rpm*S/60 per window [60]\n"
-            "  --rpd N               requests per day (until reset), 0 = unlimited [gemini 0, groq 14400]\n"
-            "  --groq-tpm N          Groq tokens per minute: a bigger request gets 413 [300000]\n"
-            "  --latency-ms N        answer latency [0]   --jitter-ms N  +- uniform jitter [0]\n"
-            "  --key K               the API key to expect; unset = any non-empty key\n"
-            "  --models LIST         comma-separated accepted models\n"
-            "  --groq-vision-models LIST   models that take images\n"
-            "  --fault MODE          none|overloaded|internal|deadline|html|empty|garbage|blocked|\n"
-            "                        safety|truncated|hang|daily_quota|array_error|fenced|bad_key|\n"
-            "                        too_large|json_failed [none]\n"
-            "  --fault-rate F        fraction of requests faulted [1]\n"
-            "  --fail-next N         fault only the next N requests\n"
-            "  --hang-ms N           how long 'hang' lasts, 0 = until the client leaves [0]\n"
-            "  --max-body-bytes N    request size limit [20971520]\n"
-            "  --groq-vision-max-bytes N   request size limit with images [4194304]\n"
-            "  --groq-max-images N   images per request [5]\n"
-            "  --require-json-mode true|false  reject requests not asking for JSON [true]\n"
-            "  --set JSON            any settings as a control-API JSON object\n"
-            "\n"
-            "Endpoints: POST /gemini/v1beta/models/{model}:generateContent,\n"
-            "POST /groq/openai/v1/chat/completions, GET /control/stats,\n"
-            "GET|POST /control/{gemini|groq}, POST /control/reset[?keep_settings=1], GET /healthz.\n"
-            "See tools/provider-sim/README.md.\n");
+    fprintf(
+        f, "usage: provider-sim [options]\n"
+           "\n"
+           "A loopback simulator of the Gemini and Groq APIs: strict request validation,\n"
+           "real error bodies, rate limits, latency and fault injection, a control API.\n"
+           "\n"
+           "  --addr A              IPv4 address to bind [127.0.0.1]\n"
+           "  --port N              port, 0 = any free port [0]\n"
+           "  --port-file PATH      write the bound port to PATH once listening\n"
+           "  --max-connections N   concurrent connections (one thread each) [1024]\n"
+           "  --log-level L         debug|info|warn|error|off [info]\n"
+           "\n"
+           "Provider settings (--gemini-X or --groq-X; the bare --X sets both):\n"
+           "  --rpm N               requests per minute, 0 = unlimited [gemini 1000, groq 30]\n"
+           "  --window-s S          sliding window; admits rpm*S/60 per window [60]\n"
+           "  --rpd N               requests per day (until reset), 0 = unlimited [gemini 0, groq "
+           "14400]\n"
+           "  --groq-tpm N          Groq tokens per minute: a bigger request gets 413 [300000]\n"
+           "  --latency-ms N        answer latency [0]   --jitter-ms N  +- uniform jitter [0]\n"
+           "  --key K               the API key to expect; unset = any non-empty key\n"
+           "  --models LIST         comma-separated accepted models\n"
+           "  --groq-vision-models LIST   models that take images\n"
+           "  --fault MODE          none|overloaded|internal|deadline|html|empty|garbage|blocked|\n"
+           "                        safety|truncated|hang|daily_quota|array_error|fenced|bad_key|\n"
+           "                        too_large|json_failed [none]\n"
+           "  --fault-rate F        fraction of requests faulted [1]\n"
+           "  --fail-next N         fault only the next N requests\n"
+           "  --hang-ms N           how long 'hang' lasts, 0 = until the client leaves [0]\n"
+           "  --max-body-bytes N    request size limit [20971520]\n"
+           "  --groq-vision-max-bytes N   request size limit with images [4194304]\n"
+           "  --groq-max-images N   images per request [5]\n"
+           "  --require-json-mode true|false  reject requests not asking for JSON [true]\n"
+           "  --set JSON            any settings as a control-API JSON object\n"
+           "\n"
+           "Endpoints: POST /gemini/v1beta/models/{model}:generateContent,\n"
+           "POST /groq/openai/v1/chat/completions, GET /control/stats,\n"
+           "GET|POST /control/{gemini|groq}, POST /control/reset[?keep_settings=1], GET /healthz.\n"
+           "See tools/provider-sim/README.md.\n");
 }
 
 /* Build the JSON value a flag's text stands for; NULL when it does not parse. */
@@ -161,8 +162,9 @@ static int apply_flag(sim_settings_t *set, const char *arg, const char *value)
                 *c = '_';
         char err[200];
         json_object *v = sim_json_parse(value, strlen(value), err, sizeof(err));
-        if (!v || !(json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double) ||
-                    json_object_is_type(v, json_type_boolean))) {
+        if (!v ||
+            !(json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double) ||
+              json_object_is_type(v, json_type_boolean))) {
             json_object_put(v);
             v = json_object_new_string(value);
         }
@@ -319,7 +321,8 @@ int main(int argc, char **argv)
     }
     int port = sim_server_port(srv);
     if (port_file && write_port_file(port_file, port) < 0) {
-        fprintf(stderr, "provider-sim: cannot write --port-file %s: %s\n", port_file, strerror(errno));
+        fprintf(stderr, "provider-sim: cannot write --port-file %s: %s\n", port_file,
+                strerror(errno));
         goto out;
     }
     char gem[96], grq[96];

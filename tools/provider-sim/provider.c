@@ -53,7 +53,8 @@ void sim_settings_default(sim_settings_t *s, sim_prov_id_t id)
         s->rpm = 1000;
         s->rpd = 0;
         s->thought_tokens = 300;
-        s->max_body_bytes = 20971520; /* "Request payload size exceeds the limit: 20971520 bytes." */
+        s->max_body_bytes =
+            20971520; /* "Request payload size exceeds the limit: 20971520 bytes." */
     } else {
         set_str(s->models, sizeof(s->models),
                 "llama-3.3-70b-versatile,llama-3.1-8b-instant,openai/gpt-oss-20b,"
@@ -377,18 +378,16 @@ void sim_provider_reset(sim_provider_t *p, bool restore)
     p->last_malformed[0] = '\0';
     pthread_mutex_unlock(&p->mu);
 
-    _Atomic int64_t *counters[] = {&p->requests,     &p->ok,          &p->verdict_valid,
-                                   &p->verdict_invalid, &p->malformed, &p->auth_failed,
-                                   &p->rate_limited, &p->too_large,   &p->faults,
-                                   &p->hung,         &p->bytes_in,    &p->bytes_out,
-                                   &p->tokens_in,    &p->tokens_out};
+    _Atomic int64_t *counters[] = {
+        &p->requests,    &p->ok,           &p->verdict_valid, &p->verdict_invalid, &p->malformed,
+        &p->auth_failed, &p->rate_limited, &p->too_large,     &p->faults,          &p->hung,
+        &p->bytes_in,    &p->bytes_out,    &p->tokens_in,     &p->tokens_out};
     for (size_t i = 0; i < EV_ARRAY_LEN(counters); i++)
         atomic_store_explicit(counters[i], 0, RELAXED);
     for (int i = 0; i < SIM_FAULT_COUNT; i++)
         atomic_store_explicit(&p->fault_served[i], 0, RELAXED);
     /* The maximum restarts from what is in flight right now. */
-    atomic_store_explicit(&p->max_in_flight, atomic_load_explicit(&p->in_flight, RELAXED),
-                          RELAXED);
+    atomic_store_explicit(&p->max_in_flight, atomic_load_explicit(&p->in_flight, RELAXED), RELAXED);
 }
 
 void sim_provider_admit(sim_provider_t *p, int64_t now_us, sim_admit_t *out)
@@ -510,7 +509,8 @@ void sim_provider_leave(sim_provider_t *p)
 json_object *sim_provider_stats(sim_provider_t *p)
 {
     json_object *o = json_object_new_object();
-#define C(f) json_object_object_add(o, #f, json_object_new_int64(atomic_load_explicit(&p->f, RELAXED)))
+#define C(f)                                                                                       \
+    json_object_object_add(o, #f, json_object_new_int64(atomic_load_explicit(&p->f, RELAXED)))
     C(requests);
     C(ok);
     C(verdict_valid);

@@ -63,7 +63,8 @@ bool sim_server_stopping(void)
 /* Wait on the stop condition until `deadline_us` (monotonic) or stop. */
 static void wait_until(int64_t deadline_us)
 {
-    struct timespec ts = {.tv_sec = deadline_us / 1000000, .tv_nsec = (deadline_us % 1000000) * 1000};
+    struct timespec ts = {.tv_sec = deadline_us / 1000000,
+                          .tv_nsec = (deadline_us % 1000000) * 1000};
     pthread_mutex_lock(&stop_mu);
     while (!atomic_load(&stopping) && sim_now_us() < deadline_us)
         if (pthread_cond_timedwait(&stop_cv, &stop_mu, &ts) == ETIMEDOUT)
@@ -83,7 +84,8 @@ bool sim_server_sleep_ms(int64_t ms)
  * (hang_ms passed), false when the client left or the server is stopping. */
 static bool hang(struct MHD_Connection *c, int64_t hang_ms)
 {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     int fd = ci ? ci->connect_fd : -1;
     int64_t deadline = hang_ms > 0 ? sim_now_us() + hang_ms * 1000 : INT64_MAX;
     while (!atomic_load(&stopping)) {
@@ -130,8 +132,8 @@ typedef struct conn_req {
     sim_provider_t *prov; /* for API routes */
     char *buf;
     size_t len, cap;
-    size_t limit;  /* bytes kept */
-    size_t total;  /* bytes received */
+    size_t limit; /* bytes kept */
+    size_t total; /* bytes received */
     bool too_big;
     bool early;
 } conn_req_t;
@@ -176,7 +178,8 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, sim_reply_t *rep)
     return ret;
 }
 
-static enum MHD_Result has_key_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+static enum MHD_Result has_key_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
 {
     (void)kind;
     (void)value;
@@ -196,7 +199,8 @@ static enum MHD_Result serve_api(sim_server_t *srv, struct MHD_Connection *c, co
     rq.path = url + (r->route == ROUTE_GEMINI ? strlen("/gemini") : strlen("/groq"));
     rq.content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     rq.goog_api_key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-goog-api-key");
-    rq.authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    rq.authorization =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, has_key_arg, &rq.key_in_query);
     rq.body = r->buf ? r->buf : "";
     rq.body_len = r->len;
@@ -328,7 +332,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
              * Groq above its limit, Gemini far above it (between the two,
              * Gemini reads the body and answers a JSON 400). */
             size_t refuse = r->route == ROUTE_GEMINI ? 2 * r->limit : r->limit;
-            const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+            const char *cl =
+                MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
             if (cl) {
                 unsigned long long n = strtoull(cl, NULL, 10);
                 if (n > refuse) {
@@ -391,16 +396,16 @@ int sim_server_start(sim_server_t **out, const sim_server_options_t *opt, sim_pr
     sim_server_t *srv = ev_calloc(1, sizeof(*srv));
     srv->prov = providers;
     srv->started_us = sim_now_us();
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
-                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
-    srv->daemon = MHD_start_daemon(
-        flags, (uint16_t)opt->port, NULL, NULL, on_request, srv,
-        /* The logger first, so MHD never prints with its own. */
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, MHD_OPTION_SOCK_ADDR, &sa,
-        MHD_OPTION_CONNECTION_LIMIT, opt->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)300, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_THREAD_STACK_SIZE,
-        (size_t)(1 << 20), MHD_OPTION_END);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    srv->daemon =
+        MHD_start_daemon(flags, (uint16_t)opt->port, NULL, NULL, on_request, srv,
+                         /* The logger first, so MHD never prints with its own. */
+                         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, MHD_OPTION_SOCK_ADDR, &sa,
+                         MHD_OPTION_CONNECTION_LIMIT, opt->max_connections,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_NOTIFY_COMPLETED,
+                         on_completed, srv, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+                         MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1 << 20), MHD_OPTION_END);
     if (!srv->daemon) {
         free(srv);
         return EV_EIO;

@@ -35,23 +35,23 @@
 
 /* Every fault mode: enum suffix, wire name, providers it applies to
  * (bit 0 = Gemini, bit 1 = Groq). */
-#define SIM_FAULT_MAP(X)                                                       \
-    X(NONE, "none", 3)                                                         \
-    X(OVERLOADED, "overloaded", 3)                                             \
-    X(INTERNAL, "internal", 3)                                                 \
-    X(DEADLINE, "deadline", 3)                                                 \
-    X(HTML, "html", 3)                                                         \
-    X(EMPTY, "empty", 3)                                                       \
-    X(GARBAGE, "garbage", 3)                                                   \
-    X(BLOCKED, "blocked", 3)                                                   \
-    X(SAFETY, "safety", 1)                                                     \
-    X(TRUNCATED, "truncated", 3)                                               \
-    X(HANG, "hang", 3)                                                         \
-    X(DAILY_QUOTA, "daily_quota", 3)                                           \
-    X(ARRAY_ERROR, "array_error", 3)                                           \
-    X(FENCED, "fenced", 3)                                                     \
-    X(BAD_KEY, "bad_key", 3)                                                   \
-    X(TOO_LARGE, "too_large", 3)                                               \
+#define SIM_FAULT_MAP(X)                                                                           \
+    X(NONE, "none", 3)                                                                             \
+    X(OVERLOADED, "overloaded", 3)                                                                 \
+    X(INTERNAL, "internal", 3)                                                                     \
+    X(DEADLINE, "deadline", 3)                                                                     \
+    X(HTML, "html", 3)                                                                             \
+    X(EMPTY, "empty", 3)                                                                           \
+    X(GARBAGE, "garbage", 3)                                                                       \
+    X(BLOCKED, "blocked", 3)                                                                       \
+    X(SAFETY, "safety", 1)                                                                         \
+    X(TRUNCATED, "truncated", 3)                                                                   \
+    X(HANG, "hang", 3)                                                                             \
+    X(DAILY_QUOTA, "daily_quota", 3)                                                               \
+    X(ARRAY_ERROR, "array_error", 3)                                                               \
+    X(FENCED, "fenced", 3)                                                                         \
+    X(BAD_KEY, "bad_key", 3)                                                                       \
+    X(TOO_LARGE, "too_large", 3)                                                                   \
     X(JSON_FAILED, "json_failed", 2)
 
 typedef enum {
@@ -80,30 +80,30 @@ typedef enum { SIM_GEMINI = 0, SIM_GROQ = 1, SIM_NPROV = 2 } sim_prov_id_t;
 /* Everything the control API can change for one provider. Plain data: it is
  * copied whole under the provider lock so a request works on a snapshot. */
 typedef struct sim_settings {
-    char key[SIM_KEY_MAX];             /* expected API key; "" accepts any non-empty key */
-    char models[SIM_LIST_MAX];         /* comma-separated accepted models */
-    char vision_models[SIM_LIST_MAX];  /* Groq: models that take images */
-    char thinking_only[SIM_LIST_MAX];  /* Gemini: models refusing thinkingBudget 0 */
-    int64_t rpm;                       /* requests per minute; 0 = unlimited */
-    double window_s;                   /* sliding window; admits rpm*window_s/60 */
-    int64_t rpd;                       /* requests per day (since reset); 0 = unlimited */
-    int64_t tpm;                       /* Groq tokens per minute (413 above); 0 = unlimited */
-    int64_t latency_ms;                /* answer latency */
-    int64_t jitter_ms;                 /* latency +- uniform jitter */
-    sim_fault_t fault;                 /* fault mode */
-    double fault_rate;                 /* fraction of requests faulted when fail_next < 0 */
-    int64_t fail_next;                 /* -1: no count; N >= 0: fault only the next N */
-    int64_t hang_ms;                   /* hang length; 0 = until the client leaves */
-    double retry_info_rate;            /* fraction of Gemini 429s carrying RetryInfo */
-    bool shuffle_details;              /* shuffle Gemini error details */
-    bool thoughts;                     /* Gemini: add a thought part before the answer */
-    bool split_text;                   /* Gemini: split the answer over two text parts */
-    int64_t thought_tokens;            /* Gemini: tokens a thinking model spends */
-    int64_t max_body_bytes;            /* request size limit */
-    int64_t vision_max_bytes;          /* Groq: request size limit with images */
-    int64_t max_images;                /* Groq: images per request */
-    int64_t html_status;               /* status of the html fault */
-    bool require_json_mode;            /* reject requests not asking for JSON output */
+    char key[SIM_KEY_MAX];            /* expected API key; "" accepts any non-empty key */
+    char models[SIM_LIST_MAX];        /* comma-separated accepted models */
+    char vision_models[SIM_LIST_MAX]; /* Groq: models that take images */
+    char thinking_only[SIM_LIST_MAX]; /* Gemini: models refusing thinkingBudget 0 */
+    int64_t rpm;                      /* requests per minute; 0 = unlimited */
+    double window_s;                  /* sliding window; admits rpm*window_s/60 */
+    int64_t rpd;                      /* requests per day (since reset); 0 = unlimited */
+    int64_t tpm;                      /* Groq tokens per minute (413 above); 0 = unlimited */
+    int64_t latency_ms;               /* answer latency */
+    int64_t jitter_ms;                /* latency +- uniform jitter */
+    sim_fault_t fault;                /* fault mode */
+    double fault_rate;                /* fraction of requests faulted when fail_next < 0 */
+    int64_t fail_next;                /* -1: no count; N >= 0: fault only the next N */
+    int64_t hang_ms;                  /* hang length; 0 = until the client leaves */
+    double retry_info_rate;           /* fraction of Gemini 429s carrying RetryInfo */
+    bool shuffle_details;             /* shuffle Gemini error details */
+    bool thoughts;                    /* Gemini: add a thought part before the answer */
+    bool split_text;                  /* Gemini: split the answer over two text parts */
+    int64_t thought_tokens;           /* Gemini: tokens a thinking model spends */
+    int64_t max_body_bytes;           /* request size limit */
+    int64_t vision_max_bytes;         /* Groq: request size limit with images */
+    int64_t max_images;               /* Groq: images per request */
+    int64_t html_status;              /* status of the html fault */
+    bool require_json_mode;           /* reject requests not asking for JSON output */
 } sim_settings_t;
 
 /* Default settings of a provider, before any flag or control call. */
@@ -125,17 +125,17 @@ bool sim_list_has(const char *list, const char *name);
 
 /* One simulated provider: settings, limiter state and counters. */
 typedef struct sim_provider {
-    sim_prov_id_t id;  /* immutable */
-    const char *name;  /* immutable: "gemini" or "groq" */
+    sim_prov_id_t id; /* immutable */
+    const char *name; /* immutable: "gemini" or "groq" */
 
-    pthread_mutex_t mu;        /* guards every field below up to the counters */
-    sim_settings_t settings;   /* current settings */
-    sim_settings_t initial;    /* settings restored by reset */
-    int64_t *win;              /* ring of admission times (us) */
+    pthread_mutex_t mu;      /* guards every field below up to the counters */
+    sim_settings_t settings; /* current settings */
+    sim_settings_t initial;  /* settings restored by reset */
+    int64_t *win;            /* ring of admission times (us) */
     size_t win_cap, win_head, win_len;
-    int64_t day_used;          /* admitted requests since reset */
-    int64_t tok_sec[60];       /* tokens used per second slot ... */
-    int64_t tok_stamp[60];     /* ... and the second each slot belongs to */
+    int64_t day_used;      /* admitted requests since reset */
+    int64_t tok_sec[60];   /* tokens used per second slot ... */
+    int64_t tok_stamp[60]; /* ... and the second each slot belongs to */
     char last_malformed[SIM_REASON_MAX];
 
     /* Counters: relaxed atomics, read as snapshots. */
@@ -157,10 +157,10 @@ void sim_provider_reset(sim_provider_t *p, bool restore);
 
 /* Rate-limit outcome of sim_provider_admit. */
 typedef struct sim_admit {
-    bool limited;       /* true: answer 429 */
-    bool daily;         /* the daily quota (not the window) is exhausted */
-    int64_t retry_us;   /* time until the window admits again */
-    int64_t limit;      /* the limit that was hit (per window or per day) */
+    bool limited;     /* true: answer 429 */
+    bool daily;       /* the daily quota (not the window) is exhausted */
+    int64_t retry_us; /* time until the window admits again */
+    int64_t limit;    /* the limit that was hit (per window or per day) */
 } sim_admit_t;
 
 /* Take a slot in the sliding window and the daily quota, or report why not.
@@ -205,9 +205,9 @@ typedef struct sim_request {
     bool key_in_query;         /* the URL carried ?key= */
     const char *body;          /* NUL-terminated; only the first body_len bytes kept */
     size_t body_len;
-    size_t total_len;          /* bytes the client sent */
-    bool too_big;              /* total_len exceeded the cap: body is incomplete */
-    bool early;                /* decided from Content-Length before reading the body */
+    size_t total_len; /* bytes the client sent */
+    bool too_big;     /* total_len exceeded the cap: body is incomplete */
+    bool early;       /* decided from Content-Length before reading the body */
 } sim_request_t;
 
 typedef enum {
@@ -224,7 +224,7 @@ typedef struct sim_reply {
     int nheaders;
     char *hname[SIM_MAX_HEADERS], *hvalue[SIM_MAX_HEADERS];
     sim_action_t action;
-    int64_t hang_ms;   /* with SIM_REPLY_HANG: 0 = until the client leaves */
+    int64_t hang_ms; /* with SIM_REPLY_HANG: 0 = until the client leaves */
 } sim_reply_t;
 
 /* Replace the body with a JSON document; takes the reference to obj. */
@@ -250,11 +250,14 @@ bool sim_server_stopping(void);
 
 typedef struct sim_server sim_server_t;
 typedef struct sim_server_options {
-    const char *addr;          /* IPv4 address to bind */
-    int port;                  /* 0 = any free port */
-    unsigned max_connections;  /* concurrent connections */
+    const char *addr;         /* IPv4 address to bind */
+    int port;                 /* 0 = any free port */
+    unsigned max_connections; /* concurrent connections */
 } sim_server_options_t;
-#define SIM_SERVER_OPTIONS_INIT {"127.0.0.1", 0, 1024}
+#define SIM_SERVER_OPTIONS_INIT                                                                    \
+    {                                                                                              \
+        "127.0.0.1", 0, 1024                                                                       \
+    }
 
 /* Start serving the two providers (owned by the caller, must outlive the
  * server). Returns 0, EV_EIO (bind failed) or EV_EINVAL (bad address). */
