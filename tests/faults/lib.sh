@@ -393,3 +393,11 @@ ft_assert_all_validated() {
     ft_check "all $n submissions validated (validated=$v, by status: $(sql "SELECT string_agg(status || '=' || c, ' ') FROM (SELECT status, count(*) c FROM submissions GROUP BY 1) x"))" \
         test "$v" = "$n" -a "$(ft_count "true")" = "$n"
 }
+
+# ft_serve_sigterm: SIGTERM to the current service; PASS when it exits 0 within
+# the default grace period (30 s) plus a margin.
+ft_serve_sigterm() {
+    kill -TERM "$SERVE_PID" 2>/dev/null
+    ft_wait_exit "$SERVE_PID" 45
+    ft_check "serve exits 0 on SIGTERM (exit status: $FT_EXIT_RC)" test "$FT_EXIT_RC" = 0
+}
