@@ -304,7 +304,10 @@ static int parse_var(const var_t *v, ev_config_t *cfg, ev_getenv_fn get, void *c
         *(char **)(void *)field = ev_strdup(s);
         break;
     case T_URL: {
-        if (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) {
+        /* A host must follow the scheme: "http://" alone would lose its
+         * slashes below and become "http:". */
+        size_t host = strncmp(s, "https://", 8) == 0 ? 8 : 7;
+        if ((strncmp(s, "http://", 7) != 0 && host == 7) || s[host] == '\0' || s[host] == '/') {
             fail(err, errlen, "%s: '%s' is not a URL (accepted: http://... or https://...)",
                  v->name, s);
             return EV_ECONFIG;

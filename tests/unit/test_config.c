@@ -185,6 +185,9 @@ static void test_booleans_and_enums(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("GEMINI_JITTER_ENABLED", "maybe"), "not a boolean"));
     CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("LOG_LEVEL", "loud"), "debug, info, warn, error"));
     CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("GROQ_BASE_URL", "api.groq.com"), "not a URL"));
+    /* Found by fuzz_config: "http://" with no host used to load as "http:". */
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("GEMINI_BASE_URL", "http://"), "not a URL"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("GROQ_BASE_URL", "https:///v1"), "not a URL"));
     CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("STATS_ADDR", "localhost"), "not an IP address"));
     CU_ASSERT_PTR_NOT_NULL(
         strstr(load_bad("UPLOAD_DIR", "/no/such/dir/here"), "not an existing directory"));
