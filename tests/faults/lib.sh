@@ -252,7 +252,8 @@ SQL
 jget() {
     local json=$1 path=$2
     if command -v jq >/dev/null 2>&1; then
-        printf '%s' "$json" | jq -r ".$path // empty" 2>/dev/null
+        printf '%s' "$json" |
+            jq -r --arg p "$path" 'getpath($p | split(".")) | if . == null then empty else . end' 2>/dev/null
     else
         printf 'SELECT (:%s::jsonb) #>> :%s;\n' "'j'" "'p'" |
             psql -X -q -tA -v j="$json" -v p="{${path//./,}}" "$DATABASE_URL" 2>/dev/null
