@@ -293,6 +293,12 @@ static int write_result(ev_db_t *db, const ev_job_t *job, ev_check_t check,
  * pdf and image check results with local fails or skips. Sizes are checked
  * from octet_length() before any content is fetched. Returns 0, or a
  * database code; an unreadable upload directory sets an `error` verdict.
+ *
+ * Files whose check passed in an earlier attempt are not loaded again, with
+ * one exception: the theme check quotes the PDF's text, so while the theme
+ * is still to be asked the PDF is opened for its text even if its own check
+ * already passed. A problem with it then only costs the excerpt (the earlier
+ * pass stands); it is recorded in a scratch result that is never written.
  */
 static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, sub_t *s)
 {
@@ -308,8 +314,13 @@ static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
     if (rc < 0)
         return rc;
 
-    check_result_t *pc = &s->checks[EV_CHECK_PDF];
+    check_result_t scratch;
+    memset(&scratch, 0, sizeof(scratch));
     check_result_t *ic = &s->checks[EV_CHECK_IMAGE];
+    check_result_t *pc = s->checks[EV_CHECK_PDF].from_earlier_attempt ? &scratch
+                                                                       : &s->checks[EV_CHECK_PDF];
+    bool want_pdf = !s->checks[EV_CHECK_PDF].from_earlier_attempt ||
+                    !s->checks[EV_CHECK_THEME].from_earlier_attempt;
     int n_pdf = 0, n_img = 0, rows = PQntuples(meta);
     for (int i = 0; i < rows; i++) {
         if (strcmp(PQgetvalue(meta, i, 1), "pdf") == 0)
@@ -320,7 +331,7 @@ static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
     char *why = NULL;
     if (n_pdf > 1)
         set_reason(pc, V_FAIL, "%d PDFs attached; one is allowed", n_pdf);
-    if (ev_files_check_count(fo, n_img, &why) < 0) {
+    if (!ic->from_earlier_attempt && ev_files_check_count(fo, n_img, &why) < 0) {
         set_reason(ic, V_FAIL, "%s", why);
         free(why);
         why = NULL;
@@ -330,7 +341,8 @@ static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
     for (int i = 0; i < rows && rc == 0; i++) {
         ev_file_kind_t kind = strcmp(PQgetvalue(meta, i, 1), "pdf") == 0 ? EV_FILE_PDF : EV_FILE_IMAGE;
         check_result_t *c = kind == EV_FILE_PDF ? pc : ic;
-        if (c->verdict == V_FAIL || c->verdict == V_ERROR || c->from_earlier_attempt)
+        bool wanted = kind == EV_FILE_PDF ? want_pdf : !ic->from_earlier_attempt;
+        if (!wanted || c->verdict == V_FAIL || c->verdict == V_ERROR)
             continue;
         const char *filename = PQgetisnull(meta, i, 2) ? NULL : PQgetvalue(meta, i, 2);
         ev_files_source_t src = {.kind = kind, .filename = filename};
@@ -398,7 +410,7 @@ static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
         free(why);
         why = NULL;
     }
-    if (!s->pdf && n_pdf == 0 && !pc->from_earlier_attempt) {
+    if (n_pdf == 0 && pc != &scratch) {
         if (s->require_pdf)
             set_reason(pc, V_FAIL, "a PDF is required for this event but none was attached");
         else
@@ -421,9 +433,11 @@ static void hash_field(ev_hash_sha256_t *h, const char *s)
     ev_hash_sha256_update(h, v, strlen(v) + 1); /* the NUL separates fields */
 }
 
-/* The verdict cache key: the question (check, prompt version, event) and
- * everything the model is shown, by content hash. */
-static void cache_key(char out[65], ev_check_t check, const sub_t *s)
+/* The verdict cache key: the question (check, prompt version, event), the
+ * models configured to answer it, and everything the model is shown, by
+ * content hash. Changing a model therefore never reuses the old model's
+ * verdicts. */
+static void cache_key(char out[65], const ev_config_t *cfg, ev_check_t check, const sub_t *s)
 {
     ev_hash_sha256_t h;
     unsigned char digest[32];
@@ -432,6 +446,11 @@ static void cache_key(char out[65], ev_check_t check, const sub_t *s)
     ev_hash_sha256_init(&h);
     hash_field(&h, ver);
     hash_field(&h, ev_check_name(check));
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
+        const ev_provider_config_t *pc = &cfg->providers[i];
+        hash_field(&h, pc->api_key ? pc->model : "");
+        hash_field(&h, pc->api_key && check == EV_CHECK_IMAGE ? pc->vision_model : "");
+    }
     hash_field(&h, s->event_name);
     hash_field(&h, s->theme);
     hash_field(&h, s->rules);
@@ -502,7 +521,7 @@ static int llm_check(ev_pipeline_worker_t *w, ev_db_t *db, ev_check_t check, sub
     ev_pipeline_t *p = w->p;
     check_result_t *c = &s->checks[check];
     c->score = -1;
-    cache_key(c->cache_key, check, s);
+    cache_key(c->cache_key, p->cfg, check, s);
     int rc = cache_get(db, c);
     if (rc < 0 || c->cached)
         return rc;
@@ -619,6 +638,10 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
                    const atomic_bool *stop)
 {
     ev_pipeline_t *p = w->p;
+    /* Shutting down: leave the job untouched for the pool to release, even
+     * when local checks alone could decide it. */
+    if (stopped(stop))
+        return EV_ESHUTDOWN;
     int rc = load_submission(db, job, s);
     if (rc < 0)
         return rc;

@@ -451,6 +451,8 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
                 ev_llm_result_set_error(&res, "%s retry budget exhausted", pname);
                 break;
             }
+            /* Counted here, not by the sleep: full jitter may draw 0 ms. */
+            retries++;
             next = NEXT_RETRY;
             break;
         case EV_LLM_FALLBACK:
@@ -479,15 +481,10 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
         ev_llm_result_free(&res);
         if (next == NEXT_FALLBACK)
             return EV_EUNAVAIL;
-        if (delay_ms > 0) {
-            retries++;
-            if (r->stats)
-                ev_stats_record_retry(r->stats, p->id);
-            if (ev_backoff_sleep(r->clock, delay_ms, stop) < 0)
-                return EV_ESHUTDOWN;
-        } else if (r->stats) {
+        if (r->stats)
             ev_stats_record_retry(r->stats, p->id);
-        }
+        if (ev_backoff_sleep(r->clock, delay_ms, stop) < 0)
+            return EV_ESHUTDOWN;
     }
 }
 
