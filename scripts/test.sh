@@ -125,6 +125,21 @@ else
     fi
 fi
 
+# libFuzzer targets (tests/fuzz): 15 s each on a copy of the seed corpora, with clang.
+# EV_SKIP_FUZZ=1 skips the stage.
+if [ "${EV_SKIP_FUZZ:-0}" != 1 ]; then
+    if command -v clang >/dev/null 2>&1; then
+        say "fuzz (tests/fuzz/run.sh 15)"
+        if CC=clang bash "$ROOT/tests/fuzz/run.sh" 15; then
+            record "fuzz" "ok (tests/fuzz/run.sh 15)"
+        else
+            record "fuzz" "FAILED (crash input path printed above)"
+        fi
+    else
+        record "fuzz" "ok (skipped: clang not found)"
+    fi
+fi
+
 say "summary"
 for i in "${!STAGES[@]}"; do
     printf '  %-26s %s\n' "${STAGES[$i]}" "${RESULTS[$i]}"

@@ -26,14 +26,17 @@ static int fuzz_retryhint(const uint8_t *data, size_t size)
 {
     char *s = fuzz_cstr(data, size);
     int64_t ms = 12345;
-
-    check(ev_retryhint_gemini_delay(&ms, s), ms, EV_EPARSE, 0);
+    int rc = ev_retryhint_gemini_delay(&ms, s);
+    check(rc, ms, EV_EPARSE, 0);
     ms = 12345;
-    check(ev_retryhint_retry_after(&ms, s), ms, EV_EPARSE, 1);
+    rc = ev_retryhint_retry_after(&ms, s);
+    check(rc, ms, EV_EPARSE, 1);
     ms = 12345;
-    check(ev_retryhint_duration(&ms, s), ms, EV_EPARSE, 0);
+    rc = ev_retryhint_duration(&ms, s);
+    check(rc, ms, EV_EPARSE, 0);
     ms = 12345;
-    check(ev_retryhint_from_message(&ms, s), ms, EV_ENOTFOUND, 0);
+    rc = ev_retryhint_from_message(&ms, s);
+    check(rc, ms, EV_ENOTFOUND, 0);
 
     /* A duration that parses alone is also found after "retry in " (except
      * the bare "0", which has no unit and is only accepted on its own). */
