@@ -296,21 +296,44 @@ static void disable_provider(ev_router_t *r, provider_t *p, const ev_llm_result_
         ev_stats_set_provider_disabled(r->stats, p->id, true);
 }
 
+/*
+ * How long a daily quota keeps the provider away, in microseconds from now.
+ * Gemini's daily quotas reset at midnight Pacific time, and the RetryInfo of
+ * a PerDay 429 is a misleading short delay, so it is ignored. Groq counts
+ * requests per day in a rolling window and says when one frees up
+ * (retry-after, x-ratelimit-reset-requests): waiting for that instead of
+ * midnight gives its quota back as soon as it exists. Without a hint, both
+ * wait for midnight Pacific.
+ */
+static int64_t cooldown_us(const ev_router_t *r, const provider_t *p, const ev_llm_result_t *res,
+                           const char **until_what)
+{
+    if (p->groq && !res->no_quota) {
+        int64_t hint_ms = EV_MAX(res->retry_after_ms, res->ratelimit.reset_requests_ms);
+        if (hint_ms > 0) {
+            *until_what = "until the provider's quota reset";
+            return hint_ms * 1000;
+        }
+    }
+    int64_t wall = ev_clock_wall_us(r->clock);
+    *until_what = "until midnight Pacific";
+    return ev_router_next_pacific_midnight(wall) - wall;
+}
+
 static void cool_down(ev_router_t *r, provider_t *p, const ev_llm_result_t *res)
 {
     int64_t now = ev_clock_now_us(r->clock);
-    int64_t wall = ev_clock_wall_us(r->clock);
-    int64_t until_wall = ev_router_next_pacific_midnight(wall);
-    int64_t until = now + (until_wall - wall);
+    const char *until_what = NULL;
+    int64_t until = now + cooldown_us(r, p, res, &until_what);
     ev_breaker_change_t ch = {0};
     ev_breaker_force_open(p->breaker, until, &ch);
     ev_limiter_pause_until(p->limiter, until);
     atomic_store(&p->cooldown_until_us, until);
     bool was = atomic_exchange(&p->cooling, true);
     if (!was) {
-        ev_log(EV_LOG_WARN, "%s %s: cooling down for %lld s (until midnight Pacific), using the fallback",
+        ev_log(EV_LOG_WARN, "%s %s: cooling down for %lld s (%s), using the fallback",
                ev_provider_name(p->id), res->no_quota ? "has no quota for this model" : "daily quota exhausted",
-               (long long)((until - now) / 1000000));
+               (long long)((until - now) / 1000000), until_what);
         if (r->stats)
             ev_stats_set_provider_quota_cooldown(r->stats, p->id, true);
     }

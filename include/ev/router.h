@@ -16,9 +16,11 @@
  * breaker still admits calls and the provider's retry budget allows; a hint
  * longer than RETRY_MAX_WAIT_MS falls back at once. A bad answer (blocked,
  * truncated, not our JSON) is asked again once on the same provider. A daily
- * quota cools the provider down until midnight Pacific time; an invalid key
- * disables it for the life of the process (one loud log line, flagged in
- * stats).
+ * quota cools the provider down until midnight Pacific time (Gemini's reset),
+ * or, for Groq, whose daily count is a rolling window, until the reset it
+ * announces (retry-after / x-ratelimit-reset-requests) when it does; an
+ * invalid key disables it for the life of the process (one loud log line,
+ * flagged in stats).
  *
  * The router is shared by every worker: its per-provider state (client,
  * semaphore, limiter, breaker, retry budget) is thread-safe; each call uses

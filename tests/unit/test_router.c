@@ -447,6 +447,32 @@ static void test_daily_quota_until_pacific_midnight(void)
     rt_stop(&t);
 }
 
+static void test_groq_daily_quota_until_its_reset(void)
+{
+    rt_t t;
+    const char *o[] = {"GEMINI_API_KEY", NULL, NULL};
+    rt_start(&t, utc_us(2024, 1, 15, 12, 0, 0), o);
+    /* 1000 requests per rolling day: one frees up every 86.4 s, and Groq
+     * says so. Waiting for midnight Pacific would waste 20 hours of it. */
+    sim_set("groq", "{\"fault\": \"daily_quota\", \"fail_next\": 1, \"rpd\": 1000}");
+    ev_router_result_t res;
+    CU_ASSERT_EQUAL(judge(&t, &res), EV_EUNAVAIL);
+    CU_ASSERT_TRUE(contains(res.error, "groq"));
+    CU_ASSERT_TRUE(provider_bool(&t, "groq", "quota_cooldown"));
+
+    ev_fake_clock_advance(t.fc, 60 * US);
+    CU_ASSERT_EQUAL(judge(&t, &res), EV_EUNAVAIL);
+    CU_ASSERT_EQUAL(res.http_attempts, 0);
+    CU_ASSERT_EQUAL(requests("groq"), 1);
+
+    ev_fake_clock_advance(t.fc, 30 * US);
+    CU_ASSERT_EQUAL(judge(&t, &res), 0);
+    CU_ASSERT_EQUAL(res.provider, EV_PROVIDER_GROQ);
+    CU_ASSERT_EQUAL(requests("groq"), 2);
+    CU_ASSERT_FALSE(provider_bool(&t, "groq", "quota_cooldown"));
+    rt_stop(&t);
+}
+
 /* ---- main --------------------------------------------------------------------------- */
 
 static int init_suite(void)
@@ -487,6 +513,8 @@ int main(void)
     CU_add_test(s, "an invalid key disables the provider", test_invalid_key_disables);
     CU_add_test(s, "daily quota cools down until midnight Pacific",
                 test_daily_quota_until_pacific_midnight);
+    CU_add_test(s, "groq's daily quota cools down until its announced reset",
+                test_groq_daily_quota_until_its_reset);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned f = CU_get_number_of_failures();
