@@ -42,9 +42,9 @@
 #define LAST_ERROR_MAX 1500
 
 struct ev_pipeline {
-    const ev_config_t *cfg;  /* immutable */
-    ev_stats_t *stats;       /* thread-safe; may be NULL */
-    ev_router_t *router;     /* thread-safe */
+    const ev_config_t *cfg; /* immutable */
+    ev_stats_t *stats;      /* thread-safe; may be NULL */
+    ev_router_t *router;    /* thread-safe */
     ev_files_options_t files_opts;
 };
 
@@ -69,9 +69,9 @@ typedef struct check_result {
     verdict_t verdict;
     bool from_earlier_attempt; /* already recorded: leave the row alone */
     bool cached;
-    double score;              /* < 0: none */
+    double score; /* < 0: none */
     char reason[REASON_MAX + 1];
-    const char *provider;      /* static string or NULL */
+    const char *provider; /* static string or NULL */
     char model[128];
     int http_attempts;
     int64_t latency_ms, tokens_in, tokens_out;
@@ -82,8 +82,8 @@ typedef struct check_result {
 typedef struct sub {
     char *title, *description, *event_name, *theme, *rules;
     bool require_pdf, require_image;
-    PGresult *file_rows[1 + 16];   /* keeps borrowed content alive */
-    ev_files_item_t *pdf;          /* the PDF, if present and locally fine */
+    PGresult *file_rows[1 + 16]; /* keeps borrowed content alive */
+    ev_files_item_t *pdf;        /* the PDF, if present and locally fine */
     ev_pdf_t *pdf_doc;
     char *pdf_text;
     ev_files_item_t *images[16];
@@ -155,7 +155,8 @@ int ev_pipeline_worker_new(ev_pipeline_worker_t **out, ev_pipeline_t *p, int ind
         goto fail;
     if ((rc = ev_http_new(&w->http)) < 0)
         goto fail;
-    if ((rc = ev_budget_new(&w->budget, p->cfg->max_api_calls_per_submission, ev_clock_system())) < 0)
+    if ((rc = ev_budget_new(&w->budget, p->cfg->max_api_calls_per_submission, ev_clock_system())) <
+        0)
         goto fail;
     *out = w;
     return 0;
@@ -231,8 +232,8 @@ static int load_submission(ev_db_t *db, const ev_job_t *job, sub_t *s)
 }
 
 /* Upserts one check's result, only while the lease is still ours. */
-static int write_result(ev_db_t *db, const ev_job_t *job, ev_check_t check,
-                        const check_result_t *c, ev_budget_t *budget)
+static int write_result(ev_db_t *db, const ev_job_t *job, ev_check_t check, const check_result_t *c,
+                        ev_budget_t *budget)
 {
     char id[32], attempt[16], score[32], http[16], lat[32], tin[32], tout[32];
     snprintf(id, sizeof(id), "%lld", (long long)job->submission_id);
@@ -317,8 +318,8 @@ static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
     check_result_t scratch;
     memset(&scratch, 0, sizeof(scratch));
     check_result_t *ic = &s->checks[EV_CHECK_IMAGE];
-    check_result_t *pc = s->checks[EV_CHECK_PDF].from_earlier_attempt ? &scratch
-                                                                       : &s->checks[EV_CHECK_PDF];
+    check_result_t *pc =
+        s->checks[EV_CHECK_PDF].from_earlier_attempt ? &scratch : &s->checks[EV_CHECK_PDF];
     bool want_pdf = !s->checks[EV_CHECK_PDF].from_earlier_attempt ||
                     !s->checks[EV_CHECK_THEME].from_earlier_attempt;
     int n_pdf = 0, n_img = 0, rows = PQntuples(meta);
@@ -339,7 +340,8 @@ static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
 
     int slot = 0;
     for (int i = 0; i < rows && rc == 0; i++) {
-        ev_file_kind_t kind = strcmp(PQgetvalue(meta, i, 1), "pdf") == 0 ? EV_FILE_PDF : EV_FILE_IMAGE;
+        ev_file_kind_t kind =
+            strcmp(PQgetvalue(meta, i, 1), "pdf") == 0 ? EV_FILE_PDF : EV_FILE_IMAGE;
         check_result_t *c = kind == EV_FILE_PDF ? pc : ic;
         bool wanted = kind == EV_FILE_PDF ? want_pdf : !ic->from_earlier_attempt;
         if (!wanted || c->verdict == V_FAIL || c->verdict == V_ERROR)
@@ -356,8 +358,8 @@ static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
             }
             const char *fp[] = {PQgetvalue(meta, i, 0)};
             PGresult *content = NULL;
-            rc = ev_db_exec_binary(db, &content, "SELECT content FROM submission_files WHERE id = $1",
-                                   1, fp);
+            rc = ev_db_exec_binary(db, &content,
+                                   "SELECT content FROM submission_files WHERE id = $1", 1, fp);
             if (rc < 0)
                 break;
             if (PQntuples(content) != 1 || PQgetisnull(content, 0, 0)) {
@@ -660,7 +662,8 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
         if (cr->from_earlier_attempt || cr->verdict != V_NONE)
             continue;
         if (local_fail) {
-            set_reason(cr, V_SKIPPED, "not sent to a model: the submission failed a local file check");
+            set_reason(cr, V_SKIPPED,
+                       "not sent to a model: the submission failed a local file check");
             continue;
         }
         if (stopped(stop))
@@ -679,7 +682,8 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
         if ((rc = write_result(db, job, (ev_check_t)c, cr, w->budget)) < 0)
             return rc;
         if (p->stats)
-            ev_stats_record_check(p->stats, ev_check_name((ev_check_t)c), verdict_name(cr->verdict));
+            ev_stats_record_check(p->stats, ev_check_name((ev_check_t)c),
+                                  verdict_name(cr->verdict));
     }
 
     char last_error[LAST_ERROR_MAX];

@@ -40,8 +40,8 @@ typedef struct provider {
     ev_limiter_t *limiter;
     ev_breaker_t *breaker;
     ev_retry_budget_t *retry_budget;
-    atomic_bool disabled;    /* a fatal configuration error: never used again */
-    atomic_bool cooling;     /* daily quota: cooling down until cooldown_until_us */
+    atomic_bool disabled; /* a fatal configuration error: never used again */
+    atomic_bool cooling;  /* daily quota: cooling down until cooldown_until_us */
     _Atomic int64_t cooldown_until_us;
 } provider_t;
 
@@ -275,9 +275,9 @@ static void log_breaker_change(const provider_t *p, const ev_breaker_change_t *c
 {
     if (!ch->changed)
         return;
-    ev_log_kv(ch->to == EV_BREAKER_OPEN ? EV_LOG_WARN : EV_LOG_INFO, "circuit breaker changed state",
-              "breaker_provider", ev_provider_name(p->id), "from", ev_breaker_state_name(ch->from),
-              "to", ev_breaker_state_name(ch->to), NULL);
+    ev_log_kv(ch->to == EV_BREAKER_OPEN ? EV_LOG_WARN : EV_LOG_INFO,
+              "circuit breaker changed state", "breaker_provider", ev_provider_name(p->id), "from",
+              ev_breaker_state_name(ch->from), "to", ev_breaker_state_name(ch->to), NULL);
 }
 
 static void disable_provider(ev_router_t *r, provider_t *p, const ev_llm_result_t *res)
@@ -332,7 +332,8 @@ static void cool_down(ev_router_t *r, provider_t *p, const ev_llm_result_t *res)
     bool was = atomic_exchange(&p->cooling, true);
     if (!was) {
         ev_log(EV_LOG_WARN, "%s %s: cooling down for %lld s (%s), using the fallback",
-               ev_provider_name(p->id), res->no_quota ? "has no quota for this model" : "daily quota exhausted",
+               ev_provider_name(p->id),
+               res->no_quota ? "has no quota for this model" : "daily quota exhausted",
                (long long)((until - now) / 1000000), until_what);
         if (r->stats)
             ev_stats_set_provider_quota_cooldown(r->stats, p->id, true);
@@ -464,7 +465,8 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
                 break;
             delay_ms = ev_backoff_delay_ms(&r->backoff, retries, res.retry_after_ms);
             if (delay_ms > r->cfg->retry_max_wait_ms) {
-                ev_llm_result_set_error(&res, "%s asked to wait %lld ms (more than RETRY_MAX_WAIT_MS)",
+                ev_llm_result_set_error(&res,
+                                        "%s asked to wait %lld ms (more than RETRY_MAX_WAIT_MS)",
                                         pname, (long long)delay_ms);
                 break;
             }
@@ -498,7 +500,8 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
         }
         snprintf(out->error, sizeof(out->error), "%s: %s", pname,
                  res.error[0] ? res.error : ev_llm_outcome_name(res.outcome));
-        ev_log_kv(EV_LOG_INFO, next == NEXT_RETRY ? "provider call failed, retrying" : "provider call failed",
+        ev_log_kv(EV_LOG_INFO,
+                  next == NEXT_RETRY ? "provider call failed, retrying" : "provider call failed",
                   "provider_call", pname, "outcome", ev_llm_outcome_name(res.outcome), "error",
                   out->error, NULL);
         ev_llm_result_free(&res);

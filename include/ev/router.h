@@ -60,13 +60,13 @@ const char *ev_router_model(ev_router_t *r, ev_provider_id_t p, const ev_llm_req
 /* What one check's call path produced. */
 typedef struct ev_router_result {
     bool has_verdict;
-    ev_verdict_t verdict;      /* valid when has_verdict */
-    int provider;              /* ev_provider_id_t that answered, or the last tried; -1 none */
+    ev_verdict_t verdict; /* valid when has_verdict */
+    int provider;         /* ev_provider_id_t that answered, or the last tried; -1 none */
     char model[128];
-    int http_attempts;         /* HTTP attempts made for this check (all providers) */
-    int64_t latency_ms;        /* summed HTTP time */
+    int http_attempts;  /* HTTP attempts made for this check (all providers) */
+    int64_t latency_ms; /* summed HTTP time */
     int64_t tokens_in, tokens_out;
-    char error[256];           /* why there is no verdict ("" when has_verdict) */
+    char error[256]; /* why there is no verdict ("" when has_verdict) */
 } ev_router_result_t;
 
 /*

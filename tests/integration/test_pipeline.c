@@ -125,8 +125,8 @@ static char *build_pdf(size_t *len, int pages, const char *text)
                    "/Encoding /WinAnsiEncoding >>\nendobj\n");
     for (int i = 0; i < pages; i++) {
         char content[256];
-        int n = snprintf(content, sizeof(content), "BT /F1 12 Tf 20 100 Td (%s %d) Tj ET", text,
-                         i + 1);
+        int n =
+            snprintf(content, sizeof(content), "BT /F1 12 Tf 20 100 Td (%s %d) Tj ET", text, i + 1);
         off[4 + 2 * i] = (long)b.len;
         buf_printf(&b,
                    "%d 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] "
@@ -358,7 +358,7 @@ typedef struct result {
     char model[128];   /* "" for NULL */
     int http_attempts;
     bool cached;
-    int calls;         /* entries of the calls history */
+    int calls; /* entries of the calls history */
     char created_at[64];
 } result_t;
 
@@ -409,10 +409,11 @@ static subrow_t submission(int64_t sub)
     snprintf(id, sizeof(id), "%lld", (long long)sub);
     const char *p[] = {id};
     PGresult *r = NULL;
-    int rc = ev_db_exec(db, &r,
-                        "SELECT status, coalesce(last_error, ''), attempts, run_after > updated_at, "
-                        "coalesce(lease_owner, '') FROM submissions WHERE id = $1",
-                        1, p);
+    int rc =
+        ev_db_exec(db, &r,
+                   "SELECT status, coalesce(last_error, ''), attempts, run_after > updated_at, "
+                   "coalesce(lease_owner, '') FROM submissions WHERE id = $1",
+                   1, p);
     CU_ASSERT_EQUAL_FATAL(rc, 0);
     CU_ASSERT_EQUAL_FATAL(PQntuples(r), 1);
     snprintf(out.status, sizeof(out.status), "%s", PQgetvalue(r, 0, 0));
@@ -685,9 +686,9 @@ static void test_gif_refused(void)
     int64_t ev = add_event("kitchen", false, true);
     int64_t sub = add_submission(ev, "Soup robot", NULL);
     add_file(sub, "image", "anim.gif", gif_bytes, sizeof(gif_bytes));
-    expect_local_fail(&f, sub, "image",
-                      "image 'anim.gif': type image/gif is not accepted (png, jpeg, webp, heic, heif)",
-                      false);
+    expect_local_fail(
+        &f, sub, "image",
+        "image 'anim.gif': type image/gif is not accepted (png, jpeg, webp, heic, heif)", false);
     fx_stop(&f);
 }
 
@@ -1314,8 +1315,8 @@ static void test_invalid_key_disables_gemini(void)
 static void test_breaker_opens(void)
 {
     fx_t f;
-    const char *o[] = {"GEMINI_CIRCUIT_BREAKER_MIN_CALLS", "2", "MAX_RETRIES", "2",
-                       "MAX_API_CALLS_PER_SUBMISSION", "10", NULL};
+    const char *o[] = {"GEMINI_CIRCUIT_BREAKER_MIN_CALLS", "2",  "MAX_RETRIES", "2",
+                       "MAX_API_CALLS_PER_SUBMISSION",     "10", NULL};
     fx_start(&f, o);
     sim_set("gemini", "{\"fault\": \"overloaded\"}");
     int64_t ev = add_event("kitchen", true, true);

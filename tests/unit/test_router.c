@@ -43,8 +43,12 @@ static ev_http_t *http, *http2;
 
 static int64_t utc_us(int y, int mo, int d, int h, int mi, int s)
 {
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
-                    .tm_hour = h, .tm_min = mi, .tm_sec = s};
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = s};
     return (int64_t)timegm(&tm) * US;
 }
 
@@ -62,7 +66,8 @@ static void test_midnight_fixed_days(void)
     /* Winter (PST, UTC-8): midnight is 08:00 UTC. */
     expect_midnight(utc_us(2024, 1, 15, 12, 0, 0), utc_us(2024, 1, 16, 8, 0, 0));
     expect_midnight(utc_us(2024, 1, 16, 7, 59, 59), utc_us(2024, 1, 16, 8, 0, 0));
-    expect_midnight(utc_us(2024, 1, 16, 8, 0, 0), utc_us(2024, 1, 17, 8, 0, 0)); /* strictly after */
+    expect_midnight(utc_us(2024, 1, 16, 8, 0, 0),
+                    utc_us(2024, 1, 17, 8, 0, 0)); /* strictly after */
     expect_midnight(utc_us(2024, 1, 16, 8, 0, 0) - 1, utc_us(2024, 1, 16, 8, 0, 0));
     expect_midnight(utc_us(2025, 1, 1, 3, 0, 0), utc_us(2025, 1, 1, 8, 0, 0)); /* New Year's Eve */
     /* Summer (PDT, UTC-7): 07:00 UTC. */
@@ -70,7 +75,7 @@ static void test_midnight_fixed_days(void)
     expect_midnight(utc_us(2024, 7, 16, 6, 30, 0), utc_us(2024, 7, 16, 7, 0, 0));
     /* 10 March 2024, clocks go forward at 02:00 PST. */
     expect_midnight(utc_us(2024, 3, 9, 20, 0, 0), utc_us(2024, 3, 10, 8, 0, 0));
-    expect_midnight(utc_us(2024, 3, 10, 9, 0, 0), utc_us(2024, 3, 11, 7, 0, 0)); /* 01:00 PST */
+    expect_midnight(utc_us(2024, 3, 10, 9, 0, 0), utc_us(2024, 3, 11, 7, 0, 0));  /* 01:00 PST */
     expect_midnight(utc_us(2024, 3, 10, 11, 0, 0), utc_us(2024, 3, 11, 7, 0, 0)); /* 04:00 PDT */
     /* 3 November 2024, clocks go back at 02:00 PDT: 01:xx happens twice. */
     expect_midnight(utc_us(2024, 11, 2, 20, 0, 0), utc_us(2024, 11, 3, 7, 0, 0));
@@ -263,10 +268,21 @@ static void test_retries_bounded(void)
     rt_t t;
     /* A 1-2 ms backoff ceiling: full jitter often draws 0 ms, which must
      * still count as a retry. */
-    const char *o[] = {"GROQ_API_KEY", NULL, "MAX_RETRIES", "2", "RETRY_BASE_MS", "1",
-                       "RETRY_MAX_MS", "2", "RETRY_BUDGET_RATIO", "10",
-                       "GEMINI_CIRCUIT_BREAKER_MIN_CALLS", "1000", "MAX_API_CALLS_PER_SUBMISSION",
-                       "50", NULL};
+    const char *o[] = {"GROQ_API_KEY",
+                       NULL,
+                       "MAX_RETRIES",
+                       "2",
+                       "RETRY_BASE_MS",
+                       "1",
+                       "RETRY_MAX_MS",
+                       "2",
+                       "RETRY_BUDGET_RATIO",
+                       "10",
+                       "GEMINI_CIRCUIT_BREAKER_MIN_CALLS",
+                       "1000",
+                       "MAX_API_CALLS_PER_SUBMISSION",
+                       "50",
+                       NULL};
     rt_start(&t, 0, o);
     sim_set("gemini", "{\"fault\": \"overloaded\"}");
     for (int i = 0; i < 8; i++) {
@@ -287,9 +303,17 @@ static void test_retry_budget(void)
 {
     rt_t t;
     /* Ratio 0 leaves the floor of 3 retries per window for the provider. */
-    const char *o[] = {"GROQ_API_KEY", NULL, "MAX_RETRIES", "10", "RETRY_BUDGET_RATIO", "0",
-                       "GEMINI_CIRCUIT_BREAKER_MIN_CALLS", "1000", "MAX_API_CALLS_PER_SUBMISSION",
-                       "50", NULL};
+    const char *o[] = {"GROQ_API_KEY",
+                       NULL,
+                       "MAX_RETRIES",
+                       "10",
+                       "RETRY_BUDGET_RATIO",
+                       "0",
+                       "GEMINI_CIRCUIT_BREAKER_MIN_CALLS",
+                       "1000",
+                       "MAX_API_CALLS_PER_SUBMISSION",
+                       "50",
+                       NULL};
     rt_start(&t, 0, o);
     sim_set("gemini", "{\"fault\": \"overloaded\"}");
     ev_router_result_t res;
@@ -502,7 +526,8 @@ int main(void)
         return 1;
     CU_pSuite m = CU_add_suite("pacific midnight", NULL, NULL);
     CU_add_test(m, "winter, summer and DST switch days", test_midnight_fixed_days);
-    CU_add_test(m, "every 37 minutes of 2020-2030 agrees with tzdata", test_midnight_matches_tzdata);
+    CU_add_test(m, "every 37 minutes of 2020-2030 agrees with tzdata",
+                test_midnight_matches_tzdata);
     CU_pSuite s = CU_add_suite("call path", init_suite, clean_suite);
     CU_add_test(s, "retries never exceed MAX_RETRIES", test_retries_bounded);
     CU_add_test(s, "the retry budget caps retries", test_retry_budget);
