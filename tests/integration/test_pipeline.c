@@ -215,11 +215,11 @@ static void clean_slate(void)
     CU_ASSERT_EQUAL_FATAL(simctl_reset(sim), 0);
 }
 
-/* `overrides`: NULL-terminated NAME, VALUE pairs over the test defaults. */
-static void fx_start(fx_t *f, const char *const *overrides)
+/* `overrides`: NULL-terminated NAME, VALUE pairs over the test defaults.
+ * Keeps the database and the sim as they are. */
+static void fx_open(fx_t *f, const char *const *overrides)
 {
     memset(f, 0, sizeof(*f));
-    clean_slate();
     env_t e = {.n = 0};
     env_set(&e, "GEMINI_API_KEY", SIMCTL_GEMINI_KEY);
     env_set(&e, "GEMINI_BASE_URL", simctl_gemini_url(sim));
@@ -246,6 +246,13 @@ static void fx_start(fx_t *f, const char *const *overrides)
     CU_ASSERT_EQUAL_FATAL(ev_stats_new(&f->stats, &so), 0);
     CU_ASSERT_EQUAL_FATAL(ev_pipeline_new(&f->pipe, f->cfg, f->stats), 0);
     CU_ASSERT_EQUAL_FATAL(ev_pipeline_worker_new(&f->w, f->pipe, 0), 0);
+}
+
+/* A fresh start: empty tables, a reset sim, then fx_open. */
+static void fx_start(fx_t *f, const char *const *overrides)
+{
+    clean_slate();
+    fx_open(f, overrides);
 }
 
 static void fx_stop(fx_t *f)
@@ -1158,6 +1165,27 @@ static void test_cached_verdicts(void)
     fx_stop(&f);
 }
 
+static void test_cache_is_per_model(void)
+{
+    fx_t f;
+    fx_start(&f, NULL);
+    int64_t ev = add_event("kitchen", true, true);
+    int64_t first = good_submission(ev, "Soup robot", "A robot arm that stirs soup.");
+    CU_ASSERT_EQUAL(process(&f, first, NULL, NULL), 0);
+    fx_stop(&f);
+
+    /* After a model change the same question is asked again, of the new model. */
+    const char *o[] = {"GEMINI_MODEL", "gemini-2.0-flash", NULL};
+    fx_open(&f, o);
+    int64_t second = good_submission(ev, "Soup robot", "A robot arm that stirs soup.");
+    CU_ASSERT_EQUAL(process(&f, second, NULL, NULL), 0);
+    assert_answered(second, "theme", "pass", "gemini", "gemini-2.0-flash", 1);
+    assert_answered(second, "pdf", "pass", "gemini", "gemini-2.0-flash", 1);
+    assert_answered(second, "image", "pass", "gemini", "gemini-2.0-flash", 1);
+    CU_ASSERT_EQUAL(requests("gemini"), 6);
+    fx_stop(&f);
+}
+
 /* ---- leases and shutdown ------------------------------------------------------------ */
 
 static void test_lease_lost_before_processing(void)
@@ -1414,6 +1442,7 @@ int main(void)
     CU_add_test(s, "a retried theme check still quotes the PDF", test_theme_retry_still_reads_pdf);
     CU_add_test(s, "MAX_ATTEMPTS exhausted: needs_review", test_needs_review_after_max_attempts);
     CU_add_test(s, "identical submission uses cached verdicts", test_cached_verdicts);
+    CU_add_test(s, "a model change is not answered from the cache", test_cache_is_per_model);
     CU_add_test(s, "lease lost before processing: nothing written",
                 test_lease_lost_before_processing);
     CU_add_test(s, "lease lost while processing: nothing written",
