@@ -55,8 +55,7 @@ static int fuzz_verdict(const uint8_t *data, size_t size)
     FUZZ_CHECK(tiny[0] == '\0' || rc == 0);
     FUZZ_CHECK(ev_verdict_parse(&v2, text, size, NULL, 0) == rc);
     if (rc == 0)
-        FUZZ_CHECK(v2.valid == v.valid && v2.score == v.score &&
-                   strcmp(v2.reason, v.reason) == 0);
+        FUZZ_CHECK(v2.valid == v.valid && v2.score == v.score && strcmp(v2.reason, v.reason) == 0);
     free(text);
     return 0;
 }

@@ -22,7 +22,7 @@ static const char *current_input = "";
     do {                                                                                           \
         int fuzz_ok_ = !!(cond);                                                                   \
         if (!fuzz_ok_)                                                                             \
-            fprintf(stderr, "\n%s: FUZZ_CHECK failed: %s\n", current_input, #cond);               \
+            fprintf(stderr, "\n%s: FUZZ_CHECK failed: %s\n", current_input, #cond);                \
         CU_assertImplementation(fuzz_ok_ ? CU_TRUE : CU_FALSE, __LINE__, #cond, __FILE__, "",      \
                                 CU_FALSE);                                                         \
     } while (0)
