@@ -14,7 +14,8 @@
 #
 # Environment: EV_BUILD_DIR (binaries event-validator and provider-sim; default
 # build/ of the source tree) and EV_SOURCE_DIR (default: two levels up), both set
-# by CTest. JSON is read with jq when installed, otherwise through psql (jsonb).
+# by CTest. JSON is read with jq when installed, otherwise (or with
+# EV_FAULTS_NO_JQ=1) through psql's jsonb, so only psql and curl are required.
 #
 # Output: one "PASS: <script>: <what>" or "FAIL: <script>: <what>" line per
 # assertion, progress lines prefixed with "[<script> <time>]", and on failure the
@@ -34,6 +35,7 @@ FT_FAILS=0
 FT_PASSES=0
 FT_PG_STARTED=0
 FT_SIM_PID=""
+FT_WATCHDOG_PID=""
 FT_SERVE_PIDS=()
 FT_SERVE_LOGS=()
 # Set by ft_sim_start / ft_serve_start.
@@ -106,6 +108,7 @@ ft_wait() {
 ft_cleanup() {
     local rc=$? pid i
     trap - EXIT
+    [ -n "$FT_WATCHDOG_PID" ] && kill "$FT_WATCHDOG_PID" 2>/dev/null
     for pid in "${FT_SERVE_PIDS[@]}"; do
         ft_stop_pid "$pid" 15
     done
@@ -136,6 +139,8 @@ ft_cleanup() {
     fi
     if [ "$rc" -eq 0 ]; then
         echo "PASS: $FT_NAME ($FT_PASSES checks)"
+    elif [ "$FT_FAILS" -eq 0 ]; then
+        echo "FAIL: $FT_NAME (aborted with status $rc after $FT_PASSES passed checks)"
     else
         echo "FAIL: $FT_NAME ($FT_FAILS of $((FT_PASSES + FT_FAILS)) checks failed)"
     fi
@@ -174,6 +179,19 @@ ft_init() {
     chmod 755 "$FT_DIR"
     trap ft_cleanup EXIT
     trap 'exit 130' INT TERM
+    # A watchdog ends the scenario (through the traps, so everything is cleaned
+    # up) before CTest's own timeout would SIGKILL bash and orphan the cluster.
+    local parent=$$ limit=${EV_FAULTS_TIMEOUT_S:-240}
+    (
+        trap - EXIT INT TERM
+        for _ in $(seq "$limit"); do
+            sleep 1
+            kill -0 "$parent" 2>/dev/null || exit 0
+        done
+        echo "FAIL: $FT_NAME: scenario still running after ${limit}s; aborting"
+        kill -TERM "$parent"
+    ) &
+    FT_WATCHDOG_PID=$!
 
     # Nothing from the caller's environment may leak into the service's configuration.
     local v
@@ -251,7 +269,7 @@ SQL
 # (strings unquoted, booleans true/false, absent: empty).
 jget() {
     local json=$1 path=$2
-    if command -v jq >/dev/null 2>&1; then
+    if [ "${EV_FAULTS_NO_JQ:-0}" != 1 ] && command -v jq >/dev/null 2>&1; then
         printf '%s' "$json" |
             jq -r --arg p "$path" 'getpath($p | split(".")) | if . == null then empty else . end' 2>/dev/null
     else
