@@ -1270,6 +1270,82 @@ static void test_stop_before_processing(void)
     fx_stop(&f);
 }
 
+typedef struct crew_member {
+    fx_t *f;
+    int index;
+    int processed;
+    int failures; /* claims or processing that did not end in 0 */
+} crew_member_t;
+
+/* One worker thread: its own pipeline worker and connection, claiming until
+ * the queue is empty. */
+static void *crew_run(void *arg)
+{
+    crew_member_t *m = arg;
+    ev_db_t *own = NULL;
+    ev_pipeline_worker_t *w = NULL;
+    if (ev_pgtest_connect(&own, db_url) != 0 ||
+        ev_pipeline_worker_new(&w, m->f->pipe, m->index) != 0) {
+        m->failures++;
+        goto out;
+    }
+    for (;;) {
+        ev_job_t job;
+        int rc = ev_queue_claim(own, OWNER, &job);
+        if (rc == EV_EEMPTY)
+            break;
+        if (rc != 0 || ev_pipeline_process(w, own, &job, NULL) != 0) {
+            m->failures++;
+            break;
+        }
+        m->processed++;
+    }
+out:
+    ev_pipeline_worker_free(w);
+    ev_db_free(own);
+    return NULL;
+}
+
+static void test_workers_share_providers(void)
+{
+    fx_t f;
+    const char *o[] = {"GEMINI_MAX_CONCURRENT", "2", NULL};
+    fx_start(&f, o);
+    sim_set("gemini", "{\"latency_ms\": 40}");
+    int64_t ev = add_event("kitchen", true, true);
+    enum { SUBS = 12, CREW = 4 };
+    for (int i = 0; i < SUBS; i++) {
+        char title[32];
+        snprintf(title, sizeof(title), "Robot number %d", i);
+        good_submission(ev, title, "A robot arm that stirs soup.");
+    }
+    crew_member_t crew[CREW];
+    pthread_t threads[CREW];
+    for (int i = 0; i < CREW; i++) {
+        crew[i] = (crew_member_t){.f = &f, .index = i};
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&threads[i], NULL, crew_run, &crew[i]), 0);
+    }
+    int processed = 0, failures = 0;
+    for (int i = 0; i < CREW; i++) {
+        pthread_join(threads[i], NULL);
+        processed += crew[i].processed;
+        failures += crew[i].failures;
+    }
+    CU_ASSERT_EQUAL(failures, 0);
+    CU_ASSERT_EQUAL(processed, SUBS);
+    CU_ASSERT_EQUAL(query_i64("SELECT count(*) FROM submissions WHERE status = 'validated'"), SUBS);
+    CU_ASSERT_EQUAL(query_i64("SELECT count(*) FROM validation_results WHERE verdict = 'pass' "
+                              "AND provider = 'gemini' AND NOT cached"),
+                    3 * SUBS);
+    /* Four workers, but never more than GEMINI_MAX_CONCURRENT requests at once. */
+    CU_ASSERT_EQUAL(requests("gemini"), 3 * SUBS);
+    int64_t peak = simctl_counter(sim, "gemini", "max_in_flight");
+    CU_ASSERT(peak >= 1 && peak <= 2);
+    CU_ASSERT_EQUAL(stat_i64(&f, "workers.busy"), 0);
+    CU_ASSERT_EQUAL(stat_i64(&f, "submissions.processed"), SUBS);
+    fx_stop(&f);
+}
+
 /* ---- provider accounts: quota, keys, breaker --------------------------------------- */
 
 static void test_daily_quota_cools_gemini_down(void)
@@ -1448,6 +1524,7 @@ int main(void)
     CU_add_test(s, "lease lost while processing: nothing written",
                 test_lease_lost_while_processing);
     CU_add_test(s, "stop set before processing: nothing written", test_stop_before_processing);
+    CU_add_test(s, "four workers share GEMINI_MAX_CONCURRENT", test_workers_share_providers);
     CU_add_test(s, "daily quota: gemini cools down, groq answers",
                 test_daily_quota_cools_gemini_down);
     CU_add_test(s, "invalid gemini key: disabled, keys never logged",
