@@ -8,6 +8,7 @@
 # never show either key: not in its stdout/stderr, not in /stats, /metrics,
 # /healthz or /readyz, not in the database (results, call records, errors), not
 # in `show`.
+# shellcheck source=tests/faults/lib.sh
 . "$(dirname "$0")/lib.sh"
 ft_init
 

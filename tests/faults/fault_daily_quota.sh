@@ -7,6 +7,7 @@
 # providers.gemini.quota_cooldown true, breaker "open"), Groq takes every
 # check and every submission is validated. A second batch later must not touch
 # Gemini at all.
+# shellcheck source=tests/faults/lib.sh
 . "$(dirname "$0")/lib.sh"
 ft_init
 

@@ -9,6 +9,7 @@
 # validation_results row per (submission, check), nothing left processing, the
 # rescued rows marked as such, and no more provider calls than the interrupted
 # ones could explain.
+# shellcheck source=tests/faults/lib.sh
 . "$(dirname "$0")/lib.sh"
 ft_init
 

@@ -9,6 +9,7 @@
 # 503 while the database is down and 200 again after, the service reconnects by
 # itself, and the drain still finishes with exit 0, every submission final with
 # its 3 check rows and none left processing.
+# shellcheck source=tests/faults/lib.sh
 . "$(dirname "$0")/lib.sh"
 ft_init
 

@@ -11,6 +11,7 @@
 # abandoned and the submissions released: exit 0 shortly after the grace
 # period, the in-flight submissions back to `pending` with their attempt given
 # back (attempts 0, no lease), and no error verdict recorded for them.
+# shellcheck source=tests/faults/lib.sh
 . "$(dirname "$0")/lib.sh"
 ft_init
 

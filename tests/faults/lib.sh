@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/faults/lib.sh - shared helpers of the fault suite (tests/faults/fault_*.sh).
 #
 # Sourced, never run. A fault script calls ft_init, then builds its world with
