@@ -284,6 +284,14 @@ static int64_t jint(json_object *o, const char *key)
     return 0;
 }
 
+/* A token count from the usage block. The body is untrusted: a negative
+ * count is unknown (0) and a huge one is capped, so sums cannot overflow. */
+static int64_t jcount(json_object *o, const char *key)
+{
+    int64_t n = jint(o, key);
+    return n < 0 ? 0 : n > INT64_C(1000000000000) ? INT64_C(1000000000000) : n;
+}
+
 static bool ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
@@ -354,7 +362,8 @@ static void read_error(json_object *root, gerror_t *e)
             } else if (rd && json_object_is_type(rd, json_type_object)) {
                 /* google.protobuf.Duration as an object {seconds, nanos}. */
                 int64_t sec = jint(rd, "seconds"), nanos = jint(rd, "nanos");
-                if (sec >= 0 && sec < EV_RETRYHINT_MAX_MS / 1000 && nanos >= 0)
+                if (sec >= 0 && sec < EV_RETRYHINT_MAX_MS / 1000 && nanos >= 0 &&
+                    nanos < 1000000000)
                     ms = sec * 1000 + (nanos + 999999) / 1000000;
             }
             if (ms >= 0)
@@ -423,8 +432,8 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
     if (rid)
         set_str(&out->request_id, rid);
     json_object *usage = jget(root, "usageMetadata");
-    out->tokens_in = jint(usage, "promptTokenCount");
-    out->tokens_out = jint(usage, "candidatesTokenCount") + jint(usage, "thoughtsTokenCount");
+    out->tokens_in = jcount(usage, "promptTokenCount");
+    out->tokens_out = jcount(usage, "candidatesTokenCount") + jcount(usage, "thoughtsTokenCount");
 
     json_object *cands = jget(root, "candidates");
     json_object *cand =

@@ -243,6 +243,14 @@ static int64_t jint(json_object *o, const char *key)
     return 0;
 }
 
+/* A token count from the usage block. The body is untrusted: a negative
+ * count is unknown (0) and a huge one is capped, so sums cannot overflow. */
+static int64_t jcount(json_object *o, const char *key)
+{
+    int64_t n = jint(o, key);
+    return n < 0 ? 0 : n > INT64_C(1000000000000) ? INT64_C(1000000000000) : n;
+}
+
 static void set_str(char **dst, const char *s)
 {
     free(*dst);
@@ -309,8 +317,8 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
     if (rid)
         set_str(&out->request_id, rid);
     json_object *usage = jget(root, "usage");
-    out->tokens_in = jint(usage, "prompt_tokens");
-    out->tokens_out = jint(usage, "completion_tokens");
+    out->tokens_in = jcount(usage, "prompt_tokens");
+    out->tokens_out = jcount(usage, "completion_tokens");
 
     json_object *choices = jget(root, "choices");
     json_object *choice = choices && json_object_is_type(choices, json_type_array) &&
