@@ -210,12 +210,15 @@ static int load_submission(ev_db_t *db, const ev_job_t *job, sub_t *s)
     s->require_image = PQgetvalue(r, 0, 6)[0] == 't';
     PQclear(r);
 
-    /* Verdicts recorded by an earlier attempt: a pass (or skip) stands and is
-     * not asked again; errors are retried. */
+    /* A pass recorded by an earlier attempt stands and is not asked again.
+     * Everything else is decided afresh: errors are retried, and a skip is
+     * a local decision that costs nothing to repeat (a check skipped because
+     * another file failed must be asked once an operator re-queues the
+     * submission with that file fixed). */
     r = NULL;
     rc = ev_db_exec(db, &r,
-                    "SELECT check_name, verdict FROM validation_results WHERE submission_id = $1 "
-                    "AND verdict IN ('pass', 'skipped')",
+                    "SELECT check_name FROM validation_results WHERE submission_id = $1 "
+                    "AND verdict = 'pass'",
                     1, params);
     if (rc < 0)
         return rc;
@@ -223,7 +226,7 @@ static int load_submission(ev_db_t *db, const ev_job_t *job, sub_t *s)
         for (int c = 0; c < EV_CHECK_COUNT; c++) {
             if (strcmp(PQgetvalue(r, i, 0), ev_check_name((ev_check_t)c)) == 0) {
                 s->checks[c].from_earlier_attempt = true;
-                s->checks[c].verdict = PQgetvalue(r, i, 1)[0] == 'p' ? V_PASS : V_SKIPPED;
+                s->checks[c].verdict = V_PASS;
             }
         }
     }

@@ -1106,6 +1106,36 @@ static void test_theme_retry_still_reads_pdf(void)
     fx_stop(&f);
 }
 
+static void test_requeued_after_fix_is_judged_fully(void)
+{
+    fx_t f;
+    fx_start(&f, NULL);
+    int64_t ev = add_event("kitchen", true, true);
+    int64_t sub = add_submission(ev, "Soup robot", "A robot arm that stirs soup.");
+    add_file(sub, "pdf", "slides.pdf", zip_bytes, sizeof(zip_bytes));
+    add_file(sub, "image", "robot.png", png_bytes, sizeof(png_bytes));
+    CU_ASSERT_EQUAL(process(&f, sub, NULL, NULL), 0);
+    CU_ASSERT_TRUE(equals(submission(sub).status, "rejected"));
+    assert_local(sub, "theme", "skipped");
+
+    /* The organiser replaces the broken file and an operator re-queues the
+     * submission: the checks skipped because of that file are asked now. */
+    size_t len = 0;
+    char *pdf = build_pdf(&len, 1, "Our robot arm stirs soup safely");
+    sql("DELETE FROM submission_files WHERE submission_id = %lld AND kind = 'pdf'", (long long)sub);
+    add_file(sub, "pdf", "slides.pdf", pdf, len);
+    free(pdf);
+    sql("UPDATE submissions SET status = 'pending', run_after = now() WHERE id = %lld",
+        (long long)sub);
+    CU_ASSERT_EQUAL(process(&f, sub, NULL, NULL), 0);
+    CU_ASSERT_TRUE(equals(submission(sub).status, "validated"));
+    assert_answered(sub, "theme", "pass", "gemini", GEMINI_MODEL, 1);
+    assert_answered(sub, "pdf", "pass", "gemini", GEMINI_MODEL, 1);
+    assert_answered(sub, "image", "pass", "gemini", GEMINI_MODEL, 1);
+    CU_ASSERT_EQUAL(requests("gemini"), 3);
+    fx_stop(&f);
+}
+
 static void test_needs_review_after_max_attempts(void)
 {
     fx_t f;
@@ -1527,6 +1557,8 @@ int main(void)
     CU_add_test(s, "outage: requeued, then validated", test_outage_then_recovery);
     CU_add_test(s, "retry asks only the missing checks", test_retry_asks_only_missing_checks);
     CU_add_test(s, "a retried theme check still quotes the PDF", test_theme_retry_still_reads_pdf);
+    CU_add_test(s, "re-queued after a fix: skipped checks are asked",
+                test_requeued_after_fix_is_judged_fully);
     CU_add_test(s, "MAX_ATTEMPTS exhausted: needs_review", test_needs_review_after_max_attempts);
     CU_add_test(s, "identical submission uses cached verdicts", test_cached_verdicts);
     CU_add_test(s, "a model change is not answered from the cache", test_cache_is_per_model);
