@@ -67,7 +67,7 @@ static const char *verdict_name(verdict_t v)
 
 typedef struct check_result {
     verdict_t verdict;
-    bool from_earlier_attempt; /* already recorded: leave the row alone */
+    bool from_earlier_attempt; /* passed in an earlier attempt: leave the row alone */
     bool cached;
     double score; /* < 0: none */
     char reason[REASON_MAX + 1];
