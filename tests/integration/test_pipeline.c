@@ -1575,7 +1575,9 @@ int main(void)
     CU_add_test(s, "breaker opens and skips gemini", test_breaker_opens);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
-    unsigned f = CU_get_number_of_failures();
+    /* A suite whose setup failed (no DATABASE_URL, no simulator) ran no
+     * test: that is a failure too, not a silent pass. */
+    bool failed = CU_get_number_of_failures() != 0 || CU_get_number_of_suites_failed() != 0;
     CU_cleanup_registry();
-    return f != 0;
+    return failed;
 }
