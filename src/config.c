@@ -78,6 +78,8 @@ static const var_t table[] = {
     {"POLL_INTERVAL_MS", T_INT, F(poll_interval_ms), "1000", 10, 600000},
     {"LEASE_SECONDS", T_INT, F(lease_seconds), "120", 5, 86400},
     {"MAX_ATTEMPTS", T_INT, F(max_attempts), "5", 1, 100},
+    {"REQUEUE_BASE_MS", T_INT, F(requeue_base_ms), "30000", 1, 86400000},
+    {"REQUEUE_MAX_MS", T_INT, F(requeue_max_ms), "600000", 1, 86400000},
 
     PROVIDER_VARS(GEMINI, G, "2", "150"),
     {"GEMINI_MODEL", T_STRING, G(model), "gemini-2.5-flash", 0, 0},
@@ -386,6 +388,11 @@ static int cross_check(const ev_config_t *c, char *err, size_t errlen)
              c->stagger_min_ms, c->stagger_max_ms);
         return EV_ECONFIG;
     }
+    if (c->requeue_base_ms > c->requeue_max_ms) {
+        fail(err, errlen, "REQUEUE_BASE_MS (%d) is greater than REQUEUE_MAX_MS (%d)",
+             c->requeue_base_ms, c->requeue_max_ms);
+        return EV_ECONFIG;
+    }
     if (c->retry_base_ms > c->retry_max_ms) {
         fail(err, errlen, "RETRY_BASE_MS (%d) is greater than RETRY_MAX_MS (%d)", c->retry_base_ms,
              c->retry_max_ms);
@@ -494,23 +501,25 @@ void ev_config_log(const ev_config_t *c)
     const ev_provider_config_t *q = &c->providers[EV_PROVIDER_GROQ];
     ev_log(EV_LOG_INFO,
            "configuration: database=%s workers=%d worker_stagger_ms=%d stagger_ms=%d..%d "
-           "poll_ms=%d lease_s=%d max_attempts=%d | gemini key=%s model=%s url=%s conc=%d rpm=%g "
+           "poll_ms=%d lease_s=%d max_attempts=%d requeue_ms=%d..%d | gemini key=%s model=%s "
+           "url=%s conc=%d rpm=%g "
            "safety=%g jitter=%s[%g,%g] breaker=%g/%ds/%ds/min%d | groq key=%s model=%s vision=%s "
            "url=%s conc=%d rpm=%g safety=%g jitter=%s[%g,%g] breaker=%g/%ds/%ds/min%d | "
            "http_timeout_ms=%d retries=%d retry_ms=%d..%d max_wait_ms=%d retry_budget=%g "
            "calls_per_submission=%d pdf_max=%lld pages=%d image_max=%lld max_images=%d "
            "upload_dir=%s stats=%s:%d",
            db, c->max_workers, c->worker_stagger_ms, c->stagger_min_ms, c->stagger_max_ms,
-           c->poll_interval_ms, c->lease_seconds, c->max_attempts, ev_secret_describe(g->api_key),
-           g->model, g->base_url, g->max_concurrent, g->rpm_limit, g->safety_factor,
-           g->jitter_enabled ? "on" : "off", g->jitter_min, g->jitter_max, g->cb_threshold,
-           g->cb_window_s, g->cb_cooldown_s, g->cb_min_calls, ev_secret_describe(q->api_key),
-           q->model, q->vision_model, q->base_url, q->max_concurrent, q->rpm_limit,
-           q->safety_factor, q->jitter_enabled ? "on" : "off", q->jitter_min, q->jitter_max,
-           q->cb_threshold, q->cb_window_s, q->cb_cooldown_s, q->cb_min_calls, c->http_timeout_ms,
-           c->max_retries, c->retry_base_ms, c->retry_max_ms, c->retry_max_wait_ms,
-           c->retry_budget_ratio, c->max_api_calls_per_submission, (long long)c->pdf_max_bytes,
-           c->pdf_max_pages, (long long)c->image_max_bytes, c->max_images,
-           c->upload_dir ? c->upload_dir : "(unset: paths refused)", c->stats_addr, c->stats_port);
+           c->poll_interval_ms, c->lease_seconds, c->max_attempts, c->requeue_base_ms,
+           c->requeue_max_ms, ev_secret_describe(g->api_key), g->model, g->base_url,
+           g->max_concurrent, g->rpm_limit, g->safety_factor, g->jitter_enabled ? "on" : "off",
+           g->jitter_min, g->jitter_max, g->cb_threshold, g->cb_window_s, g->cb_cooldown_s,
+           g->cb_min_calls, ev_secret_describe(q->api_key), q->model, q->vision_model, q->base_url,
+           q->max_concurrent, q->rpm_limit, q->safety_factor, q->jitter_enabled ? "on" : "off",
+           q->jitter_min, q->jitter_max, q->cb_threshold, q->cb_window_s, q->cb_cooldown_s,
+           q->cb_min_calls, c->http_timeout_ms, c->max_retries, c->retry_base_ms, c->retry_max_ms,
+           c->retry_max_wait_ms, c->retry_budget_ratio, c->max_api_calls_per_submission,
+           (long long)c->pdf_max_bytes, c->pdf_max_pages, (long long)c->image_max_bytes,
+           c->max_images, c->upload_dir ? c->upload_dir : "(unset: paths refused)", c->stats_addr,
+           c->stats_port);
     free(db);
 }

@@ -697,8 +697,8 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
         rc = ev_queue_complete(db, job, status, last_error);
     } else if (any_error) {
         summarise(last_error, sizeof(last_error), s, V_ERROR);
-        rc = ev_queue_requeue(db, job, p->cfg->max_attempts, p->cfg->retry_base_ms,
-                              p->cfg->retry_max_ms, last_error, &status);
+        rc = ev_queue_requeue(db, job, p->cfg->max_attempts, p->cfg->requeue_base_ms,
+                              p->cfg->requeue_max_ms, last_error, &status);
     } else {
         status = "validated";
         rc = ev_queue_complete(db, job, status, NULL);

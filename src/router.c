@@ -463,13 +463,17 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
             }
             if (retries >= r->cfg->max_retries)
                 break;
-            delay_ms = ev_backoff_delay_ms(&r->backoff, retries, res.retry_after_ms);
-            if (delay_ms > r->cfg->retry_max_wait_ms) {
+            /* SPEC §6: it is the server's suggested delay that decides between
+             * waiting and falling back; our own backoff (and the jitter on top
+             * of a hint) is only clamped to the allowed wait. */
+            if (res.retry_after_ms > r->cfg->retry_max_wait_ms) {
                 ev_llm_result_set_error(&res,
                                         "%s asked to wait %lld ms (more than RETRY_MAX_WAIT_MS)",
-                                        pname, (long long)delay_ms);
+                                        pname, (long long)res.retry_after_ms);
                 break;
             }
+            delay_ms = ev_backoff_delay_ms(&r->backoff, retries, res.retry_after_ms);
+            delay_ms = EV_MIN(delay_ms, (int64_t)r->cfg->retry_max_wait_ms);
             if (ev_breaker_state(p->breaker) == EV_BREAKER_OPEN)
                 break;
             if (ev_retry_budget_try_retry(p->retry_budget) < 0) {

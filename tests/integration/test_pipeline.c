@@ -231,6 +231,8 @@ static void fx_open(fx_t *f, const char *const *overrides)
     env_set(&e, "STAGGER_MAX_MS", "5");
     env_set(&e, "RETRY_BASE_MS", "10");
     env_set(&e, "RETRY_MAX_MS", "50");
+    env_set(&e, "REQUEUE_BASE_MS", "10");
+    env_set(&e, "REQUEUE_MAX_MS", "50");
     env_set(&e, "HTTP_TIMEOUT_MS", "10000");
     env_set(&e, "UPLOAD_DIR", upload_dir);
     for (const char *const *o = overrides; o && *o; o += 2)
