@@ -118,6 +118,14 @@ int ev_budget_take(ev_budget_t *b)
     return rc;
 }
 
+void ev_budget_give_back(ev_budget_t *b)
+{
+    pthread_mutex_lock(&b->mu);
+    EV_ASSERT(b->used > 0);
+    b->used--;
+    pthread_mutex_unlock(&b->mu);
+}
+
 int ev_budget_used(ev_budget_t *b)
 {
     pthread_mutex_lock(&b->mu);

@@ -423,6 +423,8 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
             }
         }
         ev_stats_outcome_t so = stats_outcome(&res, answer_ok);
+        if (!res.http_attempted)
+            ev_budget_give_back(budget); /* refused before sending: not an attempt */
         if (res.http_attempted) {
             out->http_attempts++;
             out->latency_ms += res.latency_ms;

@@ -55,6 +55,11 @@ void ev_budget_reset(ev_budget_t *b);
  */
 int ev_budget_take(ev_budget_t *b);
 
+/* Returns one unit taken by ev_budget_take whose request was never sent
+ * (refused locally before any HTTP), so only real attempts count. Giving
+ * back more than was taken is a bug (asserted). */
+void ev_budget_give_back(ev_budget_t *b);
+
 /* Calls taken so far (<= limit). */
 int ev_budget_used(ev_budget_t *b);
 /* The limit given to ev_budget_new (immutable). */
