@@ -6,7 +6,8 @@
 # disturbs no other test), ft_sim_start (provider-sim on a free port) and
 # ft_serve_start (event-validator serve, its stats port read from its log), drives
 # the fault, and asserts with ft_check / ft_wait (polls with a generous bound;
-# never a fixed sleep before an assertion). ft_finish prints the verdict line.
+# never a fixed sleep before an assertion). The EXIT trap prints the verdict
+# line ("PASS: <script> (N checks)" or "FAIL: ...") and sets the exit status.
 #
 # Every process started here is stopped by the EXIT trap (by pid: the service
 # with SIGTERM then SIGKILL, provider-sim with SIGTERM, the cluster with
