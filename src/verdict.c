@@ -107,8 +107,10 @@ int ev_verdict_parse(ev_verdict_t *out, const char *text, size_t len, char *why,
         set_why(why, whylen, "field 'score' is outside 0..1");
         goto out;
     }
+    /* The reason is used as a C string: one starting with an escaped NUL
+     * ("\u0000") is as empty as "". */
     if (!json_object_object_get_ex(obj, "reason", &r) ||
-        !json_object_is_type(r, json_type_string) || json_object_get_string_len(r) == 0) {
+        !json_object_is_type(r, json_type_string) || json_object_get_string(r)[0] == '\0') {
         set_why(why, whylen, "field 'reason' is missing, empty or not a string");
         goto out;
     }
