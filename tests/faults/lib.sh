@@ -205,6 +205,7 @@ ft_init() {
     # Small timings (SPEC §3) so that every scenario takes seconds, not minutes.
     export LEASE_SECONDS=5 POLL_INTERVAL_MS=200 STAGGER_MIN_MS=0 STAGGER_MAX_MS=10
     export WORKER_STAGGER_MS=0 RETRY_BASE_MS=50 RETRY_MAX_MS=500
+    export REQUEUE_BASE_MS=200 REQUEUE_MAX_MS=2000
     export STATS_ADDR=127.0.0.1 STATS_PORT=0 LOG_LEVEL=info
     # The simulator enforces no rate limit unless a scenario asks for one, so the
     # service's own limiters must not be the bottleneck either.
