@@ -647,7 +647,15 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
 
     /* The main thread now only waits: for SIGTERM/SIGINT (signal thread) or
      * for the drained queue (on_drained). */
-    while (!ev_shutdown_wait(-1)) {
+    while (!ev_shutdown_wait(1000)) {
+        if (!ev_pipeline_usable(pipeline)) {
+            set_err(err, errlen,
+                    "every LLM provider was disabled by a configuration error (invalid API key "
+                    "or model, see the log): fix the configuration and restart");
+            ev_log(EV_LOG_ERROR, "%s", err);
+            rc = EV_EUNAVAIL;
+            goto out;
+        }
     }
     reason = ev_shutdown_reason();
     if (reason != 0)

@@ -80,6 +80,7 @@ static const var_t table[] = {
     {"MAX_ATTEMPTS", T_INT, F(max_attempts), "5", 1, 100},
     {"REQUEUE_BASE_MS", T_INT, F(requeue_base_ms), "30000", 1, 86400000},
     {"REQUEUE_MAX_MS", T_INT, F(requeue_max_ms), "600000", 1, 86400000},
+    {"SHUTDOWN_GRACE_MS", T_INT, F(shutdown_grace_ms), "30000", 0, 3600000},
 
     PROVIDER_VARS(GEMINI, G, "2", "150"),
     {"GEMINI_MODEL", T_STRING, G(model), "gemini-2.5-flash", 0, 0},

@@ -144,6 +144,11 @@ void ev_pipeline_free(ev_pipeline_t *p)
     free(p);
 }
 
+bool ev_pipeline_usable(ev_pipeline_t *p)
+{
+    return ev_router_any_usable(p->router);
+}
+
 int ev_pipeline_worker_new(ev_pipeline_worker_t **out, ev_pipeline_t *p, int index)
 {
     int rc;
@@ -656,6 +661,21 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
     bool local_fail = false;
     for (int c = 0; c < EV_CHECK_COUNT; c++)
         local_fail |= s->checks[c].verdict == V_FAIL;
+
+    /* With every provider disabled by a configuration error nothing can be
+     * judged: give the submission back without spending its attempt (serve
+     * stops within a second, see ev_pipeline_usable) instead of recording
+     * errors that would burn the backlog into needs_review. */
+    bool need_llm = false;
+    for (int c = 0; c < EV_CHECK_COUNT; c++)
+        need_llm |=
+            !local_fail && !s->checks[c].from_earlier_attempt && s->checks[c].verdict == V_NONE;
+    if (need_llm && !ev_pipeline_usable(p)) {
+        rc = ev_queue_release(db, job);
+        for (int i = 0; i < 20 && !stopped(stop); i++)
+            ev_clock_sleep_us(ev_clock_system(), 50000);
+        return rc;
+    }
 
     /* A local fail already rejects the submission: asking a model anything
      * more would be money spent on a foregone verdict. */

@@ -522,6 +522,7 @@ void ev_pool_options_from_config(ev_pool_options_t *opts, const ev_config_t *cfg
     opts->poll_interval_ms = cfg->poll_interval_ms;
     opts->lease_seconds = cfg->lease_seconds;
     opts->max_attempts = cfg->max_attempts;
+    opts->grace_ms = cfg->shutdown_grace_ms;
 }
 
 void ev_pool_make_owner(char *buf, size_t len)

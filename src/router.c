@@ -183,6 +183,14 @@ bool ev_router_usable(ev_router_t *r, ev_provider_id_t id)
     return configured(p) && !atomic_load(&p->disabled);
 }
 
+bool ev_router_any_usable(ev_router_t *r)
+{
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++)
+        if (ev_router_usable(r, (ev_provider_id_t)i))
+            return true;
+    return false;
+}
+
 const char *ev_router_model(ev_router_t *r, ev_provider_id_t id, const ev_llm_request_t *req)
 {
     provider_t *p = &r->p[id];
@@ -526,7 +534,10 @@ int ev_router_judge(ev_router_t *r, ev_http_t *http, ev_budget_t *budget, const 
 {
     memset(out, 0, sizeof(*out));
     out->provider = -1;
-    snprintf(out->error, sizeof(out->error), "no provider is configured for this check");
+    snprintf(out->error, sizeof(out->error), "%s",
+             ev_router_any_usable(r) ? "no provider can serve this check"
+                                     : "every provider is disabled by a configuration error "
+                                       "(invalid key or model)");
     int last = -1;
     for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
         provider_t *p = &r->p[i];

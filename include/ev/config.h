@@ -53,8 +53,9 @@ typedef struct ev_config {
     int poll_interval_ms;
     int lease_seconds;
     int max_attempts;
-    int requeue_base_ms;      /* REQUEUE_BASE_MS: first submission-level backoff */
-    int requeue_max_ms;       /* REQUEUE_MAX_MS: its cap */
+    int requeue_base_ms;   /* REQUEUE_BASE_MS: first submission-level backoff */
+    int requeue_max_ms;    /* REQUEUE_MAX_MS: its cap */
+    int shutdown_grace_ms; /* SHUTDOWN_GRACE_MS: in-flight time allowed after SIGTERM */
 
     ev_provider_config_t providers[EV_PROVIDER_COUNT];
     int http_timeout_ms;

@@ -30,6 +30,11 @@ struct ev_stats;
 int ev_pipeline_new(ev_pipeline_t **out, const ev_config_t *cfg, struct ev_stats *stats);
 void ev_pipeline_free(ev_pipeline_t *p);
 
+/* False once every provider has been disabled by a configuration error
+ * (invalid key, unknown model): nothing can be judged any more, and `serve`
+ * stops instead of turning the queue into needs_review. Thread-safe. */
+bool ev_pipeline_usable(ev_pipeline_t *p);
+
 /* Called on the worker thread that will use it. */
 int ev_pipeline_worker_new(ev_pipeline_worker_t **out, ev_pipeline_t *p, int index);
 void ev_pipeline_worker_free(ev_pipeline_worker_t *w);

@@ -54,6 +54,9 @@ void ev_router_free(ev_router_t *r);
 /* Configured (has a key) and not disabled by a fatal configuration error. */
 bool ev_router_usable(ev_router_t *r, ev_provider_id_t p);
 
+/* True while at least one provider is usable. */
+bool ev_router_any_usable(ev_router_t *r);
+
 /* The model a request to provider p would name (for records). */
 const char *ev_router_model(ev_router_t *r, ev_provider_id_t p, const ev_llm_request_t *req);
 

@@ -77,6 +77,7 @@ static void test_defaults(void)
     CU_ASSERT_EQUAL(c->max_attempts, 5);
     CU_ASSERT_EQUAL(c->requeue_base_ms, 30000);
     CU_ASSERT_EQUAL(c->requeue_max_ms, 600000);
+    CU_ASSERT_EQUAL(c->shutdown_grace_ms, 30000);
     const ev_provider_config_t *g = &c->providers[EV_PROVIDER_GEMINI];
     const ev_provider_config_t *q = &c->providers[EV_PROVIDER_GROQ];
     CU_ASSERT_PTR_NULL(g->api_key);
