@@ -464,9 +464,12 @@ static void cache_key(char out[65], const ev_config_t *cfg, ev_check_t check, co
     hash_field(&h, s->event_name);
     hash_field(&h, s->theme);
     hash_field(&h, s->rules);
-    hash_field(&h, s->title);
-    if (check != EV_CHECK_PDF)
+    /* The PDF check asks about the event and the document alone, so a
+     * re-upload of the same PDF is answered from the cache. */
+    if (check != EV_CHECK_PDF) {
+        hash_field(&h, s->title);
         hash_field(&h, s->description);
+    }
     if (check == EV_CHECK_THEME)
         hash_field(&h, s->pdf_text);
     if (check == EV_CHECK_PDF)

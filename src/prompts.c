@@ -75,15 +75,15 @@ char *ev_prompt_user(ev_check_t check, const ev_prompt_input_t *in)
     }
     case EV_CHECK_PDF:
         if (in->pdf_inline) {
-            out = ev_asprintf("%s\nTask: judge the attached PDF document of the submission titled "
-                              "below.\n<<<SUBMISSION\nTitle: %s\nSUBMISSION>>>\nAnswer in JSON.",
-                              event, title);
+            out = ev_asprintf("%s\nTask: judge the attached PDF document of a submission to this "
+                              "event.\nAnswer in JSON.",
+                              event);
         } else {
             char *pdf = ev_prompt_clip(in->pdf_text, EV_PROMPT_PDF_TEXT_MAX);
-            out = ev_asprintf("%s\nTask: judge the submission's PDF document, given below as its "
-                              "extracted text.\n<<<SUBMISSION\nTitle: %s\nDocument text: %s\n"
+            out = ev_asprintf("%s\nTask: judge a submission's PDF document, given below as its "
+                              "extracted text.\n<<<SUBMISSION\nDocument text: %s\n"
                               "SUBMISSION>>>\nAnswer in JSON.",
-                              event, title, *pdf ? pdf : "(the document has no extractable text)");
+                              event, *pdf ? pdf : "(the document has no extractable text)");
             free(pdf);
         }
         break;

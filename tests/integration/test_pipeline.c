@@ -571,15 +571,25 @@ static void assert_local(int64_t sub, const char *check, const char *verdict)
 }
 
 /* A typical submission: a one-page PDF with text and one PNG. */
-static int64_t good_submission(int64_t event, const char *title, const char *description)
+/* A submission whose PDF text names `pdf_title`: the same pdf_title gives
+ * byte-identical PDFs (a re-upload), another one a different document. */
+static int64_t submission_with_pdf(int64_t event, const char *title, const char *description,
+                                   const char *pdf_title)
 {
     int64_t sub = add_submission(event, title, description);
     size_t len = 0;
-    char *pdf = build_pdf(&len, 1, "Our robot arm stirs soup safely");
+    char text[200];
+    snprintf(text, sizeof(text), "Our robot arm stirs soup safely: %s", pdf_title);
+    char *pdf = build_pdf(&len, 1, text);
     add_file(sub, "pdf", "slides.pdf", pdf, len);
     free(pdf);
     add_file(sub, "image", "robot.png", png_bytes, sizeof(png_bytes));
     return sub;
+}
+
+static int64_t good_submission(int64_t event, const char *title, const char *description)
+{
+    return submission_with_pdf(event, title, description, title);
 }
 
 /* ---- happy path and model verdicts -------------------------------------------- */
@@ -1194,6 +1204,15 @@ static void test_cached_verdicts(void)
     CU_ASSERT_TRUE(result(third, "pdf").cached);
     CU_ASSERT_FALSE(result(third, "image").cached);
     CU_ASSERT_EQUAL(requests("gemini"), 5);
+
+    /* A re-upload of the same PDF under another title costs nothing for the
+     * PDF check: its question is the event and the document alone. */
+    int64_t fourth =
+        submission_with_pdf(ev, "Stew robot v2", "A robot arm that stirs stew.", "Soup robot");
+    CU_ASSERT_EQUAL(process(&f, fourth, NULL, NULL), 0);
+    CU_ASSERT_FALSE(result(fourth, "theme").cached);
+    CU_ASSERT_TRUE(result(fourth, "pdf").cached);
+    CU_ASSERT_EQUAL(requests("gemini"), 7);
     fx_stop(&f);
 }
 
