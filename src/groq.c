@@ -1,7 +1,10 @@
 /*
  * groq.c - Groq chat-completions client; see groq.h and PROVIDERS.md.
  *
- * How: the body is built with json-c in the OpenAI shape Groq documents;
+ * How: the body has the OpenAI shape Groq documents. json-c builds and
+ * escapes every piece but the images, and the body is assembled around them
+ * in one buffer of the exact size, their base64 written in place
+ * (ev_llm_body_build), so ~100 KB of base64 never passes through json-c;
  * the vision limits are checked from the request before anything is encoded
  * and again on the encoded body; one ev_http_post() per call. Responses are
  * classified by HTTP status first (error bodies may be HTML or empty), then
@@ -121,28 +124,98 @@ static char *system_text(const ev_llm_request_t *req)
     return ev_strdup(ev_llm_verdict_instruction());
 }
 
+/* A json-c value serialised as plain JSON; the text belongs to `o` and stays
+ * valid until `o` is released. NULL when json-c runs out of memory. */
+static const char *serialise(json_object *o, size_t *len)
+{
+    return json_object_to_json_string_length(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, len);
+}
+
+/* One image's data URL up to its base64: the JSON string
+ * "data:<mime>;base64," serialised (so escaped) by json-c, without its
+ * closing quote; the base64 and the quote follow in the body. */
+typedef struct url_head {
+    json_object *obj;
+    const char *json;
+    size_t len;
+} url_head_t;
+
+/* What emit_body() writes: JSON fragments already serialised by json-c, and
+ * the images, whose base64 goes straight into the body. */
+typedef struct body_parts {
+    const char *model; /* the model as a JSON string */
+    size_t model_len;
+    const char *system; /* the whole system message object */
+    size_t system_len;
+    const char *text; /* the user text: a JSON string, or a {"type":"text"} part with images */
+    size_t text_len;
+    const ev_llm_media_t *media;
+    const url_head_t *heads; /* one per image */
+    size_t media_count;
+    int max_tokens;
+} body_parts_t;
+
+/* The PROVIDERS.md body, byte for byte what json-c would print for the same
+ * tree: {"model":...,"messages":[system message,{"role":"user","content":
+ * text or [text part, image parts...]}],"response_format":{"type":
+ * "json_object"},"temperature":0,"max_completion_tokens":N}. */
+static void emit_body(ev_llm_body_t *b, const void *arg)
+{
+    const body_parts_t *bp = arg;
+    ev_llm_body_puts(b, "{\"model\":");
+    ev_llm_body_put(b, bp->model, bp->model_len);
+    ev_llm_body_puts(b, ",\"messages\":[");
+    ev_llm_body_put(b, bp->system, bp->system_len);
+    ev_llm_body_puts(b, ",{\"role\":\"user\",\"content\":");
+    if (bp->media_count == 0) {
+        ev_llm_body_put(b, bp->text, bp->text_len);
+    } else {
+        ev_llm_body_puts(b, "[");
+        if (bp->text) {
+            ev_llm_body_put(b, bp->text, bp->text_len);
+            ev_llm_body_puts(b, ",");
+        }
+        for (size_t i = 0; i < bp->media_count; i++) {
+            if (i > 0)
+                ev_llm_body_puts(b, ",");
+            ev_llm_body_puts(b, "{\"type\":\"image_url\",\"image_url\":{\"url\":");
+            ev_llm_body_put(b, bp->heads[i].json, bp->heads[i].len);
+            /* Base64 has no character that JSON escapes. */
+            ev_llm_body_put_base64(b, bp->media[i].bytes, bp->media[i].len);
+            ev_llm_body_puts(b, "\"}}");
+        }
+        ev_llm_body_puts(b, "]");
+    }
+    char tokens[24];
+    snprintf(tokens, sizeof(tokens), "%d", bp->max_tokens);
+    ev_llm_body_puts(b, "}],\"response_format\":{\"type\":\"json_object\"},\"temperature\":0,"
+                        "\"max_completion_tokens\":");
+    ev_llm_body_puts(b, tokens);
+    ev_llm_body_puts(b, "}");
+}
+
 int ev_groq_build_body(char **out, size_t *out_len, const ev_llm_request_t *req, const char *model)
 {
     *out = NULL;
     if (out_len)
         *out_len = 0;
     int rc = 0;
-    json_object *root = NULL;
+    json_object *mo = NULL, *sm = NULL, *to = NULL;
+    url_head_t *heads = NULL;
     char *text = NULL, *sys = NULL;
+    body_parts_t bp = {0};
+    size_t n = 0;
     if (!req || !model) {
         rc = EV_EINVAL;
         goto out;
     }
-    size_t n = media_sent(req);
+    n = media_sent(req);
     for (size_t i = 0; i < n; i++) {
         const ev_llm_media_t *m = &req->media[i];
         /* Groq has no PDF input: the caller must send extracted text. */
         if (is_pdf(m->mime) || !is_image(m->mime) || !m->bytes || m->len == 0) {
             rc = EV_EINVAL;
-            goto out;
-        }
-        if (m->len > (size_t)INT32_MAX / 4 * 3 - 64) {
-            rc = EV_ETOOBIG;
             goto out;
         }
     }
@@ -153,67 +226,64 @@ int ev_groq_build_body(char **out, size_t *out_len, const ev_llm_request_t *req,
     }
     sys = system_text(req);
 
-    root = json_object_new_object();
-    json_object_object_add(root, "model", json_object_new_string(model));
-    json_object *messages = json_object_new_array();
-    json_object *sm = json_object_new_object();
+    /* Everything but the images is built and escaped by json-c; their
+     * base64 (most of the body) is written by emit_body() directly. */
+    bp.media = req->media;
+    bp.media_count = n;
+    bp.max_tokens =
+        req->max_output_tokens > 0 ? req->max_output_tokens : EV_LLM_DEFAULT_MAX_OUTPUT_TOKENS;
+    mo = json_object_new_string(model);
+    bp.model = serialise(mo, &bp.model_len);
+    sm = json_object_new_object();
     json_object_object_add(sm, "role", json_object_new_string("system"));
     json_object_object_add(sm, "content", json_object_new_string(sys));
-    json_object_array_add(messages, sm);
-
-    json_object *um = json_object_new_object();
-    json_object_object_add(um, "role", json_object_new_string("user"));
-    if (n == 0) {
-        json_object_object_add(um, "content", json_object_new_string(text));
-    } else {
-        json_object *content = json_object_new_array();
-        if (text) {
-            json_object *tp = json_object_new_object();
-            json_object_object_add(tp, "type", json_object_new_string("text"));
-            json_object_object_add(tp, "text", json_object_new_string(text));
-            json_object_array_add(content, tp);
-        }
-        for (size_t i = 0; i < n; i++) {
-            const ev_llm_media_t *m = &req->media[i];
-            size_t b64len = 0;
-            char *b64 = ev_llm_base64(m->bytes, m->len, &b64len);
-            char *url = ev_asprintf("data:%s;base64,%s", m->mime, b64);
-            free(b64);
-            json_object *iu = json_object_new_object();
-            json_object_object_add(iu, "url", json_object_new_string(url));
-            free(url);
-            json_object *ip = json_object_new_object();
-            json_object_object_add(ip, "type", json_object_new_string("image_url"));
-            json_object_object_add(ip, "image_url", iu);
-            json_object_array_add(content, ip);
-        }
-        json_object_object_add(um, "content", content);
-    }
-    json_object_array_add(messages, um);
-    json_object_object_add(root, "messages", messages);
-
-    json_object *rf = json_object_new_object();
-    json_object_object_add(rf, "type", json_object_new_string("json_object"));
-    json_object_object_add(root, "response_format", rf);
-    json_object_object_add(root, "temperature", json_object_new_int(0));
-    json_object_object_add(root, "max_completion_tokens",
-                           json_object_new_int(req->max_output_tokens > 0
-                                                   ? req->max_output_tokens
-                                                   : EV_LLM_DEFAULT_MAX_OUTPUT_TOKENS));
-
-    size_t len = 0;
-    const char *s = json_object_to_json_string_length(
-        root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-    if (!s) {
+    bp.system = serialise(sm, &bp.system_len);
+    if (!bp.model || !bp.system) {
         rc = EV_ENOMEM;
         goto out;
     }
-    *out = ev_strndup(s, len);
-    if (out_len)
-        *out_len = len;
+    if (n == 0) {
+        /* Text models accept only a plain string. */
+        to = json_object_new_string(text);
+    } else if (text) {
+        to = json_object_new_object();
+        json_object_object_add(to, "type", json_object_new_string("text"));
+        json_object_object_add(to, "text", json_object_new_string(text));
+    }
+    if (to) {
+        bp.text = serialise(to, &bp.text_len);
+        if (!bp.text) {
+            rc = EV_ENOMEM;
+            goto out;
+        }
+    }
+    if (n > 0) {
+        heads = ev_calloc(n, sizeof(*heads));
+        bp.heads = heads;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char *head = ev_asprintf("data:%s;base64,", req->media[i].mime);
+        heads[i].obj = json_object_new_string(head);
+        free(head);
+        heads[i].json = serialise(heads[i].obj, &heads[i].len);
+        if (!heads[i].json) {
+            rc = EV_ENOMEM;
+            goto out;
+        }
+        /* Drop the closing quote: the base64 goes before it. */
+        EV_ASSERT(heads[i].len >= 2 && heads[i].json[heads[i].len - 1] == '"');
+        heads[i].len--;
+    }
+
+    rc = ev_llm_body_build(out, out_len, emit_body, &bp);
 
 out:
-    json_object_put(root);
+    for (size_t i = 0; heads && i < n; i++)
+        json_object_put(heads[i].obj);
+    free(heads);
+    json_object_put(mo);
+    json_object_put(sm);
+    json_object_put(to);
     free(text);
     free(sys);
     return rc;

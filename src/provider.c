@@ -1,7 +1,10 @@
 /*
  * provider.c - helpers shared by the provider clients; see provider.h.
  *
- * Result lifetime, the verdict description, base64 and a bounded JSON parse.
+ * Result lifetime, the verdict description, base64, a bounded JSON parse,
+ * and the two-pass body assembler the clients use to write base64 media
+ * straight into the request body (measure with a NULL buffer, then write
+ * into one buffer of exactly the measured size).
  * Threads: pure functions on their arguments; no shared mutable state.
  */
 #include "ev/provider.h"
@@ -159,12 +162,10 @@ size_t ev_llm_base64_len(size_t len)
     return (len + 2) / 3 * 4;
 }
 
-char *ev_llm_base64(const unsigned char *bytes, size_t len, size_t *out_len)
+size_t ev_llm_base64_into(char *dst, const unsigned char *bytes, size_t len)
 {
     static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t n = ev_llm_base64_len(len);
-    char *out = ev_malloc(n + 1);
-    char *o = out;
+    char *o = dst;
     size_t i = 0;
     for (; i + 3 <= len; i += 3) {
         uint32_t v = ((uint32_t)bytes[i] << 16) | ((uint32_t)bytes[i + 1] << 8) | bytes[i + 2];
@@ -182,10 +183,80 @@ char *ev_llm_base64(const unsigned char *bytes, size_t len, size_t *out_len)
         *o++ = i + 1 < len ? tbl[(v >> 6) & 63] : '=';
         *o++ = '=';
     }
-    *o = '\0';
+    return (size_t)(o - dst);
+}
+
+char *ev_llm_base64(const unsigned char *bytes, size_t len, size_t *out_len)
+{
+    size_t n = ev_llm_base64_len(len);
+    char *out = ev_malloc(n + 1);
+    size_t written = ev_llm_base64_into(out, bytes, len);
+    EV_ASSERT(written == n);
+    out[n] = '\0';
     if (out_len)
         *out_len = n;
     return out;
+}
+
+/* ---------------------------------------------------- hand-assembled bodies */
+
+void ev_llm_body_put(ev_llm_body_t *b, const char *s, size_t n)
+{
+    if (__builtin_add_overflow(b->len, n, &b->len)) {
+        b->overflow = true;
+        return;
+    }
+    if (b->buf) {
+        EV_ASSERT(b->len <= b->cap);
+        memcpy(b->buf + b->len - n, s, n);
+    }
+}
+
+void ev_llm_body_puts(ev_llm_body_t *b, const char *s)
+{
+    ev_llm_body_put(b, s, strlen(s));
+}
+
+void ev_llm_body_put_base64(ev_llm_body_t *b, const unsigned char *bytes, size_t len)
+{
+    /* (len + 2) / 3 * 4 must not wrap: 4 * ceil(len / 3) <= SIZE_MAX. */
+    if (len > SIZE_MAX / 4 * 3 - 2) {
+        b->overflow = true;
+        return;
+    }
+    size_t n = ev_llm_base64_len(len);
+    if (__builtin_add_overflow(b->len, n, &b->len)) {
+        b->overflow = true;
+        return;
+    }
+    if (b->buf) {
+        EV_ASSERT(b->len <= b->cap);
+        size_t written = ev_llm_base64_into(b->buf + b->len - n, bytes, len);
+        EV_ASSERT(written == n);
+    }
+}
+
+int ev_llm_body_build(char **out, size_t *out_len, ev_llm_body_emit_fn emit, const void *arg)
+{
+    *out = NULL;
+    if (out_len)
+        *out_len = 0;
+    ev_llm_body_t b = {0};
+    emit(&b, arg);
+    if (b.overflow || b.len == SIZE_MAX)
+        return EV_ETOOBIG;
+    size_t measured = b.len;
+    b.buf = ev_malloc(measured + 1);
+    b.cap = measured;
+    b.len = 0;
+    emit(&b, arg);
+    /* The emitter must write exactly what it measured: same arguments, same bytes. */
+    EV_ASSERT(!b.overflow && b.len == measured);
+    b.buf[measured] = '\0';
+    *out = b.buf;
+    if (out_len)
+        *out_len = measured;
+    return 0;
 }
 
 void ev_llm_snippet(char *dst, size_t n, const char *src, size_t src_len)

@@ -62,10 +62,11 @@ int ev_gemini_call(ev_gemini_t *g, ev_http_t *http, const ev_llm_request_t *req,
 char *ev_gemini_build_url(const char *base_url, const char *model);
 
 /* The JSON body for `req` (PROVIDERS.md shape). thinking_budget < 0 omits
- * thinkingConfig; `text_only` drops the media. Returns 0 with *out (caller
- * frees) and *out_len (may be NULL), or with *out NULL: EV_EINVAL (no text and
- * no media, unsupported MIME type, empty file) or EV_ETOOBIG (a file beyond
- * what json-c can hold). */
+ * thinkingConfig; `text_only` drops the media. The media's base64 is written
+ * straight into the body (it never passes through json-c). Returns 0 with *out
+ * (caller frees) and *out_len (may be NULL), or with *out NULL: EV_EINVAL (no
+ * text and no media, unsupported MIME type, empty file), EV_ETOOBIG (the body's
+ * size would not fit in a size_t) or EV_ENOMEM (json-c failed). */
 int ev_gemini_build_body(char **out, size_t *out_len, const ev_llm_request_t *req,
                          int thinking_budget);
 

@@ -67,8 +67,10 @@ char *ev_groq_build_url(const char *base_url);
  * ev_llm_verdict_instruction(). The user content is a plain string when no
  * image is sent (text models accept only strings) and otherwise an array:
  * the text part, then one image_url part per image. Returns 0 with *out
- * (caller frees) and *out_len (may be NULL), or EV_EINVAL (PDF or non-image
- * media, no text and no image) / EV_ETOOBIG with *out NULL.
+ * (caller frees) and *out_len (may be NULL), or with *out NULL: EV_EINVAL
+ * (PDF or non-image media, empty file, no text and no image), EV_ETOOBIG (the
+ * body's size would not fit in a size_t) or EV_ENOMEM (json-c failed). The
+ * images' base64 is written straight into the body (never through json-c).
  */
 int ev_groq_build_body(char **out, size_t *out_len, const ev_llm_request_t *req, const char *model);
 

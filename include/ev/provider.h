@@ -184,5 +184,40 @@ const char *ev_llm_verdict_instruction(void);
 char *ev_llm_base64(const unsigned char *bytes, size_t len, size_t *out_len);
 /* Length of the base64 text for `len` bytes (without the NUL). */
 size_t ev_llm_base64_len(size_t len);
+/* Writes exactly ev_llm_base64_len(len) characters of that base64 to dst (no
+ * NUL) and returns that count. */
+size_t ev_llm_base64_into(char *dst, const unsigned char *bytes, size_t len);
+
+/*
+ * A request body assembled by hand around base64 media, so that hundreds of
+ * kilobytes of base64 never pass through json-c (whose string escaper looks
+ * at every byte and whose buffer doubles as it grows). The client writes an
+ * emitter that puts the body piece by piece: JSON fragments it serialised
+ * with json-c, literal punctuation, and base64 written in place.
+ * ev_llm_body_build() runs the emitter twice: first with buf NULL, only
+ * measuring, then into one buffer of exactly the measured size. The emitter
+ * must therefore emit the same bytes on both runs (it is a pure function of
+ * its argument).
+ */
+typedef struct ev_llm_body {
+    char *buf;     /* NULL while measuring */
+    size_t cap;    /* size of buf (without the NUL), when writing */
+    size_t len;    /* bytes emitted so far */
+    bool overflow; /* the size does not fit in a size_t */
+} ev_llm_body_t;
+
+typedef void (*ev_llm_body_emit_fn)(ev_llm_body_t *b, const void *arg);
+
+/* Appends n bytes of s. */
+void ev_llm_body_put(ev_llm_body_t *b, const char *s, size_t n);
+/* Appends a NUL-terminated string. */
+void ev_llm_body_puts(ev_llm_body_t *b, const char *s);
+/* Appends the standard base64 of `len` bytes (no quotes, no prefix). */
+void ev_llm_body_put_base64(ev_llm_body_t *b, const unsigned char *bytes, size_t len);
+
+/* Runs `emit(b, arg)` to measure, then to write. Returns 0 with *out a new
+ * NUL-terminated string (caller frees) and *out_len (may be NULL) its length,
+ * or EV_ETOOBIG (the size would not fit in a size_t) with *out NULL. */
+int ev_llm_body_build(char **out, size_t *out_len, ev_llm_body_emit_fn emit, const void *arg);
 
 #endif

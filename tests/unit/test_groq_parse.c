@@ -11,6 +11,7 @@
 #include <CUnit/Basic.h>
 #include <json-c/json.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -175,6 +176,156 @@ static void test_vision_request(void)
     CU_ASSERT_EQUAL_FATAL(ev_groq_build_body(&body, NULL, &req, TEXT_MODEL), 0);
     CU_ASSERT_PTR_NULL(strstr(body, "image_url"));
     free(body);
+}
+
+/* Strict standard base64 (padding required, no other characters): a new
+ * buffer with the bytes and their count in *n, or NULL when invalid. */
+static unsigned char *b64_decode(const char *s, size_t *n)
+{
+    static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t len = strlen(s);
+    *n = 0;
+    if (len % 4 != 0)
+        return NULL;
+    unsigned char *out = malloc(len / 4 * 3 + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 4) {
+        uint32_t v = 0;
+        int pad = 0;
+        for (int k = 0; k < 4; k++) {
+            char c = s[i + k];
+            const char *d = c ? strchr(digits, c) : NULL;
+            if (c == '=' && i + 4 == len && k >= 2 && (k == 3 || s[i + 3] == '=')) {
+                pad++;
+                v <<= 6;
+            } else if (d && pad == 0) {
+                v = v << 6 | (uint32_t)(d - digits);
+            } else {
+                free(out);
+                return NULL;
+            }
+        }
+        out[o++] = (unsigned char)(v >> 16);
+        if (pad < 2)
+            out[o++] = (unsigned char)(v >> 8);
+        if (pad < 1)
+            out[o++] = (unsigned char)v;
+    }
+    *n = o;
+    return out;
+}
+
+/* n bytes of file number `seed`: every byte value occurs, so every base64
+ * digit and both padding lengths do too. */
+static unsigned char *file_bytes(size_t n, unsigned seed)
+{
+    unsigned char *b = malloc(n ? n : 1);
+    uint32_t x = 2654435761u * (seed + 1);
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        b[i] = (unsigned char)(x >> 16);
+    }
+    return b;
+}
+
+/* Sizes with every remainder mod 3, twice, small and large, and one the
+ * size of a real upload. */
+static const size_t media_sizes[] = {1, 2, 3, 4, 5, 6, 3000, 3001, 3002, 3003, 3004, 3005, 150001};
+#define N_SIZES (sizeof(media_sizes) / sizeof(media_sizes[0]))
+#define MAX_PARTS 4
+
+/* True when `body` is exactly what json-c prints for the tree it parses to:
+ * the hand-assembled skeleton around the base64 is canonical JSON. */
+static bool same_as_json_c(json_object *root, const char *body, size_t len)
+{
+    size_t n = 0;
+    const char *s = json_object_to_json_string_length(
+        root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
+    return s && n == len && memcmp(s, body, len) == 0;
+}
+
+/* The images' base64 is written straight into the body (not through
+ * json-c): the body must still parse as JSON, keep the PROVIDERS.md shape,
+ * and each data URL must give back exactly the file bytes, whatever their
+ * size and however many images. A MIME type is escaped like any string. */
+static void test_image_round_trip(void)
+{
+    static const char *const mimes[] = {"image/png", "image/jpeg", "image/x\"odd\\type",
+                                        "image/webp"};
+    unsigned char *files[N_SIZES];
+    for (size_t k = 0; k < N_SIZES; k++)
+        files[k] = file_bytes(media_sizes[k], (unsigned)k);
+    for (size_t count = 1; count <= MAX_PARTS; count++) {
+        for (size_t k = 0; k < N_SIZES; k++) {
+            ev_llm_media_t media[MAX_PARTS];
+            for (size_t j = 0; j < count; j++) {
+                size_t f = (k + j) % N_SIZES;
+                media[j] = (ev_llm_media_t){mimes[j], files[f], media_sizes[f]};
+            }
+            bool with_text = k % 2 == 0;
+            ev_llm_request_t req = {.system_prompt = "Reply in json: \"a\" \\ / \u00e9\n\x01.",
+                                    .user_text = with_text ? "Real \"photos\"?\t\u4e2d" : NULL,
+                                    .media = media,
+                                    .media_count = count};
+            char *body = NULL;
+            size_t len = 0;
+            CU_ASSERT_EQUAL_FATAL(ev_groq_build_body(&body, &len, &req, VISION_MODEL), 0);
+            CU_ASSERT_EQUAL(len, strlen(body));
+            json_object *root = ev_llm_json_parse(body, len);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(root);
+            CU_ASSERT_TRUE(same_as_json_c(root, body, len));
+            CU_ASSERT_STRING_EQUAL(jpath_str(root, "model"), VISION_MODEL);
+            CU_ASSERT_STRING_EQUAL(jpath_str(root, "messages.0.content"), req.system_prompt);
+            json_object *content = jpath(root, "messages.1.content");
+            size_t first = with_text ? 1 : 0;
+            CU_ASSERT_EQUAL_FATAL(json_object_array_length(content), first + count);
+            if (with_text)
+                CU_ASSERT_STRING_EQUAL(jpath_str(content, "0.text"), req.user_text);
+            for (size_t j = 0; j < count; j++) {
+                char path[64], prefix[64];
+                snprintf(path, sizeof(path), "%zu.type", first + j);
+                CU_ASSERT_STRING_EQUAL(jpath_str(content, path), "image_url");
+                snprintf(path, sizeof(path), "%zu.image_url.url", first + j);
+                const char *url = jpath_str(content, path);
+                CU_ASSERT_PTR_NOT_NULL_FATAL(url);
+                int plen = snprintf(prefix, sizeof(prefix), "data:%s;base64,", mimes[j]);
+                CU_ASSERT_EQUAL_FATAL(strncmp(url, prefix, (size_t)plen), 0);
+                size_t n = 0;
+                unsigned char *back = b64_decode(url + plen, &n);
+                CU_ASSERT_PTR_NOT_NULL_FATAL(back);
+                CU_ASSERT_EQUAL(n, media[j].len);
+                CU_ASSERT_TRUE(n == media[j].len && memcmp(back, media[j].bytes, n) == 0);
+                free(back);
+            }
+            CU_ASSERT_EQUAL(json_object_get_int(jpath(root, "max_completion_tokens")),
+                            EV_LLM_DEFAULT_MAX_OUTPUT_TOKENS);
+            json_object_put(root);
+            free(body);
+        }
+    }
+    for (size_t k = 0; k < N_SIZES; k++)
+        free(files[k]);
+
+    /* Text only: the content is a plain string, still canonical JSON. */
+    ev_llm_request_t text = {.user_text = "Just \"text\"", .max_output_tokens = 77};
+    char *body = NULL;
+    size_t len = 0;
+    CU_ASSERT_EQUAL_FATAL(ev_groq_build_body(&body, &len, &text, TEXT_MODEL), 0);
+    json_object *root = ev_llm_json_parse(body, len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(root);
+    CU_ASSERT_TRUE(same_as_json_c(root, body, len));
+    CU_ASSERT_STRING_EQUAL(jpath_str(root, "messages.1.content"), "Just \"text\"");
+    CU_ASSERT_EQUAL(json_object_get_int(jpath(root, "max_completion_tokens")), 77);
+    json_object_put(root);
+    free(body);
+
+    /* A size whose base64 cannot be counted in a size_t is refused before
+     * any byte is read (the pointer is to 4 bytes on purpose). */
+    ev_llm_media_t huge = {"image/png", (const unsigned char *)"abcd", SIZE_MAX / 4 * 3};
+    ev_llm_request_t too_big = {.user_text = "x", .media = &huge, .media_count = 1};
+    CU_ASSERT_EQUAL(ev_groq_build_body(&body, &len, &too_big, VISION_MODEL), EV_ETOOBIG);
+    CU_ASSERT_PTR_NULL(body);
+    CU_ASSERT_EQUAL(len, 0);
 }
 
 static void test_never_a_pdf(void)
@@ -507,6 +658,7 @@ int main(void)
     CU_pSuite s = CU_add_suite("groq", init_suite, clean_suite);
     CU_add_test(s, "text request", test_text_request);
     CU_add_test(s, "vision request", test_vision_request);
+    CU_add_test(s, "image base64 round trip, every size mod 3, 1-4 images", test_image_round_trip);
     CU_add_test(s, "never a PDF", test_never_a_pdf);
     CU_add_test(s, "limits enforced without HTTP", test_limits_without_http);
     CU_add_test(s, "URL and config", test_url_and_config);
