@@ -1,5 +1,7 @@
 /*
- * hash.h - SHA-256 content hashes (FIPS 180-4), portable C, no OpenSSL.
+ * hash.h - SHA-256 content hashes (FIPS 180-4), no OpenSSL: portable C, or
+ * the x86-64 SHA extensions (SHA-NI) when the CPU has them, chosen once per
+ * process at run time.
  *
  * Used for the verdict cache key (issue 4, "content hashes"): the same bytes
  * always give the same 64-character lowercase hex digest, whatever the file
@@ -13,17 +15,22 @@
 #ifndef EV_HASH_H
 #define EV_HASH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* Compresses `blocks` consecutive 64-byte blocks into `state` (internal). */
+typedef void (*ev_hash_compress_fn)(uint32_t state[8], const uint8_t *p, size_t blocks);
 
 #define EV_HASH_SHA256_LEN 32     /* digest bytes */
 #define EV_HASH_SHA256_HEX_LEN 65 /* 64 hex digits plus the terminating NUL */
 
 typedef struct ev_hash_sha256 {
     uint32_t state[8];
-    uint64_t total;    /* bytes hashed so far */
-    uint8_t block[64]; /* pending partial block */
-    size_t used;       /* bytes of `block` in use, always < 64 */
+    uint64_t total;               /* bytes hashed so far */
+    uint8_t block[64];            /* pending partial block */
+    size_t used;                  /* bytes of `block` in use, always < 64 */
+    ev_hash_compress_fn compress; /* set by init: portable or SHA-NI */
 } ev_hash_sha256_t;
 
 /* Starts a new hash. */
@@ -40,5 +47,12 @@ void ev_hash_sha256_hex(char out[EV_HASH_SHA256_HEX_LEN], const void *data, size
 
 /* Writes n bytes as 2n lowercase hex digits plus NUL into out (size 2n+1). */
 void ev_hash_to_hex(char *out, const uint8_t *bytes, size_t n);
+
+/* True when ev_hash_sha256_init() picks the SHA-NI code on this CPU. */
+bool ev_hash_sha256_accelerated(void);
+
+/* TEST ONLY: like ev_hash_sha256_init(), but this context always uses the
+ * portable C code, so tests check it on CPUs that have SHA-NI too. */
+void ev_hash_sha256_init_portable(ev_hash_sha256_t *ctx);
 
 #endif

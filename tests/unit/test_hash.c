@@ -1,16 +1,44 @@
 /*
  * test_hash.c - SHA-256 against the FIPS 180-2 / NIST vectors, the padding
- * boundaries, and streaming in arbitrary pieces.
+ * boundaries, and streaming in arbitrary pieces, on BOTH compression paths:
+ * the one ev_hash_sha256_init() picks for this CPU (SHA-NI when it has it)
+ * and the portable C one (ev_hash_sha256_init_portable). The two must agree
+ * on every length and split, and the first use from several threads at once
+ * must be safe (run under TSan).
  */
 #include "ev/hash.h"
 
 #include <CUnit/Basic.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Which path the vector tests use: false = chosen for this CPU, true = portable. */
+static bool portable;
+
+static void start(ev_hash_sha256_t *ctx)
+{
+    if (portable)
+        ev_hash_sha256_init_portable(ctx);
+    else
+        ev_hash_sha256_init(ctx);
+}
+
 static void hex_of(char out[EV_HASH_SHA256_HEX_LEN], const void *data, size_t n)
 {
-    ev_hash_sha256_hex(out, data, n);
+    ev_hash_sha256_t ctx;
+    uint8_t digest[EV_HASH_SHA256_LEN];
+    start(&ctx);
+    ev_hash_sha256_update(&ctx, data, n);
+    ev_hash_sha256_final(&ctx, digest);
+    ev_hash_to_hex(out, digest, sizeof(digest));
+    if (!portable) {
+        /* The one-shot helper uses the same path. */
+        char one_shot[EV_HASH_SHA256_HEX_LEN];
+        ev_hash_sha256_hex(one_shot, data, n);
+        CU_ASSERT_STRING_EQUAL(one_shot, out);
+    }
 }
 
 static void test_nist_vectors(void)
@@ -41,7 +69,7 @@ static void test_million_a(void)
     char chunk[997];
     memset(chunk, 'a', sizeof(chunk));
     ev_hash_sha256_t ctx;
-    ev_hash_sha256_init(&ctx);
+    start(&ctx);
     size_t left = 1000000;
     while (left > 0) {
         size_t n = left < sizeof(chunk) ? left : sizeof(chunk);
@@ -85,7 +113,7 @@ static void test_padding_boundaries_and_every_split(void)
         for (size_t cut = 0; cut <= boundary[v].n; cut++) {
             ev_hash_sha256_t ctx;
             uint8_t digest[EV_HASH_SHA256_LEN];
-            ev_hash_sha256_init(&ctx);
+            start(&ctx);
             ev_hash_sha256_update(&ctx, data, cut);
             ev_hash_sha256_update(&ctx, data + cut, boundary[v].n - cut);
             ev_hash_sha256_final(&ctx, digest);
@@ -104,21 +132,129 @@ static void test_hex_is_lowercase_and_terminated(void)
     CU_ASSERT_STRING_EQUAL(out, "000fa5ff");
 }
 
+/* The three tests above, on the portable path. */
+static void test_nist_vectors_portable(void)
+{
+    portable = true;
+    test_nist_vectors();
+    portable = false;
+}
+
+static void test_million_a_portable(void)
+{
+    portable = true;
+    test_million_a();
+    portable = false;
+}
+
+static void test_padding_boundaries_portable(void)
+{
+    portable = true;
+    test_padding_boundaries_and_every_split();
+    portable = false;
+}
+
+/* Both paths agree on every length up to 20 blocks, fed in uneven pieces so
+ * runs of several whole blocks reach the compression function at once. */
+static void test_paths_agree(void)
+{
+    enum { MAX = 64 * 20 + 1 };
+    uint8_t *data = malloc(MAX);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < MAX; i++) {
+        x = x * 1103515245u + 12345u;
+        data[i] = (uint8_t)(x >> 16);
+    }
+    size_t disagree = 0;
+    for (size_t n = 0; n <= MAX; n++) {
+        ev_hash_sha256_t a, b;
+        uint8_t da[EV_HASH_SHA256_LEN], db[EV_HASH_SHA256_LEN];
+        ev_hash_sha256_init(&a);
+        ev_hash_sha256_init_portable(&b);
+        /* a gets it whole; b in pieces of 1, 2, ... 200 bytes, repeating. */
+        ev_hash_sha256_update(&a, data, n);
+        for (size_t off = 0, piece = 1; off < n; off += piece, piece = piece % 200 + 1)
+            ev_hash_sha256_update(&b, data + off, piece < n - off ? piece : n - off);
+        ev_hash_sha256_final(&a, da);
+        ev_hash_sha256_final(&b, db);
+        if (memcmp(da, db, sizeof(da)) != 0)
+            disagree++;
+    }
+    CU_ASSERT_EQUAL(disagree, 0);
+    free(data);
+}
+
+/* On x86-64 Linux: a CPU whose flags list sha_ni gets the SHA-NI code. */
+static void test_uses_shani_when_present(void)
+{
+#if defined(__x86_64__) && defined(__linux__)
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return;
+    bool sha_ni = false;
+    char line[4096];
+    while (!sha_ni && fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "flags", 5) == 0)
+            sha_ni = strstr(line, " sha_ni") != NULL;
+    }
+    fclose(f);
+    CU_ASSERT_EQUAL(ev_hash_sha256_accelerated(), sha_ni);
+#endif
+}
+
+#define THREADS 4
+
+static void *hash_worker(void *arg)
+{
+    int *ok = arg;
+    char hex[EV_HASH_SHA256_HEX_LEN];
+    for (int r = 0; r < 200; r++) {
+        ev_hash_sha256_hex(hex, "abc", 3);
+        if (strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0)
+            (*ok)++;
+    }
+    return NULL;
+}
+
+/* Runs first, so the threads race to be the first user of the hash and the
+ * one-time choice of the compression function happens under contention. */
+static void test_first_use_from_threads(void)
+{
+    pthread_t th[THREADS];
+    int ok[THREADS] = {0};
+    for (int i = 0; i < THREADS; i++)
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, hash_worker, &ok[i]), 0);
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        CU_ASSERT_EQUAL(ok[i], 200);
+    }
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
     CU_pSuite s = CU_add_suite("hash", NULL, NULL);
-    if (!s || !CU_add_test(s, "NIST vectors", test_nist_vectors) ||
+    if (!s || !CU_add_test(s, "first use from several threads", test_first_use_from_threads) ||
+        !CU_add_test(s, "NIST vectors", test_nist_vectors) ||
         !CU_add_test(s, "one million 'a' streamed", test_million_a) ||
         !CU_add_test(s, "padding boundaries, every split",
                      test_padding_boundaries_and_every_split) ||
+        !CU_add_test(s, "portable: NIST vectors", test_nist_vectors_portable) ||
+        !CU_add_test(s, "portable: one million 'a' streamed", test_million_a_portable) ||
+        !CU_add_test(s, "portable: padding boundaries, every split",
+                     test_padding_boundaries_portable) ||
+        !CU_add_test(s, "both paths agree on every length and split", test_paths_agree) ||
+        !CU_add_test(s, "SHA-NI used when the CPU has it", test_uses_shani_when_present) ||
         !CU_add_test(s, "hex encoding", test_hex_is_lowercase_and_terminated)) {
         CU_cleanup_registry();
         return 1;
     }
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
+    /* After the run: the threads test must be the first user. */
+    printf("\nSHA-256 path on this CPU: %s\n",
+           ev_hash_sha256_accelerated() ? "SHA-NI" : "portable");
     int failed = CU_get_number_of_failures() != 0;
     CU_cleanup_registry();
     return failed;
