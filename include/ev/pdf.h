@@ -48,6 +48,18 @@ typedef struct ev_pdf ev_pdf_t;
 int ev_pdf_open(ev_pdf_t **out, const void *data, size_t len, const ev_pdf_options_t *opts,
                 char **reason);
 
+/*
+ * Keeps poppler's global state (GlobalParams) alive for the rest of the
+ * process by opening one tiny built-in document and never closing it;
+ * otherwise poppler rebuilds that state whenever a document opens while no
+ * other is open (about 0.7 ms of CPU per PDF). ev_pdf_open() calls it; main
+ * may call it earlier. Thread-safe (pthread_once); later calls do nothing
+ * and return the first result. Returns 0, or EV_EPARSE when poppler could
+ * not open the document (PDFs still work, only slower). The document is a
+ * deliberate process-lifetime allocation ("still reachable" in valgrind).
+ */
+int ev_pdf_global_init(void);
+
 /* Frees the document (g_object_unref / g_bytes_unref). Accepts NULL. */
 void ev_pdf_free(ev_pdf_t *pdf);
 
