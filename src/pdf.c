@@ -14,7 +14,7 @@
  * streamed through one normaliser that enforces the byte bound as it goes.
  *
  * Poppler creates its global tables (GlobalParams: font and encoding tables,
- * about 0.7 ms of CPU) when the first document of the process opens and
+ * about 1 ms of CPU) when the first document of the process opens and
  * destroys them when the last one closes, so a service that handles one PDF
  * at a time would rebuild them for every PDF. ev_pdf_global_init() opens one
  * tiny built-in document and keeps it open for the life of the process,

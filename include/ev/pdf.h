@@ -52,7 +52,7 @@ int ev_pdf_open(ev_pdf_t **out, const void *data, size_t len, const ev_pdf_optio
  * Keeps poppler's global state (GlobalParams) alive for the rest of the
  * process by opening one tiny built-in document and never closing it;
  * otherwise poppler rebuilds that state whenever a document opens while no
- * other is open (about 0.7 ms of CPU per PDF). ev_pdf_open() calls it; main
+ * other is open (about 1 ms of CPU per PDF). ev_pdf_open() calls it; main
  * may call it earlier. Thread-safe (pthread_once); later calls do nothing
  * and return the first result. Returns 0, or EV_EPARSE when poppler could
  * not open the document (PDFs still work, only slower). The document is a

@@ -453,7 +453,7 @@ static void *first_use_worker(void *p)
  * Runs first, so the threads race to be the process's first PDF user: the
  * built-in document that keeps poppler's global state alive is opened once
  * (pthread_once), every caller sees that it opened (a broken built-in PDF
- * would silently cost 0.7 ms per PDF), and the documents opened meanwhile
+ * would silently cost 1 ms per PDF), and the documents opened meanwhile
  * are fine. Under TSan this is the data-race check; under ASan/valgrind the
  * kept document is a process-lifetime allocation that must not show up as a
  * leak.
