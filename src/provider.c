@@ -80,9 +80,13 @@ static bool scrub_str(char **s, const ev_secret_t *key)
     return false;
 }
 
+/* A key this short also occurs in ordinary words ("sim" in "similar"):
+ * matching it would withhold every answer. Real keys are 39+ characters. */
+#define SCRUB_MIN_KEY_LEN 8
+
 int ev_llm_result_scrub(ev_llm_result_t *r, const ev_secret_t *key)
 {
-    if (!r || !key)
+    if (!r || !key || ev_secret_length(key) < SCRUB_MIN_KEY_LEN)
         return 0;
     int n = 0;
     if (ev_secret_appears_in(key, r->error, strnlen(r->error, sizeof(r->error)))) {

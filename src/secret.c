@@ -71,6 +71,11 @@ bool ev_secret_appears_in(const ev_secret_t *s, const char *text, size_t len)
     return memmem(text, len, s->value, s->len) != NULL;
 }
 
+size_t ev_secret_length(const ev_secret_t *s)
+{
+    return s ? s->len : 0;
+}
+
 const char *ev_secret_describe(const ev_secret_t *s)
 {
     return s ? "set (hidden)" : "unset";

@@ -28,6 +28,9 @@ void ev_secret_header_free(char *header);
 /* True when `text` contains the secret (used by tests and log scans). */
 bool ev_secret_appears_in(const ev_secret_t *s, const char *text, size_t len);
 
+/* The key's length in bytes (not secret: real keys are 39-56 characters). */
+size_t ev_secret_length(const ev_secret_t *s);
+
 /* A printable, non-reversible description: "set (39 chars)". Static string. */
 const char *ev_secret_describe(const ev_secret_t *s);
 

@@ -775,6 +775,20 @@ static void test_error_string_is_short_and_clean(void)
     CU_ASSERT_FALSE(ev_secret_appears_in(key, R.error, strlen(R.error)));
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FATAL_CONFIG);
     ev_secret_free(key);
+
+    /* A toy key as short as "sim" occurs in ordinary words: scrubbing on it
+     * would withhold every answer, so it is not matched. */
+    CU_ASSERT_EQUAL_FATAL(ev_secret_new(&key, "sim"), 0);
+    parse(200,
+          "{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"{\\\"valid\\\": true, "
+          "\\\"score\\\": 1, \\\"reason\\\": \\\"similar to the theme\\\"}\"}]}, "
+          "\"finishReason\": \"STOP\"}]}",
+          MAX_WAIT);
+    CU_ASSERT_EQUAL(R.outcome, EV_LLM_OK);
+    CU_ASSERT_EQUAL(ev_llm_result_scrub(&R, key), 0);
+    CU_ASSERT_EQUAL(R.outcome, EV_LLM_OK);
+    CU_ASSERT_PTR_NOT_NULL(R.text);
+    ev_secret_free(key);
 }
 
 static int init_suite(void)
