@@ -619,8 +619,6 @@ int ev_gemini_call(ev_gemini_t *g, ev_http_t *http, const ev_llm_request_t *req,
     int rc = 0;
     char *body = NULL;
     size_t body_len = 0;
-    ev_http_response_t resp;
-    ev_http_response_init(&resp);
     if (!g || !req) {
         rc = EV_EINVAL;
         out->outcome = EV_LLM_BAD_REQUEST;
@@ -669,51 +667,11 @@ int ev_gemini_call(ev_gemini_t *g, ev_http_t *http, const ev_llm_request_t *req,
                                 g->opts.max_request_bytes);
         goto out;
     }
-    if (!http) {
-        rc = EV_EINVAL;
-        out->outcome = EV_LLM_BAD_REQUEST;
-        out->err = rc;
-        ev_llm_result_set_error(out, "no HTTP handle");
-        goto out;
-    }
-    if (stop && atomic_load(stop)) {
-        rc = EV_ESHUTDOWN;
-        ev_llm_result_transport(out, rc, NULL);
-        goto out;
-    }
-
-    ev_http_request_t hreq = {
-        .url = g->url,
-        .body = body,
-        .body_len = body_len,
-        .secret = g->key,
-        .secret_prefix = "x-goog-api-key: ",
-        .timeout_ms = g->opts.timeout_ms,
-        .connect_timeout_ms = g->opts.connect_timeout_ms,
-        .max_response_bytes = g->opts.max_response_bytes,
-        .stop = stop,
-    };
-    out->http_attempted = true;
-    int hrc = ev_http_post(http, &hreq, &resp);
-    out->latency_ms = resp.elapsed_ms;
-    if (hrc < 0) {
-        out->http_status = resp.status;
-        ev_llm_result_transport(out, hrc, resp.error);
-        if (hrc == EV_ESHUTDOWN)
-            rc = EV_ESHUTDOWN;
-        goto out;
-    }
-    ev_gemini_parse_response(out, &resp, g->opts.max_wait_ms);
-    if (!out->request_id) {
-        const char *rid = ev_http_response_header(&resp, "x-request-id");
-        if (rid && rid[0])
-            out->request_id = ev_strdup(rid);
-    }
-
+    rc = ev_llm_send(http, g->url, body, body_len, g->key, "x-goog-api-key: ", &g->opts,
+                     ev_gemini_parse_response, out, stop);
 out:
     if (g)
         ev_llm_result_scrub(out, g->key);
-    ev_http_response_free(&resp);
     free(body);
     return rc;
 }

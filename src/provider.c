@@ -80,6 +80,54 @@ static bool scrub_str(char **s, const ev_secret_t *key)
     return false;
 }
 
+int ev_llm_send(ev_http_t *http, const char *url, const char *body, size_t body_len,
+                const ev_secret_t *key, const char *secret_prefix,
+                const ev_llm_client_options_t *opts, ev_llm_parse_fn parse, ev_llm_result_t *out,
+                const atomic_bool *stop)
+{
+    if (!http) {
+        out->outcome = EV_LLM_BAD_REQUEST;
+        out->err = EV_EINVAL;
+        ev_llm_result_set_error(out, "no HTTP handle");
+        return EV_EINVAL;
+    }
+    if (stop && atomic_load(stop)) {
+        ev_llm_result_transport(out, EV_ESHUTDOWN, NULL);
+        return EV_ESHUTDOWN;
+    }
+    ev_http_request_t hreq = {
+        .url = url,
+        .body = body,
+        .body_len = body_len,
+        .secret = key,
+        .secret_prefix = secret_prefix,
+        .timeout_ms = opts->timeout_ms,
+        .connect_timeout_ms = opts->connect_timeout_ms,
+        .max_response_bytes = opts->max_response_bytes,
+        .stop = stop,
+    };
+    ev_http_response_t resp;
+    int rc = 0;
+    out->http_attempted = true;
+    int hrc = ev_http_post(http, &hreq, &resp);
+    out->latency_ms = resp.elapsed_ms;
+    if (hrc < 0) {
+        out->http_status = resp.status;
+        ev_llm_result_transport(out, hrc, resp.error);
+        if (hrc == EV_ESHUTDOWN)
+            rc = EV_ESHUTDOWN;
+    } else {
+        parse(out, &resp, opts->max_wait_ms);
+        if (!out->request_id) {
+            const char *rid = ev_http_response_header(&resp, "x-request-id");
+            if (rid && rid[0])
+                out->request_id = ev_strdup(rid);
+        }
+    }
+    ev_http_response_free(&resp);
+    return rc;
+}
+
 /* A key this short also occurs in ordinary words ("sim" in "similar"):
  * matching it would withhold every answer. Real keys are 39+ characters. */
 #define SCRUB_MIN_KEY_LEN 8

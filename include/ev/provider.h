@@ -15,8 +15,10 @@
 #ifndef EV_PROVIDER_H
 #define EV_PROVIDER_H
 
+#include "ev/http.h"
 #include "ev/secret.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -150,6 +152,24 @@ bool ev_llm_contains_ci(const char *hay, const char *needle);
  * dst for an error message: control characters become spaces, runs of blanks
  * collapse, "..." marks a cut. dst is always NUL-terminated (n > 0). */
 void ev_llm_snippet(char *dst, size_t n, const char *src, size_t src_len);
+
+/* Classifies one HTTP response of a provider (ev_gemini_parse_response,
+ * ev_groq_parse_response). */
+typedef void (*ev_llm_parse_fn)(ev_llm_result_t *out, const ev_http_response_t *resp,
+                                int64_t max_wait_ms);
+
+/*
+ * The common tail of the clients' call functions: POSTs a prepared body to
+ * `url` with the key in the header `secret_prefix` + key, then classifies the
+ * answer with `parse` (or the transport failure) into `out`, which the caller
+ * initialised. Returns 0 (out holds the outcome), EV_EINVAL (no HTTP handle;
+ * nothing sent) or EV_ESHUTDOWN (*stop was or became true). The caller
+ * scrubs `out` against the key.
+ */
+int ev_llm_send(ev_http_t *http, const char *url, const char *body, size_t body_len,
+                const ev_secret_t *key, const char *secret_prefix,
+                const ev_llm_client_options_t *opts, ev_llm_parse_fn parse, ev_llm_result_t *out,
+                const atomic_bool *stop);
 
 /* Fills `r` for an HTTP attempt that got no usable response: rc is what
  * ev_http_post returned (EV_ETIMEOUT, EV_EHTTP -> RETRY; EV_ETOOBIG ->
