@@ -300,44 +300,6 @@ out:
 
 /* --------------------------------------------------------------- response */
 
-static json_object *jget(json_object *o, const char *key)
-{
-    json_object *v = NULL;
-    if (o && json_object_is_type(o, json_type_object) && json_object_object_get_ex(o, key, &v))
-        return v;
-    return NULL;
-}
-
-static const char *jstr(json_object *o, const char *key)
-{
-    json_object *v = jget(o, key);
-    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
-}
-
-static int64_t jint(json_object *o, const char *key)
-{
-    json_object *v = jget(o, key);
-    if (v && (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)))
-        return json_object_get_int64(v);
-    if (v && json_object_is_type(v, json_type_string)) {
-        /* Some int64 fields are JSON strings in proto3 JSON. */
-        const char *s = json_object_get_string(v);
-        int64_t n = 0;
-        for (; *s >= '0' && *s <= '9' && n < INT64_C(100000000000000); s++)
-            n = n * 10 + (*s - '0');
-        return n;
-    }
-    return 0;
-}
-
-/* A token count from the usage block. The body is untrusted: a negative
- * count is unknown (0) and a huge one is capped, so sums cannot overflow. */
-static int64_t jcount(json_object *o, const char *key)
-{
-    int64_t n = jint(o, key);
-    return n < 0 ? 0 : n > INT64_C(1000000000000) ? INT64_C(1000000000000) : n;
-}
-
 static bool ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
@@ -384,30 +346,30 @@ static void read_error(json_object *root, gerror_t *e)
 {
     memset(e, 0, sizeof(*e));
     e->retry_ms = -1;
-    json_object *err = jget(root, "error");
-    if (!err && jget(root, "message"))
+    json_object *err = ev_llm_json_get(root, "error");
+    if (!err && ev_llm_json_get(root, "message"))
         err = root;
     if (!err)
         return;
-    e->message = jstr(err, "message");
-    e->status = jstr(err, "status");
-    json_object *details = jget(err, "details");
+    e->message = ev_llm_json_str(err, "message");
+    e->status = ev_llm_json_str(err, "status");
+    json_object *details = ev_llm_json_get(err, "details");
     size_t n = details && json_object_is_type(details, json_type_array)
                    ? json_object_array_length(details)
                    : 0;
     for (size_t i = 0; i < n; i++) {
         json_object *d = json_object_array_get_idx(details, i);
-        const char *type = jstr(d, "@type");
+        const char *type = ev_llm_json_str(d, "@type");
         if (!type)
             continue;
         if (ends_with(type, "RetryInfo")) {
-            json_object *rd = jget(d, "retryDelay");
+            json_object *rd = ev_llm_json_get(d, "retryDelay");
             int64_t ms = -1;
             if (rd && json_object_is_type(rd, json_type_string)) {
                 ev_retryhint_gemini_delay(&ms, json_object_get_string(rd));
             } else if (rd && json_object_is_type(rd, json_type_object)) {
                 /* google.protobuf.Duration as an object {seconds, nanos}. */
-                int64_t sec = jint(rd, "seconds"), nanos = jint(rd, "nanos");
+                int64_t sec = ev_llm_json_int(rd, "seconds"), nanos = ev_llm_json_int(rd, "nanos");
                 if (sec >= 0 && sec < EV_RETRYHINT_MAX_MS / 1000 && nanos >= 0 &&
                     nanos < 1000000000)
                     ms = sec * 1000 + (nanos + 999999) / 1000000;
@@ -415,26 +377,26 @@ static void read_error(json_object *root, gerror_t *e)
             if (ms >= 0)
                 e->retry_ms = ms;
         } else if (ends_with(type, "QuotaFailure")) {
-            json_object *vs = jget(d, "violations");
+            json_object *vs = ev_llm_json_get(d, "violations");
             size_t nv =
                 vs && json_object_is_type(vs, json_type_array) ? json_object_array_length(vs) : 0;
             for (size_t j = 0; j < nv; j++) {
                 json_object *v = json_object_array_get_idx(vs, j);
-                const char *qid = jstr(v, "quotaId");
+                const char *qid = ev_llm_json_str(v, "quotaId");
                 if (qid && strstr(qid, "PerDay"))
                     e->daily = true;
-                if (quota_is_zero(jget(v, "quotaValue")))
+                if (quota_is_zero(ev_llm_json_get(v, "quotaValue")))
                     e->no_quota = true;
             }
         } else if (ends_with(type, "ErrorInfo")) {
-            const char *reason = jstr(d, "reason");
+            const char *reason = ev_llm_json_str(d, "reason");
             if (reason && strcmp(reason, "API_KEY_INVALID") == 0)
                 e->key_invalid = true;
-            json_object *md = jget(d, "metadata");
-            const char *ql = jstr(md, "quota_limit");
+            json_object *md = ev_llm_json_get(d, "metadata");
+            const char *ql = ev_llm_json_str(md, "quota_limit");
             if (ql && strstr(ql, "PerDay"))
                 e->daily = true;
-            if (quota_is_zero(jget(md, "quota_limit_value")))
+            if (quota_is_zero(ev_llm_json_get(md, "quota_limit_value")))
                 e->no_quota = true;
         }
     }
@@ -474,21 +436,22 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
                                 out->http_status);
         return;
     }
-    const char *rid = jstr(root, "responseId");
+    const char *rid = ev_llm_json_str(root, "responseId");
     if (rid)
         set_str(&out->request_id, rid);
-    json_object *usage = jget(root, "usageMetadata");
-    out->tokens_in = jcount(usage, "promptTokenCount");
-    out->tokens_out = jcount(usage, "candidatesTokenCount") + jcount(usage, "thoughtsTokenCount");
+    json_object *usage = ev_llm_json_get(root, "usageMetadata");
+    out->tokens_in = ev_llm_json_count(usage, "promptTokenCount");
+    out->tokens_out = ev_llm_json_count(usage, "candidatesTokenCount") +
+                      ev_llm_json_count(usage, "thoughtsTokenCount");
 
-    json_object *cands = jget(root, "candidates");
+    json_object *cands = ev_llm_json_get(root, "candidates");
     json_object *cand =
         cands && json_object_is_type(cands, json_type_array) && json_object_array_length(cands) > 0
             ? json_object_array_get_idx(cands, 0)
             : NULL;
     out->outcome = EV_LLM_BAD_ANSWER;
     if (!cand) {
-        const char *block = jstr(jget(root, "promptFeedback"), "blockReason");
+        const char *block = ev_llm_json_str(ev_llm_json_get(root, "promptFeedback"), "blockReason");
         if (block) {
             set_str(&out->finish_reason, block);
             ev_llm_result_set_error(out, "prompt blocked: %s", block);
@@ -498,7 +461,7 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
         return;
     }
     /* The finish reason decides before any text is looked at. */
-    const char *finish = jstr(cand, "finishReason");
+    const char *finish = ev_llm_json_str(cand, "finishReason");
     if (finish)
         set_str(&out->finish_reason, finish);
     if (finish && strcmp(finish, "STOP") != 0) {
@@ -508,8 +471,8 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
             ev_llm_result_set_error(out, "no usable answer: finish reason %s", finish);
         return;
     }
-    json_object *content = jget(cand, "content");
-    json_object *parts = jget(content, "parts");
+    json_object *content = ev_llm_json_get(cand, "content");
+    json_object *parts = ev_llm_json_get(content, "parts");
     if (!content || !parts || !json_object_is_type(parts, json_type_array)) {
         ev_llm_result_set_error(out, "candidate has no content");
         return;
@@ -517,8 +480,8 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
     size_t n = json_object_array_length(parts), total = 0;
     for (size_t i = 0; i < n; i++) {
         json_object *p = json_object_array_get_idx(parts, i);
-        json_object *thought = jget(p, "thought");
-        const char *t = jstr(p, "text");
+        json_object *thought = ev_llm_json_get(p, "thought");
+        const char *t = ev_llm_json_str(p, "text");
         if (t && !(thought && json_object_get_boolean(thought)))
             total += strlen(t);
     }
@@ -526,8 +489,8 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
         json_object *p = json_object_array_get_idx(parts, i);
-        json_object *thought = jget(p, "thought");
-        const char *t = jstr(p, "text");
+        json_object *thought = ev_llm_json_get(p, "thought");
+        const char *t = ev_llm_json_str(p, "text");
         if (t && !(thought && json_object_get_boolean(thought))) {
             size_t l = strlen(t);
             memcpy(text + off, t, l);

@@ -291,36 +291,6 @@ out:
 
 /* --------------------------------------------------------------- response */
 
-static json_object *jget(json_object *o, const char *key)
-{
-    json_object *v = NULL;
-    if (o && json_object_is_type(o, json_type_object) && json_object_object_get_ex(o, key, &v))
-        return v;
-    return NULL;
-}
-
-static const char *jstr(json_object *o, const char *key)
-{
-    json_object *v = jget(o, key);
-    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
-}
-
-static int64_t jint(json_object *o, const char *key)
-{
-    json_object *v = jget(o, key);
-    if (v && (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)))
-        return json_object_get_int64(v);
-    return 0;
-}
-
-/* A token count from the usage block. The body is untrusted: a negative
- * count is unknown (0) and a huge one is capped, so sums cannot overflow. */
-static int64_t jcount(json_object *o, const char *key)
-{
-    int64_t n = jint(o, key);
-    return n < 0 ? 0 : n > INT64_C(1000000000000) ? INT64_C(1000000000000) : n;
-}
-
 static void set_str(char **dst, const char *s)
 {
     free(*dst);
@@ -381,16 +351,16 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
                                 out->http_status);
         return;
     }
-    const char *rid = jstr(jget(root, "x_groq"), "id");
+    const char *rid = ev_llm_json_str(ev_llm_json_get(root, "x_groq"), "id");
     if (!rid)
-        rid = jstr(root, "id");
+        rid = ev_llm_json_str(root, "id");
     if (rid)
         set_str(&out->request_id, rid);
-    json_object *usage = jget(root, "usage");
-    out->tokens_in = jcount(usage, "prompt_tokens");
-    out->tokens_out = jcount(usage, "completion_tokens");
+    json_object *usage = ev_llm_json_get(root, "usage");
+    out->tokens_in = ev_llm_json_count(usage, "prompt_tokens");
+    out->tokens_out = ev_llm_json_count(usage, "completion_tokens");
 
-    json_object *choices = jget(root, "choices");
+    json_object *choices = ev_llm_json_get(root, "choices");
     json_object *choice = choices && json_object_is_type(choices, json_type_array) &&
                                   json_object_array_length(choices) > 0
                               ? json_object_array_get_idx(choices, 0)
@@ -400,7 +370,7 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
         return;
     }
     /* The finish reason decides before any text is looked at. */
-    const char *finish = jstr(choice, "finish_reason");
+    const char *finish = ev_llm_json_str(choice, "finish_reason");
     if (finish)
         set_str(&out->finish_reason, finish);
     if (finish && strcmp(finish, "stop") != 0) {
@@ -410,7 +380,7 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
             ev_llm_result_set_error(out, "no usable answer: finish_reason %s", finish);
         return;
     }
-    const char *content = jstr(jget(choice, "message"), "content");
+    const char *content = ev_llm_json_str(ev_llm_json_get(choice, "message"), "content");
     if (!content || all_blank(content)) {
         ev_llm_result_set_error(out, "empty answer text");
         return;
@@ -423,9 +393,9 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
 static void parse_error(ev_llm_result_t *out, json_object *root, const ev_http_response_t *resp)
 {
     int st = resp->status;
-    json_object *err = jget(root, "error");
-    const char *message = jstr(err, "message");
-    const char *code = jstr(err, "code");
+    json_object *err = ev_llm_json_get(root, "error");
+    const char *message = ev_llm_json_str(err, "message");
+    const char *code = ev_llm_json_str(err, "code");
 
     /* The retry-after header wins; the message is the fallback hint. */
     int64_t hint = -1;

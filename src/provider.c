@@ -80,6 +80,42 @@ static bool scrub_str(char **s, const ev_secret_t *key)
     return false;
 }
 
+json_object *ev_llm_json_get(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    if (o && json_object_is_type(o, json_type_object) && json_object_object_get_ex(o, key, &v))
+        return v;
+    return NULL;
+}
+
+const char *ev_llm_json_str(json_object *o, const char *key)
+{
+    json_object *v = ev_llm_json_get(o, key);
+    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+int64_t ev_llm_json_int(json_object *o, const char *key)
+{
+    json_object *v = ev_llm_json_get(o, key);
+    if (v && (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)))
+        return json_object_get_int64(v);
+    if (v && json_object_is_type(v, json_type_string)) {
+        /* Some int64 fields are JSON strings in proto3 JSON. */
+        const char *s = json_object_get_string(v);
+        int64_t n = 0;
+        for (; *s >= '0' && *s <= '9' && n < INT64_C(100000000000000); s++)
+            n = n * 10 + (*s - '0');
+        return n;
+    }
+    return 0;
+}
+
+int64_t ev_llm_json_count(json_object *o, const char *key)
+{
+    int64_t n = ev_llm_json_int(o, key);
+    return n < 0 ? 0 : n > INT64_C(1000000000000) ? INT64_C(1000000000000) : n;
+}
+
 int ev_llm_send(ev_http_t *http, const char *url, const char *body, size_t body_len,
                 const ev_secret_t *key, const char *secret_prefix,
                 const ev_llm_client_options_t *opts, ev_llm_parse_fn parse, ev_llm_result_t *out,

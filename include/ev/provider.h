@@ -145,6 +145,15 @@ int ev_llm_result_scrub(ev_llm_result_t *r, const ev_secret_t *key);
  * Returns a new reference (release with json_object_put) or NULL. */
 struct json_object *ev_llm_json_parse(const char *body, size_t len);
 
+/* Tolerant readers of an untrusted provider body (NULL/0 when absent or of
+ * another type): a member of an object, a string member, an integer member
+ * (numbers or proto3 digit strings), and a token count (an integer clamped
+ * to 0..10^12 so that sums cannot overflow). */
+struct json_object *ev_llm_json_get(struct json_object *o, const char *key);
+const char *ev_llm_json_str(struct json_object *o, const char *key);
+int64_t ev_llm_json_int(struct json_object *o, const char *key);
+int64_t ev_llm_json_count(struct json_object *o, const char *key);
+
 /* Case-insensitive substring test; false for NULL arguments. */
 bool ev_llm_contains_ci(const char *hay, const char *needle);
 
