@@ -21,6 +21,7 @@
 #include "ev/db.h"
 
 #include "ev/error.h"
+#include "ev/utf8.h"
 #include "ev/util.h"
 
 #include <errno.h>
@@ -483,25 +484,6 @@ int ev_db_exec_script(ev_db_t *db, const char *sql)
  * Text for the database
  * ------------------------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is invalid. */
-static size_t utf8_len(const unsigned char *s)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        return (s[1] & 0xC0) == 0x80 ? 2 : 0;
-    if (c >= 0xE0 && c <= 0xEF) {
-        unsigned char lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-        return (s[1] >= lo && s[1] <= hi && (s[2] & 0xC0) == 0x80) ? 3 : 0;
-    }
-    if (c >= 0xF0 && c <= 0xF4) {
-        unsigned char lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-        return (s[1] >= lo && s[1] <= hi && (s[2] & 0xC0) == 0x80 && (s[3] & 0xC0) == 0x80) ? 4 : 0;
-    }
-    return 0;
-}
-
 char *ev_db_clip_text(const char *s, size_t max_bytes)
 {
     if (!s)
@@ -511,7 +493,8 @@ char *ev_db_clip_text(const char *s, size_t max_bytes)
     size_t i = 0, o = 0;
     while (i < n) {
         const unsigned char *p = (const unsigned char *)s + i;
-        size_t len = utf8_len(p);
+        uint32_t cp;
+        size_t len = ev_utf8_decode(p, n - i, &cp);
         if (o + (len ? len : 1) > max_bytes)
             break;
         if (len == 0) {

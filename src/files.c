@@ -32,6 +32,7 @@
 #include "ev/files.h"
 
 #include "ev/error.h"
+#include "ev/utf8.h"
 #include "ev/util.h"
 
 #include <errno.h>
@@ -78,41 +79,6 @@ static void set_reason(char **reason, char *s)
 }
 
 /*
- * Decodes one UTF-8 sequence at s[0..n). Returns its length (>= 1) and the
- * code point in *cp, or 0 when the sequence is invalid (overlong, surrogate,
- * out of range, truncated).
- */
-static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t v, min;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    } else if ((c & 0xe0) == 0xc0) {
-        len = 2, v = c & 0x1f, min = 0x80;
-    } else if ((c & 0xf0) == 0xe0) {
-        len = 3, v = c & 0x0f, min = 0x800;
-    } else if ((c & 0xf8) == 0xf0) {
-        len = 4, v = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        v = (v << 6) | (s[i] & 0x3f);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-        return 0;
-    *cp = v;
-    return len;
-}
-
-/*
  * A copy of untrusted text fit for a reason: valid UTF-8, control characters
  * and invalid bytes replaced by '?', at most DISPLAY_MAX bytes of the
  * original followed by "..." when shortened.
@@ -123,7 +89,7 @@ static char *display_name(const char *s, size_t n)
     size_t o = 0, i = 0;
     while (i < n) {
         uint32_t cp;
-        size_t l = utf8_decode((const unsigned char *)s + i, n - i, &cp);
+        size_t l = ev_utf8_decode((const unsigned char *)s + i, n - i, &cp);
         size_t emit = l ? l : 1;
         if (o + emit > DISPLAY_MAX) {
             memcpy(out + o, "...", 3);

@@ -34,6 +34,7 @@
 #include "ev/pdf.h"
 
 #include "ev/error.h"
+#include "ev/utf8.h"
 #include "ev/util.h"
 
 #include <glib.h>
@@ -90,61 +91,6 @@ static bool is_dropped(uint32_t cp)
            cp == 0xfffe || cp == 0xffff;
 }
 
-static size_t utf8_encode(uint32_t cp, char out[4])
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xc0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xe0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        out[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    out[0] = (char)(0xf0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    out[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
-/* Decodes one sequence; returns its length, or 0 when invalid. */
-static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t v, min;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    } else if ((c & 0xe0) == 0xc0) {
-        len = 2, v = c & 0x1f, min = 0x80;
-    } else if ((c & 0xf0) == 0xe0) {
-        len = 3, v = c & 0x0f, min = 0x800;
-    } else if ((c & 0xf8) == 0xf0) {
-        len = 4, v = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        v = (v << 6) | (s[i] & 0x3f);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-        return 0;
-    *cp = v;
-    return len;
-}
-
 /* Appends bytes that are known to fit (len + n <= max). */
 static void tb_append(textbuf_t *tb, const char *s, size_t n)
 {
@@ -179,7 +125,7 @@ static bool tb_put(textbuf_t *tb, uint32_t cp)
         return true;
 
     char enc[4];
-    size_t n = utf8_encode(cp, enc);
+    size_t n = ev_utf8_encode(cp, enc);
     bool sep = tb->pending_space && tb->len > 0;
     if (tb->len + (sep ? 1 : 0) + n > tb->max) {
         tb->full = true;
@@ -199,7 +145,7 @@ static bool tb_feed(textbuf_t *tb, const char *s, size_t n)
     size_t i = 0;
     while (i < n) {
         uint32_t cp;
-        size_t l = utf8_decode(p + i, n - i, &cp);
+        size_t l = ev_utf8_decode(p + i, n - i, &cp);
         if (l == 0) {
             cp = 0xfffd;
             l = 1;
