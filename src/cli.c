@@ -46,31 +46,13 @@
 /* Longest filename stored for an uploaded file (its basename). */
 #define FILENAME_MAX_BYTES 255
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    /* One line, whatever a driver message contained. */
-    for (char *c = err; *c; c++)
-        if (*c == '\n' || *c == '\r')
-            *c = ' ';
-}
-
 static int connect_db(ev_db_t **db, const ev_config_t *cfg, char *err, size_t errlen)
 {
     char why[512];
     int rc = ev_db_connect(db, cfg->database_url, why, sizeof(why));
 
     if (rc != 0)
-        set_err(err, errlen, "database unreachable: %s", why);
+        ev_set_error(err, errlen, "database unreachable: %s", why);
     return rc;
 }
 
@@ -78,9 +60,9 @@ static int connect_db(ev_db_t **db, const ev_config_t *cfg, char *err, size_t er
 static int db_fail(ev_db_t *db, int rc, const char *what, char *err, size_t errlen)
 {
     if (rc == EV_EDBCONN)
-        set_err(err, errlen, "database unreachable while %s: %s", what, ev_db_error(db));
+        ev_set_error(err, errlen, "database unreachable while %s: %s", what, ev_db_error(db));
     else
-        set_err(err, errlen, "database error while %s: %s", what, ev_db_error(db));
+        ev_set_error(err, errlen, "database error while %s: %s", what, ev_db_error(db));
     return rc;
 }
 
@@ -101,7 +83,7 @@ int ev_cli_migrate(const ev_config_t *cfg, int *applied, char *err, size_t errle
         goto out;
     rc = ev_migrate_run(db, applied, why, sizeof(why));
     if (rc != 0)
-        set_err(err, errlen, "%s", why[0] ? why : ev_strerror(rc));
+        ev_set_error(err, errlen, "%s", why[0] ? why : ev_strerror(rc));
 out:
     ev_db_free(db);
     return rc;
@@ -121,7 +103,7 @@ int ev_cli_event_add(const ev_config_t *cfg, const ev_cli_event_args_t *a, int64
 
     *id = 0;
     if (a->name == NULL || a->name[0] == '\0' || a->theme == NULL || a->theme[0] == '\0') {
-        set_err(err, errlen, "an event needs a non-empty name and theme");
+        ev_set_error(err, errlen, "an event needs a non-empty name and theme");
         rc = EV_EINVAL;
         goto out;
     }
@@ -144,7 +126,7 @@ int ev_cli_event_add(const ev_config_t *cfg, const ev_cli_event_args_t *a, int64
         goto out;
     }
     if (PQntuples(res) == 0) {
-        set_err(err, errlen, "an event named '%s' already exists", a->name);
+        ev_set_error(err, errlen, "an event named '%s' already exists", a->name);
         rc = EV_EEXIST;
         goto out;
     }
@@ -182,23 +164,23 @@ static int read_upload(upload_t *u, int64_t max, const char *limit_name, char *e
     u->len = 0;
     fd = open(u->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, errlen, "cannot read %s: %s", u->path, strerror(errno));
+        ev_set_error(err, errlen, "cannot read %s: %s", u->path, strerror(errno));
         rc = EV_EIO;
         goto out;
     }
     if (fstat(fd, &st) != 0) {
-        set_err(err, errlen, "cannot read %s: %s", u->path, strerror(errno));
+        ev_set_error(err, errlen, "cannot read %s: %s", u->path, strerror(errno));
         rc = EV_EIO;
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "cannot read %s: not a regular file", u->path);
+        ev_set_error(err, errlen, "cannot read %s: not a regular file", u->path);
         rc = EV_EIO;
         goto out;
     }
     if ((int64_t)st.st_size > max) {
-        set_err(err, errlen, "%s is too large: %lld bytes, the limit is %lld (%s)", u->path,
-                (long long)st.st_size, (long long)max, limit_name);
+        ev_set_error(err, errlen, "%s is too large: %lld bytes, the limit is %lld (%s)", u->path,
+                     (long long)st.st_size, (long long)max, limit_name);
         rc = EV_ETOOBIG;
         goto out;
     }
@@ -210,7 +192,7 @@ static int read_upload(upload_t *u, int64_t max, const char *limit_name, char *e
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            set_err(err, errlen, "cannot read %s: %s", u->path, strerror(errno));
+            ev_set_error(err, errlen, "cannot read %s: %s", u->path, strerror(errno));
             rc = EV_EIO;
             goto out;
         }
@@ -219,8 +201,8 @@ static int read_upload(upload_t *u, int64_t max, const char *limit_name, char *e
         got += (size_t)n;
         if (got == cap) {
             if ((int64_t)got > max) {
-                set_err(err, errlen, "%s is too large: more than %lld bytes (%s)", u->path,
-                        (long long)max, limit_name);
+                ev_set_error(err, errlen, "%s is too large: more than %lld bytes (%s)", u->path,
+                             (long long)max, limit_name);
                 rc = EV_ETOOBIG;
                 goto out;
             }
@@ -300,13 +282,13 @@ int ev_cli_submit(const ev_config_t *cfg, const ev_cli_submit_args_t *a, int64_t
 
     *id = 0;
     if (a->title == NULL || a->title[0] == '\0') {
-        set_err(err, errlen, "a submission needs a non-empty title");
+        ev_set_error(err, errlen, "a submission needs a non-empty title");
         rc = EV_EINVAL;
         goto out;
     }
     if (a->nimages > (size_t)cfg->max_images) {
-        set_err(err, errlen, "too many images: %zu, the limit is %d (MAX_IMAGES)", a->nimages,
-                cfg->max_images);
+        ev_set_error(err, errlen, "too many images: %zu, the limit is %d (MAX_IMAGES)", a->nimages,
+                     cfg->max_images);
         rc = EV_ELIMIT;
         goto out;
     }
@@ -348,7 +330,7 @@ int ev_cli_submit(const ev_config_t *cfg, const ev_cli_submit_args_t *a, int64_t
         goto out;
     }
     if (PQntuples(res) == 0) {
-        set_err(err, errlen, "event %" PRId64 " does not exist", a->event_id);
+        ev_set_error(err, errlen, "event %" PRId64 " does not exist", a->event_id);
         rc = EV_ENOTFOUND;
         goto out;
     }
@@ -374,9 +356,9 @@ int ev_cli_submit(const ev_config_t *cfg, const ev_cli_submit_args_t *a, int64_t
     for (size_t i = 0; i < nuploads; i++) {
         rc = insert_file(db, sub_id, &uploads[i]);
         if (rc != 0) {
-            set_err(err, errlen, "%s while storing %s: %s",
-                    rc == EV_EDBCONN ? "database unreachable" : "database error", uploads[i].path,
-                    PQerrorMessage(ev_db_conn(db)));
+            ev_set_error(err, errlen, "%s while storing %s: %s",
+                         rc == EV_EDBCONN ? "database unreachable" : "database error",
+                         uploads[i].path, PQerrorMessage(ev_db_conn(db)));
             goto out;
         }
     }
@@ -444,7 +426,7 @@ int ev_cli_show(const ev_config_t *cfg, int64_t sid, char **json, char *err, siz
         goto out;
     }
     if (PQntuples(res) == 0) {
-        set_err(err, errlen, "submission %" PRId64 " does not exist", sid);
+        ev_set_error(err, errlen, "submission %" PRId64 " does not exist", sid);
         rc = EV_ENOTFOUND;
         goto out;
     }
@@ -550,10 +532,10 @@ static int check_database(const ev_config_t *cfg, char *err, size_t errlen)
         have = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
     }
     if (have < latest) {
-        set_err(err, errlen,
-                "database schema is at version %d, this binary needs %d: run "
-                "'event-validator migrate' first",
-                have, latest);
+        ev_set_error(err, errlen,
+                     "database schema is at version %d, this binary needs %d: run "
+                     "'event-validator migrate' first",
+                     have, latest);
         rc = EV_EVERSION;
         goto out;
     }
@@ -579,8 +561,8 @@ static int start_stats_server(ev_stats_server_t **srv, ev_stats_t *stats, const 
     so.database_url = cfg->database_url;
     int rc = ev_stats_server_start(srv, stats, &so, why, sizeof(why));
     if (rc != 0) {
-        set_err(err, errlen, "cannot start the stats server on %s:%d: %s", cfg->stats_addr,
-                cfg->stats_port, why[0] ? why : ev_strerror(rc));
+        ev_set_error(err, errlen, "cannot start the stats server on %s:%d: %s", cfg->stats_addr,
+                     cfg->stats_port, why[0] ? why : ev_strerror(rc));
         return rc;
     }
     ev_log(EV_LOG_INFO, "stats server listening on %s:%d (/stats, /metrics, /healthz, /readyz)",
@@ -600,9 +582,9 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     int reason, rc;
 
     if (!ev_config_any_provider(cfg)) {
-        set_err(err, errlen,
-                "no LLM provider configured: set GEMINI_API_KEY or GROQ_API_KEY "
-                "(or GEMINI_API_KEY_FILE / GROQ_API_KEY_FILE)");
+        ev_set_error(err, errlen,
+                     "no LLM provider configured: set GEMINI_API_KEY or GROQ_API_KEY "
+                     "(or GEMINI_API_KEY_FILE / GROQ_API_KEY_FILE)");
         rc = EV_EUNAVAIL;
         goto out;
     }
@@ -617,12 +599,12 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     ev_stats_new(&stats, &sopts);
     rc = ev_pipeline_new(&pipeline, cfg, stats);
     if (rc != 0) {
-        set_err(err, errlen, "cannot set up the validation pipeline: %s", ev_strerror(rc));
+        ev_set_error(err, errlen, "cannot set up the validation pipeline: %s", ev_strerror(rc));
         goto out;
     }
     rc = ev_signals_start();
     if (rc != 0) {
-        set_err(err, errlen, "cannot start the signal thread: %s", ev_strerror(rc));
+        ev_set_error(err, errlen, "cannot start the signal thread: %s", ev_strerror(rc));
         goto out;
     }
     signals = true;
@@ -641,7 +623,7 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
         goto out;
     rc = ev_pool_start(&pool, &popts, &cbs);
     if (rc != 0) {
-        set_err(err, errlen, "cannot start the worker pool: %s", ev_strerror(rc));
+        ev_set_error(err, errlen, "cannot start the worker pool: %s", ev_strerror(rc));
         goto out;
     }
 
@@ -649,9 +631,10 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
      * for the drained queue (on_drained). */
     while (!ev_shutdown_wait(1000)) {
         if (!ev_pipeline_usable(pipeline)) {
-            set_err(err, errlen,
-                    "every LLM provider was disabled by a configuration error (invalid API key "
-                    "or model, see the log): fix the configuration and restart");
+            ev_set_error(
+                err, errlen,
+                "every LLM provider was disabled by a configuration error (invalid API key "
+                "or model, see the log): fix the configuration and restart");
             ev_log(EV_LOG_ERROR, "%s", err);
             rc = EV_EUNAVAIL;
             goto out;

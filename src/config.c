@@ -136,18 +136,6 @@ static const char *env_lookup(const char *name, void *ctx)
     return getenv(name);
 }
 
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* Formats a range bound without trailing zeros ("0.9", "100000"). */
 static void fmt_num(char *buf, size_t n, double v)
 {
@@ -164,13 +152,13 @@ static int range_error(const var_t *v, const char *value, const char *what, char
     fmt_num(lo, sizeof(lo), v->min);
     fmt_num(hi, sizeof(hi), v->max);
     if (v->type == T_FACTOR)
-        fail(err, errlen, "%s: '%s' %s (accepted: a number greater than 0 and at most 1)", v->name,
-             value, what);
+        ev_set_error(err, errlen, "%s: '%s' %s (accepted: a number greater than 0 and at most 1)",
+                     v->name, value, what);
     else if (v->type == T_BYTES)
-        fail(err, errlen, "%s: '%s' %s (accepted: %s to %s bytes; suffixes K, M, KiB, MiB)",
-             v->name, value, what, lo, hi);
+        ev_set_error(err, errlen, "%s: '%s' %s (accepted: %s to %s bytes; suffixes K, M, KiB, MiB)",
+                     v->name, value, what, lo, hi);
     else
-        fail(err, errlen, "%s: '%s' %s (accepted: %s to %s)", v->name, value, what, lo, hi);
+        ev_set_error(err, errlen, "%s: '%s' %s (accepted: %s to %s)", v->name, value, what, lo, hi);
     return EV_ECONFIG;
 }
 
@@ -240,25 +228,26 @@ static int read_secret_file(const char *var, const char *path, ev_secret_t **out
     char buf[4097];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        fail(err, errlen, "%s: cannot open '%s': %s", var, path, strerror(errno));
+        ev_set_error(err, errlen, "%s: cannot open '%s': %s", var, path, strerror(errno));
         return EV_ECONFIG;
     }
     ssize_t n = read(fd, buf, sizeof(buf));
     int saved = errno;
     close(fd);
     if (n < 0) {
-        fail(err, errlen, "%s: cannot read '%s': %s", var, path, strerror(saved));
+        ev_set_error(err, errlen, "%s: cannot read '%s': %s", var, path, strerror(saved));
         return EV_ECONFIG;
     }
     if ((size_t)n == sizeof(buf)) {
-        fail(err, errlen, "%s: '%s' is larger than 4096 bytes; expected one API key", var, path);
+        ev_set_error(err, errlen, "%s: '%s' is larger than 4096 bytes; expected one API key", var,
+                     path);
         return EV_ECONFIG;
     }
     buf[n] = '\0';
     int rc = ev_secret_new(out, buf);
     memset(buf, 0, sizeof(buf));
     if (rc < 0) {
-        fail(err, errlen, "%s: '%s' is empty; expected one API key", var, path);
+        ev_set_error(err, errlen, "%s: '%s' is empty; expected one API key", var, path);
         return EV_ECONFIG;
     }
     return 0;
@@ -272,14 +261,14 @@ static int parse_secret(const var_t *v, ev_getenv_fn get, void *ctx, ev_secret_t
     const char *value = get(v->name, ctx);
     const char *path = get(file_var, ctx);
     if (value && *value && path && *path) {
-        fail(err, errlen, "%s and %s are both set; set only one", v->name, file_var);
+        ev_set_error(err, errlen, "%s and %s are both set; set only one", v->name, file_var);
         return EV_ECONFIG;
     }
     if (path && *path)
         return read_secret_file(file_var, path, out, err, errlen);
     if (value && *value) {
         if (ev_secret_new(out, value) < 0) {
-            fail(err, errlen, "%s: the key is blank", v->name);
+            ev_set_error(err, errlen, "%s: the key is blank", v->name);
             return EV_ECONFIG;
         }
     }
@@ -311,8 +300,8 @@ static int parse_var(const var_t *v, ev_config_t *cfg, ev_getenv_fn get, void *c
          * slashes below and become "http:". */
         size_t host = strncmp(s, "https://", 8) == 0 ? 8 : 7;
         if ((strncmp(s, "http://", 7) != 0 && host == 7) || s[host] == '\0' || s[host] == '/') {
-            fail(err, errlen, "%s: '%s' is not a URL (accepted: http://... or https://...)",
-                 v->name, s);
+            ev_set_error(err, errlen, "%s: '%s' is not a URL (accepted: http://... or https://...)",
+                         v->name, s);
             return EV_ECONFIG;
         }
         char *u = ev_strdup(s);
@@ -340,25 +329,27 @@ static int parse_var(const var_t *v, ev_config_t *cfg, ev_getenv_fn get, void *c
         break;
     case T_BOOL:
         if (parse_bool(s, (bool *)(void *)field) < 0) {
-            fail(err, errlen,
-                 "%s: '%s' is not a boolean (accepted: true, false, 1, 0, yes, no, on, off)",
-                 v->name, s);
+            ev_set_error(
+                err, errlen,
+                "%s: '%s' is not a boolean (accepted: true, false, 1, 0, yes, no, on, off)",
+                v->name, s);
             rc = EV_ECONFIG;
         }
         break;
     case T_LEVEL:
         if (ev_log_parse_level((ev_log_level_t *)(void *)field, s) < 0) {
-            fail(err, errlen, "%s: '%s' is not a log level (accepted: debug, info, warn, error)",
-                 v->name, s);
+            ev_set_error(err, errlen,
+                         "%s: '%s' is not a log level (accepted: debug, info, warn, error)",
+                         v->name, s);
             rc = EV_ECONFIG;
         }
         break;
     case T_ADDR: {
         unsigned char tmp[16];
         if (inet_pton(AF_INET, s, tmp) != 1 && inet_pton(AF_INET6, s, tmp) != 1) {
-            fail(err, errlen,
-                 "%s: '%s' is not an IP address (accepted: e.g. 0.0.0.0, 127.0.0.1, ::)", v->name,
-                 s);
+            ev_set_error(err, errlen,
+                         "%s: '%s' is not an IP address (accepted: e.g. 0.0.0.0, 127.0.0.1, ::)",
+                         v->name, s);
             return EV_ECONFIG;
         }
         *(char **)(void *)field = ev_strdup(s);
@@ -367,7 +358,7 @@ static int parse_var(const var_t *v, ev_config_t *cfg, ev_getenv_fn get, void *c
     case T_DIR: {
         struct stat st;
         if (stat(s, &st) != 0 || !S_ISDIR(st.st_mode)) {
-            fail(err, errlen, "%s: '%s' is not an existing directory", v->name, s);
+            ev_set_error(err, errlen, "%s: '%s' is not an existing directory", v->name, s);
             return EV_ECONFIG;
         }
         char *real = realpath(s, NULL);
@@ -385,26 +376,26 @@ static int parse_var(const var_t *v, ev_config_t *cfg, ev_getenv_fn get, void *c
 static int cross_check(const ev_config_t *c, char *err, size_t errlen)
 {
     if (c->stagger_min_ms > c->stagger_max_ms) {
-        fail(err, errlen, "STAGGER_MIN_MS (%d) is greater than STAGGER_MAX_MS (%d)",
-             c->stagger_min_ms, c->stagger_max_ms);
+        ev_set_error(err, errlen, "STAGGER_MIN_MS (%d) is greater than STAGGER_MAX_MS (%d)",
+                     c->stagger_min_ms, c->stagger_max_ms);
         return EV_ECONFIG;
     }
     if (c->requeue_base_ms > c->requeue_max_ms) {
-        fail(err, errlen, "REQUEUE_BASE_MS (%d) is greater than REQUEUE_MAX_MS (%d)",
-             c->requeue_base_ms, c->requeue_max_ms);
+        ev_set_error(err, errlen, "REQUEUE_BASE_MS (%d) is greater than REQUEUE_MAX_MS (%d)",
+                     c->requeue_base_ms, c->requeue_max_ms);
         return EV_ECONFIG;
     }
     if (c->retry_base_ms > c->retry_max_ms) {
-        fail(err, errlen, "RETRY_BASE_MS (%d) is greater than RETRY_MAX_MS (%d)", c->retry_base_ms,
-             c->retry_max_ms);
+        ev_set_error(err, errlen, "RETRY_BASE_MS (%d) is greater than RETRY_MAX_MS (%d)",
+                     c->retry_base_ms, c->retry_max_ms);
         return EV_ECONFIG;
     }
     for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
         const ev_provider_config_t *p = &c->providers[i];
         if (p->jitter_min > p->jitter_max) {
-            fail(err, errlen, "%s_JITTER_MIN (%g) is greater than %s_JITTER_MAX (%g)",
-                 i == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ", p->jitter_min,
-                 i == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ", p->jitter_max);
+            ev_set_error(err, errlen, "%s_JITTER_MIN (%g) is greater than %s_JITTER_MAX (%g)",
+                         i == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ", p->jitter_min,
+                         i == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ", p->jitter_max);
             return EV_ECONFIG;
         }
     }

@@ -31,19 +31,6 @@
 /* Advisory lock key shared by every event-validator process: "ev_migra". */
 #define MIGRATE_LOCK_KEY "7311705226580698721"
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static bool known_version(const ev_migration_t *list, size_t count, int version)
 {
     for (size_t i = 0; i < count; i++)
@@ -57,12 +44,12 @@ static int apply_one(ev_db_t *db, const ev_migration_t *m, char *err, size_t err
 {
     int rc = ev_db_exec(db, NULL, "BEGIN", 0, NULL);
     if (rc < 0) {
-        set_err(err, errlen, "migration %s: cannot begin: %s", m->name, ev_db_error(db));
+        ev_set_error(err, errlen, "migration %s: cannot begin: %s", m->name, ev_db_error(db));
         return rc;
     }
     rc = ev_db_exec_script(db, m->sql);
     if (rc < 0) {
-        set_err(err, errlen, "migration %s failed: %s", m->name, ev_db_error(db));
+        ev_set_error(err, errlen, "migration %s failed: %s", m->name, ev_db_error(db));
         goto out;
     }
     char ver[16];
@@ -71,12 +58,12 @@ static int apply_one(ev_db_t *db, const ev_migration_t *m, char *err, size_t err
     rc = ev_db_exec(db, NULL, "INSERT INTO schema_migrations (version, name) VALUES ($1::int, $2)",
                     2, params);
     if (rc < 0) {
-        set_err(err, errlen, "migration %s: cannot record it: %s", m->name, ev_db_error(db));
+        ev_set_error(err, errlen, "migration %s: cannot record it: %s", m->name, ev_db_error(db));
         goto out;
     }
     rc = ev_db_exec(db, NULL, "COMMIT", 0, NULL);
     if (rc < 0)
-        set_err(err, errlen, "migration %s: commit failed: %s", m->name, ev_db_error(db));
+        ev_set_error(err, errlen, "migration %s: commit failed: %s", m->name, ev_db_error(db));
 out:
     if (rc < 0 && PQtransactionStatus(ev_db_conn(db)) != PQTRANS_IDLE)
         (void)ev_db_exec(db, NULL, "ROLLBACK", 0, NULL);
@@ -101,12 +88,12 @@ int ev_migrate_apply(ev_db_t *db, const ev_migration_t *list, size_t count, int 
 
     rc = ev_db_ensure(db);
     if (rc < 0) {
-        set_err(err, errlen, "migrate: %s", ev_db_error(db));
+        ev_set_error(err, errlen, "migrate: %s", ev_db_error(db));
         goto out;
     }
     rc = ev_db_exec(db, NULL, "SELECT pg_advisory_lock($1::bigint)", 1, lock_params);
     if (rc < 0) {
-        set_err(err, errlen, "migrate: cannot take the migration lock: %s", ev_db_error(db));
+        ev_set_error(err, errlen, "migrate: cannot take the migration lock: %s", ev_db_error(db));
         goto out;
     }
     locked = true;
@@ -118,13 +105,13 @@ int ev_migrate_apply(ev_db_t *db, const ev_migration_t *list, size_t count, int 
                     " applied_at timestamptz NOT NULL DEFAULT now())",
                     0, NULL);
     if (rc < 0) {
-        set_err(err, errlen, "migrate: cannot create schema_migrations: %s", ev_db_error(db));
+        ev_set_error(err, errlen, "migrate: cannot create schema_migrations: %s", ev_db_error(db));
         goto out;
     }
     rc = ev_db_exec(db, &res, "SELECT version, name FROM schema_migrations ORDER BY version", 0,
                     NULL);
     if (rc < 0) {
-        set_err(err, errlen, "migrate: cannot read schema_migrations: %s", ev_db_error(db));
+        ev_set_error(err, errlen, "migrate: cannot read schema_migrations: %s", ev_db_error(db));
         goto out;
     }
 
@@ -133,10 +120,11 @@ int ev_migrate_apply(ev_db_t *db, const ev_migration_t *list, size_t count, int 
     for (int r = PQntuples(res) - 1; r >= 0; r--) {
         int v = (int)strtol(PQgetvalue(res, r, 0), NULL, 10); /* an int column */
         if (!known_version(list, count, v)) {
-            set_err(err, errlen,
-                    "database has schema version %d (%s), which this event-validator does not "
-                    "know (it knows up to %d): upgrade event-validator before using this database",
-                    v, PQgetvalue(res, r, 1), latest);
+            ev_set_error(
+                err, errlen,
+                "database has schema version %d (%s), which this event-validator does not "
+                "know (it knows up to %d): upgrade event-validator before using this database",
+                v, PQgetvalue(res, r, 1), latest);
             rc = EV_EVERSION;
             goto out;
         }

@@ -75,19 +75,6 @@ struct ev_stats_server {
     bool last_ok;             /* the last refresh succeeded */
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- The cached database snapshot. ---- */
 
 typedef struct cache_view {
@@ -452,7 +439,7 @@ int ev_stats_server_start(ev_stats_server_t **out, ev_stats_t *stats,
     if (!stats || !opts || !opts->database_url || opts->port < 0 || opts->port > 65535 ||
         opts->refresh_interval_ms <= 0 || opts->connect_timeout_s <= 0 ||
         opts->query_timeout_ms <= 0 || opts->ready_max_age_ms < 0) {
-        set_err(err, errlen, "stats server: invalid options");
+        ev_set_error(err, errlen, "stats server: invalid options");
         rc = EV_EINVAL;
         goto out;
     }
@@ -474,9 +461,9 @@ int ev_stats_server_start(ev_stats_server_t **out, ev_stats_t *stats,
     srv->conninfo =
         build_conninfo(opts->database_url, opts->connect_timeout_s, opts->query_timeout_ms);
     if (!srv->conninfo) {
-        set_err(err, errlen,
-                "stats server: the database URL is not a valid libpq URI or "
-                "conninfo string");
+        ev_set_error(err, errlen,
+                     "stats server: the database URL is not a valid libpq URI or "
+                     "conninfo string");
         rc = EV_EINVAL;
         goto out;
     }
@@ -489,8 +476,8 @@ int ev_stats_server_start(ev_stats_server_t **out, ev_stats_t *stats,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     int gai = getaddrinfo(addr, port, &hints, &ai);
     if (gai != 0 || !ai) {
-        set_err(err, errlen, "stats server: cannot resolve address '%s': %s", addr,
-                gai_strerror(gai));
+        ev_set_error(err, errlen, "stats server: cannot resolve address '%s': %s", addr,
+                     gai_strerror(gai));
         rc = EV_EINVAL;
         goto out;
     }
@@ -516,7 +503,7 @@ int ev_stats_server_start(ev_stats_server_t **out, ev_stats_t *stats,
                                    (unsigned)MHD_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
                                    (unsigned)MHD_CONNECTION_TIMEOUT_S, MHD_OPTION_END);
     if (!srv->daemon) {
-        set_err(err, errlen, "stats server: cannot listen on %s port %d", addr, opts->port);
+        ev_set_error(err, errlen, "stats server: cannot listen on %s port %d", addr, opts->port);
         rc = EV_EIO;
         goto out;
     }
@@ -525,7 +512,7 @@ int ev_stats_server_start(ev_stats_server_t **out, ev_stats_t *stats,
 
     rc = ev_thread_create(&srv->refresher, "ev-stats-db", refresher, srv);
     if (rc < 0) {
-        set_err(err, errlen, "stats server: cannot create the refresher thread");
+        ev_set_error(err, errlen, "stats server: cannot create the refresher thread");
         goto out;
     }
 

@@ -67,6 +67,16 @@ char *ev_asprintf(const char *fmt, ...)
     return out;
 }
 
+void ev_set_error(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
 void ev_assert_fail(const char *expr, const char *file, int line)
 {
     fprintf(stderr,

@@ -20,6 +20,11 @@ char *ev_strndup(const char *s, size_t n);
 /* Allocating printf; aborts on out-of-memory. Caller frees. */
 char *ev_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* printf into a caller's one-line error buffer (err may be NULL or errlen 0:
+ * then nothing is written). */
+void ev_set_error(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 void ev_assert_fail(const char *expr, const char *file, int line) __attribute__((noreturn));
 #define EV_ASSERT(e) ((e) ? (void)0 : ev_assert_fail(#e, __FILE__, __LINE__))
 
