@@ -10,7 +10,8 @@
 EV_RUNTIME_PACKAGES=(build-essential cmake pkg-config libcurl4-openssl-dev libjson-c-dev
     libmagic-dev libpq-dev libcunit1-dev libmicrohttpd-dev libpoppler-glib-dev postgresql)
 # Plus what the test suite uses (test.sh): promtool, clang/libFuzzer, valgrind.
-EV_TEST_PACKAGES=("${EV_RUNTIME_PACKAGES[@]}" prometheus clang libclang-rt-14-dev valgrind)
+EV_TEST_PACKAGES=("${EV_RUNTIME_PACKAGES[@]}" prometheus clang clang-format libclang-rt-14-dev valgrind
+    jq curl)
 
 ev_install_packages() {
     [ "${EV_SKIP_INSTALL:-0}" = 1 ] && return 0

@@ -96,6 +96,13 @@ trap 'exit 130' INT TERM
 
 ev_install_packages "${EV_TEST_PACKAGES[@]}"
 
+say "lint (scripts/lint.sh: clang-format check, banned calls)"
+if bash "$ROOT/scripts/lint.sh"; then
+    record "lint" "ok"
+else
+    record "lint" "FAILED (see above)"
+fi
+
 build build
 if [ "${EV_SKIP_ASAN:-0}" != 1 ]; then
     build build-asan -DEV_SANITIZE=address
