@@ -113,6 +113,7 @@ SQL
 
 if [ "$MODE" = serve ]; then
     say "serving until Ctrl-C (stats: http://127.0.0.1:${STATS_PORT:-8080}/stats)"
+    echo "    DATABASE_URL=$DATABASE_URL"
     "$EV" serve
     exit 0
 fi
@@ -130,4 +131,6 @@ SELECT s.id, left(s.title, 24) AS title, s.status,
 FROM submissions s LEFT JOIN validation_results r ON r.submission_id = s.id
 WHERE s.event_id = :ev GROUP BY s.id ORDER BY s.id;
 SQL
-echo "Details of one submission: $EV show ID   (with DATABASE_URL=$DATABASE_URL)"
+echo "The data stays in .local/pg (Postgres is stopped now). To look around, run"
+echo "  scripts/run-local.sh --serve    and in another shell, with the DATABASE_URL it prints:"
+echo "  $EV show ID     curl -s http://127.0.0.1:\${STATS_PORT:-8080}/stats"
