@@ -133,4 +133,4 @@ WHERE s.event_id = :ev GROUP BY s.id ORDER BY s.id;
 SQL
 echo "The data stays in .local/pg (Postgres is stopped now). To look around, run"
 echo "  scripts/run-local.sh --serve    and in another shell, with the DATABASE_URL it prints:"
-echo "  $EV show ID     curl -s http://127.0.0.1:\${STATS_PORT:-8080}/stats"
+echo "  $EV show ID     curl -s http://127.0.0.1:${STATS_PORT:-8080}/stats"
