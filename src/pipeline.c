@@ -763,7 +763,8 @@ int ev_pipeline_process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *jo
     sub_free(&s);
     ev_log_ctx_submission(0);
     ev_log_ctx_attempt(-1);
-    /* A plain database error (not a lost connection) leaves the lease to
-     * expire; the pool treats it like a lost connection. */
-    return rc == EV_EDB ? EV_EDBCONN : rc;
+    /* A plain database error (EV_EDB, not a lost connection) goes back to
+     * the pool as it is: the pool requeues with backoff and spends the
+     * attempt, so a deterministic error cannot loop claim/release forever. */
+    return rc;
 }

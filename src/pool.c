@@ -230,10 +230,14 @@ static void settle_job(worker_t *w, ev_db_t **db, const ev_job_t *job, int prc)
         if (ensure_db(p, db, true, &w->stop, "worker") == 0)
             release_job(w, db, job, true);
         break;
+    case EV_EDB: /* not a lost connection: retrying at once would fail the same way */
     default:
     misbehaved:
-        ev_log(EV_LOG_ERROR, "processing returned unexpected %s; requeueing the submission",
-               ev_errname(prc));
+        if (prc == EV_EDB)
+            ev_log(EV_LOG_ERROR, "database error while processing; requeueing with backoff");
+        else
+            ev_log(EV_LOG_ERROR, "processing returned unexpected %s; requeueing the submission",
+                   ev_errname(prc));
         rc = ev_queue_requeue(*db, job, p->opts.max_attempts, p->opts.requeue_base_ms,
                               p->opts.requeue_max_ms, ev_strerror(prc), NULL);
         if (rc != 0 && rc != EV_ELEASE)
@@ -523,6 +527,8 @@ void ev_pool_options_from_config(ev_pool_options_t *opts, const ev_config_t *cfg
     opts->lease_seconds = cfg->lease_seconds;
     opts->max_attempts = cfg->max_attempts;
     opts->grace_ms = cfg->shutdown_grace_ms;
+    opts->requeue_base_ms = cfg->requeue_base_ms;
+    opts->requeue_max_ms = cfg->requeue_max_ms;
 }
 
 void ev_pool_make_owner(char *buf, size_t len)

@@ -48,7 +48,10 @@ void ev_pipeline_worker_free(ev_pipeline_worker_t *w);
  *   EV_ESHUTDOWN `stop` was set before finishing: the pool releases the job;
  *   EV_ELEASE    the lease was lost: nothing more may be written;
  *   EV_EDBCONN   the database went away: the pool reconnects; the lease will
- *                be rescued (or released after reconnecting).
+ *                be rescued (or released after reconnecting);
+ *   EV_EDB       any other database error: the pool requeues the job with
+ *                backoff, spending the attempt (never a release, which would
+ *                let a deterministic error loop forever).
  */
 int ev_pipeline_process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
                         const atomic_bool *stop);

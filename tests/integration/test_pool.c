@@ -36,6 +36,7 @@ typedef enum {
     MODE_REQUEUE_ONCE,   /* attempt 1: requeue with a short backoff; later: complete */
     MODE_HOLD,           /* hold the job for hold_ms (or until stop), then complete */
     MODE_ROGUE,          /* return EV_ESHUTDOWN although nobody asked to stop */
+    MODE_DB_ERROR,       /* return EV_EDB: a database error that is not a lost connection */
 } behaviour_t;
 
 typedef struct tctx {
@@ -297,6 +298,9 @@ static int cb_process(void *state, ev_db_t *db, const ev_job_t *job, const atomi
         break;
     case MODE_ROGUE:
         rc = EV_ESHUTDOWN;
+        break;
+    case MODE_DB_ERROR:
+        rc = EV_EDB;
         break;
     }
 
@@ -734,6 +738,36 @@ static void test_rogue_shutdown_spends_attempt(void)
     ev_pgtest_drop_db(url);
 }
 
+/* A database error that is not a lost connection (EV_EDB) would fail the
+ * same way if retried at once: the job is requeued with backoff and its
+ * attempt spent, so it ends in needs_review instead of looping forever. */
+static void test_db_error_spends_attempt(void)
+{
+    char *url = make_db(1);
+    tctx_t t;
+    ev_pool_t *pool = NULL;
+    ev_pool_options_t o = options(url, 1);
+    ev_pool_callbacks_t cb;
+
+    if (!url)
+        return;
+    tctx_init(&t, MODE_DB_ERROR);
+    cb = callbacks(&t);
+    o.max_attempts = 2;
+    o.requeue_base_ms = 10;
+    o.requeue_max_ms = 20;
+    o.drain = true;
+    CU_ASSERT_EQUAL_FATAL(ev_pool_start(&pool, &o, &cb), 0);
+    CU_ASSERT_TRUE(ev_pool_wait_drained(pool, BOUND_MS));
+    ev_pool_free(pool);
+    CU_ASSERT_EQUAL(t.started, 2);
+    CU_ASSERT_EQUAL(sql_i64(url, "SELECT count(*) FROM submissions WHERE status = 'needs_review' "
+                                 "AND attempts = 2 AND last_error IS NOT NULL"),
+                    1);
+    tctx_destroy(&t);
+    ev_pgtest_drop_db(url);
+}
+
 /* Worker i starts no earlier than i * worker_stagger_ms after start, and a
  * stop during the stagger wait does not wait for it. */
 static void test_stagger(void)
@@ -831,6 +865,7 @@ int main(void)
         !CU_add_test(s, "lost lease stops worker", test_lost_lease_stops_worker) ||
         !CU_add_test(s, "rogue EV_ESHUTDOWN spends the attempt",
                      test_rogue_shutdown_spends_attempt) ||
+        !CU_add_test(s, "EV_EDB: requeued, attempt spent", test_db_error_spends_attempt) ||
         !CU_add_test(s, "stagger", test_stagger) ||
         !CU_add_test(s, "options and unreachable db", test_options_and_unreachable_db)) {
         CU_cleanup_registry();
