@@ -651,6 +651,7 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
                    const atomic_bool *stop)
 {
     ev_pipeline_t *p = w->p;
+    const int64_t started_us = ev_clock_now_us(ev_clock_system());
     /* Shutting down: leave the job untouched for the pool to release, even
      * when local checks alone could decide it. */
     if (stopped(stop))
@@ -734,10 +735,19 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
         if (ev_budget_refusals(w->budget) > 0)
             ev_stats_record_budget_exhausted(p->stats);
     }
+    int64_t llm_ms = 0;
+    for (int c = 0; c < EV_CHECK_COUNT; c++)
+        llm_ms += s->checks[c].latency_ms;
+    char calls_s[16], latency_s[32], total_s[32];
+    snprintf(calls_s, sizeof(calls_s), "%d", calls);
+    snprintf(latency_s, sizeof(latency_s), "%lld", (long long)llm_ms);
+    snprintf(total_s, sizeof(total_s), "%lld",
+             (long long)((ev_clock_now_us(ev_clock_system()) - started_us) / 1000));
     ev_log_kv(any_error ? EV_LOG_WARN : EV_LOG_INFO, "submission processed", "status", status,
               "theme", verdict_name(s->checks[EV_CHECK_THEME].verdict), "pdf",
               verdict_name(s->checks[EV_CHECK_PDF].verdict), "image",
-              verdict_name(s->checks[EV_CHECK_IMAGE].verdict), NULL);
+              verdict_name(s->checks[EV_CHECK_IMAGE].verdict), "api_calls", calls_s,
+              "llm_latency_ms", latency_s, "latency_ms", total_s, NULL);
     return 0;
 }
 
