@@ -300,7 +300,7 @@ static void test_gemini_config_errors(void)
 
     /* Wrong key: Gemini's 400 API_KEY_INVALID. */
     ev_secret_t *wrong = NULL;
-    CU_ASSERT_EQUAL_FATAL(ev_secret_new(&wrong, "AIzaSyWRONG-key-0000000000000000000000"), 0);
+    CU_ASSERT_EQUAL_FATAL(ev_secret_new(&wrong, "wrong-gemini-test-key-000000000000000"), 0);
     c = gcfg;
     c.api_key = wrong;
     CU_ASSERT_EQUAL_FATAL(ev_gemini_new(&g, &c, &o), 0);

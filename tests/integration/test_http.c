@@ -17,7 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-#define KEY "AIzaSyHTTPTEST-abcdefghijklmnopqrstuvw"
+#define KEY "http-test-key-abcdefghijklmnopqrstuvw"
 
 static struct MHD_Daemon *daemon_;
 static int port;

@@ -222,7 +222,7 @@ static void test_min_greater_than_max(void)
     CU_ASSERT_PTR_NULL(c);
 }
 
-static const char *const KEY = "AIzaTESTKEY0123456789abcdefghijklmnop";
+static const char *const KEY = "fake-gemini-key-0123456789abcdefghijklmnop";
 
 static void test_keys(void)
 {

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KEY "AIzaSyTEST-secret-key-0123456789abcdef"
+#define KEY "fake-gemini-secret-key-0123456789abcdef"
 #define NO_WAIT_LIMIT 0
 #define MAX_WAIT 10000
 

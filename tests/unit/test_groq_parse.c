@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KEY "gsk_TESTsecretKey0123456789abcdefghijkl"
+#define KEY "fake-groq-secretKey0123456789abcdefghijkl"
 #define MAX_WAIT 10000
 #define TEXT_MODEL "llama-3.3-70b-versatile"
 #define VISION_MODEL "meta-llama/llama-4-scout-17b-16e-instruct"
