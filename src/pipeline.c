@@ -68,6 +68,7 @@ static const char *verdict_name(verdict_t v)
 typedef struct check_result {
     verdict_t verdict;
     bool from_earlier_attempt; /* passed in an earlier attempt: leave the row alone */
+    char earlier_key[65];      /* cache key of an earlier pass, "" when none */
     bool cached;
     double score; /* < 0: none */
     char reason[REASON_MAX + 1];
@@ -215,24 +216,20 @@ static int load_submission(ev_db_t *db, const ev_job_t *job, sub_t *s)
     s->require_image = PQgetvalue(r, 0, 6)[0] == 't';
     PQclear(r);
 
-    /* A pass recorded by an earlier attempt stands and is not asked again.
-     * Everything else is decided afresh: errors are retried, and a skip is
-     * a local decision that costs nothing to repeat (a check skipped because
-     * another file failed must be asked once an operator re-queues the
-     * submission with that file fixed). */
+    /* Passes recorded by an earlier attempt, with the question they
+     * answered (their cache key): see keep_earlier_passes(). */
     r = NULL;
     rc = ev_db_exec(db, &r,
-                    "SELECT check_name FROM validation_results WHERE submission_id = $1 "
-                    "AND verdict = 'pass'",
+                    "SELECT check_name, cache_key FROM validation_results "
+                    "WHERE submission_id = $1 AND verdict = 'pass' AND cache_key IS NOT NULL",
                     1, params);
     if (rc < 0)
         return rc;
     for (int i = 0; i < PQntuples(r); i++) {
         for (int c = 0; c < EV_CHECK_COUNT; c++) {
-            if (strcmp(PQgetvalue(r, i, 0), ev_check_name((ev_check_t)c)) == 0) {
-                s->checks[c].from_earlier_attempt = true;
-                s->checks[c].verdict = V_PASS;
-            }
+            if (strcmp(PQgetvalue(r, i, 0), ev_check_name((ev_check_t)c)) == 0)
+                snprintf(s->checks[c].earlier_key, sizeof(s->checks[c].earlier_key), "%s",
+                         PQgetvalue(r, i, 1));
         }
     }
     PQclear(r);
@@ -323,13 +320,8 @@ static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
     if (rc < 0)
         return rc;
 
-    check_result_t scratch;
-    memset(&scratch, 0, sizeof(scratch));
     check_result_t *ic = &s->checks[EV_CHECK_IMAGE];
-    check_result_t *pc =
-        s->checks[EV_CHECK_PDF].from_earlier_attempt ? &scratch : &s->checks[EV_CHECK_PDF];
-    bool want_pdf = !s->checks[EV_CHECK_PDF].from_earlier_attempt ||
-                    !s->checks[EV_CHECK_THEME].from_earlier_attempt;
+    check_result_t *pc = &s->checks[EV_CHECK_PDF];
     int n_pdf = 0, n_img = 0, rows = PQntuples(meta);
     for (int i = 0; i < rows; i++) {
         if (strcmp(PQgetvalue(meta, i, 1), "pdf") == 0)
@@ -340,7 +332,7 @@ static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
     char *why = NULL;
     if (n_pdf > 1)
         set_reason(pc, V_FAIL, "%d PDFs attached; one is allowed", n_pdf);
-    if (!ic->from_earlier_attempt && ev_files_check_count(fo, n_img, &why) < 0) {
+    if (ev_files_check_count(fo, n_img, &why) < 0) {
         set_reason(ic, V_FAIL, "%s", why);
         free(why);
         why = NULL;
@@ -351,8 +343,7 @@ static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
         ev_file_kind_t kind =
             strcmp(PQgetvalue(meta, i, 1), "pdf") == 0 ? EV_FILE_PDF : EV_FILE_IMAGE;
         check_result_t *c = kind == EV_FILE_PDF ? pc : ic;
-        bool wanted = kind == EV_FILE_PDF ? want_pdf : !ic->from_earlier_attempt;
-        if (!wanted || c->verdict == V_FAIL || c->verdict == V_ERROR)
+        if (c->verdict == V_FAIL || c->verdict == V_ERROR)
             continue;
         const char *filename = PQgetisnull(meta, i, 2) ? NULL : PQgetvalue(meta, i, 2);
         ev_files_source_t src = {.kind = kind, .filename = filename};
@@ -420,13 +411,13 @@ static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
         free(why);
         why = NULL;
     }
-    if (n_pdf == 0 && pc != &scratch) {
+    if (n_pdf == 0) {
         if (s->require_pdf)
             set_reason(pc, V_FAIL, "a PDF is required for this event but none was attached");
         else
             set_reason(pc, V_SKIPPED, "no PDF attached (optional for this event)");
     }
-    if (n_img == 0 && !ic->from_earlier_attempt) {
+    if (n_img == 0) {
         if (s->require_image)
             set_reason(ic, V_FAIL, "an image is required for this event but none was attached");
         else
@@ -534,8 +525,7 @@ static int llm_check(ev_pipeline_worker_t *w, ev_db_t *db, ev_check_t check, sub
     ev_pipeline_t *p = w->p;
     check_result_t *c = &s->checks[check];
     c->score = -1;
-    cache_key(c->cache_key, p->cfg, check, s);
-    int rc = cache_get(db, c);
+    int rc = cache_get(db, c); /* c->cache_key was set by keep_earlier_passes() */
     if (rc < 0 || c->cached)
         return rc;
 
@@ -618,6 +608,28 @@ static int llm_check(ev_pipeline_worker_t *w, ev_db_t *db, ev_check_t check, sub
 
 /* ---- the whole submission ---- */
 
+/*
+ * Computes each undecided check's question (cache key) now that every file
+ * has been loaded and checked locally. A pass recorded by an earlier attempt
+ * for the very same question stands and is not asked again (nor rewritten);
+ * anything else is decided afresh: errors are retried, a skip is a free
+ * local decision, and a file replaced since the earlier pass makes a new
+ * question.
+ */
+static void keep_earlier_passes(ev_pipeline_t *p, sub_t *s)
+{
+    for (int c = 0; c < EV_CHECK_COUNT; c++) {
+        check_result_t *cr = &s->checks[c];
+        if (cr->verdict != V_NONE)
+            continue;
+        cache_key(cr->cache_key, p->cfg, (ev_check_t)c, s);
+        if (cr->earlier_key[0] && strcmp(cr->earlier_key, cr->cache_key) == 0) {
+            cr->from_earlier_attempt = true;
+            cr->verdict = V_PASS;
+        }
+    }
+}
+
 static ev_stats_status_t stats_status(const char *status)
 {
     if (strcmp(status, "validated") == 0)
@@ -662,6 +674,7 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
     if ((rc = load_files(w, db, job, s)) < 0)
         return rc;
 
+    keep_earlier_passes(p, s);
     bool local_fail = false;
     for (int c = 0; c < EV_CHECK_COUNT; c++)
         local_fail |= s->checks[c].verdict == V_FAIL;
@@ -691,6 +704,7 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
         if (local_fail) {
             set_reason(cr, V_SKIPPED,
                        "not sent to a model: the submission failed a local file check");
+            cr->cache_key[0] = '\0';
             continue;
         }
         if (stopped(stop))

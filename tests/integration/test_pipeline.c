@@ -1066,6 +1066,46 @@ static void test_retry_asks_only_missing_checks(void)
     fx_stop(&f);
 }
 
+/* An earlier pass stands only for the question it answered: a PDF replaced
+ * between two attempts (by a front end rewriting the row) is judged again,
+ * and so is the theme check that quotes its text. */
+static void test_replaced_file_is_judged_again(void)
+{
+    fx_t f;
+    const char *o[] = {"MAX_RETRIES", "0", NULL};
+    fx_start(&f, o);
+    sim_set("gemini", "{\"max_body_bytes\": 20000}");
+    sim_set("groq", "{\"fault\": \"overloaded\"}");
+    int64_t ev = add_event("kitchen", true, true);
+    int64_t sub = add_submission(ev, "Soup robot", "A robot arm that stirs soup.");
+    size_t len = 0;
+    char *pdf = build_pdf(&len, 1, "Our robot arm stirs soup safely");
+    add_file(sub, "pdf", "slides.pdf", pdf, len);
+    free(pdf);
+    unsigned char *img = big_png(40000);
+    add_file(sub, "image", "robot.png", img, 40000);
+    free(img);
+    CU_ASSERT_EQUAL(process(&f, sub, NULL, NULL), 0);
+    CU_ASSERT_TRUE(equals(submission(sub).status, "pending"));
+    assert_answered(sub, "pdf", "pass", "gemini", GEMINI_MODEL, 1);
+
+    /* A front end replaces the PDF with one the model rejects. */
+    sql("DELETE FROM submission_files WHERE submission_id = %lld AND kind = 'pdf'", (long long)sub);
+    pdf = build_pdf(&len, 1, "BADPDF a different document");
+    add_file(sub, "pdf", "slides-v2.pdf", pdf, len);
+    free(pdf);
+
+    CU_ASSERT_EQUAL_FATAL(simctl_reset(sim), 0);
+    run_now(sub);
+    CU_ASSERT_EQUAL(process(&f, sub, NULL, NULL), 0);
+    CU_ASSERT_TRUE(equals(submission(sub).status, "rejected"));
+    CU_ASSERT_TRUE(equals(result(sub, "pdf").verdict, "fail"));
+    CU_ASSERT_TRUE(contains(result(sub, "pdf").reason, "BADPDF"));
+    /* theme (quotes the PDF text), pdf and image were all asked again. */
+    CU_ASSERT_EQUAL(requests("gemini"), 3);
+    fx_stop(&f);
+}
+
 /* A description long enough that requests quoting it are several KB larger
  * than the PDF check's request; the caller frees. */
 static char *long_description(void)
@@ -1578,6 +1618,8 @@ int main(void)
     CU_add_test(s, "outage: requeued, then validated", test_outage_then_recovery);
     CU_add_test(s, "retry asks only the missing checks", test_retry_asks_only_missing_checks);
     CU_add_test(s, "a retried theme check still quotes the PDF", test_theme_retry_still_reads_pdf);
+    CU_add_test(s, "a file replaced after a pass is judged again",
+                test_replaced_file_is_judged_again);
     CU_add_test(s, "re-queued after a fix: skipped checks are asked",
                 test_requeued_after_fix_is_judged_fully);
     CU_add_test(s, "MAX_ATTEMPTS exhausted: needs_review", test_needs_review_after_max_attempts);
