@@ -32,8 +32,21 @@
 #include <string.h>
 #include <time.h>
 
+/* Parameterised statements are prepared once per connection and then run
+ * with PQexecPrepared: Postgres parses and plans each text once instead of on
+ * every call. Keyed by the SQL text (the pointer is only a fast path: a freed
+ * and reused buffer may hold another text). */
+#define STMT_CACHE_MAX 64
+
+typedef struct stmt {
+    const char *ptr; /* where the text was last seen */
+    char *sql;       /* owned copy of the text */
+} stmt_t;
+
 struct ev_db {
     PGconn *conn;
+    stmt_t stmts[STMT_CACHE_MAX]; /* prepared as "ev_s<index>" on this connection */
+    int nstmts;
     char *url;       /* as given; needed to know which secrets to redact */
     char **channels; /* LISTEN channels to re-issue after a reconnect */
     size_t nchannels;
@@ -258,10 +271,18 @@ out:
     return rc;
 }
 
+static void stmt_cache_clear(ev_db_t *db)
+{
+    for (int i = 0; i < db->nstmts; i++)
+        free(db->stmts[i].sql);
+    db->nstmts = 0;
+}
+
 void ev_db_free(ev_db_t *db)
 {
     if (!db)
         return;
+    stmt_cache_clear(db);
     if (db->conn)
         PQfinish(db->conn);
     for (size_t i = 0; i < db->nchannels; i++)
@@ -306,6 +327,7 @@ int ev_db_ensure(ev_db_t *db)
 {
     if (PQstatus(db->conn) != CONNECTION_OK) {
         PQreset(db->conn);
+        stmt_cache_clear(db); /* prepared statements died with the old session */
         if (PQstatus(db->conn) != CONNECTION_OK) {
             set_err(db, "cannot reconnect to database: ", PQerrorMessage(db->conn));
             return EV_EDBCONN;
@@ -446,7 +468,37 @@ out:
     return rc;
 }
 
-int ev_db_exec(ev_db_t *db, PGresult **res, const char *sql, int nparams, const char *const *params)
+/* The prepared statement for `sql`, preparing it on first use; -1 runs the
+ * text unprepared (no parameters, cache full, or PREPARE refused: the
+ * unprepared run then reports any error itself). */
+static int stmt_lookup(ev_db_t *db, const char *sql, int nparams)
+{
+    if (nparams == 0)
+        return -1;
+    for (int i = 0; i < db->nstmts; i++)
+        if (db->stmts[i].ptr == sql && strcmp(db->stmts[i].sql, sql) == 0)
+            return i;
+    for (int i = 0; i < db->nstmts; i++) {
+        if (strcmp(db->stmts[i].sql, sql) == 0) {
+            db->stmts[i].ptr = sql;
+            return i;
+        }
+    }
+    if (db->nstmts == STMT_CACHE_MAX)
+        return -1;
+    char name[32];
+    snprintf(name, sizeof(name), "ev_s%d", db->nstmts);
+    PGresult *r = PQprepare(db->conn, name, sql, nparams, NULL);
+    bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok)
+        return -1;
+    db->stmts[db->nstmts] = (stmt_t){sql, ev_strdup(sql)};
+    return db->nstmts++;
+}
+
+static int exec_format(ev_db_t *db, PGresult **res, const char *sql, int nparams,
+                       const char *const *params, int result_format)
 {
     if (res)
         *res = NULL;
@@ -454,21 +506,27 @@ int ev_db_exec(ev_db_t *db, PGresult **res, const char *sql, int nparams, const 
         set_err(db, "connection lost: ", PQerrorMessage(db->conn));
         return EV_EDBCONN;
     }
-    PGresult *r = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    PGresult *r;
+    int idx = stmt_lookup(db, sql, nparams);
+    if (idx >= 0) {
+        char name[32];
+        snprintf(name, sizeof(name), "ev_s%d", idx);
+        r = PQexecPrepared(db->conn, name, nparams, params, NULL, NULL, result_format);
+    } else {
+        r = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, result_format);
+    }
     return finish(db, r, res);
+}
+
+int ev_db_exec(ev_db_t *db, PGresult **res, const char *sql, int nparams, const char *const *params)
+{
+    return exec_format(db, res, sql, nparams, params, 0);
 }
 
 int ev_db_exec_binary(ev_db_t *db, PGresult **res, const char *sql, int nparams,
                       const char *const *params)
 {
-    if (res)
-        *res = NULL;
-    if (PQstatus(db->conn) != CONNECTION_OK) {
-        set_err(db, "connection lost: ", PQerrorMessage(db->conn));
-        return EV_EDBCONN;
-    }
-    PGresult *r = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 1);
-    return finish(db, r, res);
+    return exec_format(db, res, sql, nparams, params, 1);
 }
 
 int ev_db_exec_script(ev_db_t *db, const char *sql)

@@ -149,6 +149,63 @@ static void test_reconnect_relistens(void)
     ev_db_free(admin);
 }
 
+/* How many statements this session has prepared (pg_prepared_statements is
+ * per session, so it is read through the same connection). */
+static int64_t prepared_count(ev_db_t *db)
+{
+    int64_t n = -1;
+    CU_ASSERT_EQUAL(ev_pgtest_db_i64(db, "SELECT count(*) FROM pg_prepared_statements", &n), 0);
+    return n;
+}
+
+/* A parameterised statement is parsed once per session: repeated calls reuse
+ * it, a different text (even in a reused buffer) gets its own, and after a
+ * reconnect it is prepared again on the new session. */
+static void test_statements_prepared_once(void)
+{
+    ev_db_t *db = NULL, *admin = NULL;
+    CU_ASSERT_FATAL(ev_pgtest_connect(&db, url) == 0);
+    CU_ASSERT_FATAL(ev_pgtest_connect(&admin, url) == 0);
+    const char *params[] = {"41"};
+    for (int i = 0; i < 20; i++) {
+        PGresult *res = NULL;
+        CU_ASSERT_EQUAL(ev_db_exec(db, &res, "SELECT $1::int + 1", 1, params), 0);
+        CU_ASSERT_STRING_EQUAL(res ? PQgetvalue(res, 0, 0) : "", "42");
+        PQclear(res);
+    }
+    CU_ASSERT_EQUAL(prepared_count(db), 1);
+
+    /* Same buffer, other text: not confused with the first statement. */
+    char buf[64];
+    snprintf(buf, sizeof(buf), "SELECT $1::int * 2");
+    PGresult *res = NULL;
+    CU_ASSERT_EQUAL(ev_db_exec(db, &res, buf, 1, params), 0);
+    CU_ASSERT_STRING_EQUAL(res ? PQgetvalue(res, 0, 0) : "", "82");
+    PQclear(res);
+    snprintf(buf, sizeof(buf), "SELECT $1::int - 1");
+    CU_ASSERT_EQUAL(ev_db_exec(db, &res, buf, 1, params), 0);
+    CU_ASSERT_STRING_EQUAL(res ? PQgetvalue(res, 0, 0) : "", "40");
+    PQclear(res);
+    CU_ASSERT_EQUAL(prepared_count(db), 3);
+
+    /* A new session has none; the statement is prepared again and works. */
+    int64_t pid = 0;
+    CU_ASSERT_EQUAL(ev_pgtest_db_i64(db, "SELECT pg_backend_pid()", &pid), 0);
+    char p[24];
+    snprintf(p, sizeof(p), "%lld", (long long)pid);
+    const char *kp[] = {p};
+    CU_ASSERT_EQUAL(ev_db_exec(admin, NULL, "SELECT pg_terminate_backend($1::int, 10000)", 1, kp),
+                    0);
+    CU_ASSERT_EQUAL(ev_db_exec(db, NULL, "SELECT $1::int + 1", 1, params), EV_EDBCONN);
+    CU_ASSERT_EQUAL(ev_db_ensure(db), 0);
+    CU_ASSERT_EQUAL(ev_db_exec(db, &res, "SELECT $1::int + 1", 1, params), 0);
+    CU_ASSERT_STRING_EQUAL(res ? PQgetvalue(res, 0, 0) : "", "42");
+    PQclear(res);
+    CU_ASSERT_EQUAL(prepared_count(db), 1);
+    ev_db_free(db);
+    ev_db_free(admin);
+}
+
 static void test_clip_text(void)
 {
     CU_ASSERT_PTR_NULL(ev_db_clip_text(NULL, 10));
@@ -222,6 +279,7 @@ int main(void)
         !CU_add_test(s, "exec and errors", test_exec_and_errors) ||
         !CU_add_test(s, "listen notify", test_listen_notify) ||
         !CU_add_test(s, "reconnect relistens", test_reconnect_relistens) ||
+        !CU_add_test(s, "statements prepared once per session", test_statements_prepared_once) ||
         !CU_add_test(s, "clip text roundtrip", test_clip_text_roundtrip)) {
         CU_cleanup_registry();
         return 1;
