@@ -13,6 +13,9 @@
  * Every message kept for the caller goes through redact(), which turns the
  * message into one line and removes any password taken from the URL, because
  * libpq echoes parts of a malformed connection string in its errors.
+ * Statements with parameters are prepared on first use in each session (see
+ * stmt_lookup), so the hot path's ~15 statements per submission are parsed
+ * and planned once per connection, not once per call.
  *
  * Threads: an ev_db_t is used by exactly one thread at a time (the libpq
  * rule); nothing here is shared, so there are no locks. ev_db_clip_text is a
