@@ -1022,13 +1022,16 @@ static void test_outage_then_recovery(void)
     fx_stop(&f);
 }
 
-static void test_retry_asks_only_missing_checks(void)
+/*
+ * Starts the fixture and processes one submission whose first attempt ends
+ * with theme and pdf passed and only the image check in error: Gemini takes
+ * the small text and PDF requests but not the large image one, and Groq is
+ * overloaded. Returns the submission, back to `pending`.
+ */
+static int64_t submission_with_image_error(fx_t *f)
 {
-    fx_t f;
     const char *o[] = {"MAX_RETRIES", "0", NULL};
-    fx_start(&f, o);
-    /* Gemini takes the small text and PDF requests but not the large image
-     * one; Groq is overloaded: only the image check ends in an error. */
+    fx_start(f, o);
     sim_set("gemini", "{\"max_body_bytes\": 20000}");
     sim_set("groq", "{\"fault\": \"overloaded\"}");
     int64_t ev = add_event("kitchen", true, true);
@@ -1040,8 +1043,14 @@ static void test_retry_asks_only_missing_checks(void)
     unsigned char *img = big_png(40000);
     add_file(sub, "image", "robot.png", img, 40000);
     free(img);
+    CU_ASSERT_EQUAL(process(f, sub, NULL, NULL), 0);
+    return sub;
+}
 
-    CU_ASSERT_EQUAL(process(&f, sub, NULL, NULL), 0);
+static void test_retry_asks_only_missing_checks(void)
+{
+    fx_t f;
+    int64_t sub = submission_with_image_error(&f);
     subrow_t s = submission(sub);
     CU_ASSERT_TRUE(equals(s.status, "pending"));
     CU_ASSERT_TRUE(contains(s.last_error, "image: "));
@@ -1072,26 +1081,14 @@ static void test_retry_asks_only_missing_checks(void)
 static void test_replaced_file_is_judged_again(void)
 {
     fx_t f;
-    const char *o[] = {"MAX_RETRIES", "0", NULL};
-    fx_start(&f, o);
-    sim_set("gemini", "{\"max_body_bytes\": 20000}");
-    sim_set("groq", "{\"fault\": \"overloaded\"}");
-    int64_t ev = add_event("kitchen", true, true);
-    int64_t sub = add_submission(ev, "Soup robot", "A robot arm that stirs soup.");
+    int64_t sub = submission_with_image_error(&f);
     size_t len = 0;
-    char *pdf = build_pdf(&len, 1, "Our robot arm stirs soup safely");
-    add_file(sub, "pdf", "slides.pdf", pdf, len);
-    free(pdf);
-    unsigned char *img = big_png(40000);
-    add_file(sub, "image", "robot.png", img, 40000);
-    free(img);
-    CU_ASSERT_EQUAL(process(&f, sub, NULL, NULL), 0);
     CU_ASSERT_TRUE(equals(submission(sub).status, "pending"));
     assert_answered(sub, "pdf", "pass", "gemini", GEMINI_MODEL, 1);
 
     /* A front end replaces the PDF with one the model rejects. */
     sql("DELETE FROM submission_files WHERE submission_id = %lld AND kind = 'pdf'", (long long)sub);
-    pdf = build_pdf(&len, 1, "BADPDF a different document");
+    char *pdf = build_pdf(&len, 1, "BADPDF a different document");
     add_file(sub, "pdf", "slides-v2.pdf", pdf, len);
     free(pdf);
 
