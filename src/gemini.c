@@ -539,24 +539,13 @@ static void parse_error(ev_llm_result_t *out, json_object *root, const ev_http_r
             out->outcome = EV_LLM_FATAL_CONFIG; /* e.g. region or billing: not this request */
         else
             out->outcome = EV_LLM_BAD_REQUEST;
-    } else if (st == 401 || st == 403 || st == 404) {
-        out->outcome = EV_LLM_FATAL_CONFIG;
-    } else if (st == 413) {
-        out->outcome = EV_LLM_FALLBACK;
-        out->too_large = true;
     } else if (st == 429) {
         out->rate_limited = true;
         out->daily_quota = e.daily;
         out->no_quota = e.no_quota;
         out->outcome = e.daily || e.no_quota ? EV_LLM_FALLBACK : EV_LLM_RETRY;
-    } else if (st == 408 || st == 499 || st >= 500) {
-        out->outcome = EV_LLM_RETRY;
-    } else if (st >= 300 && st < 400) {
-        out->outcome = EV_LLM_FATAL_CONFIG; /* a redirect: the base URL is wrong */
-    } else if (st >= 400) {
-        out->outcome = EV_LLM_BAD_REQUEST;
     } else {
-        out->outcome = EV_LLM_RETRY;
+        out->outcome = ev_llm_outcome_for_status(st, &out->too_large);
     }
 }
 

@@ -427,14 +427,6 @@ static void parse_error(ev_llm_result_t *out, json_object *root, const ev_http_r
             out->outcome = EV_LLM_FALLBACK, out->too_large = true;
         else
             out->outcome = EV_LLM_BAD_REQUEST;
-    } else if (st == 401 || st == 403 || st == 404) {
-        out->outcome = EV_LLM_FATAL_CONFIG;
-    } else if (st == 413) {
-        /* "Request too large" (code rate_limit_exceeded) looks like a rate
-         * limit but the request itself exceeds the model's limit: it never
-         * succeeds on retry, and says nothing about the provider's quota. */
-        out->outcome = EV_LLM_FALLBACK;
-        out->too_large = true;
     } else if (st == 429) {
         out->rate_limited = true;
         /* Requests are counted per day: none left means the daily quota. */
@@ -443,14 +435,11 @@ static void parse_error(ev_llm_result_t *out, json_object *root, const ev_http_r
                      out->ratelimit.remaining_requests == 0;
         out->daily_quota = daily;
         out->outcome = daily ? EV_LLM_FALLBACK : EV_LLM_RETRY;
-    } else if (st == 408 || st == 498 || st >= 500) {
-        out->outcome = EV_LLM_RETRY;
-    } else if (st >= 300 && st < 400) {
-        out->outcome = EV_LLM_FATAL_CONFIG; /* a redirect: the base URL is wrong */
-    } else if (st >= 400) {
-        out->outcome = EV_LLM_BAD_REQUEST;
     } else {
-        out->outcome = EV_LLM_RETRY;
+        /* Groq's 413 (code rate_limit_exceeded, "Request too large") looks
+         * like a rate limit but the request itself exceeds the model's limit:
+         * it never succeeds on retry, and says nothing about the quota. */
+        out->outcome = ev_llm_outcome_for_status(st, &out->too_large);
     }
 }
 

@@ -116,6 +116,24 @@ int64_t ev_llm_json_count(json_object *o, const char *key)
     return n < 0 ? 0 : n > INT64_C(1000000000000) ? INT64_C(1000000000000) : n;
 }
 
+ev_llm_outcome_t ev_llm_outcome_for_status(int status, bool *too_large)
+{
+    if (status == 401 || status == 403 || status == 404)
+        return EV_LLM_FATAL_CONFIG;
+    if (status == 413) {
+        *too_large = true;
+        return EV_LLM_FALLBACK;
+    }
+    /* 498: Groq's flex capacity exceeded; 499: Gemini's cancelled request. */
+    if (status == 408 || status == 498 || status == 499 || status >= 500)
+        return EV_LLM_RETRY;
+    if (status >= 300 && status < 400)
+        return EV_LLM_FATAL_CONFIG; /* a redirect: the base URL is wrong */
+    if (status >= 400)
+        return EV_LLM_BAD_REQUEST;
+    return EV_LLM_RETRY;
+}
+
 int ev_llm_send(ev_http_t *http, const char *url, const char *body, size_t body_len,
                 const ev_secret_t *key, const char *secret_prefix,
                 const ev_llm_client_options_t *opts, ev_llm_parse_fn parse, ev_llm_result_t *out,

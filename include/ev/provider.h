@@ -145,6 +145,12 @@ int ev_llm_result_scrub(ev_llm_result_t *r, const ev_secret_t *key);
  * Returns a new reference (release with json_object_put) or NULL. */
 struct json_object *ev_llm_json_parse(const char *body, size_t len);
 
+/* The outcome an HTTP error status implies by itself, for both providers
+ * (their 400s and 429s need the body and are classified by each client):
+ * 401/403/404 and redirects FATAL_CONFIG, 413 FALLBACK with *too_large set,
+ * 408/498/499/5xx RETRY, other 4xx BAD_REQUEST. */
+ev_llm_outcome_t ev_llm_outcome_for_status(int status, bool *too_large);
+
 /* Tolerant readers of an untrusted provider body (NULL/0 when absent or of
  * another type): a member of an object, a string member, an integer member
  * (numbers or proto3 digit strings), and a token count (an integer clamped
