@@ -24,6 +24,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "runner.h"
 
 #define BOUND_MS 20000
 #define UNREACHABLE_URL "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
@@ -653,29 +654,20 @@ static int suite_clean(void)
     return 0;
 }
 
-int main(void)
-{
-    CU_pSuite s;
-    int failures;
+static const ev_test_t cli_tests[] = {
+    {"--version and --help", test_version_and_help},
+    {"usage errors exit 2", test_usage_errors},
+    {"migrate twice", test_migrate_twice},
+    {"event add, submit, show", test_event_submit_show},
+    {"submit refusals write nothing", test_submit_refusals},
+    {"unreachable database, bad config", test_unreachable_database_and_bad_config},
+    {"serve", test_serve},
+    EV_TEST_END,
+};
 
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 2;
-    s = CU_add_suite("cli", suite_init, suite_clean);
-    if (!s || !CU_add_test(s, "--version and --help", test_version_and_help) ||
-        !CU_add_test(s, "usage errors exit 2", test_usage_errors) ||
-        !CU_add_test(s, "migrate twice", test_migrate_twice) ||
-        !CU_add_test(s, "event add, submit, show", test_event_submit_show) ||
-        !CU_add_test(s, "submit refusals write nothing", test_submit_refusals) ||
-        !CU_add_test(s, "unreachable database, bad config",
-                     test_unreachable_database_and_bad_config) ||
-        !CU_add_test(s, "serve", test_serve)) {
-        CU_cleanup_registry();
-        return 2;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    /* A suite whose init failed runs nothing: that is a failure too. */
-    failures = (int)CU_get_number_of_failures() + (int)CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failures != 0;
-}
+static const ev_test_suite_t suites[] = {
+    {"cli", suite_init, suite_clean, cli_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "runner.h"
 
 #define GEMINI_MODEL "gemini-2.5-flash"
 #define GROQ_MODEL "llama-3.3-70b-versatile"
@@ -614,25 +615,24 @@ static int clean_suite(void)
     return 0;
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("clients", init_suite, clean_suite);
-    CU_add_test(s, "gemini answers", test_gemini_ok);
-    CU_add_test(s, "gemini fault modes", test_gemini_faults);
-    CU_add_test(s, "gemini rate limits", test_gemini_rate_limit);
-    CU_add_test(s, "gemini config errors", test_gemini_config_errors);
-    CU_add_test(s, "gemini timeout on a hung server", test_gemini_timeout);
-    CU_add_test(s, "gemini stop aborts a call", test_gemini_stop);
-    CU_add_test(s, "groq answers", test_groq_ok);
-    CU_add_test(s, "groq fault modes", test_groq_faults);
-    CU_add_test(s, "groq rate limit, bad model, timeout", test_groq_rate_limit_and_timeout);
-    CU_add_test(s, "groq refusals before HTTP", test_groq_refused_before_http);
-    CU_add_test(s, "keys never in results or logs", test_keys_never_logged);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned f = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return f != 0;
-}
+static const ev_test_t clients_tests[] = {
+    {"gemini answers", test_gemini_ok},
+    {"gemini fault modes", test_gemini_faults},
+    {"gemini rate limits", test_gemini_rate_limit},
+    {"gemini config errors", test_gemini_config_errors},
+    {"gemini timeout on a hung server", test_gemini_timeout},
+    {"gemini stop aborts a call", test_gemini_stop},
+    {"groq answers", test_groq_ok},
+    {"groq fault modes", test_groq_faults},
+    {"groq rate limit, bad model, timeout", test_groq_rate_limit_and_timeout},
+    {"groq refusals before HTTP", test_groq_refused_before_http},
+    {"keys never in results or logs", test_keys_never_logged},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"clients", init_suite, clean_suite, clients_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "runner.h"
 
 #define KEY "http-test-key-abcdefghijklmnopqrstuvw"
 
@@ -342,19 +343,18 @@ static int clean_suite(void)
     return 0;
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("http", init_suite, clean_suite);
-    CU_add_test(s, "POST, headers, keep-alive", test_post_headers_and_keepalive);
-    CU_add_test(s, "response body cap", test_body_cap);
-    CU_add_test(s, "connect failure and bad URLs", test_connect_failure);
-    CU_add_test(s, "total timeout", test_timeout);
-    CU_add_test(s, "stop aborts a transfer", test_stop_aborts);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned f = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return f != 0;
-}
+static const ev_test_t http_tests[] = {
+    {"POST, headers, keep-alive", test_post_headers_and_keepalive},
+    {"response body cap", test_body_cap},
+    {"connect failure and bad URLs", test_connect_failure},
+    {"total timeout", test_timeout},
+    {"stop aborts a transfer", test_stop_aborts},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"http", init_suite, clean_suite, http_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

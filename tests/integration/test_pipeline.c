@@ -40,6 +40,7 @@
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "runner.h"
 
 #define OWNER "e2e-owner"
 #define GEMINI_MODEL "gemini-2.5-flash"
@@ -1592,52 +1593,43 @@ const char *__tsan_default_suppressions(void)
     return "race:g_slice_\n";
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("pipeline", init_suite, clean_suite);
-    CU_add_test(s, "good submission is validated by gemini", test_good_submission);
-    CU_add_test(s, "OFFTOPIC description is rejected by the theme check", test_offtopic_rejected);
-    CU_add_test(s, "ZIP named .pdf fails locally, no API call", test_zip_named_pdf);
-    CU_add_test(s, "HTML named .png fails locally", test_html_named_png);
-    CU_add_test(s, "GIF image fails locally", test_gif_refused);
-    CU_add_test(s, "encrypted PDF fails locally", test_encrypted_pdf);
-    CU_add_test(s, "truncated PDF fails locally", test_truncated_pdf);
-    CU_add_test(s, "PDF over PDF_MAX_PAGES fails locally", test_pdf_too_many_pages);
-    CU_add_test(s, "image over IMAGE_MAX_BYTES on disk fails locally", test_image_too_big_on_disk);
-    CU_add_test(s, "more than MAX_IMAGES images fails locally", test_too_many_images);
-    CU_add_test(s, "storage path traversal is refused, never opened", test_storage_path_traversal);
-    CU_add_test(s, "missing PDF: required fails, optional skipped", test_missing_pdf);
-    CU_add_test(s, "call budget exhausted: error, requeued", test_budget_exhausted);
-    CU_add_test(s, "gemini overloaded: groq answers", test_fallback_to_groq);
-    CU_add_test(s, "groq's PDF check reads the extracted text", test_groq_pdf_check_reads_text);
-    CU_add_test(s, "outage: requeued, then validated", test_outage_then_recovery);
-    CU_add_test(s, "retry asks only the missing checks", test_retry_asks_only_missing_checks);
-    CU_add_test(s, "a retried theme check still quotes the PDF", test_theme_retry_still_reads_pdf);
-    CU_add_test(s, "a file replaced after a pass is judged again",
-                test_replaced_file_is_judged_again);
-    CU_add_test(s, "re-queued after a fix: skipped checks are asked",
-                test_requeued_after_fix_is_judged_fully);
-    CU_add_test(s, "MAX_ATTEMPTS exhausted: needs_review", test_needs_review_after_max_attempts);
-    CU_add_test(s, "identical submission uses cached verdicts", test_cached_verdicts);
-    CU_add_test(s, "a model change is not answered from the cache", test_cache_is_per_model);
-    CU_add_test(s, "lease lost before processing: nothing written",
-                test_lease_lost_before_processing);
-    CU_add_test(s, "lease lost while processing: nothing written",
-                test_lease_lost_while_processing);
-    CU_add_test(s, "stop set before processing: nothing written", test_stop_before_processing);
-    CU_add_test(s, "four workers share GEMINI_MAX_CONCURRENT", test_workers_share_providers);
-    CU_add_test(s, "daily quota: gemini cools down, groq answers",
-                test_daily_quota_cools_gemini_down);
-    CU_add_test(s, "invalid gemini key: disabled, keys never logged",
-                test_invalid_key_disables_gemini);
-    CU_add_test(s, "breaker opens and skips gemini", test_breaker_opens);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    /* A suite whose setup failed (no DATABASE_URL, no simulator) ran no
-     * test: that is a failure too, not a silent pass. */
-    bool failed = CU_get_number_of_failures() != 0 || CU_get_number_of_suites_failed() != 0;
-    CU_cleanup_registry();
-    return failed;
-}
+static const ev_test_t pipeline_tests[] = {
+    {"good submission is validated by gemini", test_good_submission},
+    {"OFFTOPIC description is rejected by the theme check", test_offtopic_rejected},
+    {"ZIP named .pdf fails locally, no API call", test_zip_named_pdf},
+    {"HTML named .png fails locally", test_html_named_png},
+    {"GIF image fails locally", test_gif_refused},
+    {"encrypted PDF fails locally", test_encrypted_pdf},
+    {"truncated PDF fails locally", test_truncated_pdf},
+    {"PDF over PDF_MAX_PAGES fails locally", test_pdf_too_many_pages},
+    {"image over IMAGE_MAX_BYTES on disk fails locally", test_image_too_big_on_disk},
+    {"more than MAX_IMAGES images fails locally", test_too_many_images},
+    {"storage path traversal is refused, never opened", test_storage_path_traversal},
+    {"missing PDF: required fails, optional skipped", test_missing_pdf},
+    {"call budget exhausted: error, requeued", test_budget_exhausted},
+    {"gemini overloaded: groq answers", test_fallback_to_groq},
+    {"groq's PDF check reads the extracted text", test_groq_pdf_check_reads_text},
+    {"outage: requeued, then validated", test_outage_then_recovery},
+    {"retry asks only the missing checks", test_retry_asks_only_missing_checks},
+    {"a retried theme check still quotes the PDF", test_theme_retry_still_reads_pdf},
+    {"a file replaced after a pass is judged again", test_replaced_file_is_judged_again},
+    {"re-queued after a fix: skipped checks are asked", test_requeued_after_fix_is_judged_fully},
+    {"MAX_ATTEMPTS exhausted: needs_review", test_needs_review_after_max_attempts},
+    {"identical submission uses cached verdicts", test_cached_verdicts},
+    {"a model change is not answered from the cache", test_cache_is_per_model},
+    {"lease lost before processing: nothing written", test_lease_lost_before_processing},
+    {"lease lost while processing: nothing written", test_lease_lost_while_processing},
+    {"stop set before processing: nothing written", test_stop_before_processing},
+    {"four workers share GEMINI_MAX_CONCURRENT", test_workers_share_providers},
+    {"daily quota: gemini cools down, groq answers", test_daily_quota_cools_gemini_down},
+    {"invalid gemini key: disabled, keys never logged", test_invalid_key_disables_gemini},
+    {"breaker opens and skips gemini", test_breaker_opens},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"pipeline", init_suite, clean_suite, pipeline_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

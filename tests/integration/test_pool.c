@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "runner.h"
 
 #define MAX_IDS 1024
 #define BOUND_MS 20000
@@ -839,41 +840,32 @@ static void test_options_and_unreachable_db(void)
     tctx_destroy(&t);
 }
 
-int main(void)
-{
-    CU_pSuite s;
-    int failures;
+static const ev_test_t pool_tests[] = {
+    {"each submission processed exactly once", test_each_processed_exactly_once},
+    {"exactly max_workers busy", test_exactly_max_workers_busy},
+    {"plain SQL insert picked up", test_plain_sql_insert_is_picked_up},
+    {"drain", test_drain},
+    {"stop releases in-flight job", test_stop_releases_in_flight_job},
+    {"stop lets job finish within grace", test_stop_lets_job_finish_within_grace},
+    {"EV_EDBCONN: reconnect and release", test_processing_db_loss_reconnects_and_releases},
+    {"killed connections reconnect", test_killed_connections_reconnect},
+    {"heartbeat keeps lease", test_heartbeat_keeps_lease},
+    {"lost lease stops worker", test_lost_lease_stops_worker},
+    {"rogue EV_ESHUTDOWN spends the attempt", test_rogue_shutdown_spends_attempt},
+    {"EV_EDB: requeued, attempt spent", test_db_error_spends_attempt},
+    {"stagger", test_stagger},
+    {"options and unreachable db", test_options_and_unreachable_db},
+    EV_TEST_END,
+};
 
+static const ev_test_suite_t suites[] = {
+    {"pool", NULL, NULL, pool_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+int main(int argc, char **argv)
+{
     /* Keep the pool's own log lines out of the test report. */
     ev_log_set_level(EV_LOG_ERROR);
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 2;
-    s = CU_add_suite("pool", NULL, NULL);
-    if (!s ||
-        !CU_add_test(s, "each submission processed exactly once",
-                     test_each_processed_exactly_once) ||
-        !CU_add_test(s, "exactly max_workers busy", test_exactly_max_workers_busy) ||
-        !CU_add_test(s, "plain SQL insert picked up", test_plain_sql_insert_is_picked_up) ||
-        !CU_add_test(s, "drain", test_drain) ||
-        !CU_add_test(s, "stop releases in-flight job", test_stop_releases_in_flight_job) ||
-        !CU_add_test(s, "stop lets job finish within grace",
-                     test_stop_lets_job_finish_within_grace) ||
-        !CU_add_test(s, "EV_EDBCONN: reconnect and release",
-                     test_processing_db_loss_reconnects_and_releases) ||
-        !CU_add_test(s, "killed connections reconnect", test_killed_connections_reconnect) ||
-        !CU_add_test(s, "heartbeat keeps lease", test_heartbeat_keeps_lease) ||
-        !CU_add_test(s, "lost lease stops worker", test_lost_lease_stops_worker) ||
-        !CU_add_test(s, "rogue EV_ESHUTDOWN spends the attempt",
-                     test_rogue_shutdown_spends_attempt) ||
-        !CU_add_test(s, "EV_EDB: requeued, attempt spent", test_db_error_spends_attempt) ||
-        !CU_add_test(s, "stagger", test_stagger) ||
-        !CU_add_test(s, "options and unreachable db", test_options_and_unreachable_db)) {
-        CU_cleanup_registry();
-        return 2;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    failures = (int)CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return failures != 0;
+    return ev_test_run(argc, argv, suites);
 }

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "runner.h"
 
 static char *url;
 static ev_db_t *db; /* the main thread's connection */
@@ -522,31 +523,24 @@ static int suite_clean(void)
     return 0;
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("queue", suite_init, suite_clean);
-    if (!s ||
-        !CU_add_test(s, "6 workers, 2000 submissions, each once",
-                     test_concurrent_claims_exactly_once) ||
-        !CU_add_test(s, "priority then oldest, run_after", test_priority_then_oldest) ||
-        !CU_add_test(s, "heartbeat refreshes own leases", test_heartbeat_refreshes_own_leases) ||
-        !CU_add_test(s, "expired lease rescued, stale writes refused",
-                     test_expired_lease_rescued_stale_writes_refused) ||
-        !CU_add_test(s, "rescue past max attempts fails", test_rescue_past_max_attempts_fails) ||
-        !CU_add_test(s, "requeue backoff then needs_review",
-                     test_requeue_backoff_then_needs_review) ||
-        !CU_add_test(s, "requeue cap and long error", test_requeue_cap_and_long_error) ||
-        !CU_add_test(s, "release keeps attempt", test_release_keeps_attempt) ||
-        !CU_add_test(s, "plain insert notifies", test_plain_insert_notifies) ||
-        !CU_add_test(s, "counts and outstanding", test_counts_and_outstanding)) {
-        CU_cleanup_registry();
-        return 1;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failed != 0;
-}
+static const ev_test_t queue_tests[] = {
+    {"6 workers, 2000 submissions, each once", test_concurrent_claims_exactly_once},
+    {"priority then oldest, run_after", test_priority_then_oldest},
+    {"heartbeat refreshes own leases", test_heartbeat_refreshes_own_leases},
+    {"expired lease rescued, stale writes refused",
+     test_expired_lease_rescued_stale_writes_refused},
+    {"rescue past max attempts fails", test_rescue_past_max_attempts_fails},
+    {"requeue backoff then needs_review", test_requeue_backoff_then_needs_review},
+    {"requeue cap and long error", test_requeue_cap_and_long_error},
+    {"release keeps attempt", test_release_keeps_attempt},
+    {"plain insert notifies", test_plain_insert_notifies},
+    {"counts and outstanding", test_counts_and_outstanding},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"queue", suite_init, suite_clean, queue_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include "runner.h"
 
 #define GEMINI_MODEL "gemini-2.5-flash"
 #define GROQ_TEXT "llama-3.3-70b-versatile"
@@ -1348,43 +1349,28 @@ static void each_setup(void)
 
 static void each_teardown(void) {}
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite_with_setup_and_teardown("provider_sim", suite_init, suite_clean,
-                                                       each_setup, each_teardown);
-    if (!s)
-        goto fail;
-    struct {
-        const char *name;
-        CU_TestFunc fn;
-    } tests[] = {
-        {"gemini valid request answered with the real shape", test_gemini_valid},
-        {"groq valid request answered with the real shape and headers", test_groq_valid},
-        {"OFFTOPIC/BADPDF/BADIMG markers give valid:false", test_markers},
-        {"gemini malformed requests: 400 and counted", test_gemini_malformed},
-        {"groq malformed requests: 400/404/413 and counted", test_groq_malformed},
-        {"gemini rpm exceeded: 429 with QuotaFailure and RetryInfo", test_gemini_rate_limit},
-        {"groq rpm exceeded: 429 with retry-after; window slides", test_groq_rate_limit_and_window},
-        {"gemini fault modes", test_gemini_faults},
-        {"groq fault modes", test_groq_faults},
-        {"hang: late 504, or until the client leaves", test_hang},
-        {"64 concurrent requests: max_in_flight", test_max_concurrency},
-        {"bad keys: 400 API_KEY_INVALID / 401 invalid_api_key", test_bad_keys},
-        {"gemini thinking, MAX_TOKENS, thought and split parts", test_gemini_max_tokens},
-        {"control: reset restores settings and zeroes counters", test_control_reset},
-        {"SIGTERM with a hanging client stops cleanly", test_stop_while_hanging},
-    };
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
-        if (!CU_add_test(s, tests[i].name, tests[i].fn))
-            goto fail;
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failures != 0;
-fail:
-    CU_cleanup_registry();
-    return 1;
-}
+static const ev_test_t provider_sim_tests[] = {
+    {"gemini valid request answered with the real shape", test_gemini_valid},
+    {"groq valid request answered with the real shape and headers", test_groq_valid},
+    {"OFFTOPIC/BADPDF/BADIMG markers give valid:false", test_markers},
+    {"gemini malformed requests: 400 and counted", test_gemini_malformed},
+    {"groq malformed requests: 400/404/413 and counted", test_groq_malformed},
+    {"gemini rpm exceeded: 429 with QuotaFailure and RetryInfo", test_gemini_rate_limit},
+    {"groq rpm exceeded: 429 with retry-after; window slides", test_groq_rate_limit_and_window},
+    {"gemini fault modes", test_gemini_faults},
+    {"groq fault modes", test_groq_faults},
+    {"hang: late 504, or until the client leaves", test_hang},
+    {"64 concurrent requests: max_in_flight", test_max_concurrency},
+    {"bad keys: 400 API_KEY_INVALID / 401 invalid_api_key", test_bad_keys},
+    {"gemini thinking, MAX_TOKENS, thought and split parts", test_gemini_max_tokens},
+    {"control: reset restores settings and zeroes counters", test_control_reset},
+    {"SIGTERM with a hanging client stops cleanly", test_stop_while_hanging},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"provider_sim", suite_init, suite_clean, provider_sim_tests, each_setup, each_teardown},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

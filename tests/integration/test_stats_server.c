@@ -30,6 +30,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "runner.h"
 
 #define INTERVAL_MS 2000
 
@@ -625,31 +626,27 @@ static int suite_clean(void)
     return 0;
 }
 
-int main(void)
+static const ev_test_t stats_server_tests[] = {
+    {"every endpoint against a real database", test_endpoints},
+    {"404 for unknown paths, 405 with Allow for other methods", test_errors},
+    {"a scrape storm costs at most one query per interval", test_scrape_storm},
+    {"reconnects after its session was killed", test_reconnects},
+    {"unreachable database: /readyz 503, the rest still answers", test_unreachable_database},
+    {"hung database: every endpoint still answers", test_hung_database},
+    {"bad options are refused without echoing secrets", test_bad_options},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"stats_server", suite_init, suite_clean, stats_server_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+int main(int argc, char **argv)
 {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        return 1;
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite suite = CU_add_suite("stats_server", suite_init, suite_clean);
-    if (!suite || !CU_add_test(suite, "every endpoint against a real database", test_endpoints) ||
-        !CU_add_test(suite, "404 for unknown paths, 405 with Allow for other methods",
-                     test_errors) ||
-        !CU_add_test(suite, "a scrape storm costs at most one query per interval",
-                     test_scrape_storm) ||
-        !CU_add_test(suite, "reconnects after its session was killed", test_reconnects) ||
-        !CU_add_test(suite, "unreachable database: /readyz 503, the rest still answers",
-                     test_unreachable_database) ||
-        !CU_add_test(suite, "hung database: every endpoint still answers", test_hung_database) ||
-        !CU_add_test(suite, "bad options are refused without echoing secrets", test_bad_options)) {
-        CU_cleanup_registry();
-        return 1;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    /* A suite whose setup failed (no DATABASE_URL, no Postgres) is a failure. */
-    int failed = CU_get_number_of_failures() != 0 || CU_get_number_of_suites_failed() != 0;
-    CU_cleanup_registry();
+        return 2;
+    int rc = ev_test_run(argc, argv, suites);
     curl_global_cleanup();
-    return failed;
+    return rc;
 }

@@ -13,6 +13,7 @@
 #include <CUnit/Basic.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include "runner.h"
 
 /* Constant "random" value. */
 static double fixed_rand(void *ctx)
@@ -183,20 +184,19 @@ static void test_sleep(void)
     ev_fake_clock_free(fc);
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("backoff", NULL, NULL);
-    CU_add_test(s, "options check", test_options_check);
-    CU_add_test(s, "ceiling doubles up to the cap", test_ceiling_and_cap);
-    CU_add_test(s, "full jitter bounds", test_full_jitter_bounds);
-    CU_add_test(s, "server hint honoured plus spread", test_hint_honoured);
-    CU_add_test(s, "deterministic with a seed", test_deterministic_with_seed);
-    CU_add_test(s, "sleep on the clock, stop", test_sleep);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return failures != 0;
-}
+static const ev_test_t backoff_tests[] = {
+    {"options check", test_options_check},
+    {"ceiling doubles up to the cap", test_ceiling_and_cap},
+    {"full jitter bounds", test_full_jitter_bounds},
+    {"server hint honoured plus spread", test_hint_honoured},
+    {"deterministic with a seed", test_deterministic_with_seed},
+    {"sleep on the clock, stop", test_sleep},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"backoff", NULL, NULL, backoff_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include "runner.h"
 
 #define SEC 1000000LL
 #define NTHREADS 16
@@ -617,28 +618,27 @@ static void test_mixed_contention_accounting(void)
     destroy(&f);
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("breaker", NULL, NULL);
-    CU_add_test(s, "options and state names", test_options_and_names);
-    CU_add_test(s, "closed->open only after min_calls", test_opens_only_after_min_calls);
-    CU_add_test(s, "threshold exactly reached opens", test_threshold_exactly_reached);
-    CU_add_test(s, "cooldown -> half_open", test_cooldown_then_half_open);
-    CU_add_test(s, "probe success -> closed", test_probe_success_closes);
-    CU_add_test(s, "probe failure -> open", test_probe_failure_reopens);
-    CU_add_test(s, "late CLOSED-era result ignored in half_open", test_late_closed_ticket_ignored);
-    CU_add_test(s, "unreported probe reclaimed", test_unreported_probe_reclaimed);
-    CU_add_test(s, "neutral outcomes not counted", test_neutral_not_counted);
-    CU_add_test(s, "window slides out old errors", test_window_slides);
-    CU_add_test(s, "force open (daily quota)", test_force_open);
-    CU_add_test(s, "half-open race, 16 threads, 1 probe", test_half_open_race_one_probe);
-    CU_add_test(s, "half-open race, 16 threads, 3 probes", test_half_open_race_three_probes);
-    CU_add_test(s, "mixed contention accounting", test_mixed_contention_accounting);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return failures != 0;
-}
+static const ev_test_t breaker_tests[] = {
+    {"options and state names", test_options_and_names},
+    {"closed->open only after min_calls", test_opens_only_after_min_calls},
+    {"threshold exactly reached opens", test_threshold_exactly_reached},
+    {"cooldown -> half_open", test_cooldown_then_half_open},
+    {"probe success -> closed", test_probe_success_closes},
+    {"probe failure -> open", test_probe_failure_reopens},
+    {"late CLOSED-era result ignored in half_open", test_late_closed_ticket_ignored},
+    {"unreported probe reclaimed", test_unreported_probe_reclaimed},
+    {"neutral outcomes not counted", test_neutral_not_counted},
+    {"window slides out old errors", test_window_slides},
+    {"force open (daily quota)", test_force_open},
+    {"half-open race, 16 threads, 1 probe", test_half_open_race_one_probe},
+    {"half-open race, 16 threads, 3 probes", test_half_open_race_three_probes},
+    {"mixed contention accounting", test_mixed_contention_accounting},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"breaker", NULL, NULL, breaker_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

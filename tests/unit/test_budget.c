@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include "runner.h"
 
 #define NTHREADS 16
 
@@ -196,18 +197,17 @@ static void test_contention_exact_limit(void)
     ev_fake_clock_free(fc);
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("budget", NULL, NULL);
-    CU_add_test(s, "exhaustion at exactly the limit", test_exhaustion_at_exactly_the_limit);
-    CU_add_test(s, "history recorded per check", test_history);
-    CU_add_test(s, "history is bounded", test_history_cap);
-    CU_add_test(s, "16 threads: exactly limit calls", test_contention_exact_limit);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return failures != 0;
-}
+static const ev_test_t budget_tests[] = {
+    {"exhaustion at exactly the limit", test_exhaustion_at_exactly_the_limit},
+    {"history recorded per check", test_history},
+    {"history is bounded", test_history_cap},
+    {"16 threads: exactly limit calls", test_contention_exact_limit},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"budget", NULL, NULL, budget_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

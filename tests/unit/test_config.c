@@ -12,6 +12,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include "runner.h"
 
 #define MAXV 16
 typedef struct {
@@ -298,24 +299,23 @@ static void test_log_masks_secrets(void)
     unlink(path);
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("config", NULL, NULL);
-    CU_add_test(s, "defaults", test_defaults);
-    CU_add_test(s, "overrides", test_overrides);
-    CU_add_test(s, "bad numbers", test_bad_numbers);
-    CU_add_test(s, "empty means default", test_empty_means_default);
-    CU_add_test(s, "factors", test_factors);
-    CU_add_test(s, "booleans and enums", test_booleans_and_enums);
-    CU_add_test(s, "min greater than max", test_min_greater_than_max);
-    CU_add_test(s, "api keys", test_keys);
-    CU_add_test(s, "key files", test_key_file);
-    CU_add_test(s, "log masks secrets", test_log_masks_secrets);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return failures != 0;
-}
+static const ev_test_t config_tests[] = {
+    {"defaults", test_defaults},
+    {"overrides", test_overrides},
+    {"bad numbers", test_bad_numbers},
+    {"empty means default", test_empty_means_default},
+    {"factors", test_factors},
+    {"booleans and enums", test_booleans_and_enums},
+    {"min greater than max", test_min_greater_than_max},
+    {"api keys", test_keys},
+    {"key files", test_key_file},
+    {"log masks secrets", test_log_masks_secrets},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"config", NULL, NULL, config_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "runner.h"
 
 static char *url;
 
@@ -267,26 +268,25 @@ static int suite_clean(void)
     return 0;
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite plain = CU_add_suite("db_offline", NULL, NULL);
-    CU_pSuite s = CU_add_suite("db", suite_init, suite_clean);
-    if (!plain || !s ||
-        !CU_add_test(plain, "connect error hides password", test_connect_error_hides_password) ||
-        !CU_add_test(plain, "clip text", test_clip_text) ||
-        !CU_add_test(s, "exec and errors", test_exec_and_errors) ||
-        !CU_add_test(s, "listen notify", test_listen_notify) ||
-        !CU_add_test(s, "reconnect relistens", test_reconnect_relistens) ||
-        !CU_add_test(s, "statements prepared once per session", test_statements_prepared_once) ||
-        !CU_add_test(s, "clip text roundtrip", test_clip_text_roundtrip)) {
-        CU_cleanup_registry();
-        return 1;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failed != 0;
-}
+static const ev_test_t db_offline_tests[] = {
+    {"connect error hides password", test_connect_error_hides_password},
+    {"clip text", test_clip_text},
+    EV_TEST_END,
+};
+
+static const ev_test_t db_tests[] = {
+    {"exec and errors", test_exec_and_errors},
+    {"listen notify", test_listen_notify},
+    {"reconnect relistens", test_reconnect_relistens},
+    {"statements prepared once per session", test_statements_prepared_once},
+    {"clip text roundtrip", test_clip_text_roundtrip},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"db_offline", NULL, NULL, db_offline_tests, NULL, NULL},
+    {"db", suite_init, suite_clean, db_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

@@ -27,6 +27,7 @@
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "runner.h"
 
 /* ---- fixtures ----------------------------------------------------------------- */
 
@@ -804,34 +805,27 @@ static void test_magic_handle_per_thread(void)
     }
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("files", NULL, NULL);
-    if (!s || !CU_add_test(s, "classify every fixture", test_classify_every_fixture) ||
-        !CU_add_test(s, "declared PDF verdicts", test_declared_pdf_verdicts) ||
-        !CU_add_test(s, "image verdicts", test_image_verdicts) ||
-        !CU_add_test(s, "filenames in reasons are sanitised",
-                     test_filenames_in_reasons_are_sanitised) ||
-        !CU_add_test(s, "size limits", test_size_limits) ||
-        !CU_add_test(s, "image count", test_image_count) ||
-        !CU_add_test(s, "format size", test_format_size) ||
-        !CU_add_test(s, "friendly mime names", test_friendly_mime_names) ||
-        !CU_add_test(s, "load from content", test_load_content) ||
-        !CU_add_test(s, "storage paths (openat2)", test_traversal_openat2) ||
-        !CU_add_test(s, "storage paths (realpath fallback)", test_traversal_realpath_fallback) ||
-        !CU_add_test(s, "paths refused without UPLOAD_DIR",
-                     test_paths_refused_without_upload_dir) ||
-        !CU_add_test(s, "options from the configuration", test_options_from_config) ||
-        !CU_add_test(s, "one libmagic handle per thread, concurrently",
-                     test_magic_handle_per_thread)) {
-        CU_cleanup_registry();
-        return 1;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
-    return failed;
-}
+static const ev_test_t files_tests[] = {
+    {"classify every fixture", test_classify_every_fixture},
+    {"declared PDF verdicts", test_declared_pdf_verdicts},
+    {"image verdicts", test_image_verdicts},
+    {"filenames in reasons are sanitised", test_filenames_in_reasons_are_sanitised},
+    {"size limits", test_size_limits},
+    {"image count", test_image_count},
+    {"format size", test_format_size},
+    {"friendly mime names", test_friendly_mime_names},
+    {"load from content", test_load_content},
+    {"storage paths (openat2)", test_traversal_openat2},
+    {"storage paths (realpath fallback)", test_traversal_realpath_fallback},
+    {"paths refused without UPLOAD_DIR", test_paths_refused_without_upload_dir},
+    {"options from the configuration", test_options_from_config},
+    {"one libmagic handle per thread, concurrently", test_magic_handle_per_thread},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"files", NULL, NULL, files_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

@@ -33,6 +33,7 @@ static const char *current_input = "";
 #include "../fuzz/fuzz_groq.c"
 #include "../fuzz/fuzz_retryhint.c"
 #include "../fuzz/fuzz_verdict.c"
+#include "runner.h"
 
 typedef int (*fuzz_fn)(const uint8_t *data, size_t size);
 
@@ -144,22 +145,15 @@ static void test_config(void)
     replay("config", fuzz_config);
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("fuzz_regressions", NULL, NULL);
-    if (!s || !CU_add_test(s, "gemini response parser", test_gemini) ||
-        !CU_add_test(s, "groq response parser", test_groq) ||
-        !CU_add_test(s, "verdict extractor", test_verdict) ||
-        !CU_add_test(s, "retry hints", test_retryhint) ||
-        !CU_add_test(s, "config loader", test_config)) {
-        CU_cleanup_registry();
-        return 1;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return failures != 0;
-}
+static const ev_test_t fuzz_regressions_tests[] = {
+    {"gemini response parser", test_gemini}, {"groq response parser", test_groq},
+    {"verdict extractor", test_verdict},     {"retry hints", test_retryhint},
+    {"config loader", test_config},          EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"fuzz_regressions", NULL, NULL, fuzz_regressions_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "runner.h"
 
 #define KEY "fake-gemini-secret-key-0123456789abcdef"
 #define NO_WAIT_LIMIT 0
@@ -803,25 +804,23 @@ static int clean_suite(void)
     return 0;
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("gemini", init_suite, clean_suite);
-    CU_add_test(s, "request body shape", test_body_shape);
-    CU_add_test(s, "request options and refusals", test_body_options);
-    CU_add_test(s, "media base64 round trip, every size mod 3, 1-4 parts",
-                test_body_media_round_trip);
-    CU_add_test(s, "URL and client", test_url_and_client);
-    CU_add_test(s, "200 with an answer", test_ok_answer);
-    CU_add_test(s, "200 without a usable answer", test_200_without_answer);
-    CU_add_test(s, "429 variants", test_429);
-    CU_add_test(s, "4xx", test_client_errors);
-    CU_add_test(s, "5xx", test_server_errors);
-    CU_add_test(s, "error strings", test_error_string_is_short_and_clean);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned f = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return f != 0;
-}
+static const ev_test_t gemini_tests[] = {
+    {"request body shape", test_body_shape},
+    {"request options and refusals", test_body_options},
+    {"media base64 round trip, every size mod 3, 1-4 parts", test_body_media_round_trip},
+    {"URL and client", test_url_and_client},
+    {"200 with an answer", test_ok_answer},
+    {"200 without a usable answer", test_200_without_answer},
+    {"429 variants", test_429},
+    {"4xx", test_client_errors},
+    {"5xx", test_server_errors},
+    {"error strings", test_error_string_is_short_and_clean},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"gemini", init_suite, clean_suite, gemini_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "runner.h"
 
 #define KEY "fake-groq-secretKey0123456789abcdefghijkl"
 #define MAX_WAIT 10000
@@ -651,24 +652,23 @@ static int clean_suite(void)
     return 0;
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("groq", init_suite, clean_suite);
-    CU_add_test(s, "text request", test_text_request);
-    CU_add_test(s, "vision request", test_vision_request);
-    CU_add_test(s, "image base64 round trip, every size mod 3, 1-4 images", test_image_round_trip);
-    CU_add_test(s, "never a PDF", test_never_a_pdf);
-    CU_add_test(s, "limits enforced without HTTP", test_limits_without_http);
-    CU_add_test(s, "URL and config", test_url_and_config);
-    CU_add_test(s, "200 with an answer", test_ok);
-    CU_add_test(s, "200 without a usable answer", test_200_without_answer);
-    CU_add_test(s, "429 variants", test_429);
-    CU_add_test(s, "other statuses", test_other_statuses);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned f = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return f != 0;
-}
+static const ev_test_t groq_tests[] = {
+    {"text request", test_text_request},
+    {"vision request", test_vision_request},
+    {"image base64 round trip, every size mod 3, 1-4 images", test_image_round_trip},
+    {"never a PDF", test_never_a_pdf},
+    {"limits enforced without HTTP", test_limits_without_http},
+    {"URL and config", test_url_and_config},
+    {"200 with an answer", test_ok},
+    {"200 without a usable answer", test_200_without_answer},
+    {"429 variants", test_429},
+    {"other statuses", test_other_statuses},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"groq", init_suite, clean_suite, groq_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

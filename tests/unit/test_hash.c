@@ -17,6 +17,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
+#include "runner.h"
 #endif
 
 /* Which path the vector tests use: false = chosen for this CPU, true = portable. */
@@ -237,32 +238,30 @@ static void test_first_use_from_threads(void)
     }
 }
 
-int main(void)
+static const ev_test_t hash_tests[] = {
+    {"first use from several threads", test_first_use_from_threads},
+    {"NIST vectors", test_nist_vectors},
+    {"one million 'a' streamed", test_million_a},
+    {"padding boundaries, every split", test_padding_boundaries_and_every_split},
+    {"portable: NIST vectors", test_nist_vectors_portable},
+    {"portable: one million 'a' streamed", test_million_a_portable},
+    {"portable: padding boundaries, every split", test_padding_boundaries_portable},
+    {"both paths agree on every length and split", test_paths_agree},
+    {"SHA-NI used when the CPU has it", test_uses_shani_when_present},
+    {"hex encoding", test_hex_is_lowercase_and_terminated},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"hash", NULL, NULL, hash_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+int main(int argc, char **argv)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("hash", NULL, NULL);
-    if (!s || !CU_add_test(s, "first use from several threads", test_first_use_from_threads) ||
-        !CU_add_test(s, "NIST vectors", test_nist_vectors) ||
-        !CU_add_test(s, "one million 'a' streamed", test_million_a) ||
-        !CU_add_test(s, "padding boundaries, every split",
-                     test_padding_boundaries_and_every_split) ||
-        !CU_add_test(s, "portable: NIST vectors", test_nist_vectors_portable) ||
-        !CU_add_test(s, "portable: one million 'a' streamed", test_million_a_portable) ||
-        !CU_add_test(s, "portable: padding boundaries, every split",
-                     test_padding_boundaries_portable) ||
-        !CU_add_test(s, "both paths agree on every length and split", test_paths_agree) ||
-        !CU_add_test(s, "SHA-NI used when the CPU has it", test_uses_shani_when_present) ||
-        !CU_add_test(s, "hex encoding", test_hex_is_lowercase_and_terminated)) {
-        CU_cleanup_registry();
-        return 1;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
+    int rc = ev_test_run(argc, argv, suites);
     /* After the run: the threads test must be the first user. */
     printf("\nSHA-256 path on this CPU: %s\n",
            ev_hash_sha256_accelerated() ? "SHA-NI" : "portable");
-    int failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
-    return failed;
+    return rc;
 }

@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include "runner.h"
 
 #define NTHREADS 16
 
@@ -957,33 +958,29 @@ static void test_acquire_stop(void)
     vc_destroy(&vc);
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("limiter", NULL, NULL);
-    CU_add_test(s, "options validation", test_options_validation);
-    CU_add_test(s, "grid and idle", test_grid_and_idle);
-    CU_add_test(s, "burst", test_burst);
-    CU_add_test(s, "max wait falls back", test_max_wait_falls_back);
-    CU_add_test(s, "cancel", test_cancel);
-    CU_add_test(s, "unlimited", test_unlimited);
-    CU_add_test(s, "pause drains burst", test_pause_single);
-    CU_add_test(s, "release bound under adversarial jitter", test_release_bound_adversarial_jitter);
-    CU_add_test(s, "reserve contention saturated: window bound and rate",
-                test_reserve_contention_saturated);
-    CU_add_test(s, "reserve contention saturated, burst 3",
-                test_reserve_contention_saturated_burst);
-    CU_add_test(s, "reserve contention sparse: window bound", test_reserve_contention_sparse);
-    CU_add_test(s, "pause under contention", test_pause_under_contention);
-    CU_add_test(s, "acquire long-run rate >= 0.98 with jitter",
-                test_acquire_long_run_rate_with_jitter);
-    CU_add_test(s, "acquire: pause while sleeping", test_acquire_pause_while_sleeping);
-    CU_add_test(s, "acquire: pause exceeds max wait", test_acquire_pause_exceeds_max_wait);
-    CU_add_test(s, "acquire: stop", test_acquire_stop);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return failures != 0;
-}
+static const ev_test_t limiter_tests[] = {
+    {"options validation", test_options_validation},
+    {"grid and idle", test_grid_and_idle},
+    {"burst", test_burst},
+    {"max wait falls back", test_max_wait_falls_back},
+    {"cancel", test_cancel},
+    {"unlimited", test_unlimited},
+    {"pause drains burst", test_pause_single},
+    {"release bound under adversarial jitter", test_release_bound_adversarial_jitter},
+    {"reserve contention saturated: window bound and rate", test_reserve_contention_saturated},
+    {"reserve contention saturated, burst 3", test_reserve_contention_saturated_burst},
+    {"reserve contention sparse: window bound", test_reserve_contention_sparse},
+    {"pause under contention", test_pause_under_contention},
+    {"acquire long-run rate >= 0.98 with jitter", test_acquire_long_run_rate_with_jitter},
+    {"acquire: pause while sleeping", test_acquire_pause_while_sleeping},
+    {"acquire: pause exceeds max wait", test_acquire_pause_exceeds_max_wait},
+    {"acquire: stop", test_acquire_stop},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"limiter", NULL, NULL, limiter_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

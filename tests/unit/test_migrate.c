@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "runner.h"
 
 static char *shared_url; /* migrated database for the constraint tests */
 static ev_db_t *shared_db;
@@ -329,24 +330,25 @@ static int constraints_clean(void)
     return 0;
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("migrate", NULL, NULL);
-    CU_pSuite c = CU_add_suite("schema_constraints", constraints_init, constraints_clean);
-    if (!s || !c || !CU_add_test(s, "fresh then idempotent", test_fresh_then_idempotent) ||
-        !CU_add_test(s, "concurrent migrate", test_concurrent_migrate) ||
-        !CU_add_test(s, "unknown version refused", test_unknown_version_refused) ||
-        !CU_add_test(s, "failed migration is atomic", test_failed_migration_is_atomic) ||
-        !CU_add_test(c, "submission defaults", test_submission_defaults) ||
-        !CU_add_test(c, "bad values rejected", test_bad_values_rejected)) {
-        CU_cleanup_registry();
-        return 1;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failed != 0;
-}
+static const ev_test_t migrate_tests[] = {
+    {"fresh then idempotent", test_fresh_then_idempotent},
+    {"concurrent migrate", test_concurrent_migrate},
+    {"unknown version refused", test_unknown_version_refused},
+    {"failed migration is atomic", test_failed_migration_is_atomic},
+    EV_TEST_END,
+};
+
+static const ev_test_t schema_constraints_tests[] = {
+    {"submission defaults", test_submission_defaults},
+    {"bad values rejected", test_bad_values_rejected},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"migrate", NULL, NULL, migrate_tests, NULL, NULL},
+    {"schema_constraints", constraints_init, constraints_clean, schema_constraints_tests, NULL,
+     NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "runner.h"
 
 /* ---- fixtures --------------------------------------------------------------- */
 
@@ -492,36 +493,28 @@ const char *__tsan_default_suppressions(void)
     return "race:g_slice_\n";
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("pdf", NULL, NULL);
-    if (!s ||
-        !CU_add_test(s, "first use from several threads keeps poppler's globals",
-                     test_first_use_from_threads) ||
-        !CU_add_test(s, "valid PDF: one page, text 'Hello event'", test_valid_pdf_text) ||
-        !CU_add_test(s, "non-ASCII text comes out as UTF-8", test_non_ascii_text_is_utf8) ||
-        !CU_add_test(s, "page limit", test_page_limit) ||
-        !CU_add_test(s, "text bounded by pages and bytes", test_text_bounded_by_pages_and_bytes) ||
-        !CU_add_test(s, "truncated PDF", test_truncated_pdf) ||
-        !CU_add_test(s, "corrupt PDF", test_corrupt_pdf) ||
-        !CU_add_test(s, "empty PDF", test_empty_pdf) ||
-        !CU_add_test(s, "broken page tree", test_broken_page_tree) ||
-        !CU_add_test(s, "encrypted PDF", test_encrypted_pdf) ||
-        !CU_add_test(s, "owner-password-only PDF opens", test_owner_password_only_opens) ||
-        !CU_add_test(s, "page without text", test_page_without_text) ||
-        !CU_add_test(s, "normalise whitespace and controls",
-                     test_normalise_whitespace_and_controls) ||
-        !CU_add_test(s, "normalise never splits a character",
-                     test_normalise_never_splits_a_character) ||
-        !CU_add_test(s, "separate documents on several threads", test_concurrent_documents)) {
-        CU_cleanup_registry();
-        return 1;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
-    return failed;
-}
+static const ev_test_t pdf_tests[] = {
+    {"first use from several threads keeps poppler's globals", test_first_use_from_threads},
+    {"valid PDF: one page, text 'Hello event'", test_valid_pdf_text},
+    {"non-ASCII text comes out as UTF-8", test_non_ascii_text_is_utf8},
+    {"page limit", test_page_limit},
+    {"text bounded by pages and bytes", test_text_bounded_by_pages_and_bytes},
+    {"truncated PDF", test_truncated_pdf},
+    {"corrupt PDF", test_corrupt_pdf},
+    {"empty PDF", test_empty_pdf},
+    {"broken page tree", test_broken_page_tree},
+    {"encrypted PDF", test_encrypted_pdf},
+    {"owner-password-only PDF opens", test_owner_password_only_opens},
+    {"page without text", test_page_without_text},
+    {"normalise whitespace and controls", test_normalise_whitespace_and_controls},
+    {"normalise never splits a character", test_normalise_never_splits_a_character},
+    {"separate documents on several threads", test_concurrent_documents},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"pdf", NULL, NULL, pdf_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

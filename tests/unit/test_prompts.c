@@ -7,6 +7,7 @@
 #include <CUnit/Basic.h>
 #include <stdlib.h>
 #include <string.h>
+#include "runner.h"
 
 static void test_every_prompt_names_json(void)
 {
@@ -55,17 +56,16 @@ static void test_clip_keeps_utf8_whole(void)
     free(c);
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("prompts", NULL, NULL);
-    CU_add_test(s, "every prompt names JSON", test_every_prompt_names_json);
-    CU_add_test(s, "untrusted text is bounded", test_bounded_text);
-    CU_add_test(s, "clip keeps UTF-8 whole", test_clip_keeps_utf8_whole);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned f = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return f != 0;
-}
+static const ev_test_t prompts_tests[] = {
+    {"every prompt names JSON", test_every_prompt_names_json},
+    {"untrusted text is bounded", test_bounded_text},
+    {"clip keeps UTF-8 whole", test_clip_keeps_utf8_whole},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"prompts", NULL, NULL, prompts_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

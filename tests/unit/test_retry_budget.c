@@ -12,6 +12,7 @@
 #include <CUnit/Basic.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include "runner.h"
 
 #define SEC 1000000LL
 #define NTHREADS 16
@@ -197,19 +198,18 @@ static void test_contention_ratio_respected(void)
     destroy(&f);
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("retry_budget", NULL, NULL);
-    CU_add_test(s, "options", test_options);
-    CU_add_test(s, "minimum retries for a quiet provider", test_minimum);
-    CU_add_test(s, "ratio respected", test_ratio);
-    CU_add_test(s, "window slides", test_window_slides);
-    CU_add_test(s, "16 threads: ratio respected", test_contention_ratio_respected);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return failures != 0;
-}
+static const ev_test_t retry_budget_tests[] = {
+    {"options", test_options},
+    {"minimum retries for a quiet provider", test_minimum},
+    {"ratio respected", test_ratio},
+    {"window slides", test_window_slides},
+    {"16 threads: ratio respected", test_contention_ratio_respected},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"retry_budget", NULL, NULL, retry_budget_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

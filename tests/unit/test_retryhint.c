@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "runner.h"
 
 static int64_t ms;
 
@@ -190,19 +191,18 @@ static void test_garbage_never_crashes(void)
     CU_ASSERT_EQUAL(dur(big), 10000); /* 9.999...s rounds up to 10 s */
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("retryhint", NULL, NULL);
-    CU_add_test(s, "gemini retryDelay", test_gemini_delay);
-    CU_add_test(s, "retry-after header", test_retry_after);
-    CU_add_test(s, "groq durations", test_duration);
-    CU_add_test(s, "phrases in messages", test_message);
-    CU_add_test(s, "garbage never crashes", test_garbage_never_crashes);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned f = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return f != 0;
-}
+static const ev_test_t retryhint_tests[] = {
+    {"gemini retryDelay", test_gemini_delay},
+    {"retry-after header", test_retry_after},
+    {"groq durations", test_duration},
+    {"phrases in messages", test_message},
+    {"garbage never crashes", test_garbage_never_crashes},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"retryhint", NULL, NULL, retryhint_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

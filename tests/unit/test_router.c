@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "runner.h"
 
 #define US 1000000LL
 
@@ -520,31 +521,30 @@ static int clean_suite(void)
     return 0;
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite m = CU_add_suite("pacific midnight", NULL, NULL);
-    CU_add_test(m, "winter, summer and DST switch days", test_midnight_fixed_days);
-    CU_add_test(m, "every 37 minutes of 2020-2030 agrees with tzdata",
-                test_midnight_matches_tzdata);
-    CU_pSuite s = CU_add_suite("call path", init_suite, clean_suite);
-    CU_add_test(s, "retries never exceed MAX_RETRIES", test_retries_bounded);
-    CU_add_test(s, "the retry budget caps retries", test_retry_budget);
-    CU_add_test(s, "a 429's RetryInfo is waited for", test_429_retry_info_honoured);
-    CU_add_test(s, "a long 429 hint pauses the whole provider", test_429_pauses_whole_provider);
-    CU_add_test(s, "a bad answer is asked again once", test_bad_answer_asked_once);
-    CU_add_test(s, "call budget and stop end a call", test_call_budget_and_stop);
-    CU_add_test(s, "an invalid key disables the provider", test_invalid_key_disables);
-    CU_add_test(s, "daily quota cools down until midnight Pacific",
-                test_daily_quota_until_pacific_midnight);
-    CU_add_test(s, "groq's daily quota cools down until its announced reset",
-                test_groq_daily_quota_until_its_reset);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    /* A suite whose setup failed (no DATABASE_URL, no simulator) ran no
-     * test: that is a failure too, not a silent pass. */
-    bool failed = CU_get_number_of_failures() != 0 || CU_get_number_of_suites_failed() != 0;
-    CU_cleanup_registry();
-    return failed;
-}
+static const ev_test_t pacific_midnight_tests[] = {
+    {"winter, summer and DST switch days", test_midnight_fixed_days},
+    {"every 37 minutes of 2020-2030 agrees with tzdata", test_midnight_matches_tzdata},
+    EV_TEST_END,
+};
+
+static const ev_test_t call_path_tests[] = {
+    {"retries never exceed MAX_RETRIES", test_retries_bounded},
+    {"the retry budget caps retries", test_retry_budget},
+    {"a 429's RetryInfo is waited for", test_429_retry_info_honoured},
+    {"a long 429 hint pauses the whole provider", test_429_pauses_whole_provider},
+    {"a bad answer is asked again once", test_bad_answer_asked_once},
+    {"call budget and stop end a call", test_call_budget_and_stop},
+    {"an invalid key disables the provider", test_invalid_key_disables},
+    {"daily quota cools down until midnight Pacific", test_daily_quota_until_pacific_midnight},
+    {"groq's daily quota cools down until its announced reset",
+     test_groq_daily_quota_until_its_reset},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"pacific midnight", NULL, NULL, pacific_midnight_tests, NULL, NULL},
+    {"call path", init_suite, clean_suite, call_path_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

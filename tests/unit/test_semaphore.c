@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <time.h>
+#include "runner.h"
 
 #define NTHREADS 16
 #define OPS_PER_THREAD 2000
@@ -291,22 +292,21 @@ static void test_release_wakes_waiter(void)
     ev_fake_clock_free(fc);
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("semaphore", NULL, NULL);
-    CU_add_test(s, "cap 1 never exceeded, reached, 16 threads", test_cap_never_exceeded_cap1);
-    CU_add_test(s, "cap 2 never exceeded, reached, 16 threads", test_cap_never_exceeded_cap2);
-    CU_add_test(s, "cap 5 never exceeded, reached, 16 threads", test_cap_never_exceeded_cap5);
-    CU_add_test(s, "try_acquire and counters", test_try_acquire_and_counters);
-    CU_add_test(s, "bad arguments", test_bad_arguments);
-    CU_add_test(s, "deadline on the injected clock", test_deadline_on_injected_clock);
-    CU_add_test(s, "stop flag", test_stop_flag);
-    CU_add_test(s, "release wakes a waiter", test_release_wakes_waiter);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return failures != 0;
-}
+static const ev_test_t semaphore_tests[] = {
+    {"cap 1 never exceeded, reached, 16 threads", test_cap_never_exceeded_cap1},
+    {"cap 2 never exceeded, reached, 16 threads", test_cap_never_exceeded_cap2},
+    {"cap 5 never exceeded, reached, 16 threads", test_cap_never_exceeded_cap5},
+    {"try_acquire and counters", test_try_acquire_and_counters},
+    {"bad arguments", test_bad_arguments},
+    {"deadline on the injected clock", test_deadline_on_injected_clock},
+    {"stop flag", test_stop_flag},
+    {"release wakes a waiter", test_release_wakes_waiter},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"semaphore", NULL, NULL, semaphore_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "runner.h"
 
 #define START_US INT64_C(1000000000)
 #define WALL_US INT64_C(1700000000000000)
@@ -952,25 +953,19 @@ static void test_names(void)
     ev_stats_free(NULL);
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite suite = CU_add_suite("stats", NULL, NULL);
-    if (!suite ||
-        !CU_add_test(suite, "counters sum exactly under contention",
-                     test_counters_under_contention) ||
-        !CU_add_test(suite, "latency percentiles from known distributions", test_percentiles) ||
-        !CU_add_test(suite, "per_minute over the last 60 s (fake clock)", test_per_minute_window) ||
-        !CU_add_test(suite, "JSON has every SPEC §7 key with its type", test_json_document) ||
-        !CU_add_test(suite, "Prometheus exposition is well formed", test_prometheus_well_formed) ||
-        !CU_add_test(suite, "names and bounds", test_names)) {
-        CU_cleanup_registry();
-        return 1;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
-    return failed;
-}
+static const ev_test_t stats_tests[] = {
+    {"counters sum exactly under contention", test_counters_under_contention},
+    {"latency percentiles from known distributions", test_percentiles},
+    {"per_minute over the last 60 s (fake clock)", test_per_minute_window},
+    {"JSON has every SPEC §7 key with its type", test_json_document},
+    {"Prometheus exposition is well formed", test_prometheus_well_formed},
+    {"names and bounds", test_names},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"stats", NULL, NULL, stats_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include "runner.h"
 
 #define BOUND_MS 20000
 
@@ -169,24 +170,17 @@ static void test_signal_thread(void)
     close(fds[1]);
 }
 
-int main(void)
-{
-    CU_pSuite s;
-    int failures;
+static const ev_test_t threads_tests[] = {
+    {"create: name and signal mask", test_create_names_and_masks},
+    {"create under contention", test_create_under_contention},
+    {"shutdown wakes every waiter", test_shutdown_wakes_every_waiter},
+    {"signal thread", test_signal_thread},
+    EV_TEST_END,
+};
 
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 2;
-    s = CU_add_suite("threads", NULL, NULL);
-    if (!s || !CU_add_test(s, "create: name and signal mask", test_create_names_and_masks) ||
-        !CU_add_test(s, "create under contention", test_create_under_contention) ||
-        !CU_add_test(s, "shutdown wakes every waiter", test_shutdown_wakes_every_waiter) ||
-        !CU_add_test(s, "signal thread", test_signal_thread)) {
-        CU_cleanup_registry();
-        return 2;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    failures = (int)CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return failures != 0;
-}
+static const ev_test_suite_t suites[] = {
+    {"threads", NULL, NULL, threads_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)

@@ -8,6 +8,7 @@
 #include <CUnit/Basic.h>
 #include <stdio.h>
 #include <string.h>
+#include "runner.h"
 
 static ev_verdict_t v;
 static char why[200];
@@ -92,19 +93,18 @@ static void test_long_reason_cut_on_char_boundary(void)
     CU_ASSERT_EQUAL(rl % 2, 0);
 }
 
-int main(void)
-{
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("verdict", NULL, NULL);
-    CU_add_test(s, "plain object", test_plain);
-    CU_add_test(s, "fences and prose", test_fences_and_prose);
-    CU_add_test(s, "truncated and empty", test_truncated);
-    CU_add_test(s, "wrong types", test_wrong_types);
-    CU_add_test(s, "long reason", test_long_reason_cut_on_char_boundary);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned f = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return f != 0;
-}
+static const ev_test_t verdict_tests[] = {
+    {"plain object", test_plain},
+    {"fences and prose", test_fences_and_prose},
+    {"truncated and empty", test_truncated},
+    {"wrong types", test_wrong_types},
+    {"long reason", test_long_reason_cut_on_char_boundary},
+    EV_TEST_END,
+};
+
+static const ev_test_suite_t suites[] = {
+    {"verdict", NULL, NULL, verdict_tests, NULL, NULL},
+    EV_SUITE_END,
+};
+
+EV_TEST_MAIN(suites)
