@@ -22,6 +22,7 @@
 
 #include "ev/db.h"
 #include "ev/error.h"
+#include "ev/http.h"
 #include "ev/log.h"
 #include "ev/migrate.h"
 #include "ev/pipeline.h"
@@ -92,6 +93,53 @@ out:
 /* ------------------------------------------------------------------------
  * event add
  * ---------------------------------------------------------------------- */
+
+/* The address a local client uses to reach a server bound to `bind`: the
+ * wildcard addresses mean loopback; IPv6 literals need brackets in a URL. */
+static void probe_host(const char *bind, char *out, size_t len)
+{
+    if (bind == NULL || bind[0] == '\0' || strcmp(bind, "0.0.0.0") == 0)
+        snprintf(out, len, "127.0.0.1");
+    else if (strcmp(bind, "::") == 0)
+        snprintf(out, len, "[::1]");
+    else if (strchr(bind, ':') != NULL)
+        snprintf(out, len, "[%s]", bind);
+    else
+        snprintf(out, len, "%s", bind);
+}
+
+int ev_cli_healthcheck(const ev_config_t *cfg, bool ready, int timeout_ms, char *err, size_t errlen)
+{
+    const char *path = ready ? "/readyz" : "/livez";
+    ev_http_response_t resp;
+    ev_http_t *h = NULL;
+    char host[80], url[160];
+    int rc;
+
+    ev_http_response_init(&resp);
+    if (cfg->stats_port == 0) {
+        ev_set_error(err, errlen, "STATS_PORT is 0 (a random port): there is no port to ask");
+        rc = EV_EINVAL;
+        goto out;
+    }
+    probe_host(cfg->stats_addr, host, sizeof(host));
+    snprintf(url, sizeof(url), "http://%s:%d%s", host, cfg->stats_port, path);
+    rc = ev_http_new(&h);
+    if (rc == 0) {
+        ev_http_request_t req = {.url = url, .timeout_ms = timeout_ms > 0 ? timeout_ms : 2000};
+        rc = ev_http_get(h, &req, &resp);
+    }
+    if (rc != 0) {
+        ev_set_error(err, errlen, "%s: %s", url, resp.error[0] ? resp.error : ev_strerror(rc));
+    } else if (resp.status != 200) {
+        ev_set_error(err, errlen, "%s answered %d", url, resp.status);
+        rc = EV_EHTTP;
+    }
+out:
+    ev_http_response_free(&resp);
+    ev_http_free(h);
+    return rc;
+}
 
 int ev_cli_event_add(const ev_config_t *cfg, const ev_cli_event_args_t *a, int64_t *id, char *err,
                      size_t errlen)

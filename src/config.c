@@ -35,6 +35,7 @@ typedef enum {
     T_FACTOR, /* double in (0, 1] */
     T_BOOL,   /* bool */
     T_SECRET, /* ev_secret_t *, with a NAME_FILE variant */
+    T_SECSTR, /* char *, non-empty, with a NAME_FILE variant (a URL holding a password) */
     T_LEVEL,  /* ev_log_level_t */
     T_ADDR,   /* char *, a numeric IPv4/IPv6 address */
     T_DIR,    /* char *, an existing directory; NULL when unset */
@@ -70,7 +71,7 @@ typedef struct {
     }
 
 static const var_t table[] = {
-    {"DATABASE_URL", T_STRING, F(database_url), "postgresql:///event_validator", 0, 0},
+    {"DATABASE_URL", T_SECSTR, F(database_url), "postgresql:///event_validator", 0, 0},
     {"DEFAULT_MAX_WORKERS", T_INT, F(max_workers), "6", 1, 256},
     {"WORKER_STAGGER_MS", T_INT, F(worker_stagger_ms), "250", 0, 60000},
     {"STAGGER_MIN_MS", T_INT, F(stagger_min_ms), "100", 0, 600000},
@@ -221,35 +222,97 @@ static int parse_bool(const char *s, bool *out)
     return EV_EINVAL;
 }
 
-/* Reads a NAME_FILE secret: small regular file, never echoed in errors. */
-static int read_secret_file(const char *var, const char *path, ev_secret_t **out, char *err,
-                            size_t errlen)
+/*
+ * Reads a NAME_FILE value into buf (NUL-terminated, trailing blanks and line
+ * ends removed): a small file, its content never echoed in errors. `what`
+ * names the expected content ("one API key"). Returns the length kept, or
+ * EV_ECONFIG with err set.
+ */
+static int read_value_file(const char *var, const char *path, const char *what, char *buf,
+                           size_t bufsize, char *err, size_t errlen)
 {
-    char buf[4097];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         ev_set_error(err, errlen, "%s: cannot open '%s': %s", var, path, strerror(errno));
         return EV_ECONFIG;
     }
-    ssize_t n = read(fd, buf, sizeof(buf));
+    ssize_t n = read(fd, buf, bufsize);
     int saved = errno;
     close(fd);
     if (n < 0) {
         ev_set_error(err, errlen, "%s: cannot read '%s': %s", var, path, strerror(saved));
         return EV_ECONFIG;
     }
-    if ((size_t)n == sizeof(buf)) {
-        ev_set_error(err, errlen, "%s: '%s' is larger than 4096 bytes; expected one API key", var,
-                     path);
+    if ((size_t)n == bufsize) {
+        ev_set_error(err, errlen, "%s: '%s' is larger than %zu bytes; expected %s", var, path,
+                     bufsize - 1, what);
         return EV_ECONFIG;
     }
+    while (n > 0 &&
+           (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        n--;
     buf[n] = '\0';
-    int rc = ev_secret_new(out, buf);
-    memset(buf, 0, sizeof(buf));
-    if (rc < 0) {
-        ev_set_error(err, errlen, "%s: '%s' is empty; expected one API key", var, path);
+    if (n == 0) {
+        ev_set_error(err, errlen, "%s: '%s' is empty; expected %s", var, path, what);
         return EV_ECONFIG;
     }
+    return (int)n;
+}
+
+/* Reads a NAME_FILE secret (one API key or token). */
+static int read_secret_file(const char *var, const char *path, ev_secret_t **out, char *err,
+                            size_t errlen)
+{
+    char buf[4097];
+    int rc = read_value_file(var, path, "one API key", buf, sizeof(buf), err, errlen);
+    if (rc > 0 && ev_secret_new(out, buf) < 0) {
+        ev_set_error(err, errlen, "%s: '%s' is empty; expected one API key", var, path);
+        rc = EV_ECONFIG;
+    }
+    memset(buf, 0, sizeof(buf));
+    return rc < 0 ? rc : 0;
+}
+
+/*
+ * NAME or NAME_FILE, never both. Returns the file variable's name in file_var
+ * and its path in *path when the file form is used (else *path is NULL), the
+ * inline value in *value.
+ */
+static int value_or_file(const var_t *v, ev_getenv_fn get, void *ctx, char *file_var,
+                         size_t file_var_len, const char **value, const char **path, char *err,
+                         size_t errlen)
+{
+    snprintf(file_var, file_var_len, "%s_FILE", v->name);
+    *value = get(v->name, ctx);
+    *path = get(file_var, ctx);
+    if (*path && !**path)
+        *path = NULL;
+    if (*value && **value && *path) {
+        ev_set_error(err, errlen, "%s and %s are both set; set only one", v->name, file_var);
+        return EV_ECONFIG;
+    }
+    return 0;
+}
+
+/* A plain string that may come from NAME_FILE (DATABASE_URL with its
+ * password); the file form is for container secrets. */
+static int parse_strfile(const var_t *v, ev_getenv_fn get, void *ctx, char **out, char *err,
+                         size_t errlen)
+{
+    char file_var[96];
+    const char *value, *path;
+    int rc = value_or_file(v, get, ctx, file_var, sizeof(file_var), &value, &path, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (path) {
+        char buf[4097];
+        rc = read_value_file(file_var, path, "one value", buf, sizeof(buf), err, errlen);
+        if (rc > 0)
+            *out = ev_strdup(buf);
+        memset(buf, 0, sizeof(buf));
+        return rc < 0 ? rc : 0;
+    }
+    *out = ev_strdup(value && *value ? value : v->def);
     return 0;
 }
 
@@ -257,14 +320,11 @@ static int parse_secret(const var_t *v, ev_getenv_fn get, void *ctx, ev_secret_t
                         size_t errlen)
 {
     char file_var[96];
-    snprintf(file_var, sizeof(file_var), "%s_FILE", v->name);
-    const char *value = get(v->name, ctx);
-    const char *path = get(file_var, ctx);
-    if (value && *value && path && *path) {
-        ev_set_error(err, errlen, "%s and %s are both set; set only one", v->name, file_var);
-        return EV_ECONFIG;
-    }
-    if (path && *path)
+    const char *value, *path;
+    int rc = value_or_file(v, get, ctx, file_var, sizeof(file_var), &value, &path, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (path)
         return read_secret_file(file_var, path, out, err, errlen);
     if (value && *value) {
         if (ev_secret_new(out, value) < 0) {
@@ -281,6 +341,8 @@ static int parse_var(const var_t *v, ev_config_t *cfg, ev_getenv_fn get, void *c
     char *field = (char *)cfg + v->offset;
     if (v->type == T_SECRET)
         return parse_secret(v, get, ctx, (ev_secret_t **)(void *)field, err, errlen);
+    if (v->type == T_SECSTR)
+        return parse_strfile(v, get, ctx, (char **)(void *)field, err, errlen);
 
     const char *s = get(v->name, ctx);
     if (!s || !*s)
@@ -367,6 +429,7 @@ static int parse_var(const var_t *v, ev_config_t *cfg, ev_getenv_fn get, void *c
         break;
     }
     case T_SECRET:
+    case T_SECSTR:
         break;
     }
     return rc;
@@ -452,6 +515,15 @@ void ev_config_free(ev_config_t *cfg)
     free(cfg->upload_dir);
     free(cfg->stats_addr);
     free(cfg);
+}
+
+const char *ev_config_var_name(size_t i, bool *file_variant)
+{
+    if (i >= EV_ARRAY_LEN(table))
+        return NULL;
+    if (file_variant)
+        *file_variant = table[i].type == T_SECRET || table[i].type == T_SECSTR;
+    return table[i].name;
 }
 
 bool ev_config_any_provider(const ev_config_t *cfg)

@@ -249,7 +249,8 @@ static int classify(CURLcode cc, const xfer_t *x)
             cc = curl_easy_setopt(c, opt, val);                                                    \
     } while (0)
 
-int ev_http_post(ev_http_t *h, const ev_http_request_t *req, ev_http_response_t *resp)
+/* One transfer: a POST of req->body, or a GET (post false) that sends no body. */
+static int perform(ev_http_t *h, const ev_http_request_t *req, ev_http_response_t *resp, bool post)
 {
     ev_http_response_init(resp);
     if (!h || !req || !req->url || (!req->body && req->body_len) || req->timeout_ms <= 0) {
@@ -309,9 +310,13 @@ int ev_http_post(ev_http_t *h, const ev_http_request_t *req, ev_http_response_t 
     SETOPT(CURLOPT_URL, req->url);
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
     SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
-    SETOPT(CURLOPT_POST, 1L);
-    SETOPT(CURLOPT_POSTFIELDS, req->body ? req->body : "");
-    SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    if (post) {
+        SETOPT(CURLOPT_POST, 1L);
+        SETOPT(CURLOPT_POSTFIELDS, req->body ? req->body : "");
+        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    } else {
+        SETOPT(CURLOPT_HTTPGET, 1L);
+    }
     SETOPT(CURLOPT_HTTPHEADER, hdrs);
     SETOPT(CURLOPT_USERAGENT, "event-validator/" EV_VERSION);
     SETOPT(CURLOPT_ACCEPT_ENCODING, "");
@@ -363,4 +368,14 @@ out:
         free_slist_wiped(hdrs);
     }
     return rc;
+}
+
+int ev_http_post(ev_http_t *h, const ev_http_request_t *req, ev_http_response_t *resp)
+{
+    return perform(h, req, resp, true);
+}
+
+int ev_http_get(ev_http_t *h, const ev_http_request_t *req, ev_http_response_t *resp)
+{
+    return perform(h, req, resp, false);
 }

@@ -43,6 +43,8 @@ static const char usage_text[] =
     "         [--image FILE]... [--priority N]\n"
     "                          store a submission and its files, print its id\n"
     "  show ID                 print a submission and its check results as JSON\n"
+    "  healthcheck [--ready]   exit 0 when the local stats server answers /livez\n"
+    "                          (with --ready: /readyz), else 1; for container probes\n"
     "  --help                  show this help\n"
     "  --version               show the version\n"
     "\n"
@@ -370,6 +372,39 @@ static int cmd_show(int argc, char **argv)
     return rc;
 }
 
+static int cmd_healthcheck(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"ready", no_argument, NULL, 'r'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    ev_config_t *cfg = NULL;
+    char err[512] = "";
+    bool ready = false;
+    int c, rc;
+
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        if (c == 'r') {
+            ready = true;
+        } else if (c == 'h') {
+            fputs(usage_text, stdout);
+            return 0;
+        } else {
+            return option_error(c, argv);
+        }
+    }
+    if ((rc = reject_extra(argc, argv)) != 0)
+        return rc;
+    if ((rc = load_config(&cfg)) != 0)
+        return rc;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        ev_config_free(cfg);
+        return fail("cannot initialise libcurl");
+    }
+    rc = ev_cli_healthcheck(cfg, ready, 0, err, sizeof(err)) != 0 ? fail(err) : 0;
+    curl_global_cleanup();
+    ev_config_free(cfg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd;
@@ -397,6 +432,8 @@ int main(int argc, char **argv)
         return cmd_submit(argc - 1, argv + 1);
     if (strcmp(cmd, "show") == 0)
         return cmd_show(argc - 1, argv + 1);
+    if (strcmp(cmd, "healthcheck") == 0)
+        return cmd_healthcheck(argc - 1, argv + 1);
     if (cmd[0] == '-')
         return usage_error("unknown option '%s'", cmd);
     return usage_error("unknown command '%s'", cmd);

@@ -1,5 +1,5 @@
 /*
- * stats_server.c - GET /stats, /metrics, /healthz, /readyz over
+ * stats_server.c - GET /stats, /metrics, /livez (/healthz), /readyz over
  * libmicrohttpd; see stats_server.h.
  *
  * How: libmicrohttpd runs its own polling threads (a small pool) and calls
@@ -314,7 +314,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         route = R_STATS;
     else if (strcmp(url, "/metrics") == 0)
         route = R_METRICS;
-    else if (strcmp(url, "/healthz") == 0)
+    else if (strcmp(url, "/livez") == 0 || strcmp(url, "/healthz") == 0)
         route = R_HEALTHZ;
     else if (strcmp(url, "/readyz") == 0)
         route = R_READYZ;

@@ -26,6 +26,17 @@
  * many were applied now. EV_EDBCONN, EV_EDB or EV_EVERSION on failure. */
 int ev_cli_migrate(const ev_config_t *cfg, int *applied, char *err, size_t errlen);
 
+/*
+ * `healthcheck`: asks the local stats server (STATS_ADDR, wildcard meaning
+ * loopback, and STATS_PORT) GET /livez, or /readyz when `ready`, within
+ * timeout_ms (<= 0: 2 s). Returns 0 on a 200; EV_EHTTP for another status or
+ * no answer, EV_ETIMEOUT when the answer took too long, EV_EINVAL when STATS_PORT is
+ * 0. For container health checks: needs no database and no shell tools.
+ * Call after curl_global_init(), before any thread.
+ */
+int ev_cli_healthcheck(const ev_config_t *cfg, bool ready, int timeout_ms, char *err,
+                       size_t errlen);
+
 typedef struct ev_cli_event_args {
     const char *name;  /* required, non-empty */
     const char *theme; /* required, non-empty */

@@ -94,6 +94,13 @@ void ev_config_free(ev_config_t *cfg);
 /* Logs the effective configuration (one info line, secrets masked). */
 void ev_config_log(const ev_config_t *cfg);
 
+/*
+ * The table's variables, for documentation checks: the name of the i-th
+ * variable, or NULL past the last. *file_variant (may be NULL) is set when
+ * NAME_FILE is accepted too (secrets and DATABASE_URL). Thread-safe.
+ */
+const char *ev_config_var_name(size_t i, bool *file_variant);
+
 /* True when at least one provider has a key. */
 bool ev_config_any_provider(const ev_config_t *cfg);
 

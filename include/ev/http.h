@@ -90,6 +90,10 @@ void ev_http_free(ev_http_t *h);
  */
 int ev_http_post(ev_http_t *h, const ev_http_request_t *req, ev_http_response_t *resp);
 
+/* The same as ev_http_post for a GET: body and body_len are ignored and
+ * nothing is sent after the headers (health probes of our own endpoints). */
+int ev_http_get(ev_http_t *h, const ev_http_request_t *req, ev_http_response_t *resp);
+
 void ev_http_response_init(ev_http_response_t *resp);
 /* Frees the contents and re-initialises; accepts NULL. */
 void ev_http_response_free(ev_http_response_t *resp);

@@ -4,7 +4,8 @@
  *   GET /stats    JSON snapshot (ev_stats_snapshot_json) with the queue
  *                 counts, plus queue.age_s and ready
  *   GET /metrics  the same in Prometheus text format 0.0.4
- *   GET /healthz  200 while the process runs
+ *   GET /livez    200 while the process runs (liveness; /healthz is the
+ *                 same, kept for existing probes)
  *   GET /readyz   200 while the database is reachable, else 503
  * HEAD is accepted wherever GET is; any other method on those paths is answered
  * 405 with an Allow header; any other path is answered 404.

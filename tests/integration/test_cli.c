@@ -610,11 +610,21 @@ static void test_serve(void)
             sleep_ms(50);
     }
     CU_ASSERT_TRUE(up);
+    /* The container probe: the running server's /livez answers. */
+    run_cli(&r, url, env, (const char *const[]){"healthcheck", NULL});
+    CU_ASSERT_EQUAL(r.exit_code, 0);
+    run_free(&r);
     kill(pid, SIGTERM);
     collect(&r, "serve", wait_child(pid, BOUND_MS * 2));
     CU_ASSERT_EQUAL(r.exit_code, 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "SIGTERM"));
     CU_ASSERT_PTR_NULL(strstr(r.err, "dummy-key-for-tests"));
+    run_free(&r);
+    /* Nothing listens any more: the probe fails with one line naming the URL. */
+    run_cli(&r, url, env, (const char *const[]){"healthcheck", NULL});
+    CU_ASSERT_EQUAL(r.exit_code, 1);
+    CU_ASSERT_TRUE(one_line(r.err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "/livez"));
     run_free(&r);
     ev_pgtest_drop_db(url);
 }

@@ -301,6 +301,10 @@ static void test_endpoints(void)
     CU_ASSERT(r.ok && r.status == 200);
     reply_free(&r);
 
+    r = get("/livez");
+    CU_ASSERT(r.ok && r.status == 200);
+    reply_free(&r);
+
     r = get("/readyz");
     CU_ASSERT(r.ok && r.status == 200);
     CU_ASSERT(ev_stats_server_ready(srv));

@@ -299,6 +299,96 @@ static void test_log_masks_secrets(void)
     unlink(path);
 }
 
+/* A secret database URL comes from a file, as container secrets are mounted:
+ * the trailing newline is dropped, both forms at once are refused, and no
+ * error repeats the password. */
+static void test_database_url_file(void)
+{
+    char path[] = "/tmp/evdburlXXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    static const char url[] = "postgresql://ev:s3cret-pw@db:5432/ev\n";
+    CU_ASSERT(write(fd, url, strlen(url)) == (ssize_t)strlen(url));
+    close(fd);
+
+    fakeenv_t e = {0};
+    put(&e, "DATABASE_URL_FILE", path);
+    ev_config_t *c = load_ok(&e);
+    CU_ASSERT_STRING_EQUAL(c->database_url, "postgresql://ev:s3cret-pw@db:5432/ev");
+    ev_config_free(c);
+
+    fakeenv_t e2 = {0};
+    put(&e2, "DATABASE_URL", "postgresql://ev:inline-pw@db/ev");
+    put(&e2, "DATABASE_URL_FILE", path);
+    c = NULL;
+    CU_ASSERT_EQUAL(ev_config_load(&c, fake_get, &e2, err, sizeof(err)), EV_ECONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "set only one"));
+    CU_ASSERT_PTR_NULL(strstr(err, "inline-pw"));
+    CU_ASSERT_PTR_NULL(strstr(err, "s3cret-pw"));
+
+    fd = open(path, O_WRONLY | O_TRUNC);
+    CU_ASSERT(write(fd, "\n", 1) == 1);
+    close(fd);
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("DATABASE_URL_FILE", path), "is empty"));
+    unlink(path);
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("DATABASE_URL_FILE", "/no/such/file"), "cannot open"));
+
+    /* An empty DATABASE_URL_FILE means unset: the default applies. */
+    fakeenv_t e3 = {0};
+    put(&e3, "DATABASE_URL_FILE", "");
+    c = load_ok(&e3);
+    CU_ASSERT_STRING_EQUAL(c->database_url, "postgresql:///event_validator");
+    ev_config_free(c);
+}
+
+/* Reads a whole file into a NUL-terminated buffer (caller frees); NULL if unreadable. */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long n;
+    if (!f)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+        buf = calloc(1, (size_t)n + 1);
+        if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+            free(buf);
+            buf = NULL;
+        }
+    }
+    fclose(f);
+    return buf;
+}
+
+/* The configuration reference names every variable of the table (and the
+ * NAME_FILE form where one exists), so a new variable cannot ship undocumented. */
+static void test_every_variable_documented(void)
+{
+    const char *path = EV_SOURCE_DIR "/docs/configuration.md";
+    char *doc = slurp(path);
+    char want[128];
+    bool file_variant = false;
+    const char *name;
+    size_t missing = 0;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(doc);
+    for (size_t i = 0; (name = ev_config_var_name(i, &file_variant)) != NULL; i++) {
+        snprintf(want, sizeof(want), "`%s`", name);
+        if (!strstr(doc, want)) {
+            fprintf(stderr, "docs/configuration.md does not document %s (add a row)\n", name);
+            missing++;
+        }
+        snprintf(want, sizeof(want), "`%s_FILE`", name);
+        if (file_variant && !strstr(doc, want)) {
+            fprintf(stderr, "docs/configuration.md does not document %s_FILE\n", name);
+            missing++;
+        }
+    }
+    CU_ASSERT_EQUAL(missing, 0);
+    CU_ASSERT_PTR_NOT_NULL(ev_config_var_name(0, NULL));
+    free(doc);
+}
+
 static const ev_test_t config_tests[] = {
     {"defaults", test_defaults},
     {"overrides", test_overrides},
@@ -310,6 +400,8 @@ static const ev_test_t config_tests[] = {
     {"api keys", test_keys},
     {"key files", test_key_file},
     {"log masks secrets", test_log_masks_secrets},
+    {"database url from a file", test_database_url_file},
+    {"every variable documented", test_every_variable_documented},
     EV_TEST_END,
 };
 
