@@ -11,6 +11,7 @@
  */
 #include "ev/cli.h"
 #include "ev/config.h"
+#include "ev/console.h"
 #include "ev/error.h"
 #include "ev/log.h"
 #include "ev/threads.h"
@@ -45,6 +46,10 @@ static const char usage_text[] =
     "  show ID                 print a submission and its check results as JSON\n"
     "  healthcheck [--ready]   exit 0 when the local stats server answers /livez\n"
     "                          (with --ready: /readyz), else 1; for container probes\n"
+    "  requeue (--status S | --id N...) [--event E] [--dry-run]\n"
+    "                          put submissions back to pending, attempts reset\n"
+    "                          (never one being processed); prints what changed\n"
+    "  cancel ID...            cancel pending, needs_review or failed submissions\n"
     "  --help                  show this help\n"
     "  --version               show the version\n"
     "\n"
@@ -405,6 +410,125 @@ static int cmd_healthcheck(int argc, char **argv)
     return rc;
 }
 
+/* Prints a console command's report, or its failure; frees the report. */
+static int console_done(int rc, char *report, const char *err)
+{
+    if (rc != 0)
+        rc = fail(err);
+    else
+        fputs(report, stdout);
+    free(report);
+    return rc;
+}
+
+static int cmd_requeue(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"status", required_argument, NULL, 's'}, {"id", required_argument, NULL, 'i'},
+        {"event", required_argument, NULL, 'e'},  {"dry-run", no_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    int64_t *ids = ev_calloc((size_t)argc + 1, sizeof(*ids));
+    ev_queue_selector_t sel = {.ids = ids};
+    ev_config_t *cfg = NULL;
+    char err[1024] = "", *report = NULL;
+    bool dry_run = false;
+    int c, rc;
+
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            sel.status = optarg;
+            break;
+        case 'i':
+            if (!parse_int64(optarg, 1, INT64_MAX, &ids[sel.nids])) {
+                rc = usage_error("requeue: --id needs a submission id, got '%s'", optarg);
+                goto out;
+            }
+            sel.nids++;
+            break;
+        case 'e':
+            if (!parse_int64(optarg, 1, INT64_MAX, &sel.event_id)) {
+                rc = usage_error("requeue: --event needs an event id, got '%s'", optarg);
+                goto out;
+            }
+            break;
+        case 'n':
+            dry_run = true;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            rc = 0;
+            goto out;
+        default:
+            rc = option_error(c, argv);
+            goto out;
+        }
+    }
+    /* Further ids may follow the last --id: `requeue --id 4 5 6`. */
+    for (; optind < argc && sel.nids > 0; optind++) {
+        if (!parse_int64(argv[optind], 1, INT64_MAX, &ids[sel.nids]))
+            break;
+        sel.nids++;
+    }
+    if ((rc = reject_extra(argc, argv)) != 0)
+        goto out;
+    if ((sel.status == NULL) == (sel.nids == 0)) {
+        rc = usage_error("requeue: give either --status S or --id N...");
+        goto out;
+    }
+    if (sel.status && !ev_queue_status_valid(sel.status)) {
+        rc = usage_error("requeue: unknown status '%s'", sel.status);
+        goto out;
+    }
+    if ((rc = load_config(&cfg)) != 0)
+        goto out;
+    rc = ev_console_requeue(cfg, &sel, dry_run, ev_console_cli_actor(), &report, err, sizeof(err));
+    rc = console_done(rc, report, err);
+out:
+    ev_config_free(cfg);
+    free(ids);
+    return rc;
+}
+
+static int cmd_cancel(int argc, char **argv)
+{
+    static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    int64_t *ids = ev_calloc((size_t)argc + 1, sizeof(*ids));
+    ev_config_t *cfg = NULL;
+    char err[1024] = "", *report = NULL;
+    size_t n = 0;
+    int c, rc;
+
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(usage_text, stdout);
+            rc = 0;
+        } else {
+            rc = option_error(c, argv);
+        }
+        goto out;
+    }
+    for (; optind < argc; optind++) {
+        if (!parse_int64(argv[optind], 1, INT64_MAX, &ids[n])) {
+            rc = usage_error("cancel: '%s' is not a submission id", argv[optind]);
+            goto out;
+        }
+        n++;
+    }
+    if (n == 0) {
+        rc = usage_error("cancel: at least one submission id is required");
+        goto out;
+    }
+    if ((rc = load_config(&cfg)) != 0)
+        goto out;
+    rc = ev_console_cancel(cfg, ids, n, ev_console_cli_actor(), &report, err, sizeof(err));
+    rc = console_done(rc, report, err);
+out:
+    ev_config_free(cfg);
+    free(ids);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd;
@@ -434,6 +558,10 @@ int main(int argc, char **argv)
         return cmd_show(argc - 1, argv + 1);
     if (strcmp(cmd, "healthcheck") == 0)
         return cmd_healthcheck(argc - 1, argv + 1);
+    if (strcmp(cmd, "requeue") == 0)
+        return cmd_requeue(argc - 1, argv + 1);
+    if (strcmp(cmd, "cancel") == 0)
+        return cmd_cancel(argc - 1, argv + 1);
     if (cmd[0] == '-')
         return usage_error("unknown option '%s'", cmd);
     return usage_error("unknown command '%s'", cmd);

@@ -301,6 +301,8 @@ int ev_queue_counts(ev_db_t *db, ev_queue_counts_t *out)
             out->needs_review = n;
         else if (strcmp(st, "failed") == 0)
             out->failed = n;
+        else if (strcmp(st, "cancelled") == 0)
+            out->cancelled = n;
     }
     PQclear(res);
     return 0;
@@ -316,6 +318,146 @@ int ev_queue_outstanding(ev_db_t *db, int64_t *out)
     if (rc < 0)
         return rc;
     *out = parse_i64(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return 0;
+}
+
+/* ---- Operator actions. ---- */
+
+bool ev_queue_status_valid(const char *s)
+{
+    static const char *const all[] = {"pending",      "processing", "validated", "rejected",
+                                      "needs_review", "failed",     "cancelled"};
+    for (size_t i = 0; s && i < EV_ARRAY_LEN(all); i++)
+        if (strcmp(s, all[i]) == 0)
+            return true;
+    return false;
+}
+
+/* A Postgres array literal of ids ("{1,2,3}"), or NULL when there are none. */
+static char *id_array(const int64_t *ids, size_t n)
+{
+    if (!ids || n == 0)
+        return NULL;
+    size_t cap = n * 21 + 3, len = 0;
+    char *s = ev_malloc(cap);
+    s[len++] = '{';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(s + len, cap - len, "%s%" PRId64, i ? "," : "", ids[i]);
+    snprintf(s + len, cap - len, "}");
+    return s;
+}
+
+/* Rows of (id, status) into a new change list. */
+static void read_changes(PGresult *res, ev_queue_change_t **out, size_t *n)
+{
+    size_t rows = (size_t)PQntuples(res);
+    *out = ev_calloc(rows ? rows : 1, sizeof(**out));
+    for (size_t r = 0; r < rows; r++) {
+        (*out)[r].id = parse_i64(PQgetvalue(res, (int)r, 0));
+        snprintf((*out)[r].status, sizeof((*out)[r].status), "%s", PQgetvalue(res, (int)r, 1));
+    }
+    *n = rows;
+}
+
+/* The selector's filters as parameters $1 status, $2 ids, $3 event (NULL
+ * when not given, which the statements read as "any"). */
+#define SELECTOR_WHERE                                                                             \
+    "status <> 'processing' AND ($1::text IS NULL OR status = $1)"                                 \
+    " AND ($2::bigint[] IS NULL OR id = ANY($2::bigint[]))"                                        \
+    " AND ($3::bigint IS NULL OR event_id = $3::bigint)"
+
+int ev_queue_operator_requeue(ev_db_t *db, const ev_queue_selector_t *sel, bool dry_run,
+                              ev_queue_change_t **out, size_t *n)
+{
+    PGresult *res = NULL;
+    char event[24];
+    int rc;
+    *out = NULL;
+    *n = 0;
+    if (!sel || (!sel->status && sel->nids == 0) ||
+        (sel->status && !ev_queue_status_valid(sel->status)))
+        return EV_EINVAL;
+    char *ids = id_array(sel->ids, sel->nids);
+    snprintf(event, sizeof(event), "%" PRId64, sel->event_id);
+    const char *params[] = {sel->status, ids, sel->event_id > 0 ? event : NULL};
+    if (dry_run)
+        rc = ev_db_exec(db, &res,
+                        "SELECT id, status FROM submissions WHERE " SELECTOR_WHERE " ORDER BY id",
+                        3, params);
+    else
+        rc = ev_db_exec(db, &res,
+                        "WITH target AS (SELECT id, status FROM submissions"
+                        "                 WHERE " SELECTOR_WHERE
+                        "                 FOR UPDATE SKIP LOCKED)"
+                        " UPDATE submissions s"
+                        "    SET status = 'pending', attempts = 0, lease_expiries = 0,"
+                        "        run_after = now(), lease_owner = NULL, heartbeat_at = NULL"
+                        "   FROM target WHERE s.id = target.id"
+                        " RETURNING s.id, target.status",
+                        3, params);
+    free(ids);
+    if (rc < 0)
+        return rc;
+    read_changes(res, out, n);
+    PQclear(res);
+    /* UPDATE ... RETURNING gives no order; reports read better sorted. */
+    for (size_t i = 1; i < *n; i++)
+        for (size_t j = i; j > 0 && (*out)[j - 1].id > (*out)[j].id; j--) {
+            ev_queue_change_t t = (*out)[j];
+            (*out)[j] = (*out)[j - 1];
+            (*out)[j - 1] = t;
+        }
+    return 0;
+}
+
+int ev_queue_operator_cancel(ev_db_t *db, const int64_t *ids, size_t nids, const char *reason,
+                             ev_queue_change_t **out, size_t *n)
+{
+    PGresult *res = NULL;
+    *out = NULL;
+    *n = 0;
+    if (!ids || nids == 0)
+        return EV_EINVAL;
+    char *arr = id_array(ids, nids);
+    char *why =
+        ev_db_clip_text(reason ? reason : "cancelled by an operator", EV_QUEUE_LAST_ERROR_MAX);
+    const char *params[] = {arr, why};
+    int rc = ev_db_exec(db, &res,
+                        "WITH target AS (SELECT id, status FROM submissions"
+                        "                 WHERE id = ANY($1::bigint[])"
+                        "                   AND status IN ('pending', 'needs_review', 'failed')"
+                        "                 FOR UPDATE SKIP LOCKED)"
+                        " UPDATE submissions s"
+                        "    SET status = 'cancelled', last_error = $2,"
+                        "        lease_owner = NULL, heartbeat_at = NULL"
+                        "   FROM target WHERE s.id = target.id"
+                        " RETURNING s.id, target.status",
+                        2, params);
+    free(arr);
+    free(why);
+    if (rc < 0)
+        return rc;
+    read_changes(res, out, n);
+    PQclear(res);
+    return 0;
+}
+
+int ev_queue_statuses(ev_db_t *db, const int64_t *ids, size_t nids, ev_queue_change_t **out,
+                      size_t *n)
+{
+    PGresult *res = NULL;
+    *out = NULL;
+    *n = 0;
+    char *arr = id_array(ids, nids);
+    const char *params[] = {arr};
+    int rc = ev_db_exec(
+        db, &res, "SELECT id, status FROM submissions WHERE id = ANY($1::bigint[]) ORDER BY id", 1,
+        params);
+    free(arr);
+    if (rc < 0)
+        return rc;
+    read_changes(res, out, n);
     PQclear(res);
     return 0;
 }

@@ -604,11 +604,12 @@ int ev_stats_snapshot_json(json_object **out, ev_stats_t *s, const ev_queue_coun
     put(&rc, root, "workers", workers);
 
     json_object *q = json_object_new_object();
-    const char *qkeys[] = {"pending",  "processing",   "validated",
-                           "rejected", "needs_review", "failed"};
+    const char *qkeys[] = {"pending",      "processing", "validated", "rejected",
+                           "needs_review", "failed",     "cancelled"};
     if (queue) {
         const int64_t qvals[] = {queue->pending,  queue->processing,   queue->validated,
-                                 queue->rejected, queue->needs_review, queue->failed};
+                                 queue->rejected, queue->needs_review, queue->failed,
+                                 queue->cancelled};
         for (size_t i = 0; i < EV_ARRAY_LEN(qkeys); i++)
             put_i64(&rc, q, qkeys[i], qvals[i]);
     } else {
@@ -796,10 +797,11 @@ int ev_stats_render_prometheus(ev_stats_t *s, const ev_queue_counts_t *queue, ev
 
     family(b, "queue_submissions", "gauge", "Submissions in the database by status.");
     if (queue) {
-        const char *keys[] = {"pending",  "processing",   "validated",
-                              "rejected", "needs_review", "failed"};
+        const char *keys[] = {"pending",      "processing", "validated", "rejected",
+                              "needs_review", "failed",     "cancelled"};
         const int64_t vals[] = {queue->pending,  queue->processing,   queue->validated,
-                                queue->rejected, queue->needs_review, queue->failed};
+                                queue->rejected, queue->needs_review, queue->failed,
+                                queue->cancelled};
         for (size_t i = 0; i < EV_ARRAY_LEN(keys); i++)
             ev_stats_buf_printf(b, PFX "queue_submissions{status=\"%s\"} %" PRId64 "\n", keys[i],
                                 vals[i]);

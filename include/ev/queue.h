@@ -15,6 +15,8 @@
 
 #include "ev/db.h"
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* The NOTIFY channel the trigger signals when a submission becomes runnable. */
@@ -33,7 +35,7 @@ typedef struct ev_job {
 } ev_job_t;
 
 typedef struct ev_queue_counts {
-    int64_t pending, processing, validated, rejected, needs_review, failed;
+    int64_t pending, processing, validated, rejected, needs_review, failed, cancelled;
 } ev_queue_counts_t;
 
 /* Claims one runnable submission for `owner`. 0 with *job filled, EV_EEMPTY
@@ -75,5 +77,49 @@ int ev_queue_counts(ev_db_t *db, ev_queue_counts_t *out);
 /* Number of `pending` rows (runnable now or later) plus `processing` rows:
  * `serve --drain` exits when this is 0 and no worker is busy. */
 int ev_queue_outstanding(ev_db_t *db, int64_t *out);
+
+/* ---- Operator actions (the console's requeue and cancel). ----
+ *
+ * They never touch a `processing` row, nor a row whose claim is being
+ * committed right now (SKIP LOCKED), so a worker's lease-guarded writes
+ * always find their row as they left it. Each runs as one statement; the
+ * caller may wrap it in its own transaction (to record the action). */
+
+/* Which submissions an operator action is about. Every filter given must
+ * match; at least one of status and ids must be set. */
+typedef struct ev_queue_selector {
+    const char *status; /* NULL: any status */
+    const int64_t *ids; /* NULL: any id */
+    size_t nids;
+    int64_t event_id; /* 0: any event */
+} ev_queue_selector_t;
+
+/* One submission an action changed (or would change, or left alone). */
+typedef struct ev_queue_change {
+    int64_t id;
+    char status[16]; /* its status before the action ("" when not found) */
+} ev_queue_change_t;
+
+/* Puts the matching submissions that are not `processing` back to `pending`,
+ * runnable now, with attempts, lease expiries and the lease cleared. With
+ * dry_run nothing is written and *out lists what would change. *out (free
+ * with free()) receives the rows in id order and *n their number; 0 or
+ * EV_EINVAL (empty selector, unknown status), EV_EDB, EV_EDBCONN. */
+int ev_queue_operator_requeue(ev_db_t *db, const ev_queue_selector_t *sel, bool dry_run,
+                              ev_queue_change_t **out, size_t *n);
+
+/* Marks the given submissions `cancelled` when they are `pending`,
+ * `needs_review` or `failed`; others are left alone. last_error receives
+ * `reason`. *out / *n as above: the rows cancelled. */
+int ev_queue_operator_cancel(ev_db_t *db, const int64_t *ids, size_t nids, const char *reason,
+                             ev_queue_change_t **out, size_t *n);
+
+/* The current status of each of the given ids that exists (for reporting
+ * what an action left alone). *out / *n as above. */
+int ev_queue_statuses(ev_db_t *db, const int64_t *ids, size_t nids, ev_queue_change_t **out,
+                      size_t *n);
+
+/* True when s names a submission status. */
+bool ev_queue_status_valid(const char *s);
 
 #endif

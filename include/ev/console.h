@@ -1,0 +1,58 @@
+/*
+ * console.h - the operator's controls: requeue, cancel and the other
+ * cluster-wide actions, each recorded in `control_actions`.
+ *
+ * Every action runs in one transaction together with its record, so the
+ * table says exactly what was done, by whom and with what result; the
+ * command then reports the same thing back (one human-readable text,
+ * several lines). Actions take effect on every replica because they act on
+ * rows every replica reads: submissions, or the shared provider state.
+ *
+ * Each function opens its own database session, runs on the calling thread
+ * and keeps no state; on failure it returns a negative EV_E* code with one
+ * line in `err`. The report (*report, freed by the caller with free()) is set
+ * on success only.
+ */
+#ifndef EV_CONSOLE_H
+#define EV_CONSOLE_H
+
+#include "ev/config.h"
+#include "ev/db.h"
+#include "ev/queue.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Who performs the actions of this process: "cli:<user>@<host>". Static
+ * storage, computed once; not thread-safe on first use (call from main). */
+const char *ev_console_cli_actor(void);
+
+/* Records one action in `control_actions` on db (inside the caller's
+ * transaction); args and result are JSON texts (NULL: {}). *id (may be NULL)
+ * receives the record's id. 0, EV_EDB, EV_EDBCONN. */
+int ev_console_record(ev_db_t *db, const char *action, const char *args_json,
+                      const char *result_json, const char *actor, int64_t *id);
+
+/*
+ * `requeue`: the selected submissions that are not being processed go back
+ * to `pending` with attempts reset (see ev_queue_operator_requeue). With
+ * dry_run nothing is written or recorded and the report says what would
+ * change. Submissions named by id that were left alone are listed with
+ * their status.
+ */
+int ev_console_requeue(const ev_config_t *cfg, const ev_queue_selector_t *sel, bool dry_run,
+                       const char *actor, char **report, char *err, size_t errlen);
+
+/* `cancel`: the given submissions that are pending, needs_review or failed
+ * become `cancelled`; the others are listed with their status. */
+int ev_console_cancel(const ev_config_t *cfg, const int64_t *ids, size_t nids, const char *actor,
+                      char **report, char *err, size_t errlen);
+
+/* The same on an open session (the dashboard uses its own). */
+int ev_console_requeue_db(ev_db_t *db, const ev_queue_selector_t *sel, bool dry_run,
+                          const char *actor, char **report, char *err, size_t errlen);
+int ev_console_cancel_db(ev_db_t *db, const int64_t *ids, size_t nids, const char *actor,
+                         char **report, char *err, size_t errlen);
+
+#endif

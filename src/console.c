@@ -1,0 +1,305 @@
+/*
+ * console.c - operator controls recorded in `control_actions`; see
+ * console.h.
+ *
+ * How: an action is BEGIN, the change (SQL of the module that owns the
+ * rows: queue.c for submissions), one INSERT into control_actions holding
+ * the arguments and the result as JSON, COMMIT. If anything fails the
+ * transaction is rolled back, so an action is either done and recorded or
+ * neither. The report is built from the same result the record holds.
+ *
+ * Threads: whatever thread calls; no shared state besides the actor name,
+ * computed once from main. No locks. Nothing logs: the command reports.
+ */
+#include "ev/console.h"
+
+#include "ev/error.h"
+#include "ev/stats.h"
+#include "ev/util.h"
+
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* A report lists at most this many ids per line; the record holds them all. */
+#define REPORT_MAX_IDS 50
+
+const char *ev_console_cli_actor(void)
+{
+    static char actor[160];
+    if (!actor[0]) {
+        char host[64] = "localhost";
+        struct passwd *pw = getpwuid(geteuid());
+        (void)gethostname(host, sizeof(host) - 1);
+        host[sizeof(host) - 1] = '\0';
+        snprintf(actor, sizeof(actor), "cli:%s@%s", pw && pw->pw_name ? pw->pw_name : "unknown",
+                 host);
+    }
+    return actor;
+}
+
+int ev_console_record(ev_db_t *db, const char *action, const char *args_json,
+                      const char *result_json, const char *actor, int64_t *id)
+{
+    PGresult *res = NULL;
+    const char *params[] = {action, args_json ? args_json : "{}", result_json ? result_json : "{}",
+                            actor ? actor : "unknown"};
+    if (id)
+        *id = 0;
+    int rc = ev_db_exec(db, &res,
+                        "INSERT INTO control_actions (action, args, result, actor)"
+                        " VALUES ($1, $2::jsonb, $3::jsonb, $4) RETURNING id",
+                        4, params);
+    if (rc == 0 && id)
+        *id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return rc;
+}
+
+static int connect_db(ev_db_t **db, const ev_config_t *cfg, char *err, size_t errlen)
+{
+    char why[512];
+    int rc = ev_db_connect(db, cfg->database_url, why, sizeof(why));
+    if (rc != 0)
+        ev_set_error(err, errlen, "database unreachable: %s", why);
+    return rc;
+}
+
+static int db_fail(ev_db_t *db, int rc, const char *what, char *err, size_t errlen)
+{
+    ev_set_error(err, errlen, "%s while %s: %s",
+                 rc == EV_EDBCONN ? "database unreachable" : "database error", what,
+                 ev_db_error(db));
+    return rc;
+}
+
+static json_object *ids_json(const ev_queue_change_t *c, size_t n)
+{
+    json_object *a = json_object_new_array();
+    for (size_t i = 0; i < n; i++)
+        json_object_array_add(a, json_object_new_int64(c[i].id));
+    return a;
+}
+
+/* "4 5 9" (at most REPORT_MAX_IDS, then "... and N more"). */
+static void report_ids(ev_stats_buf_t *b, const ev_queue_change_t *c, size_t n, bool with_status)
+{
+    for (size_t i = 0; i < n && i < REPORT_MAX_IDS; i++) {
+        if (with_status)
+            ev_stats_buf_printf(b, "%s%" PRId64 " (%s)", i ? ", " : " ", c[i].id,
+                                c[i].status[0] ? c[i].status : "not found");
+        else
+            ev_stats_buf_printf(b, " %" PRId64, c[i].id);
+    }
+    if (n > REPORT_MAX_IDS)
+        ev_stats_buf_printf(b, " ... and %zu more", n - REPORT_MAX_IDS);
+    ev_stats_buf_printf(b, "\n");
+}
+
+/* The ids asked for that are not in `done`, with their current status ("" when
+ * no such submission exists). */
+static int left_alone(ev_db_t *db, const int64_t *ids, size_t nids, const ev_queue_change_t *done,
+                      size_t ndone, ev_queue_change_t **out, size_t *n)
+{
+    ev_queue_change_t *now = NULL;
+    size_t nnow = 0;
+    *out = ev_calloc(nids ? nids : 1, sizeof(**out));
+    *n = 0;
+    int rc = ev_queue_statuses(db, ids, nids, &now, &nnow);
+    if (rc < 0)
+        goto out;
+    for (size_t i = 0; i < nids; i++) {
+        bool changed = false, dup = false;
+        for (size_t j = 0; j < ndone && !changed; j++)
+            changed = done[j].id == ids[i];
+        for (size_t j = 0; j < *n && !dup; j++)
+            dup = (*out)[j].id == ids[i];
+        if (changed || dup)
+            continue;
+        ev_queue_change_t c = {.id = ids[i]};
+        for (size_t j = 0; j < nnow; j++)
+            if (now[j].id == ids[i])
+                c = now[j];
+        (*out)[(*n)++] = c;
+    }
+out:
+    free(now);
+    return rc;
+}
+
+static int begin(ev_db_t *db, char *err, size_t errlen)
+{
+    int rc = ev_db_exec(db, NULL, "BEGIN", 0, NULL);
+    if (rc < 0)
+        db_fail(db, rc, "starting the transaction", err, errlen);
+    return rc;
+}
+
+/* Records the action and commits; rolls back on failure. */
+static int record_commit(ev_db_t *db, const char *action, json_object *args, json_object *result,
+                         const char *actor, int64_t *id, char *err, size_t errlen)
+{
+    int rc = ev_console_record(db, action, json_object_to_json_string(args),
+                               json_object_to_json_string(result), actor, id);
+    if (rc == 0)
+        rc = ev_db_exec(db, NULL, "COMMIT", 0, NULL);
+    if (rc < 0) {
+        db_fail(db, rc, "recording the action", err, errlen);
+        (void)ev_db_exec(db, NULL, "ROLLBACK", 0, NULL);
+    }
+    return rc;
+}
+
+int ev_console_requeue_db(ev_db_t *db, const ev_queue_selector_t *sel, bool dry_run,
+                          const char *actor, char **report, char *err, size_t errlen)
+{
+    ev_queue_change_t *done = NULL, *skipped = NULL;
+    size_t ndone = 0, nskipped = 0;
+    json_object *args = json_object_new_object(), *result = json_object_new_object();
+    ev_stats_buf_t b = {0};
+    int64_t rec = 0;
+    int rc;
+
+    *report = NULL;
+    if (!sel->status && sel->nids == 0) {
+        ev_set_error(err, errlen, "requeue needs --status or at least one --id");
+        rc = EV_EINVAL;
+        goto out;
+    }
+    if (sel->status && !ev_queue_status_valid(sel->status)) {
+        ev_set_error(err, errlen, "unknown status '%s'", sel->status);
+        rc = EV_EINVAL;
+        goto out;
+    }
+    if (!dry_run && (rc = begin(db, err, errlen)) < 0)
+        goto out;
+    rc = ev_queue_operator_requeue(db, sel, dry_run, &done, &ndone);
+    if (rc == 0 && sel->nids)
+        rc = left_alone(db, sel->ids, sel->nids, done, ndone, &skipped, &nskipped);
+    if (rc < 0) {
+        db_fail(db, rc, "requeueing", err, errlen);
+        if (!dry_run)
+            (void)ev_db_exec(db, NULL, "ROLLBACK", 0, NULL);
+        goto out;
+    }
+    if (sel->status)
+        json_object_object_add(args, "status", json_object_new_string(sel->status));
+    if (sel->nids) {
+        json_object *ids = json_object_new_array();
+        for (size_t i = 0; i < sel->nids; i++)
+            json_object_array_add(ids, json_object_new_int64(sel->ids[i]));
+        json_object_object_add(args, "ids", ids);
+    }
+    if (sel->event_id > 0)
+        json_object_object_add(args, "event", json_object_new_int64(sel->event_id));
+    json_object_object_add(result, "requeued", ids_json(done, ndone));
+    json_object_object_add(result, "left_alone", ids_json(skipped, nskipped));
+    if (!dry_run && (rc = record_commit(db, "requeue", args, result, actor, &rec, err, errlen)) < 0)
+        goto out;
+
+    ev_stats_buf_printf(&b, "%s %zu submission(s)%s", dry_run ? "would requeue" : "requeued", ndone,
+                        ndone ? ":" : "");
+    report_ids(&b, done, ndone, false);
+    if (nskipped) {
+        ev_stats_buf_printf(&b, "left alone %zu:", nskipped);
+        report_ids(&b, skipped, nskipped, true);
+    }
+    if (dry_run)
+        ev_stats_buf_printf(&b, "dry run: nothing was changed or recorded\n");
+    else
+        ev_stats_buf_printf(&b, "recorded as control action %" PRId64 " (by %s)\n", rec, actor);
+    *report = b.data;
+    b.data = NULL;
+out:
+    ev_stats_buf_free(&b);
+    json_object_put(args);
+    json_object_put(result);
+    free(done);
+    free(skipped);
+    return rc;
+}
+
+int ev_console_cancel_db(ev_db_t *db, const int64_t *ids, size_t nids, const char *actor,
+                         char **report, char *err, size_t errlen)
+{
+    ev_queue_change_t *done = NULL, *skipped = NULL;
+    size_t ndone = 0, nskipped = 0;
+    json_object *args = json_object_new_object(), *result = json_object_new_object();
+    ev_stats_buf_t b = {0};
+    int64_t rec = 0;
+    int rc;
+
+    *report = NULL;
+    if (nids == 0) {
+        ev_set_error(err, errlen, "cancel needs at least one submission id");
+        rc = EV_EINVAL;
+        goto out;
+    }
+    if ((rc = begin(db, err, errlen)) < 0)
+        goto out;
+    char *why = ev_asprintf("cancelled by %s", actor);
+    rc = ev_queue_operator_cancel(db, ids, nids, why, &done, &ndone);
+    free(why);
+    if (rc == 0)
+        rc = left_alone(db, ids, nids, done, ndone, &skipped, &nskipped);
+    if (rc < 0) {
+        db_fail(db, rc, "cancelling", err, errlen);
+        (void)ev_db_exec(db, NULL, "ROLLBACK", 0, NULL);
+        goto out;
+    }
+    json_object *a = json_object_new_array();
+    for (size_t i = 0; i < nids; i++)
+        json_object_array_add(a, json_object_new_int64(ids[i]));
+    json_object_object_add(args, "ids", a);
+    json_object_object_add(result, "cancelled", ids_json(done, ndone));
+    json_object_object_add(result, "left_alone", ids_json(skipped, nskipped));
+    if ((rc = record_commit(db, "cancel", args, result, actor, &rec, err, errlen)) < 0)
+        goto out;
+    ev_stats_buf_printf(&b, "cancelled %zu submission(s)%s", ndone, ndone ? ":" : "");
+    report_ids(&b, done, ndone, false);
+    if (nskipped) {
+        ev_stats_buf_printf(&b,
+                            "left alone %zu (only pending, needs_review or failed ones are "
+                            "cancelled):",
+                            nskipped);
+        report_ids(&b, skipped, nskipped, true);
+    }
+    ev_stats_buf_printf(&b, "recorded as control action %" PRId64 " (by %s)\n", rec, actor);
+    *report = b.data;
+    b.data = NULL;
+out:
+    ev_stats_buf_free(&b);
+    json_object_put(args);
+    json_object_put(result);
+    free(done);
+    free(skipped);
+    return rc;
+}
+
+int ev_console_requeue(const ev_config_t *cfg, const ev_queue_selector_t *sel, bool dry_run,
+                       const char *actor, char **report, char *err, size_t errlen)
+{
+    ev_db_t *db = NULL;
+    *report = NULL;
+    int rc = connect_db(&db, cfg, err, errlen);
+    if (rc == 0)
+        rc = ev_console_requeue_db(db, sel, dry_run, actor, report, err, errlen);
+    ev_db_free(db);
+    return rc;
+}
+
+int ev_console_cancel(const ev_config_t *cfg, const int64_t *ids, size_t nids, const char *actor,
+                      char **report, char *err, size_t errlen)
+{
+    ev_db_t *db = NULL;
+    *report = NULL;
+    int rc = connect_db(&db, cfg, err, errlen);
+    if (rc == 0)
+        rc = ev_console_cancel_db(db, ids, nids, actor, report, err, errlen);
+    ev_db_free(db);
+    return rc;
+}
