@@ -30,6 +30,7 @@
 #include "ev/stats_server.h"
 #include "ev/pool.h"
 #include "ev/threads.h"
+#include "ev/tokens.h"
 #include "ev/util.h"
 
 #include <errno.h>
@@ -518,6 +519,52 @@ out:
     json_object_put(row);
     json_object_put(out_obj);
     PQclear(res);
+    ev_db_free(db);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * token create | list | revoke
+ * ---------------------------------------------------------------------- */
+
+int ev_cli_token_create(const ev_config_t *cfg, const char *name, bool admin, int64_t event_id,
+                        char **token, int64_t *id, char *err, size_t errlen)
+{
+    ev_db_t *db = NULL;
+    int rc = connect_db(&db, cfg, err, errlen);
+
+    *token = NULL;
+    *id = 0;
+    if (rc == 0)
+        rc = ev_tokens_create(db, name, admin, event_id, token, id, err, errlen);
+    ev_db_free(db);
+    return rc;
+}
+
+int ev_cli_token_list(const ev_config_t *cfg, char **text, char *err, size_t errlen)
+{
+    ev_db_t *db = NULL;
+    int rc = connect_db(&db, cfg, err, errlen);
+
+    *text = NULL;
+    if (rc == 0 && (rc = ev_tokens_list(db, text)) != 0)
+        db_fail(db, rc, "listing the tokens", err, errlen);
+    ev_db_free(db);
+    return rc;
+}
+
+int ev_cli_token_revoke(const ev_config_t *cfg, int64_t id, char *err, size_t errlen)
+{
+    ev_db_t *db = NULL;
+    int rc = connect_db(&db, cfg, err, errlen);
+
+    if (rc == 0) {
+        rc = ev_tokens_revoke(db, id);
+        if (rc == EV_ENOTFOUND)
+            ev_set_error(err, errlen, "token %" PRId64 " does not exist", id);
+        else if (rc != 0)
+            db_fail(db, rc, "revoking the token", err, errlen);
+    }
     ev_db_free(db);
     return rc;
 }

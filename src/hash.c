@@ -290,3 +290,38 @@ void ev_hash_sha256_hex(char out[EV_HASH_SHA256_HEX_LEN], const void *data, size
     ev_hash_sha256(digest, data, n);
     ev_hash_to_hex(out, digest, sizeof(digest));
 }
+
+void ev_hash_hmac_sha256(uint8_t out[EV_HASH_SHA256_LEN], const void *key, size_t keylen,
+                         const void *data, size_t n)
+{
+    uint8_t k[64] = {0}, pad[64], inner[EV_HASH_SHA256_LEN];
+    ev_hash_sha256_t ctx;
+
+    /* A key longer than the block is replaced by its digest (RFC 2104 §2). */
+    if (keylen > sizeof(k))
+        ev_hash_sha256(k, key, keylen);
+    else if (keylen > 0)
+        memcpy(k, key, keylen);
+    for (size_t i = 0; i < sizeof(k); i++)
+        pad[i] = k[i] ^ 0x36;
+    ev_hash_sha256_init(&ctx);
+    ev_hash_sha256_update(&ctx, pad, sizeof(pad));
+    ev_hash_sha256_update(&ctx, data, n);
+    ev_hash_sha256_final(&ctx, inner);
+    for (size_t i = 0; i < sizeof(k); i++)
+        pad[i] = k[i] ^ 0x5c;
+    ev_hash_sha256_init(&ctx);
+    ev_hash_sha256_update(&ctx, pad, sizeof(pad));
+    ev_hash_sha256_update(&ctx, inner, sizeof(inner));
+    ev_hash_sha256_final(&ctx, out);
+}
+
+bool ev_hash_equal_ct(const void *a, const void *b, size_t n)
+{
+    const volatile uint8_t *x = a, *y = b;
+    uint8_t diff = 0;
+
+    for (size_t i = 0; i < n; i++)
+        diff |= (uint8_t)(x[i] ^ y[i]);
+    return diff == 0;
+}

@@ -44,6 +44,10 @@ static const char usage_text[] =
     "         [--image FILE]... [--priority N]\n"
     "                          store a submission and its files, print its id\n"
     "  show ID                 print a submission and its check results as JSON\n"
+    "  token create --name N (--event ID | --admin)\n"
+    "                          create an API token; prints it once (first line)\n"
+    "  token list              list API tokens (never their secret part)\n"
+    "  token revoke ID         revoke an API token\n"
     "  healthcheck [--ready]   exit 0 when the local stats server answers /livez\n"
     "                          (with --ready: /readyz), else 1; for container probes\n"
     "  requeue (--status S | --id N...) [--event E] [--dry-run]\n"
@@ -529,6 +533,93 @@ out:
     return rc;
 }
 
+static int token_create(int argc, char **argv)
+{
+    static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
+                                         {"event", required_argument, NULL, 'e'},
+                                         {"admin", no_argument, NULL, 'a'},
+                                         {NULL, 0, NULL, 0}};
+    const char *name = NULL, *event = NULL;
+    bool admin = false;
+    int64_t event_id = 0, id = 0;
+    ev_config_t *cfg = NULL;
+    char err[1024] = "", *token = NULL;
+    int c, rc;
+
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        if (c == 'n')
+            name = optarg;
+        else if (c == 'e')
+            event = optarg;
+        else if (c == 'a')
+            admin = true;
+        else
+            return option_error(c, argv);
+    }
+    if ((rc = reject_extra(argc, argv)) != 0)
+        return rc;
+    if (name == NULL || name[0] == '\0')
+        return usage_error("token create: --name is required (non-empty)");
+    if (admin == (event != NULL))
+        return usage_error("token create: give exactly one of --event ID and --admin");
+    if (event && !parse_int64(event, 1, INT64_MAX, &event_id))
+        return usage_error("token create: --event needs a positive integer id, got '%s'", event);
+    if ((rc = load_config(&cfg)) != 0)
+        return rc;
+    if (ev_cli_token_create(cfg, name, admin, event_id, &token, &id, err, sizeof(err)) != 0) {
+        rc = fail(err);
+    } else {
+        /* The token is shown this once: only its hash is stored. */
+        printf("%s\ntoken %" PRId64 " created (%s); store it now, it cannot be shown again\n",
+               token, id, admin ? "admin" : "event");
+        memset(token, 0, strlen(token));
+        rc = 0;
+    }
+    free(token);
+    ev_config_free(cfg);
+    return rc;
+}
+
+static int cmd_token(int argc, char **argv)
+{
+    ev_config_t *cfg = NULL;
+    char err[1024] = "", *text = NULL;
+    int64_t id = 0;
+    int rc;
+
+    if (argc < 2)
+        return usage_error("'token' needs a sub-command: create, list or revoke");
+    if (strcmp(argv[1], "create") == 0)
+        return token_create(argc - 1, argv + 1);
+    if (strcmp(argv[1], "list") == 0) {
+        if (argc > 2)
+            return usage_error("unexpected argument '%s'", argv[2]);
+    } else if (strcmp(argv[1], "revoke") == 0) {
+        if (argc != 3 || !parse_int64(argv[2], 1, INT64_MAX, &id))
+            return usage_error("token revoke: needs one token id");
+    } else {
+        return usage_error("unknown token sub-command '%s'", argv[1]);
+    }
+    if ((rc = load_config(&cfg)) != 0)
+        return rc;
+    if (id == 0)
+        rc = ev_cli_token_list(cfg, &text, err, sizeof(err));
+    else
+        rc = ev_cli_token_revoke(cfg, id, err, sizeof(err));
+    if (rc != 0) {
+        rc = fail(err);
+    } else {
+        if (text)
+            fputs(text, stdout);
+        else
+            printf("token %" PRId64 " revoked\n", id);
+        rc = 0;
+    }
+    free(text);
+    ev_config_free(cfg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd;
@@ -556,6 +647,8 @@ int main(int argc, char **argv)
         return cmd_submit(argc - 1, argv + 1);
     if (strcmp(cmd, "show") == 0)
         return cmd_show(argc - 1, argv + 1);
+    if (strcmp(cmd, "token") == 0)
+        return cmd_token(argc - 1, argv + 1);
     if (strcmp(cmd, "healthcheck") == 0)
         return cmd_healthcheck(argc - 1, argv + 1);
     if (strcmp(cmd, "requeue") == 0)

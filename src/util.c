@@ -4,11 +4,15 @@
  */
 #include "ev/util.h"
 
+#include "ev/error.h"
+
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 static void oom(size_t n)
@@ -117,4 +121,20 @@ int64_t ev_rand_range(int64_t lo, int64_t hi)
     if (span == 0)
         return (int64_t)rng_next();
     return lo + (int64_t)(rng_next() % span);
+}
+
+int ev_random_bytes(void *buf, size_t n)
+{
+    unsigned char *p = buf;
+    size_t got = 0;
+
+    while (got < n) {
+        ssize_t r = getrandom(p + got, n - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return EV_EIO;
+        got += (size_t)r;
+    }
+    return 0;
 }

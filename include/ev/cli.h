@@ -81,6 +81,15 @@ int ev_cli_submit(const ev_config_t *cfg, const ev_cli_submit_args_t *args, int6
  */
 int ev_cli_show(const ev_config_t *cfg, int64_t id, char **json, char *err, size_t errlen);
 
+/* `token create`: prints nothing itself; *token (caller frees, wipe after
+ * printing) and *id receive the new token. See ev_tokens_create. */
+int ev_cli_token_create(const ev_config_t *cfg, const char *name, bool admin, int64_t event_id,
+                        char **token, int64_t *id, char *err, size_t errlen);
+/* `token list`: *text receives the table (caller frees). */
+int ev_cli_token_list(const ev_config_t *cfg, char **text, char *err, size_t errlen);
+/* `token revoke ID`: EV_ENOTFOUND when no such token. */
+int ev_cli_token_revoke(const ev_config_t *cfg, int64_t id, char *err, size_t errlen);
+
 typedef struct ev_cli_serve_args {
     bool drain;   /* exit once nothing is outstanding */
     int grace_ms; /* in-flight time allowed after SIGTERM; < 0: pool default */

@@ -48,6 +48,16 @@ void ev_hash_sha256_hex(char out[EV_HASH_SHA256_HEX_LEN], const void *data, size
 /* Writes n bytes as 2n lowercase hex digits plus NUL into out (size 2n+1). */
 void ev_hash_to_hex(char *out, const uint8_t *bytes, size_t n);
 
+/* HMAC-SHA256 (RFC 2104) of n bytes under a key of keylen bytes: webhook
+ * signatures. */
+void ev_hash_hmac_sha256(uint8_t out[EV_HASH_SHA256_LEN], const void *key, size_t keylen,
+                         const void *data, size_t n);
+
+/* True when the n bytes at a and b are equal. Takes the same time whatever
+ * the bytes are (no early exit), so comparing a secret leaks nothing about
+ * how much of it was right. */
+bool ev_hash_equal_ct(const void *a, const void *b, size_t n);
+
 /* True when ev_hash_sha256_init() picks the SHA-NI code on this CPU. */
 bool ev_hash_sha256_accelerated(void);
 

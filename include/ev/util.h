@@ -38,4 +38,8 @@ double ev_rand01(void);
 /* Uniform integer in [lo, hi] (inclusive); lo <= hi. */
 int64_t ev_rand_range(int64_t lo, int64_t hi);
 
+/* Fills buf with n bytes from the kernel's CSPRNG (getrandom): tokens and
+ * webhook secrets. 0, or EV_EIO when the kernel cannot provide them. */
+int ev_random_bytes(void *buf, size_t n);
+
 #endif
