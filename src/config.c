@@ -66,6 +66,7 @@ typedef struct {
         {#P "_CIRCUIT_BREAKER_COOLDOWN", T_INT, M(cb_cooldown_s), "60", 1, 86400},                 \
         {#P "_CIRCUIT_BREAKER_MIN_CALLS", T_INT, M(cb_min_calls), "10", 1, 1000000},               \
         {#P "_API_KEY", T_SECRET, M(api_key), NULL, 0, 0},                                         \
+        {#P "_MAX_REQUEST_BYTES", T_BYTES, M(max_request_bytes), "0", 0, 1000000000},              \
     {                                                                                              \
 #P "_BASE_URL", T_URL, M(base_url), NULL, 0, 0                                             \
     }
@@ -84,14 +85,17 @@ static const var_t table[] = {
     {"SHUTDOWN_GRACE_MS", T_INT, F(shutdown_grace_ms), "30000", 0, 3600000},
 
     PROVIDER_VARS(GEMINI, G, "2", "150"),
-    {"GEMINI_MODEL", T_STRING, G(model), "gemini-2.5-flash", 0, 0},
-    {"GEMINI_THINKING_BUDGET", T_INT, G(thinking_budget), "0", -1, 32768},
+    /* Defaults: generally available on 2026-12-02 (README, "Models"). */
+    {"GEMINI_MODEL", T_STRING, G(model), "gemini-3.5-flash-lite", 0, 0},
+    /* -1 omits thinkingConfig (the model's own default): Gemini 3 models
+     * refuse a budget of 0. 32768 is the largest budget any model takes. */
+    {"GEMINI_THINKING_BUDGET", T_INT, G(thinking_budget), "-1", -1, 32768},
     {"RATE_LIMIT_SAFETY_FACTOR", T_FACTOR, G(safety_factor), "0.9", 0, 1},
 
     PROVIDER_VARS(GROQ, Q, "1", "25"),
-    {"GROQ_MODEL", T_STRING, Q(model), "llama-3.3-70b-versatile", 0, 0},
-    {"GROQ_VISION_MODEL", T_STRING, Q(vision_model), "meta-llama/llama-4-scout-17b-16e-instruct", 0,
-     0},
+    {"GROQ_MODEL", T_STRING, Q(model), "openai/gpt-oss-120b", 0, 0},
+    /* Groq serves images only with preview models (README, "Models"). */
+    {"GROQ_VISION_MODEL", T_STRING, Q(vision_model), "qwen/qwen3.8-27b", 0, 0},
     {"GROQ_RATE_LIMIT_SAFETY_FACTOR", T_FACTOR, Q(safety_factor), "0.8", 0, 1},
 
     {"HTTP_TIMEOUT_MS", T_INT, F(http_timeout_ms), "60000", 100, 600000},
@@ -102,10 +106,11 @@ static const var_t table[] = {
     {"RETRY_BUDGET_RATIO", T_DOUBLE, F(retry_budget_ratio), "0.2", 0, 10},
     {"MAX_API_CALLS_PER_SUBMISSION", T_INT, F(max_api_calls_per_submission), "5", 1, 1000},
 
-    /* 15,000,000 bytes of PDF is 20 MB of base64: Gemini's inline request cap. */
-    {"PDF_MAX_BYTES", T_BYTES, F(pdf_max_bytes), "14MiB", 1, 15000000},
+    /* Gemini takes PDFs of up to 50 MB inline, in requests of up to 100 MB of
+     * base64 (75,000,000 raw bytes): the most any provider accepts inline. */
+    {"PDF_MAX_BYTES", T_BYTES, F(pdf_max_bytes), "50000000", 1, 75000000},
     {"PDF_MAX_PAGES", T_INT, F(pdf_max_pages), "100", 1, 1000},
-    {"IMAGE_MAX_BYTES", T_BYTES, F(image_max_bytes), "4MiB", 1, 15000000},
+    {"IMAGE_MAX_BYTES", T_BYTES, F(image_max_bytes), "4MiB", 1, 75000000},
     {"MAX_IMAGES", T_INT, F(max_images), "5", 1, 16},
     {"UPLOAD_DIR", T_DIR, F(upload_dir), NULL, 0, 0},
 

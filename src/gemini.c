@@ -508,6 +508,23 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
     out->error[0] = '\0';
 }
 
+/* "... does not support setting thinking_budget to 0", "The thinking budget
+ * (N) is invalid ...", "Budget 0 is invalid. This model only works in
+ * thinking mode." */
+static bool thinking_budget_refused(const char *msg)
+{
+    return ev_llm_contains_ci(msg, "thinking_budget") ||
+           ev_llm_contains_ci(msg, "thinking budget") ||
+           (ev_llm_contains_ci(msg, "budget") && ev_llm_contains_ci(msg, "thinking mode"));
+}
+
+/* "models/X is not found for API version v1beta, or is not supported for
+ * generateContent": a 404 that names the model, unlike a wrong base URL. */
+static bool model_not_found(const char *msg)
+{
+    return msg && strstr(msg, "models/") && ev_llm_contains_ci(msg, "not found");
+}
+
 static void parse_error(ev_llm_result_t *out, json_object *root, const ev_http_response_t *resp)
 {
     int st = resp->status;
@@ -530,7 +547,16 @@ static void parse_error(ev_llm_result_t *out, json_object *root, const ev_http_r
     bool too_large =
         e.message && (ev_llm_contains_ci(e.message, "payload size exceeds") ||
                       ev_llm_contains_ci(e.message, "exceeds the maximum number of tokens"));
-    if (st == 400) {
+    if (st == 400 && !e.key_invalid && thinking_budget_refused(e.message)) {
+        /* Recurs on every call to this model: our configuration, not this request. */
+        out->outcome = EV_LLM_MODEL_UNAVAILABLE;
+        out->model_status = EV_MODEL_UNUSABLE;
+        out->config_hint = "GEMINI_THINKING_BUDGET";
+    } else if (st == 404 && model_not_found(e.message)) {
+        /* Gemini answers the same for a typo and for a model it shut down. */
+        out->outcome = EV_LLM_MODEL_UNAVAILABLE;
+        out->model_status = EV_MODEL_UNKNOWN;
+    } else if (st == 400) {
         if (e.key_invalid)
             out->outcome = EV_LLM_FATAL_CONFIG;
         else if (too_large)
@@ -559,6 +585,7 @@ void ev_gemini_parse_response(ev_llm_result_t *out, const ev_http_response_t *re
     else
         parse_error(out, root, resp);
     json_object_put(root);
+    ev_llm_result_apply_should_retry(out, resp);
     ev_llm_result_apply_max_wait(out, max_wait_ms);
 }
 

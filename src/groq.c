@@ -417,7 +417,20 @@ static void parse_error(ev_llm_result_t *out, json_object *root, const ev_http_r
         snprintf(msg, sizeof(msg), "(no error message)");
     ev_llm_result_set_error(out, "HTTP %d%s%s: %s", st, code ? " " : "", code ? code : "", msg);
 
-    if (st == 400) {
+    if (code && strcmp(code, "model_decommissioned") == 0) {
+        out->outcome = EV_LLM_MODEL_UNAVAILABLE;
+        out->model_status = EV_MODEL_RETIRED;
+    } else if ((code && strcmp(code, "model_not_found") == 0) ||
+               (st == 404 && ev_llm_contains_ci(message, "does not exist"))) {
+        out->outcome = EV_LLM_MODEL_UNAVAILABLE;
+        out->model_status = EV_MODEL_UNKNOWN;
+    } else if (st == 429 && ev_llm_contains_ci(message, "request too large")) {
+        /* The single request exceeds a per-minute token limit (TPM/OTPM):
+         * no wait makes it fit, and the quota itself is not exhausted, so
+         * neither a retry nor a provider-wide pause. */
+        out->outcome = EV_LLM_FALLBACK;
+        out->too_large = true;
+    } else if (st == 400) {
         if (code && strcmp(code, "json_validate_failed") == 0)
             out->outcome = EV_LLM_BAD_ANSWER; /* the model's JSON was invalid: one retry */
         else if (code && strcmp(code, "invalid_api_key") == 0)
@@ -454,6 +467,7 @@ void ev_groq_parse_response(ev_llm_result_t *out, const ev_http_response_t *resp
     else
         parse_error(out, root, resp);
     json_object_put(root);
+    ev_llm_result_apply_should_retry(out, resp);
     ev_llm_result_apply_max_wait(out, max_wait_ms);
 }
 

@@ -34,6 +34,27 @@ const char *ev_llm_outcome_name(ev_llm_outcome_t o)
         return "bad_answer";
     case EV_LLM_BAD_REQUEST:
         return "bad_request";
+    case EV_LLM_MODEL_UNAVAILABLE:
+        return "model_unavailable";
+    }
+    return "unknown";
+}
+
+const char *ev_model_status_name(ev_model_status_t s)
+{
+    switch (s) {
+    case EV_MODEL_AVAILABLE:
+        return "available";
+    case EV_MODEL_UNKNOWN:
+        return "unknown";
+    case EV_MODEL_RETIRED:
+        return "retired";
+    case EV_MODEL_UNUSABLE:
+        return "unusable";
+    case EV_MODEL_KEY_REJECTED:
+        return "key rejected";
+    case EV_MODEL_UNCHECKED:
+        return "unchecked";
     }
     return "unknown";
 }
@@ -441,4 +462,15 @@ void ev_llm_result_apply_max_wait(ev_llm_result_t *r, int64_t max_wait_ms)
     snprintf(prev, sizeof(prev), "%s", r->error);
     ev_llm_result_set_error(r, "server asks to wait %lld ms (> %lld ms allowed): %s",
                             (long long)r->retry_after_ms, (long long)max_wait_ms, prev);
+}
+
+void ev_llm_result_apply_should_retry(ev_llm_result_t *r, const ev_http_response_t *resp)
+{
+    const char *v = ev_http_response_header(resp, "x-should-retry");
+    if (r->outcome != EV_LLM_RETRY || !v || strcasecmp(v, "false") != 0)
+        return;
+    r->outcome = EV_LLM_FALLBACK;
+    char prev[EV_LLM_ERROR_MAX];
+    snprintf(prev, sizeof(prev), "%s", r->error);
+    ev_llm_result_set_error(r, "the provider says not to retry: %s", prev);
 }

@@ -90,6 +90,7 @@ static int provider_init(ev_router_t *r, provider_t *p, ev_provider_id_t id)
     co.connect_timeout_ms = EV_MIN(10000, cfg->http_timeout_ms);
     co.max_wait_ms = cfg->retry_max_wait_ms;
     co.max_images = cfg->max_images;
+    co.max_request_bytes = (size_t)p->cfg->max_request_bytes;
     if (id == EV_PROVIDER_GEMINI)
         rc = ev_gemini_new(&p->gemini, p->cfg, &co);
     else
@@ -293,13 +294,24 @@ static void disable_provider(ev_router_t *r, provider_t *p, const ev_llm_result_
     bool expected = false;
     if (!atomic_compare_exchange_strong(&p->disabled, &expected, true))
         return;
-    ev_log(EV_LOG_ERROR,
-           "%s disabled for the life of this process: configuration error (HTTP %d: %s); "
-           "check %s_API_KEY, %s_MODEL and %s_BASE_URL",
-           ev_provider_name(p->id), res->http_status, res->error,
-           p->id == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ",
-           p->id == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ",
-           p->id == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ");
+    const char *env = p->id == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ";
+    if (res->outcome == EV_LLM_MODEL_UNAVAILABLE && res->config_hint)
+        ev_log(EV_LOG_ERROR,
+               "%s disabled for the life of this process: model %s is unusable with this "
+               "configuration (HTTP %d: %s); check %s",
+               ev_provider_name(p->id), res->model ? res->model : "?", res->http_status, res->error,
+               res->config_hint);
+    else if (res->outcome == EV_LLM_MODEL_UNAVAILABLE)
+        ev_log(EV_LOG_ERROR,
+               "%s disabled for the life of this process: model %s is %s (HTTP %d: %s); "
+               "check %s_MODEL",
+               ev_provider_name(p->id), res->model ? res->model : "?",
+               ev_model_status_name(res->model_status), res->http_status, res->error, env);
+    else
+        ev_log(EV_LOG_ERROR,
+               "%s disabled for the life of this process: configuration error (HTTP %d: %s); "
+               "check %s_API_KEY, %s_MODEL and %s_BASE_URL",
+               ev_provider_name(p->id), res->http_status, res->error, env, env, env);
     if (r->stats)
         ev_stats_set_provider_disabled(r->stats, p->id, true);
 }
@@ -499,6 +511,7 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
                 cool_down(r, p, &res);
             break;
         case EV_LLM_FATAL_CONFIG:
+        case EV_LLM_MODEL_UNAVAILABLE:
             disable_provider(r, p, &res);
             break;
         case EV_LLM_BAD_REQUEST:

@@ -41,7 +41,8 @@ typedef struct ev_provider_config {
     int cb_window_s;
     int cb_cooldown_s;
     int cb_min_calls;
-    int thinking_budget; /* Gemini only: generationConfig.thinkingConfig; -1 = omit */
+    int thinking_budget;       /* Gemini only: generationConfig.thinkingConfig; -1 = omit */
+    int64_t max_request_bytes; /* *_MAX_REQUEST_BYTES; 0: the provider's published limit */
 } ev_provider_config_t;
 
 typedef struct ev_config {

@@ -20,8 +20,9 @@
 
 #include <stdatomic.h>
 
-/* Gemini's published inline-data limit for a whole request (20 MB). */
-#define EV_GEMINI_MAX_REQUEST_DEFAULT ((size_t)20 * 1000 * 1000)
+/* Gemini's published inline-data limit for a whole request, base64
+ * included: 100 MB since January 2026 (it was 20 MB). */
+#define EV_GEMINI_MAX_REQUEST_DEFAULT ((size_t)100 * 1000 * 1000)
 
 typedef struct ev_gemini ev_gemini_t;
 

@@ -27,18 +27,36 @@ struct json_object;
 
 /* What the router should do with a call's result. */
 typedef enum {
-    EV_LLM_OK = 0,       /* `text` holds the model's answer (still to be validated) */
-    EV_LLM_RETRY,        /* transient: 429 per-minute, 5xx, 498, timeout, connection error */
-    EV_LLM_FALLBACK,     /* this provider cannot serve it now: daily quota, no quota, request
-                            too large, or a server delay longer than the allowed wait */
-    EV_LLM_FATAL_CONFIG, /* invalid key, 401/403/404, bad model or URL: fix the config */
-    EV_LLM_BAD_ANSWER,   /* 200 without a usable answer: blocked, SAFETY..., truncated,
-                            empty, not JSON, Groq json_validate_failed (worth one retry) */
-    EV_LLM_BAD_REQUEST,  /* malformed request (400 INVALID_ARGUMENT): never retried */
+    EV_LLM_OK = 0,            /* `text` holds the model's answer (still to be validated) */
+    EV_LLM_RETRY,             /* transient: 429 per-minute, 5xx, 498, timeout, connection error */
+    EV_LLM_FALLBACK,          /* this provider cannot serve it now: daily quota, no quota, request
+                                 too large, or a server delay longer than the allowed wait */
+    EV_LLM_FATAL_CONFIG,      /* invalid key, 401/403/404, bad model or URL: fix the config */
+    EV_LLM_BAD_ANSWER,        /* 200 without a usable answer: blocked, SAFETY..., truncated,
+                                 empty, not JSON, Groq json_validate_failed (worth one retry) */
+    EV_LLM_BAD_REQUEST,       /* malformed request (400 INVALID_ARGUMENT): never retried */
+    EV_LLM_MODEL_UNAVAILABLE, /* this model cannot answer (unknown, retired, or it rejects
+                                 our configuration, e.g. the thinking budget); the same
+                                 provider's next model may: `model_status` says which */
 } ev_llm_outcome_t;
 
-/* "ok", "retry", "fallback", "fatal_config", "bad_answer", "bad_request". */
+/* "ok", "retry", "fallback", "fatal_config", "bad_answer", "bad_request",
+ * "model_unavailable". */
 const char *ev_llm_outcome_name(ev_llm_outcome_t o);
+
+/* What a provider says about one model (an answer to a call, or to the
+ * model-metadata endpoint). */
+typedef enum {
+    EV_MODEL_AVAILABLE = 0,
+    EV_MODEL_UNKNOWN,      /* the provider does not know it (typo, or retired without trace) */
+    EV_MODEL_RETIRED,      /* the provider says it was decommissioned */
+    EV_MODEL_UNUSABLE,     /* it exists but rejects our configuration on every call */
+    EV_MODEL_KEY_REJECTED, /* the key was refused: nothing is known about the model */
+    EV_MODEL_UNCHECKED,    /* no usable answer (timeout, 5xx, 429): unknown, assume usable */
+} ev_model_status_t;
+
+/* "available", "unknown", "retired", "unusable", "key rejected", "unchecked". */
+const char *ev_model_status_name(ev_model_status_t s);
 
 /* One file sent to the model: a PDF ("application/pdf") or an image
  * ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif").
@@ -72,7 +90,7 @@ typedef struct ev_llm_client_options {
     int64_t max_wait_ms;       /* RETRY_MAX_WAIT_MS: a longer server-suggested delay
                                   turns RETRY into FALLBACK; <= 0: no limit */
     size_t max_response_bytes; /* 0: EV_HTTP_MAX_RESPONSE_DEFAULT */
-    size_t max_request_bytes;  /* 0: the provider's published limit (Gemini 20 MB for
+    size_t max_request_bytes;  /* 0: the provider's published limit (Gemini 100 MB for
                                   any request, Groq 4 MB for a request with images) */
     int max_images;            /* 0: the provider's limit (Gemini none, Groq 5) */
 } ev_llm_client_options_t;
@@ -103,23 +121,25 @@ typedef struct ev_llm_ratelimit {
  */
 typedef struct ev_llm_result {
     ev_llm_outcome_t outcome;
-    int err;                /* 0, or the transport/local code behind the outcome:
-                               EV_ETIMEOUT, EV_EHTTP, EV_ETOOBIG, EV_ESHUTDOWN, EV_EINVAL,
-                               EV_ECONFIG, EV_EPARSE */
-    bool http_attempted;    /* an HTTP request was started: it counts against the budget */
-    int http_status;        /* 0 when no HTTP response was received */
-    int64_t retry_after_ms; /* server-suggested delay, -1 when none */
-    bool rate_limited;      /* HTTP 429 */
-    bool daily_quota;       /* a daily quota is exhausted: retrying today is pointless */
-    bool no_quota;          /* the key has no quota at all for this model (limit 0) */
-    bool too_large;         /* the request is too large for this provider/model */
-    char *text;             /* joined answer text; set only when outcome == EV_LLM_OK */
-    char *finish_reason;    /* provider's finish/block reason as sent, or NULL */
-    int64_t tokens_in;      /* prompt tokens, 0 when unknown */
-    int64_t tokens_out;     /* output tokens (Gemini: candidates + thoughts) */
-    char *request_id;       /* Gemini responseId / Groq x_groq.id, or NULL */
-    char *model;            /* the model the request was sent to */
-    int64_t latency_ms;     /* time spent in HTTP (0 when none) */
+    int err;                        /* 0, or the transport/local code behind the outcome:
+                                       EV_ETIMEOUT, EV_EHTTP, EV_ETOOBIG, EV_ESHUTDOWN, EV_EINVAL,
+                                       EV_ECONFIG, EV_EPARSE */
+    bool http_attempted;            /* an HTTP request was started: it counts against the budget */
+    int http_status;                /* 0 when no HTTP response was received */
+    int64_t retry_after_ms;         /* server-suggested delay, -1 when none */
+    bool rate_limited;              /* HTTP 429 */
+    bool daily_quota;               /* a daily quota is exhausted: retrying today is pointless */
+    bool no_quota;                  /* the key has no quota at all for this model (limit 0) */
+    bool too_large;                 /* the request is too large for this provider/model */
+    ev_model_status_t model_status; /* with EV_LLM_MODEL_UNAVAILABLE: why */
+    const char *config_hint; /* static: the variable to fix with an unusable model, or NULL */
+    char *text;              /* joined answer text; set only when outcome == EV_LLM_OK */
+    char *finish_reason;     /* provider's finish/block reason as sent, or NULL */
+    int64_t tokens_in;       /* prompt tokens, 0 when unknown */
+    int64_t tokens_out;      /* output tokens (Gemini: candidates + thoughts) */
+    char *request_id;        /* Gemini responseId / Groq x_groq.id, or NULL */
+    char *model;             /* the model the request was sent to */
+    int64_t latency_ms;      /* time spent in HTTP (0 when none) */
     ev_llm_ratelimit_t ratelimit;
     char error[EV_LLM_ERROR_MAX]; /* short description, "" when outcome == EV_LLM_OK */
 } ev_llm_result_t;
@@ -195,6 +215,11 @@ void ev_llm_result_transport(ev_llm_result_t *r, int rc, const char *detail);
 /* A RETRY whose server-suggested delay exceeds max_wait_ms (> 0) becomes a
  * FALLBACK (waiting that long is not allowed); the error says so. */
 void ev_llm_result_apply_max_wait(ev_llm_result_t *r, int64_t max_wait_ms);
+
+/* A RETRY the server marked `x-should-retry: false` becomes a FALLBACK: the
+ * provider says that repeating this request cannot succeed. Every parser
+ * calls it after classifying. */
+void ev_llm_result_apply_should_retry(ev_llm_result_t *r, const ev_http_response_t *resp);
 
 /* The verdict every check asks for. */
 typedef enum { EV_LLM_FIELD_BOOLEAN, EV_LLM_FIELD_NUMBER, EV_LLM_FIELD_STRING } ev_llm_field_type_t;

@@ -173,9 +173,9 @@ static void check_config(const ev_config_t *c)
     FUZZ_CHECK(in_range(c->retry_max_wait_ms, 0, 3600000));
     FUZZ_CHECK(in_range(c->retry_budget_ratio, 0, 10));
     FUZZ_CHECK(in_range(c->max_api_calls_per_submission, 1, 1000));
-    FUZZ_CHECK(c->pdf_max_bytes >= 1 && c->pdf_max_bytes <= 15000000);
+    FUZZ_CHECK(c->pdf_max_bytes >= 1 && c->pdf_max_bytes <= 75000000);
     FUZZ_CHECK(in_range(c->pdf_max_pages, 1, 1000));
-    FUZZ_CHECK(c->image_max_bytes >= 1 && c->image_max_bytes <= 15000000);
+    FUZZ_CHECK(c->image_max_bytes >= 1 && c->image_max_bytes <= 75000000);
     FUZZ_CHECK(in_range(c->max_images, 1, 16));
     FUZZ_CHECK(!c->upload_dir || c->upload_dir[0] == '/');
     FUZZ_CHECK(c->stats_addr && c->stats_addr[0]);

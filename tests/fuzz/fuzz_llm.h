@@ -98,7 +98,9 @@ static inline int fuzz_no_key(const char *s)
 static inline void fuzz_check_result(ev_llm_result_t *r, const ev_http_response_t *resp,
                                      int64_t max_wait_ms)
 {
-    FUZZ_CHECK(r->outcome >= EV_LLM_OK && r->outcome <= EV_LLM_BAD_REQUEST);
+    FUZZ_CHECK(r->outcome >= EV_LLM_OK && r->outcome <= EV_LLM_MODEL_UNAVAILABLE);
+    /* A model status comes only with an unavailable model. */
+    FUZZ_CHECK((r->outcome == EV_LLM_MODEL_UNAVAILABLE) == (r->model_status != EV_MODEL_AVAILABLE));
     FUZZ_CHECK(r->http_status == resp->status);
     FUZZ_CHECK((r->outcome == EV_LLM_OK) == (r->text != NULL));
     FUZZ_CHECK(fuzz_terminated(r->error, sizeof(r->error)));

@@ -295,7 +295,8 @@ static void test_gemini_config_errors(void)
     CU_ASSERT_EQUAL_FATAL(ev_gemini_new(&g, &c, &o), 0);
     CU_ASSERT_EQUAL(gemini_call(g, &req, &r, NULL), 0);
     CU_ASSERT_EQUAL(r.http_status, 404);
-    CU_ASSERT_EQUAL(r.outcome, EV_LLM_FATAL_CONFIG);
+    CU_ASSERT_EQUAL(r.outcome, EV_LLM_MODEL_UNAVAILABLE);
+    CU_ASSERT_EQUAL(r.model_status, EV_MODEL_UNKNOWN);
     ev_llm_result_free(&r);
     ev_gemini_free(g);
 
@@ -494,7 +495,7 @@ static void test_groq_rate_limit_and_timeout(void)
     CU_ASSERT(r.retry_after_ms > 0 && r.retry_after_ms <= 1000); /* from retry-after */
     ev_llm_result_free(&r);
 
-    /* Unknown model: configuration error. */
+    /* Unknown model: that model is unavailable. */
     ev_provider_config_t c = qcfg;
     c.model = "llama-0-imaginary";
     ev_llm_client_options_t o = options(500);
@@ -502,7 +503,8 @@ static void test_groq_rate_limit_and_timeout(void)
     set_fault("groq", NULL);
     CU_ASSERT_EQUAL_FATAL(ev_groq_new(&g, &c, &o), 0);
     CU_ASSERT_EQUAL(groq_call(g, &req, &r), 0);
-    CU_ASSERT_EQUAL(r.outcome, EV_LLM_FATAL_CONFIG);
+    CU_ASSERT_EQUAL(r.outcome, EV_LLM_MODEL_UNAVAILABLE);
+    CU_ASSERT_EQUAL(r.model_status, EV_MODEL_UNKNOWN);
     ev_llm_result_free(&r);
     ev_groq_free(g);
 

@@ -43,9 +43,9 @@
 #include "runner.h"
 
 #define OWNER "e2e-owner"
-#define GEMINI_MODEL "gemini-2.5-flash"
-#define GROQ_MODEL "llama-3.3-70b-versatile"
-#define GROQ_VISION "meta-llama/llama-4-scout-17b-16e-instruct"
+#define GEMINI_MODEL "gemini-3.5-flash-lite" /* the defaults */
+#define GROQ_MODEL "openai/gpt-oss-120b"
+#define GROQ_VISION "qwen/qwen3.8-27b"
 #define WRONG_GEMINI_KEY "wrong-gemini-key-5f2c9a"
 
 static simctl_t *sim;

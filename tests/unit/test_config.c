@@ -84,10 +84,10 @@ static void test_defaults(void)
     CU_ASSERT_PTR_NULL(g->api_key);
     CU_ASSERT_PTR_NULL(q->api_key);
     CU_ASSERT_FALSE(ev_config_any_provider(c));
-    CU_ASSERT_STRING_EQUAL(g->model, "gemini-2.5-flash");
+    CU_ASSERT_STRING_EQUAL(g->model, "gemini-3.5-flash-lite");
     CU_ASSERT_STRING_EQUAL(g->base_url, "https://generativelanguage.googleapis.com/v1beta");
-    CU_ASSERT_STRING_EQUAL(q->model, "llama-3.3-70b-versatile");
-    CU_ASSERT_STRING_EQUAL(q->vision_model, "meta-llama/llama-4-scout-17b-16e-instruct");
+    CU_ASSERT_STRING_EQUAL(q->model, "openai/gpt-oss-120b");
+    CU_ASSERT_STRING_EQUAL(q->vision_model, "qwen/qwen3.8-27b");
     CU_ASSERT_STRING_EQUAL(q->base_url, "https://api.groq.com/openai/v1");
     CU_ASSERT_EQUAL(g->max_concurrent, 2);
     CU_ASSERT_EQUAL(q->max_concurrent, 1);
@@ -102,7 +102,7 @@ static void test_defaults(void)
     CU_ASSERT_EQUAL(q->cb_window_s, 120);
     CU_ASSERT_EQUAL(q->cb_cooldown_s, 60);
     CU_ASSERT_EQUAL(g->cb_min_calls, 10);
-    CU_ASSERT_EQUAL(g->thinking_budget, 0);
+    CU_ASSERT_EQUAL(g->thinking_budget, -1); /* omitted: Gemini 3 refuses 0 */
     CU_ASSERT_EQUAL(q->thinking_budget, -1);
     CU_ASSERT_EQUAL(c->http_timeout_ms, 60000);
     CU_ASSERT_EQUAL(c->max_retries, 2);
@@ -111,7 +111,7 @@ static void test_defaults(void)
     CU_ASSERT_EQUAL(c->retry_max_wait_ms, 10000);
     CU_ASSERT_DOUBLE_EQUAL(c->retry_budget_ratio, 0.2, 1e-9);
     CU_ASSERT_EQUAL(c->max_api_calls_per_submission, 5);
-    CU_ASSERT_EQUAL(c->pdf_max_bytes, 14 * 1024 * 1024);
+    CU_ASSERT_EQUAL(c->pdf_max_bytes, 50000000); /* Gemini's inline PDF limit */
     CU_ASSERT_EQUAL(c->pdf_max_pages, 100);
     CU_ASSERT_EQUAL(c->image_max_bytes, 4 * 1024 * 1024);
     CU_ASSERT_EQUAL(c->max_images, 5);
@@ -146,8 +146,7 @@ static void test_overrides(void)
     CU_ASSERT_EQUAL(c->log_level, EV_LOG_DEBUG);
     CU_ASSERT_STRING_EQUAL(c->stats_addr, "::1");
     CU_ASSERT_STRING_EQUAL(c->upload_dir, "/tmp");
-    CU_ASSERT_STRING_EQUAL(c->providers[EV_PROVIDER_GROQ].vision_model,
-                           "meta-llama/llama-4-scout-17b-16e-instruct");
+    CU_ASSERT_STRING_EQUAL(c->providers[EV_PROVIDER_GROQ].vision_model, "qwen/qwen3.8-27b");
     ev_config_free(c);
 }
 
@@ -196,7 +195,7 @@ static void test_booleans_and_enums(void)
     CU_ASSERT_PTR_NOT_NULL(
         strstr(load_bad("UPLOAD_DIR", "/no/such/dir/here"), "not an existing directory"));
     CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("PDF_MAX_BYTES", "3GB"), "unknown size suffix"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("PDF_MAX_BYTES", "20MiB"), "out of range"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("PDF_MAX_BYTES", "80MiB"), "out of range"));
 }
 
 static void test_min_greater_than_max(void)

@@ -702,7 +702,9 @@ static void test_client_errors(void)
           "{\"error\": {\"code\": 404, \"message\": \"models/gemini-9 is not found for API "
           "version v1beta\", \"status\": \"NOT_FOUND\"}}",
           MAX_WAIT);
-    CU_ASSERT_EQUAL(R.outcome, EV_LLM_FATAL_CONFIG);
+    /* The model is gone or misspelt: the next configured model may work. */
+    CU_ASSERT_EQUAL(R.outcome, EV_LLM_MODEL_UNAVAILABLE);
+    CU_ASSERT_EQUAL(R.model_status, EV_MODEL_UNKNOWN);
     CU_ASSERT_PTR_NOT_NULL(strstr(R.error, "404"));
     parse(404, "", MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FATAL_CONFIG);

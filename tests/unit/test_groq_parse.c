@@ -608,7 +608,8 @@ static void test_other_statuses(void)
           "access to it.\", \"type\": \"invalid_request_error\", \"code\": "
           "\"model_not_found\"}}",
           MAX_WAIT, NULL);
-    CU_ASSERT_EQUAL(R.outcome, EV_LLM_FATAL_CONFIG);
+    CU_ASSERT_EQUAL(R.outcome, EV_LLM_MODEL_UNAVAILABLE);
+    CU_ASSERT_EQUAL(R.model_status, EV_MODEL_UNKNOWN);
 
     int retryable[] = {498, 500, 502, 503, 504};
     for (size_t i = 0; i < 5; i++) {

@@ -47,9 +47,11 @@ void sim_settings_default(sim_settings_t *s, sim_prov_id_t id)
     s->require_json_mode = true;
     if (id == SIM_GEMINI) {
         set_str(s->models, sizeof(s->models),
-                "gemini-2.5-flash,gemini-2.5-flash-lite,gemini-2.5-pro,gemini-2.0-flash,"
+                "gemini-3.5-flash-lite,gemini-3.5-flash,gemini-3.8-flash,gemini-2.5-flash,"
+                "gemini-2.5-flash-lite,gemini-2.5-pro,gemini-2.0-flash,"
                 "gemini-2.0-flash-lite,gemini-flash-latest,gemini-flash-lite-latest");
-        set_str(s->thinking_only, sizeof(s->thinking_only), "gemini-2.5-pro");
+        set_str(s->thinking_only, sizeof(s->thinking_only),
+                "gemini-2.5-pro,gemini-3.5-flash-lite,gemini-3.5-flash,gemini-3.8-flash");
         s->rpm = 1000;
         s->rpd = 0;
         s->thought_tokens = 300;
@@ -57,10 +59,10 @@ void sim_settings_default(sim_settings_t *s, sim_prov_id_t id)
             20971520; /* "Request payload size exceeds the limit: 20971520 bytes." */
     } else {
         set_str(s->models, sizeof(s->models),
-                "llama-3.3-70b-versatile,llama-3.1-8b-instant,openai/gpt-oss-20b,"
-                "openai/gpt-oss-120b");
+                "openai/gpt-oss-120b,openai/gpt-oss-20b,llama-3.1-8b-instant,"
+                "llama-3.3-70b-versatile");
         set_str(s->vision_models, sizeof(s->vision_models),
-                "meta-llama/llama-4-scout-17b-16e-instruct,"
+                "qwen/qwen3.8-27b,qwen/qwen3.6-27b,meta-llama/llama-4-scout-17b-16e-instruct,"
                 "meta-llama/llama-4-maverick-17b-128e-instruct");
         s->rpm = 30;
         s->rpd = 14400;
