@@ -210,8 +210,9 @@ typedef struct fx {
 /* Empties every table and resets the sim. */
 static void clean_slate(void)
 {
+    /* CASCADE: later migrations add tables that reference submissions and events. */
     CU_ASSERT_EQUAL_FATAL(ev_db_exec_script(db, "TRUNCATE validation_results, submission_files, "
-                                                "submissions, events, verdict_cache"),
+                                                "submissions, events, verdict_cache CASCADE"),
                           0);
     CU_ASSERT_EQUAL_FATAL(simctl_reset(sim), 0);
 }
