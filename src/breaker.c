@@ -63,7 +63,22 @@ struct ev_breaker {
     int probe_successes; /* in this HALF_OPEN period */
     uint64_t next_probe_id;
     uint64_t successes, failures, neutral, rejected, stale, reclaimed, opened, transitions;
+
+    ev_breaker_hooks_t hooks; /* set before threads start; immutable after */
 };
+
+void ev_breaker_set_hooks(ev_breaker_t *b, const ev_breaker_hooks_t *hooks)
+{
+    b->hooks = hooks ? *hooks : (ev_breaker_hooks_t){0};
+}
+
+/* Tells the `changed` hook, outside the lock. */
+static void notify(ev_breaker_t *b, const ev_breaker_change_t *ch, int64_t open_until_us,
+                   bool forced)
+{
+    if (ch->changed && ch->from != ch->to && b->hooks.changed != NULL)
+        b->hooks.changed(b->hooks.ctx, ch->from, ch->to, open_until_us, forced);
+}
 
 const char *ev_breaker_state_name(ev_breaker_state_t state)
 {
@@ -257,7 +272,38 @@ static void change_init(ev_breaker_change_t *ch, ev_breaker_state_t state)
 
 /* ---- public ---- */
 
+static int allow_locally(ev_breaker_t *b, ev_breaker_ticket_t *ticket, ev_breaker_change_t *change);
+static int record_locally(ev_breaker_t *b, const ev_breaker_ticket_t *ticket,
+                          ev_breaker_outcome_t outcome, ev_breaker_change_t *change,
+                          int64_t *open_until);
+
 int ev_breaker_allow(ev_breaker_t *b, ev_breaker_ticket_t *ticket, ev_breaker_change_t *change)
+{
+    ev_breaker_change_t local;
+    int rc = allow_locally(b, ticket, change ? change : &local);
+
+    notify(b, change ? change : &local, 0, false);
+    /* A probe admitted here may still be refused by the cluster: another
+     * replica is probing. Its place is then given back uncounted. */
+    if (rc == 0 && ticket->state == EV_BREAKER_HALF_OPEN && b->hooks.claim_probe != NULL &&
+        !b->hooks.claim_probe(b->hooks.ctx)) {
+        pthread_mutex_lock(&b->mu);
+        for (int i = 0; i < MAX_PROBES; i++) {
+            if (b->probes[i].id == ticket->probe_id && b->generation == ticket->generation) {
+                b->probes[i] = (probe_t){0};
+                b->probes_out--;
+                break;
+            }
+        }
+        b->rejected++;
+        pthread_mutex_unlock(&b->mu);
+        ticket->state = EV_BREAKER_OPEN;
+        rc = EV_EOPEN;
+    }
+    return rc;
+}
+
+static int allow_locally(ev_breaker_t *b, ev_breaker_ticket_t *ticket, ev_breaker_change_t *change)
 {
     int rc = 0;
     int64_t now_us = ev_clock_now_us(b->clock);
@@ -300,6 +346,18 @@ int ev_breaker_allow(ev_breaker_t *b, ev_breaker_ticket_t *ticket, ev_breaker_ch
 
 int ev_breaker_record(ev_breaker_t *b, const ev_breaker_ticket_t *ticket,
                       ev_breaker_outcome_t outcome, ev_breaker_change_t *change)
+{
+    ev_breaker_change_t local;
+    int64_t open_until = 0;
+    int rc = record_locally(b, ticket, outcome, change ? change : &local, &open_until);
+
+    notify(b, change ? change : &local, open_until, false);
+    return rc;
+}
+
+static int record_locally(ev_breaker_t *b, const ev_breaker_ticket_t *ticket,
+                          ev_breaker_outcome_t outcome, ev_breaker_change_t *change,
+                          int64_t *open_until)
 {
     int rc = 0;
     int64_t now_us = ev_clock_now_us(b->clock);
@@ -367,20 +425,40 @@ int ev_breaker_record(ev_breaker_t *b, const ev_breaker_ticket_t *ticket,
         break;
     }
 out:
+    *open_until = b->state == EV_BREAKER_OPEN ? b->open_until_us : 0;
     pthread_mutex_unlock(&b->mu);
     return rc;
 }
 
 void ev_breaker_force_open(ev_breaker_t *b, int64_t until_us, ev_breaker_change_t *change)
 {
+    ev_breaker_change_t local;
     int64_t now_us = ev_clock_now_us(b->clock);
 
+    if (change == NULL)
+        change = &local;
     pthread_mutex_lock(&b->mu);
     change_init(change, b->state);
     if (b->state == EV_BREAKER_OPEN)
         b->open_until_us = EV_MAX(b->open_until_us, until_us);
     else
         trip_open(b, until_us, now_us, change);
+    int64_t open_until = b->open_until_us;
+    pthread_mutex_unlock(&b->mu);
+    notify(b, change, open_until, true);
+}
+
+void ev_breaker_reset(ev_breaker_t *b, ev_breaker_change_t *change)
+{
+    ev_breaker_change_t local;
+    int64_t now_us = ev_clock_now_us(b->clock);
+
+    if (change == NULL)
+        change = &local;
+    pthread_mutex_lock(&b->mu);
+    change_init(change, b->state);
+    if (b->state != EV_BREAKER_CLOSED)
+        set_state(b, EV_BREAKER_CLOSED, now_us, change);
     pthread_mutex_unlock(&b->mu);
 }
 

@@ -44,15 +44,16 @@ struct ev_limiter {
     void *rand_ctx;
 
     pthread_mutex_t mu;
-    int64_t tat_ns;           /* guarded by mu: theoretical arrival time */
-    int64_t pause_ns;         /* guarded by mu: no slot before this */
-    uint64_t seq;             /* guarded by mu: reservations made so far */
-    uint64_t last_seq;        /* guarded by mu: the reservation that set tat_ns, 0 if none */
-    uint64_t granted;         /* guarded by mu */
-    uint64_t rejected;        /* guarded by mu */
-    uint64_t cancelled;       /* guarded by mu */
-    uint64_t pauses;          /* guarded by mu */
-    _Atomic int64_t pause_us; /* written under mu; read lock-free by sleepers */
+    int64_t tat_ns;             /* guarded by mu: theoretical arrival time */
+    int64_t pause_ns;           /* guarded by mu: no slot before this */
+    uint64_t seq;               /* guarded by mu: reservations made so far */
+    uint64_t last_seq;          /* guarded by mu: the reservation that set tat_ns, 0 if none */
+    uint64_t granted;           /* guarded by mu */
+    uint64_t rejected;          /* guarded by mu */
+    uint64_t cancelled;         /* guarded by mu */
+    uint64_t pauses;            /* guarded by mu */
+    _Atomic int64_t pause_us;   /* written under mu; read lock-free by sleepers */
+    ev_limiter_remote_t remote; /* set before threads start; reserve NULL: none */
 };
 
 static double default_rand01(void *ctx)
@@ -191,6 +192,63 @@ int ev_limiter_cancel(ev_limiter_t *l, const ev_limiter_reservation_t *r)
     return rc;
 }
 
+void ev_limiter_set_remote(ev_limiter_t *l, const ev_limiter_remote_t *remote)
+{
+    l->remote = remote ? *remote : (ev_limiter_remote_t){0};
+}
+
+/* Sleeps until wake_us in steps, as long as no pause covers slot_us. Returns
+ * 0 at the wake time, 1 when a pause voided the slot (reserve again),
+ * EV_ESHUTDOWN when *stop became true. */
+static int sleep_until_wake(ev_limiter_t *l, int64_t slot_us, int64_t wake_us,
+                            const atomic_bool *stop)
+{
+    for (;;) {
+        if (stop != NULL && atomic_load(stop))
+            return EV_ESHUTDOWN;
+        if (atomic_load(&l->pause_us) > slot_us)
+            return 1;
+        int64_t now = ev_clock_now_us(l->clock);
+        if (now >= wake_us)
+            return 0;
+        ev_clock_sleep_us(l->clock, EV_MIN(l->sleep_step_us, wake_us - now));
+    }
+}
+
+/* ev_limiter_acquire through the remote grid. */
+static int acquire_remote(ev_limiter_t *l, int64_t start, int64_t max_wait_us,
+                          const atomic_bool *stop)
+{
+    int rc = 0;
+    for (;;) {
+        if (stop != NULL && atomic_load(stop)) {
+            rc = EV_ESHUTDOWN;
+            break;
+        }
+        int64_t now = ev_clock_now_us(l->clock);
+        int64_t left = max_wait_us < 0 ? -1 : EV_MAX(0, max_wait_us - (now - start));
+        double u = l->span > 0 ? l->rand01(l->rand_ctx) : 0.0;
+        int64_t wait = 0;
+        rc = l->remote.reserve(l->remote.ctx, left, &wait);
+        pthread_mutex_lock(&l->mu);
+        if (rc == 0)
+            l->granted++;
+        else if (rc == EV_ELIMIT)
+            l->rejected++;
+        pthread_mutex_unlock(&l->mu);
+        if (rc < 0)
+            break;
+        int64_t slot = ev_clock_now_us(l->clock) + EV_MAX(0, wait);
+        int64_t off = jitter_offset_us(l, u);
+        if (left >= 0)
+            off = EV_MAX(0, EV_MIN(off, left - wait));
+        rc = sleep_until_wake(l, slot, slot + off, stop);
+        if (rc <= 0)
+            break;
+    }
+    return rc;
+}
+
 int ev_limiter_acquire(ev_limiter_t *l, int64_t *waited_us, int64_t max_wait_us,
                        const atomic_bool *stop)
 {
@@ -200,6 +258,10 @@ int ev_limiter_acquire(ev_limiter_t *l, int64_t *waited_us, int64_t max_wait_us,
     int64_t now = start;
     bool reserved = false;
 
+    if (l->remote.reserve != NULL) {
+        rc = acquire_remote(l, start, max_wait_us, stop);
+        goto out;
+    }
     for (;;) {
         if (stop != NULL && atomic_load(stop)) {
             if (reserved)
@@ -251,6 +313,17 @@ void ev_limiter_pause_until(ev_limiter_t *l, int64_t until_us)
         l->pauses++;
         atomic_store(&l->pause_us, until_us);
     }
+    pthread_mutex_unlock(&l->mu);
+    if (l->remote.paused != NULL)
+        l->remote.paused(l->remote.ctx, until_us);
+}
+
+void ev_limiter_pause_clear(ev_limiter_t *l)
+{
+    pthread_mutex_lock(&l->mu);
+    l->pause_ns = TAT_NEVER;
+    l->last_seq = 0;
+    atomic_store(&l->pause_us, 0);
     pthread_mutex_unlock(&l->mu);
 }
 

@@ -26,13 +26,19 @@
 
 struct ev_semaphore {
     pthread_mutex_t mu;
-    pthread_cond_t cv;       /* signalled on release and wake_all */
-    const ev_clock_t *clock; /* immutable */
-    int cap;                 /* immutable */
-    atomic_int in_flight;    /* written under mu; read relaxed anywhere */
-    atomic_int max_observed; /* written under mu; read relaxed anywhere */
-    atomic_int waiting;      /* written under mu; read relaxed anywhere */
+    pthread_cond_t cv;            /* signalled on release and wake_all */
+    const ev_clock_t *clock;      /* immutable */
+    int cap;                      /* immutable */
+    atomic_int in_flight;         /* written under mu; read relaxed anywhere */
+    atomic_int max_observed;      /* written under mu; read relaxed anywhere */
+    atomic_int waiting;           /* written under mu; read relaxed anywhere */
+    ev_semaphore_remote_t remote; /* set before threads start; acquire NULL: none */
 };
+
+void ev_semaphore_set_remote(ev_semaphore_t *s, const ev_semaphore_remote_t *remote)
+{
+    s->remote = remote ? *remote : (ev_semaphore_remote_t){0};
+}
 
 int ev_semaphore_new(ev_semaphore_t **out, int cap, const ev_clock_t *clock)
 {
@@ -69,6 +75,8 @@ void ev_semaphore_free(ev_semaphore_t *s)
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
+
+static void release_local(ev_semaphore_t *s);
 
 /* Takes one unit. Requires mu held and a free unit. */
 static void take_locked(ev_semaphore_t *s)
@@ -134,6 +142,12 @@ int ev_semaphore_acquire(ev_semaphore_t *s, int64_t deadline_us, const atomic_bo
     }
     atomic_fetch_sub_explicit(&s->waiting, 1, memory_order_relaxed);
     pthread_mutex_unlock(&s->mu);
+    /* The remote call may block on the network: never under mu. */
+    if (rc == 0 && s->remote.acquire != NULL) {
+        rc = s->remote.acquire(s->remote.ctx, deadline_us, stop);
+        if (rc < 0)
+            release_local(s);
+    }
     return rc;
 }
 
@@ -151,6 +165,13 @@ int ev_semaphore_try_acquire(ev_semaphore_t *s)
 }
 
 void ev_semaphore_release(ev_semaphore_t *s)
+{
+    if (s->remote.release != NULL)
+        s->remote.release(s->remote.ctx);
+    release_local(s);
+}
+
+static void release_local(ev_semaphore_t *s)
 {
     pthread_mutex_lock(&s->mu);
     int now = atomic_load_explicit(&s->in_flight, memory_order_relaxed) - 1;

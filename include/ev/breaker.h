@@ -153,6 +153,29 @@ int ev_breaker_record(ev_breaker_t *b, const ev_breaker_ticket_t *ticket,
  */
 void ev_breaker_force_open(ev_breaker_t *b, int64_t until_us, ev_breaker_change_t *change);
 
+/*
+ * A cluster behind this breaker (src/cluster.c). `claim_probe` is asked
+ * before a HALF_OPEN probe is admitted: false refuses it (EV_EOPEN), so that
+ * one probe runs for the whole cluster. `changed` is told of every state
+ * change made by allow, record and force_open (not by ev_breaker_reset),
+ * with the end of the opening when `to` is OPEN and whether it was forced.
+ * Both are called without the breaker's lock, on the caller's thread.
+ */
+typedef struct ev_breaker_hooks {
+    bool (*claim_probe)(void *ctx);
+    void (*changed)(void *ctx, ev_breaker_state_t from, ev_breaker_state_t to,
+                    int64_t open_until_us, bool forced);
+    void *ctx;
+} ev_breaker_hooks_t;
+
+/* Installs (NULL: removes) the hooks. Call before any thread uses the
+ * breaker; `hooks` is copied, its ctx must outlive the breaker. */
+void ev_breaker_set_hooks(ev_breaker_t *b, const ev_breaker_hooks_t *hooks);
+
+/* Closes the breaker now whatever its state (an operator's or the cluster's
+ * reset): the window is emptied and pending probes are forgotten. */
+void ev_breaker_reset(ev_breaker_t *b, ev_breaker_change_t *change);
+
 /* Effective state now (no side effects). */
 ev_breaker_state_t ev_breaker_state(ev_breaker_t *b);
 

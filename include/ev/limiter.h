@@ -174,6 +174,33 @@ int ev_limiter_acquire(ev_limiter_t *l, int64_t *waited_us, int64_t max_wait_us,
  */
 void ev_limiter_pause_until(ev_limiter_t *l, int64_t until_us);
 
+/*
+ * A cluster-wide grid behind this limiter (src/cluster.c). With a remote set,
+ * ev_limiter_acquire takes its slots from `reserve` instead of the local
+ * grid (jitter, pauses, `stop` and max_wait_us behave as documented above),
+ * and every ev_limiter_pause_until is also reported to `paused` so the
+ * pause can be shared. ev_limiter_reserve/cancel keep using the local grid.
+ */
+typedef struct ev_limiter_remote {
+    /* Reserves one slot at most max_wait_us away (< 0: no limit). Returns 0
+     * and *wait_us >= 0 (from the moment it returns, on the limiter's clock);
+     * EV_ELIMIT with *wait_us = the wait it would have needed and nothing
+     * reserved. Thread-safe; called without the limiter's lock. */
+    int (*reserve)(void *ctx, int64_t max_wait_us, int64_t *wait_us);
+    /* Told of each pause made through ev_limiter_pause_until (clock time);
+     * may be NULL. Called without the limiter's lock. */
+    void (*paused)(void *ctx, int64_t until_us);
+    void *ctx;
+} ev_limiter_remote_t;
+
+/* Installs (or, with NULL, removes) the remote. Call before any thread uses
+ * the limiter; `remote` is copied, its ctx must outlive the limiter. */
+void ev_limiter_set_remote(ev_limiter_t *l, const ev_limiter_remote_t *remote);
+
+/* Ends the current pause now (an operator's resume). Slots already granted
+ * keep their times. */
+void ev_limiter_pause_clear(ev_limiter_t *l);
+
 /* rpm × safety_factor / 60, or 0 for an unlimited limiter (immutable). */
 double ev_limiter_rate_per_s(const ev_limiter_t *l);
 

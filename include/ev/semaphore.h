@@ -64,6 +64,24 @@ void ev_semaphore_release(ev_semaphore_t *s);
 /* Wakes every waiter so it re-checks its stop flag and deadline now. */
 void ev_semaphore_wake_all(ev_semaphore_t *s);
 
+/*
+ * A cluster-wide cap behind this semaphore (src/cluster.c). With a remote
+ * set, ev_semaphore_acquire takes a local unit first and then one remote
+ * unit (same deadline and stop), giving the local unit back if that fails;
+ * ev_semaphore_release gives the remote unit back first. try_acquire stays
+ * local (it is only used by tests).
+ */
+typedef struct ev_semaphore_remote {
+    /* 0, EV_ETIMEOUT or EV_ESHUTDOWN, as ev_semaphore_acquire. Thread-safe. */
+    int (*acquire)(void *ctx, int64_t deadline_us, const atomic_bool *stop);
+    void (*release)(void *ctx);
+    void *ctx;
+} ev_semaphore_remote_t;
+
+/* Installs (NULL: removes) the remote. Call before any thread uses the
+ * semaphore; `remote` is copied, its ctx must outlive the semaphore. */
+void ev_semaphore_set_remote(ev_semaphore_t *s, const ev_semaphore_remote_t *remote);
+
 /* Units held right now (a relaxed snapshot for stats). */
 int ev_semaphore_in_flight(const ev_semaphore_t *s);
 
