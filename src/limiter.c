@@ -35,15 +35,17 @@ struct ev_limiter {
     /* Immutable after ev_limiter_new. */
     const ev_clock_t *clock;
     bool unlimited;
-    double rate_per_s;
-    int64_t interval_ns; /* T, rounded up so the real rate never exceeds rate_per_s */
-    int64_t burst_ns;    /* (burst - 1) × T */
-    double span;         /* jitter offset range as a fraction of T, in [0, 1] */
+    int burst;
+    double span; /* jitter offset range as a fraction of T, in [0, 1] */
     int64_t sleep_step_us;
     double (*rand01)(void *ctx);
     void *rand_ctx;
 
     pthread_mutex_t mu;
+    double rate_per_s;          /* guarded by mu (ev_limiter_set_rate) */
+    int64_t interval_ns;        /* guarded by mu: T, rounded up so the real rate never
+                                 * exceeds rate_per_s */
+    int64_t burst_ns;           /* guarded by mu: (burst - 1) × T */
     int64_t tat_ns;             /* guarded by mu: theoretical arrival time */
     int64_t pause_ns;           /* guarded by mu: no slot before this */
     uint64_t seq;               /* guarded by mu: reservations made so far */
@@ -55,6 +57,17 @@ struct ev_limiter {
     _Atomic int64_t pause_us;   /* written under mu; read lock-free by sleepers */
     ev_limiter_remote_t remote; /* set before threads start; reserve NULL: none */
 };
+
+/* Sets the rate and the intervals derived from it. Requires mu (or an
+ * object no other thread can see yet). */
+static void set_rate_locked(ev_limiter_t *l, double rate_per_s)
+{
+    l->rate_per_s = rate_per_s;
+    l->interval_ns = (int64_t)ceil(1e9 / rate_per_s);
+    if (l->interval_ns < 1)
+        l->interval_ns = 1;
+    l->burst_ns = (int64_t)(l->burst - 1) * l->interval_ns;
+}
 
 static double default_rand01(void *ctx)
 {
@@ -81,13 +94,9 @@ int ev_limiter_new(ev_limiter_t **out, const ev_limiter_options_t *opts, const e
     l = ev_calloc(1, sizeof(*l));
     l->clock = clock;
     l->unlimited = opts->rpm == 0;
-    if (!l->unlimited) {
-        l->rate_per_s = opts->rpm * opts->safety_factor / 60.0;
-        l->interval_ns = (int64_t)ceil(1e9 / l->rate_per_s);
-        if (l->interval_ns < 1)
-            l->interval_ns = 1;
-        l->burst_ns = (int64_t)(opts->burst - 1) * l->interval_ns;
-    }
+    l->burst = opts->burst;
+    if (!l->unlimited)
+        set_rate_locked(l, opts->rpm * opts->safety_factor / 60.0);
     l->span = opts->jitter_enabled ? EV_MIN(1.0, opts->jitter_max - opts->jitter_min) : 0.0;
     l->sleep_step_us = opts->sleep_step_us;
     l->rand01 = opts->rand01 ? opts->rand01 : default_rand01;
@@ -118,15 +127,16 @@ static int64_t ns_to_us_ceil(int64_t ns)
     return us;
 }
 
-/* Jitter offset in µs for a draw u in [0, 1): floor(u × span × T), < T. */
-static int64_t jitter_offset_us(const ev_limiter_t *l, double u)
+/* Jitter offset in µs for a draw u in [0, 1): floor(u × span × T), < T,
+ * with T = interval_ns as read under the lock by the caller. */
+static int64_t jitter_offset_us(const ev_limiter_t *l, double u, int64_t interval_ns)
 {
     if (l->span <= 0 || l->unlimited)
         return 0;
     if (!(u >= 0) || u >= 1)
         u = 0; /* a broken random source must not break the bound */
-    int64_t off = (int64_t)floor(u * l->span * (double)l->interval_ns / 1000.0);
-    int64_t max_off = l->interval_ns / 1000; /* keep offset_us < T even after flooring */
+    int64_t off = (int64_t)floor(u * l->span * (double)interval_ns / 1000.0);
+    int64_t max_off = interval_ns / 1000; /* keep offset_us < T even after flooring */
     if (off >= max_off)
         off = max_off > 0 ? max_off - 1 : 0;
     return off < 0 ? 0 : off;
@@ -165,9 +175,10 @@ int ev_limiter_reserve(ev_limiter_t *l, ev_limiter_reservation_t *out, int64_t m
     out->seq = ++l->seq;
     l->last_seq = out->seq;
     l->granted++;
+    int64_t interval_ns = l->interval_ns;
     pthread_mutex_unlock(&l->mu);
 
-    int64_t off = jitter_offset_us(l, u);
+    int64_t off = jitter_offset_us(l, u, interval_ns);
     if (max_wait_us >= 0)
         off = EV_MIN(off, max_wait_us - slot_wait);
     out->wake_us = slot_us + off;
@@ -235,11 +246,12 @@ static int acquire_remote(ev_limiter_t *l, int64_t start, int64_t max_wait_us,
             l->granted++;
         else if (rc == EV_ELIMIT)
             l->rejected++;
+        int64_t interval_ns = l->interval_ns;
         pthread_mutex_unlock(&l->mu);
         if (rc < 0)
             break;
         int64_t slot = ev_clock_now_us(l->clock) + EV_MAX(0, wait);
-        int64_t off = jitter_offset_us(l, u);
+        int64_t off = jitter_offset_us(l, u, interval_ns);
         if (left >= 0)
             off = EV_MAX(0, EV_MIN(off, left - wait));
         rc = sleep_until_wake(l, slot, slot + off, stop);
@@ -327,9 +339,33 @@ void ev_limiter_pause_clear(ev_limiter_t *l)
     pthread_mutex_unlock(&l->mu);
 }
 
-double ev_limiter_rate_per_s(const ev_limiter_t *l)
+double ev_limiter_rate_per_s(ev_limiter_t *l)
 {
-    return l->rate_per_s;
+    pthread_mutex_lock(&l->mu);
+    double r = l->rate_per_s;
+    pthread_mutex_unlock(&l->mu);
+    return r;
+}
+
+int ev_limiter_set_rate(ev_limiter_t *l, double rate_per_s)
+{
+    if (l->unlimited || !(rate_per_s > 0 && rate_per_s <= 1e7 / 60))
+        return EV_EINVAL;
+    pthread_mutex_lock(&l->mu);
+    if (rate_per_s != l->rate_per_s) {
+        /* TAT is the last slot plus the old interval: re-base it on the new
+         * interval so a slower rate takes effect from the very next slot. */
+        int64_t last_slot = l->tat_ns == TAT_NEVER ? TAT_NEVER : l->tat_ns - l->interval_ns;
+        set_rate_locked(l, rate_per_s);
+        if (last_slot != TAT_NEVER)
+            l->tat_ns = last_slot + l->interval_ns;
+        /* A faster rate must not reopen time inside a pause. */
+        if (l->pause_ns != TAT_NEVER)
+            l->tat_ns = EV_MAX(l->tat_ns, l->pause_ns + l->burst_ns);
+        l->last_seq = 0; /* a cancel would restore a TAT of the old interval */
+    }
+    pthread_mutex_unlock(&l->mu);
+    return 0;
 }
 
 void ev_limiter_stats(ev_limiter_t *l, ev_limiter_stats_t *out)

@@ -201,8 +201,19 @@ void ev_limiter_set_remote(ev_limiter_t *l, const ev_limiter_remote_t *remote);
  * keep their times. */
 void ev_limiter_pause_clear(ev_limiter_t *l);
 
-/* rpm × safety_factor / 60, or 0 for an unlimited limiter (immutable). */
-double ev_limiter_rate_per_s(const ev_limiter_t *l);
+/* The current rate: rpm × safety_factor / 60 unless ev_limiter_set_rate
+ * changed it; 0 for an unlimited limiter. */
+double ev_limiter_rate_per_s(ev_limiter_t *l);
+
+/*
+ * Changes the rate of a limited limiter (the adaptive controller's learned
+ * rate; an unlimited limiter stays unlimited). Slots already handed out
+ * keep their times; the next one is one NEW interval after the last, so the
+ * release bound holds for the new rate from the last reservation on.
+ * Returns 0, or EV_EINVAL for a rate outside (0, 1e7 / 60] or an unlimited
+ * limiter.
+ */
+int ev_limiter_set_rate(ev_limiter_t *l, double rate_per_s);
 
 /* Consistent snapshot of the counters. */
 void ev_limiter_stats(ev_limiter_t *l, ev_limiter_stats_t *out);

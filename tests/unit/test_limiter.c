@@ -958,7 +958,43 @@ static void test_acquire_stop(void)
     vc_destroy(&vc);
 }
 
+/* The learned rate: the next slot is one NEW interval after the last one,
+ * and a faster rate never reopens time inside a pause. */
+static void test_set_rate(void)
+{
+    ev_fake_clock_t *fc = NULL;
+    ev_limiter_t *l = NULL;
+    ev_limiter_reservation_t r;
+    ev_limiter_options_t o = opts_for(60, 1.0, false, 1);
+    const int64_t t0 = 5000000;
+
+    CU_ASSERT_EQUAL_FATAL(ev_fake_clock_new(&fc, t0, 0), 0);
+    CU_ASSERT_EQUAL_FATAL(ev_limiter_new(&l, &o, ev_fake_clock_get(fc)), 0);
+    CU_ASSERT_EQUAL(ev_limiter_reserve(l, &r, -1), 0);
+    CU_ASSERT_EQUAL(r.slot_us, t0);
+    CU_ASSERT_EQUAL(ev_limiter_set_rate(l, 0.5), 0);
+    CU_ASSERT_DOUBLE_EQUAL(ev_limiter_rate_per_s(l), 0.5, 1e-12);
+    CU_ASSERT_EQUAL(ev_limiter_reserve(l, &r, -1), 0);
+    CU_ASSERT_EQUAL(r.slot_us, t0 + 2000000);
+    CU_ASSERT_EQUAL(ev_limiter_set_rate(l, 4), 0);
+    CU_ASSERT_EQUAL(ev_limiter_reserve(l, &r, -1), 0);
+    CU_ASSERT_EQUAL(r.slot_us, t0 + 2250000);
+    ev_limiter_pause_until(l, t0 + 10000000);
+    CU_ASSERT_EQUAL(ev_limiter_set_rate(l, 100), 0);
+    CU_ASSERT_EQUAL(ev_limiter_reserve(l, &r, -1), 0);
+    CU_ASSERT_EQUAL(r.slot_us, t0 + 10000000);
+    CU_ASSERT_EQUAL(ev_limiter_set_rate(l, 0), EV_EINVAL);
+    ev_limiter_free(l);
+    /* An unlimited limiter has no rate to learn. */
+    CU_ASSERT_EQUAL_FATAL(ev_limiter_new(&l, NULL, ev_fake_clock_get(fc)), 0);
+    CU_ASSERT_EQUAL(ev_limiter_set_rate(l, 1), EV_EINVAL);
+    CU_ASSERT_EQUAL(ev_limiter_rate_per_s(l), 0.0);
+    ev_limiter_free(l);
+    ev_fake_clock_free(fc);
+}
+
 static const ev_test_t limiter_tests[] = {
+    {"set rate", test_set_rate},
     {"options validation", test_options_validation},
     {"grid and idle", test_grid_and_idle},
     {"burst", test_burst},
