@@ -91,12 +91,15 @@ static const var_t table[] = {
      * refuse a budget of 0. 32768 is the largest budget any model takes. */
     {"GEMINI_THINKING_BUDGET", T_INT, G(thinking_budget), "-1", -1, 32768},
     {"RATE_LIMIT_SAFETY_FACTOR", T_FACTOR, G(safety_factor), "0.9", 0, 1},
+    {"GEMINI_TPM_LIMIT", T_INT, G(tpm_limit), "0", 0, 100000000},
 
     PROVIDER_VARS(GROQ, Q, "1", "25"),
     {"GROQ_MODEL", T_STRING, Q(model), "openai/gpt-oss-120b", 0, 0},
     /* Groq serves images only with preview models (README, "Models"). */
     {"GROQ_VISION_MODEL", T_STRING, Q(vision_model), "qwen/qwen3.8-27b", 0, 0},
     {"GROQ_RATE_LIMIT_SAFETY_FACTOR", T_FACTOR, Q(safety_factor), "0.8", 0, 1},
+    {"GROQ_TPM_LIMIT", T_INT, Q(tpm_limit), "0", 0, 100000000},
+    {"ADAPTIVE_LIMITS", T_BOOL, F(adaptive_limits), "true", 0, 0},
 
     {"HTTP_TIMEOUT_MS", T_INT, F(http_timeout_ms), "60000", 100, 600000},
     {"MAX_RETRIES", T_INT, F(max_retries), "2", 0, 10},
@@ -576,7 +579,7 @@ void ev_config_log(const ev_config_t *c)
            "url=%s conc=%d rpm=%g safety=%g jitter=%s[%g,%g] breaker=%g/%ds/%ds/min%d | "
            "http_timeout_ms=%d retries=%d retry_ms=%d..%d max_wait_ms=%d retry_budget=%g "
            "calls_per_submission=%d pdf_max=%lld pages=%d image_max=%lld max_images=%d "
-           "upload_dir=%s stats=%s:%d",
+           "upload_dir=%s stats=%s:%d adaptive_limits=%s tpm=%d/%d",
            db, c->max_workers, c->worker_stagger_ms, c->stagger_min_ms, c->stagger_max_ms,
            c->poll_interval_ms, c->lease_seconds, c->max_attempts, c->requeue_base_ms,
            c->requeue_max_ms, ev_secret_describe(g->api_key), g->model, g->base_url,
@@ -589,6 +592,6 @@ void ev_config_log(const ev_config_t *c)
            c->retry_max_wait_ms, c->retry_budget_ratio, c->max_api_calls_per_submission,
            (long long)c->pdf_max_bytes, c->pdf_max_pages, (long long)c->image_max_bytes,
            c->max_images, c->upload_dir ? c->upload_dir : "(unset: paths refused)", c->stats_addr,
-           c->stats_port);
+           c->stats_port, c->adaptive_limits ? "on" : "off", g->tpm_limit, q->tpm_limit);
     free(db);
 }

@@ -338,7 +338,33 @@ typedef struct gerror {
     bool daily;
     bool no_quota;
     bool key_invalid;
+    bool tokens;    /* a per-minute token quota was hit */
+    double per_min; /* the per-minute quota's value, 0 unknown */
 } gerror_t;
+
+/* A quota value (string or number) as a positive number, or 0. */
+static double quota_value(json_object *v)
+{
+    double d = 0;
+    if (v && json_object_is_type(v, json_type_int))
+        d = (double)json_object_get_int64(v);
+    else if (v && json_object_is_type(v, json_type_string))
+        d = strtod(json_object_get_string(v), NULL);
+    return d > 0 && d < 1e12 ? d : 0;
+}
+
+/* A per-minute violation states the real limit: the adaptive limiter uses
+ * it. Its quotaId says whether requests or input tokens are counted. */
+static void read_per_minute(gerror_t *e, const char *qid, json_object *value)
+{
+    if (!qid || !strstr(qid, "PerMinute"))
+        return;
+    double v = quota_value(value);
+    if (v <= 0)
+        return;
+    e->tokens = strstr(qid, "Token") != NULL;
+    e->per_min = v;
+}
 
 /* Reads what it can from an error body; every field stays "unknown" when
  * the body is not the expected shape. Strings point into `root`. */
@@ -387,6 +413,7 @@ static void read_error(json_object *root, gerror_t *e)
                     e->daily = true;
                 if (quota_is_zero(ev_llm_json_get(v, "quotaValue")))
                     e->no_quota = true;
+                read_per_minute(e, qid, ev_llm_json_get(v, "quotaValue"));
             }
         } else if (ends_with(type, "ErrorInfo")) {
             const char *reason = ev_llm_json_str(d, "reason");
@@ -569,6 +596,8 @@ static void parse_error(ev_llm_result_t *out, json_object *root, const ev_http_r
         out->rate_limited = true;
         out->daily_quota = e.daily;
         out->no_quota = e.no_quota;
+        out->tokens_limited = e.tokens;
+        out->stated_per_min = e.per_min;
         out->outcome = e.daily || e.no_quota ? EV_LLM_FALLBACK : EV_LLM_RETRY;
     } else {
         out->outcome = ev_llm_outcome_for_status(st, &out->too_large);

@@ -390,6 +390,27 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
     out->error[0] = '\0';
 }
 
+/*
+ * A per-minute 429's message states the limit: "... on requests per minute
+ * (RPM): Limit 30, Used 30, ..." or "... on tokens per minute (TPM): Limit
+ * 6000, ...". Sets the result's stated limit and what it counts.
+ */
+static void read_stated_limit(ev_llm_result_t *out, const char *message)
+{
+    if (!message)
+        return;
+    bool tokens = strstr(message, "(TPM)") != NULL;
+    const char *p = strstr(message, tokens ? "(TPM)" : "(RPM)");
+    if (!p || !(p = strstr(p, "Limit ")))
+        return;
+    char *end = NULL;
+    double v = strtod(p + 6, &end);
+    if (end == p + 6 || !(v > 0 && v < 1e12))
+        return;
+    out->tokens_limited = tokens;
+    out->stated_per_min = v;
+}
+
 static void parse_error(ev_llm_result_t *out, json_object *root, const ev_http_response_t *resp)
 {
     int st = resp->status;
@@ -448,6 +469,8 @@ static void parse_error(ev_llm_result_t *out, json_object *root, const ev_http_r
                      out->ratelimit.remaining_requests == 0;
         out->daily_quota = daily;
         out->outcome = daily ? EV_LLM_FALLBACK : EV_LLM_RETRY;
+        if (!daily)
+            read_stated_limit(out, message);
     } else {
         /* Groq's 413 (code rate_limit_exceeded, "Request too large") looks
          * like a rate limit but the request itself exceeds the model's limit:

@@ -11,6 +11,7 @@
  */
 #include "ev/router.h"
 
+#include "ev/adaptive.h"
 #include "ev/backoff.h"
 #include "ev/breaker.h"
 #include "ev/error.h"
@@ -21,6 +22,7 @@
 #include "ev/retry_budget.h"
 #include "ev/semaphore.h"
 #include "ev/stats.h"
+#include "ev/tpm.h"
 #include "ev/util.h"
 
 #include <stdio.h>
@@ -40,8 +42,10 @@ typedef struct provider {
     ev_limiter_t *limiter;
     ev_breaker_t *breaker;
     ev_retry_budget_t *retry_budget;
-    atomic_bool disabled; /* a fatal configuration error: never used again */
-    atomic_bool cooling;  /* daily quota: cooling down until cooldown_until_us */
+    ev_adaptive_t *adaptive; /* NULL: ADAPTIVE_LIMITS off or no RPM limit */
+    ev_tpm_t *tpm;           /* tokens per minute (limit 0: only counted) */
+    atomic_bool disabled;    /* a fatal configuration error: never used again */
+    atomic_bool cooling;     /* daily quota: cooling down until cooldown_until_us */
     _Atomic int64_t cooldown_until_us;
 } provider_t;
 
@@ -71,6 +75,23 @@ static void stats_probe(ev_stats_probe_t *io, void *ctx)
     io->in_flight = ev_semaphore_in_flight(p->sem);
     io->max_concurrent = ev_semaphore_cap(p->sem);
     io->rpm_limit = ev_limiter_rate_per_s(p->limiter) * 60.0;
+    io->rpm_ceiling = p->cfg->rpm_limit * p->cfg->safety_factor;
+    ev_tpm_stats_t ts;
+    ev_tpm_stats(p->tpm, &ts);
+    io->tpm_limit = ts.limit_per_min;
+    io->tpm_used = ts.used;
+}
+
+/* The adaptive controller and the token meter of a provider. */
+static int quota_init(ev_router_t *r, provider_t *p)
+{
+    int rc = ev_tpm_new(&p->tpm, p->cfg->tpm_limit, 50000, r->clock);
+    if (rc < 0 || !r->cfg->adaptive_limits || p->cfg->rpm_limit <= 0)
+        return rc;
+    ev_adaptive_options_t ao = EV_ADAPTIVE_OPTIONS_INIT;
+    ao.ceiling_per_s = p->cfg->rpm_limit * p->cfg->safety_factor / 60.0;
+    ao.safety_factor = p->cfg->safety_factor;
+    return ev_adaptive_new(&p->adaptive, &ao, r->clock);
 }
 
 static int provider_init(ev_router_t *r, provider_t *p, ev_provider_id_t id)
@@ -120,6 +141,8 @@ static int provider_init(ev_router_t *r, provider_t *p, ev_provider_id_t id)
     ro.window_s = p->cfg->cb_window_s;
     if ((rc = ev_retry_budget_new(&p->retry_budget, &ro, r->clock)) < 0)
         return rc;
+    if ((rc = quota_init(r, p)) < 0)
+        return rc;
 
     if (r->stats) {
         ev_stats_set_provider_configured(r->stats, id, true);
@@ -140,6 +163,8 @@ static void provider_fini(ev_router_t *r, provider_t *p)
     ev_limiter_free(p->limiter);
     ev_breaker_free(p->breaker);
     ev_retry_budget_free(p->retry_budget);
+    ev_adaptive_free(p->adaptive);
+    ev_tpm_free(p->tpm);
 }
 
 int ev_router_new(ev_router_t **out, const ev_config_t *cfg, struct ev_stats *stats,
@@ -370,6 +395,69 @@ static void check_cooldown(ev_router_t *r, provider_t *p)
         ev_stats_set_provider_quota_cooldown(r->stats, p->id, false);
 }
 
+/* Input tokens of a request in the provider's count: Gemini bills 258 per
+ * image and per PDF page; Groq's vision models bill more per image (high
+ * side: an estimate is reconciled with the reported usage anyway). */
+static int64_t estimate_input(const provider_t *p, const ev_llm_request_t *req)
+{
+    return p->id == EV_PROVIDER_GEMINI ? ev_tpm_estimate_input(req, 258, 258)
+                                       : ev_tpm_estimate_input(req, 1600, 0);
+}
+
+/* A per-minute token 429 or the provider's token headers state its token
+ * limit: with ADAPTIVE_LIMITS the meter adopts a lower one. Returns whether
+ * the meter now limits tokens. */
+static bool learn_tokens(provider_t *p, const ev_llm_result_t *res)
+{
+    double stated = res->rate_limited && res->tokens_limited ? res->stated_per_min : 0;
+    if (stated <= 0 && res->ratelimit.limit_tokens > 0)
+        stated = (double)res->ratelimit.limit_tokens;
+    int64_t cur = ev_tpm_limit(p->tpm);
+    if (stated >= 1 && (cur == 0 || (int64_t)stated < cur))
+        ev_tpm_set_limit(p->tpm, (int64_t)stated);
+    return ev_tpm_limit(p->tpm) > 0;
+}
+
+/*
+ * Feeds a finished call to the token meter and the adaptive controller and
+ * applies the learned rate to the limiter. Returns true for a 429 they
+ * absorbed (the rate went down, or the call was released at an older, higher
+ * rate; a token 429 with a token limit in force).
+ */
+static bool learn(ev_router_t *r, provider_t *p, const ev_llm_result_t *res, int64_t released_us,
+                  const ev_tpm_ticket_t *tk)
+{
+    bool absorbed = false;
+    if (!res->http_attempted || res->rate_limited)
+        ev_tpm_settle(p->tpm, tk, 0, 0);
+    else if (res->tokens_in > 0)
+        ev_tpm_settle(p->tpm, tk, res->tokens_in, res->tokens_out);
+    if (r->cfg->adaptive_limits && learn_tokens(p, res) && res->rate_limited && res->tokens_limited)
+        absorbed = true;
+    ev_tpm_observe(p->tpm, res->ratelimit.limit_tokens, res->ratelimit.remaining_tokens);
+    if (!p->adaptive || !res->http_attempted || (res->rate_limited && res->tokens_limited))
+        return absorbed;
+
+    ev_adaptive_signal_t sig = EV_ADAPTIVE_SIGNAL_INIT;
+    sig.released_us = released_us;
+    sig.ok = res->http_status >= 200 && res->http_status < 500 && !res->rate_limited;
+    sig.rate_limited = res->rate_limited && !res->daily_quota && !res->no_quota;
+    sig.stated_per_min = res->stated_per_min;
+    sig.remaining_requests = res->ratelimit.remaining_requests;
+    sig.reset_requests_ms = res->ratelimit.reset_requests_ms;
+    double before = ev_limiter_rate_per_s(p->limiter);
+    double rate = ev_adaptive_observe(p->adaptive, &sig, &absorbed);
+    ev_limiter_set_rate(p->limiter, rate);
+    if (sig.rate_limited && rate < before * 0.999) {
+        char stated[48] = "not stated";
+        if (res->stated_per_min > 0)
+            snprintf(stated, sizeof(stated), "stated %g per minute", res->stated_per_min);
+        ev_log(EV_LOG_INFO, "%s rate lowered after a 429: %.1f -> %.1f calls per minute (%s)",
+               ev_provider_name(p->id), before * 60, rate * 60, stated);
+    }
+    return absorbed;
+}
+
 typedef enum { NEXT_RETURN, NEXT_RETRY, NEXT_FALLBACK } next_t;
 
 /* One provider's attempts for a check. Returns 0 with a verdict, or a
@@ -412,6 +500,18 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
                      r->cfg->retry_max_wait_ms);
             return EV_ELIMIT;
         }
+        ev_tpm_ticket_t tk = EV_TPM_TICKET_INIT;
+        rc = ev_tpm_acquire(p->tpm, estimate_input(p, req), ev_tpm_max_output(req),
+                            EV_MAX((int64_t)0, max_wait_us - waited), stop, &tk, NULL);
+        if (rc < 0) {
+            ev_breaker_record(p->breaker, &ticket, EV_BREAKER_NEUTRAL, NULL);
+            if (rc == EV_ESHUTDOWN)
+                return rc;
+            snprintf(out->error, sizeof(out->error), "%s token limit wait exceeds %d ms", pname,
+                     r->cfg->retry_max_wait_ms);
+            return EV_ELIMIT;
+        }
+        int64_t released_us = ev_clock_now_us(r->clock);
         EV_ASSERT(ev_budget_take(budget) == 0);
         if (first)
             ev_retry_budget_note_attempt(p->retry_budget);
@@ -459,7 +559,11 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
         out->provider = p->id;
         snprintf(out->model, sizeof(out->model), "%s",
                  res.model ? res.model : ev_router_model(r, p->id, req));
-        ev_breaker_record(p->breaker, &ticket, breaker_outcome(&res), &ch);
+        /* A 429 the limits absorbed (they slowed down) says nothing about
+         * the provider's health: only persistent ones count. */
+        bool absorbed = learn(r, p, &res, released_us, &tk);
+        ev_breaker_record(p->breaker, &ticket,
+                          absorbed ? EV_BREAKER_NEUTRAL : breaker_outcome(&res), &ch);
         log_breaker_change(p, &ch);
 
         if (res.rate_limited) {

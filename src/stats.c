@@ -437,6 +437,9 @@ static void provider_read(ev_stats_t *s, ev_provider_id_t p, provider_view_t *v)
     v->live.in_flight = atomic_load_explicit(&ps->in_flight, RLX);
     v->live.max_concurrent = atomic_load_explicit(&ps->max_concurrent, RLX);
     v->live.rpm_limit = atomic_load_explicit(&ps->rpm_limit, RLX);
+    v->live.rpm_ceiling = v->live.rpm_limit;
+    v->live.tpm_limit = 0;
+    v->live.tpm_used = 0;
 
     pthread_mutex_lock(&s->probe_lock);
     ev_stats_probe_fn fn = ps->probe;
@@ -450,6 +453,8 @@ static void provider_read(ev_stats_t *s, ev_provider_id_t p, provider_view_t *v)
         v->live.error_rate = 0.0;
     if (!isfinite(v->live.rpm_limit))
         v->live.rpm_limit = 0.0;
+    if (!isfinite(v->live.rpm_ceiling))
+        v->live.rpm_ceiling = 0.0;
 }
 
 /* Everything one snapshot reports outside the providers. */
@@ -556,6 +561,9 @@ static json_object *provider_json(int *rc, const provider_view_t *v)
     put_i64(rc, o, "in_flight", v->live.in_flight);
     put_i64(rc, o, "max_concurrent", v->live.max_concurrent);
     put_double(rc, o, "rpm_limit", v->live.rpm_limit, 3);
+    put_double(rc, o, "rpm_ceiling", v->live.rpm_ceiling, 3);
+    put_i64(rc, o, "tpm_limit", v->live.tpm_limit);
+    put_i64(rc, o, "tpm_used", v->live.tpm_used);
     put_u64(rc, o, "calls", v->calls);
     put_u64(rc, o, "successes", v->successes);
     put_u64(rc, o, "errors", v->errors);
@@ -732,6 +740,9 @@ typedef enum {
     G_IN_FLIGHT,
     G_MAX_CONCURRENT,
     G_RPM_LIMIT,
+    G_RPM_CEILING,
+    G_TPM_LIMIT,
+    G_TPM_USED,
     G_ERROR_RATE,
     G_CONFIGURED,
     G_DISABLED,
@@ -746,6 +757,10 @@ static const struct {
     {"provider_in_flight", "HTTP requests to the provider in flight now.", G_IN_FLIGHT},
     {"provider_max_concurrent", "Concurrent requests allowed.", G_MAX_CONCURRENT},
     {"provider_rpm_limit", "Effective request rate limit per minute.", G_RPM_LIMIT},
+    {"provider_rpm_ceiling", "Configured request rate the learned rate stays under.",
+     G_RPM_CEILING},
+    {"provider_tpm_limit", "Tokens per minute allowed (0: no limit).", G_TPM_LIMIT},
+    {"provider_tpm_used", "Tokens charged in the last minute.", G_TPM_USED},
     {"provider_error_rate", "Circuit breaker error rate over its window.", G_ERROR_RATE},
     {"provider_configured", "1 when the provider has an API key.", G_CONFIGURED},
     {"provider_disabled", "1 when the provider was disabled for this run (invalid key).",
@@ -763,6 +778,12 @@ static double gauge_value(const provider_view_t *v, gauge_kind_t kind)
         return v->live.max_concurrent;
     case G_RPM_LIMIT:
         return v->live.rpm_limit;
+    case G_RPM_CEILING:
+        return v->live.rpm_ceiling;
+    case G_TPM_LIMIT:
+        return (double)v->live.tpm_limit;
+    case G_TPM_USED:
+        return (double)v->live.tpm_used;
     case G_ERROR_RATE:
         return v->live.error_rate;
     case G_CONFIGURED:

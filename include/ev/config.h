@@ -43,6 +43,7 @@ typedef struct ev_provider_config {
     int cb_min_calls;
     int thinking_budget;       /* Gemini only: generationConfig.thinkingConfig; -1 = omit */
     int64_t max_request_bytes; /* *_MAX_REQUEST_BYTES; 0: the provider's published limit */
+    int tpm_limit;             /* *_TPM_LIMIT: input + output tokens per minute; 0 = none */
 } ev_provider_config_t;
 
 typedef struct ev_config {
@@ -68,6 +69,8 @@ typedef struct ev_config {
     double retry_budget_ratio;
 
     int max_api_calls_per_submission;
+    bool adaptive_limits; /* ADAPTIVE_LIMITS: the RPM limits are ceilings, the real
+                             limit is learned from the providers' signals */
 
     int64_t pdf_max_bytes;
     int pdf_max_pages;

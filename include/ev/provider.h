@@ -131,6 +131,10 @@ typedef struct ev_llm_result {
     bool daily_quota;               /* a daily quota is exhausted: retrying today is pointless */
     bool no_quota;                  /* the key has no quota at all for this model (limit 0) */
     bool too_large;                 /* the request is too large for this provider/model */
+    bool tokens_limited;            /* the 429 was for tokens per minute, not requests */
+    double stated_per_min;          /* the per-minute limit a 429 stated (Gemini QuotaFailure
+                                       quotaValue, Groq "Limit N"): requests, or tokens when
+                                       tokens_limited; 0 when not stated */
     ev_model_status_t model_status; /* with EV_LLM_MODEL_UNAVAILABLE: why */
     const char *config_hint; /* static: the variable to fix with an unusable model, or NULL */
     char *text;              /* joined answer text; set only when outcome == EV_LLM_OK */

@@ -108,7 +108,11 @@ typedef struct ev_stats_probe {
     double error_rate;   /* the breaker's windowed error rate, 0..1 */
     int in_flight;
     int max_concurrent;
-    double rpm_limit; /* effective requests per minute */
+    double rpm_limit;   /* effective requests per minute (the learned rate when
+                           ADAPTIVE_LIMITS is on) */
+    double rpm_ceiling; /* the configured RPM x safety the learned rate stays under */
+    int64_t tpm_limit;  /* tokens per minute allowed, 0 none */
+    int64_t tpm_used;   /* tokens (input + output) charged in the last minute */
 } ev_stats_probe_t;
 
 typedef void (*ev_stats_probe_fn)(ev_stats_probe_t *io, void *ctx);
@@ -163,7 +167,7 @@ int64_t ev_stats_per_minute(ev_stats_t *s);
  * Builds the SPEC §7 document: uptime_s, version, workers{configured,busy},
  * queue{pending,processing,validated,rejected,needs_review,failed},
  * providers{gemini,groq}{breaker,error_rate,in_flight,max_concurrent,
- * rpm_limit,calls,successes,errors,rate_limited,retries,latency_ms{p50,p95,
+ * rpm_limit,rpm_ceiling,tpm_limit,tpm_used,calls,successes,errors,rate_limited,retries,latency_ms{p50,p95,
  * p99},tokens_in,tokens_out, plus configured,disabled,quota_cooldown,
  * outcomes{...}}, fallbacks, budget{limit,exhausted,calls_per_submission_avg},
  * submissions{processed,per_minute, plus by_status{...}}, checks{...}.

@@ -566,7 +566,19 @@ static void test_429(void)
         CU_ASSERT_FALSE(R.no_quota);
         CU_ASSERT_EQUAL(R.retry_after_ms, 26000);
         CU_ASSERT_PTR_NOT_NULL(strstr(R.error, "429"));
+        /* The per-minute quota's value is the real limit: 10 requests. */
+        CU_ASSERT_DOUBLE_EQUAL(R.stated_per_min, 10, 1e-9);
+        CU_ASSERT_FALSE(R.tokens_limited);
     }
+    /* A per-minute input-token quota is a token limit. */
+    parse(429,
+          ERR429("x", ", \"details\": [{\"@type\": \"type.googleapis.com/google.rpc.QuotaFailure\","
+                      "\"violations\": [{\"quotaId\": "
+                      "\"GenerateContentInputTokensPerModelPerMinute-FreeTier\","
+                      "\"quotaValue\": 250000}]}]"),
+          MAX_WAIT);
+    CU_ASSERT_TRUE(R.tokens_limited);
+    CU_ASSERT_DOUBLE_EQUAL(R.stated_per_min, 250000, 1e-9);
     /* The same 26 s hint is longer than a 10 s max wait: fall back now. */
     parse(429, bodies[0], MAX_WAIT);
     CU_ASSERT_EQUAL(R.outcome, EV_LLM_FALLBACK);

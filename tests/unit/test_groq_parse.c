@@ -524,6 +524,19 @@ static void test_429(void)
     CU_ASSERT_EQUAL(R.retry_after_ms, 2500);
     CU_ASSERT_PTR_NOT_NULL(strstr(R.error, "429"));
     CU_ASSERT_PTR_NOT_NULL(strstr(R.error, "rate_limit_exceeded"));
+    /* The message states the per-minute limit. */
+    CU_ASSERT_DOUBLE_EQUAL(R.stated_per_min, 30, 1e-9);
+    CU_ASSERT_FALSE(R.tokens_limited);
+    /* Tokens per minute: Groq's TPM 429. */
+    parse(429,
+          "{\"error\": {\"message\": \"Rate limit reached for model `x` in organization `org_x` "
+          "service tier `on_demand` on tokens per minute (TPM): Limit 6000, Used 5521, Requested "
+          "1195. Please try again in 7.16s. Need more tokens?\", \"type\": \"tokens\", "
+          "\"code\": \"rate_limit_exceeded\"}}",
+          MAX_WAIT, "retry-after", "8", NULL);
+    CU_ASSERT_EQUAL(R.outcome, EV_LLM_RETRY);
+    CU_ASSERT_TRUE(R.tokens_limited);
+    CU_ASSERT_DOUBLE_EQUAL(R.stated_per_min, 6000, 1e-9);
 
     /* The header wins over the message. */
     parse(429, RPM_429, MAX_WAIT, "retry-after", "3", NULL);
