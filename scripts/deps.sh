@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # scripts/deps.sh - sourced by test.sh and run-local.sh: installs missing Debian packages.
 #
 #   ev_install_packages PKG...
@@ -7,11 +8,15 @@
 # without dpkg it only lists what is needed.
 
 # The packages to build and run the service (run-local.sh).
+# shellcheck disable=SC2034  # used by the scripts that source this file
 EV_RUNTIME_PACKAGES=(build-essential cmake pkg-config libcurl4-openssl-dev libjson-c-dev
     libmagic-dev libpq-dev libcunit1-dev libmicrohttpd-dev libpoppler-glib-dev postgresql)
-# Plus what the test suite uses (test.sh): promtool, clang/libFuzzer, valgrind.
+# Plus what the test suite uses (test.sh): promtool, clang/libFuzzer, valgrind, and the
+# deployment checks (scripts/check-deploy.sh): shellcheck, docker-compose (v1); Node.js
+# and npm come with the machine (check-deploy.sh installs Debian's only if they are missing).
+# shellcheck disable=SC2034  # used by the scripts that source this file
 EV_TEST_PACKAGES=("${EV_RUNTIME_PACKAGES[@]}" prometheus clang clang-format libclang-rt-14-dev valgrind
-    jq curl)
+    jq curl shellcheck docker-compose)
 
 ev_install_packages() {
     [ "${EV_SKIP_INSTALL:-0}" = 1 ] && return 0
