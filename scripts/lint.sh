@@ -15,7 +15,8 @@ if command -v clang-format >/dev/null 2>&1; then
         rc=1
     fi
 else
-    echo "lint: clang-format not installed; format check skipped" >&2
+    echo "lint: clang-format is not installed: the format check cannot run" >&2
+    rc=1
 fi
 if grep -nE '\b(sprintf|vsprintf|strcpy|strcat|strtok|gets|atoi|system|popen)[[:space:]]*\(' \
     "${files[@]}"; then

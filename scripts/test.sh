@@ -12,10 +12,16 @@
 # 4. Runs `ctest --output-on-failure` for the normal build, then for the ASan build with
 #    leak detection on and UBSan halting on the first error.
 # 5. With EV_TSAN=1, also builds build-tsan/ (-DEV_SANITIZE=thread) and runs it.
+# 6. Checks the scripts, deployment files and documentation with scripts/check-deploy.sh
+#    (script lint, compose lint, Kubernetes schemas, links) and, with EV_IMAGE=1, builds
+#    the container image and smoke-tests it (scripts/build-image.sh; root only).
+# A stage whose tool is missing (clang-format, clang, shellcheck, ...) fails; it is never
+# skipped silently. CI (.ci/run) sets EV_TSAN=1 and EV_IMAGE=1.
 # Prints a summary; exits non-zero if any build or test failed.
 #
-# Knobs: EV_JOBS (parallel build and test jobs, default 2), EV_TSAN=1, EV_SKIP_ASAN=1,
-# EV_SKIP_INSTALL=1 (never touch packages), CC (compiler, passed to CMake).
+# Knobs: EV_JOBS (parallel build and test jobs, default 2), EV_TSAN=1, EV_IMAGE=1,
+# EV_SKIP_ASAN=1, EV_SKIP_FUZZ=1, EV_SKIP_INSTALL=1 (never touch packages), CC (compiler,
+# passed to CMake).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -143,7 +149,18 @@ if [ "${EV_SKIP_FUZZ:-0}" != 1 ]; then
             record "fuzz" "FAILED (crash input path printed above)"
         fi
     else
-        record "fuzz" "ok (skipped: clang not found)"
+        record "fuzz" "FAILED (clang not found; EV_SKIP_FUZZ=1 skips the stage on purpose)"
+    fi
+fi
+
+# The container image, built without a registry and run against Postgres and provider-sim.
+if [ "${EV_IMAGE:-0}" = 1 ]; then
+    say "container image (scripts/build-image.sh)"
+    t0=$SECONDS
+    if bash "$ROOT/scripts/build-image.sh"; then
+        record "image" "ok ($((SECONDS - t0)) s; report above)"
+    else
+        record "image" "FAILED (the step is named above)"
     fi
 fi
 
