@@ -52,6 +52,7 @@ typedef struct {
 #define F(field) offsetof(ev_config_t, field)
 #define G(field) offsetof(ev_config_t, providers[EV_PROVIDER_GEMINI].field)
 #define Q(field) offsetof(ev_config_t, providers[EV_PROVIDER_GROQ].field)
+#define O(field) offsetof(ev_config_t, providers[EV_PROVIDER_OPENAI_COMPAT].field)
 #define MIB (1024.0 * 1024.0)
 
 /* The breaker, jitter and concurrency variables exist once per provider. */
@@ -85,8 +86,10 @@ static const var_t table[] = {
     {"SHUTDOWN_GRACE_MS", T_INT, F(shutdown_grace_ms), "30000", 0, 3600000},
 
     PROVIDER_VARS(GEMINI, G, "2", "150"),
-    /* Defaults: generally available on 2026-12-02 (README, "Models"). */
-    {"GEMINI_MODEL", T_STRING, G(model), "gemini-3.5-flash-lite", 0, 0},
+    /* The model lists and their single-model aliases; defaults in
+     * default_models below. */
+    {"GEMINI_MODELS", T_OPTSTR, G(models_spec), NULL, 0, 0},
+    {"GEMINI_MODEL", T_OPTSTR, G(model_alias), NULL, 0, 0},
     /* -1 omits thinkingConfig (the model's own default): Gemini 3 models
      * refuse a budget of 0. 32768 is the largest budget any model takes. */
     {"GEMINI_THINKING_BUDGET", T_INT, G(thinking_budget), "-1", -1, 32768},
@@ -94,12 +97,22 @@ static const var_t table[] = {
     {"GEMINI_TPM_LIMIT", T_INT, G(tpm_limit), "0", 0, 100000000},
 
     PROVIDER_VARS(GROQ, Q, "1", "25"),
-    {"GROQ_MODEL", T_STRING, Q(model), "openai/gpt-oss-120b", 0, 0},
-    /* Groq serves images only with preview models (README, "Models"). */
-    {"GROQ_VISION_MODEL", T_STRING, Q(vision_model), "qwen/qwen3.8-27b", 0, 0},
+    {"GROQ_MODELS", T_OPTSTR, Q(models_spec), NULL, 0, 0},
+    {"GROQ_MODEL", T_OPTSTR, Q(model_alias), NULL, 0, 0},
+    {"GROQ_VISION_MODELS", T_OPTSTR, Q(vision_spec), NULL, 0, 0},
+    {"GROQ_VISION_MODEL", T_OPTSTR, Q(vision_alias), NULL, 0, 0},
     {"GROQ_RATE_LIMIT_SAFETY_FACTOR", T_FACTOR, Q(safety_factor), "0.8", 0, 1},
     {"GROQ_TPM_LIMIT", T_INT, Q(tpm_limit), "0", 0, 100000000},
     {"ADAPTIVE_LIMITS", T_BOOL, F(adaptive_limits), "true", 0, 0},
+
+    /* Optional: any OpenAI-compatible endpoint (OpenAI, OpenRouter, vLLM,
+     * Ollama); used when it has a key, so a base URL and models too. */
+    PROVIDER_VARS(OPENAI_COMPAT, O, "2", "60"),
+    {"OPENAI_COMPAT_MODELS", T_OPTSTR, O(models_spec), NULL, 0, 0},
+    {"OPENAI_COMPAT_VISION_MODELS", T_OPTSTR, O(vision_spec), NULL, 0, 0},
+    {"OPENAI_COMPAT_RATE_LIMIT_SAFETY_FACTOR", T_FACTOR, O(safety_factor), "0.9", 0, 1},
+    {"PROVIDER_ORDER", T_OPTSTR, F(provider_order_spec), "gemini,groq", 0, 0},
+    {"PREFLIGHT", T_BOOL, F(preflight), "true", 0, 0},
 
     {"HTTP_TIMEOUT_MS", T_INT, F(http_timeout_ms), "60000", 100, 600000},
     {"MAX_RETRIES", T_INT, F(max_retries), "2", 0, 10},
@@ -123,8 +136,24 @@ static const var_t table[] = {
 };
 
 static const char *const default_base_url[EV_PROVIDER_COUNT] = {
-    "https://generativelanguage.googleapis.com/v1beta",
-    "https://api.groq.com/openai/v1",
+    "https://generativelanguage.googleapis.com/v1beta", "https://api.groq.com/openai/v1",
+    NULL, /* OPENAI_COMPAT_BASE_URL has no default */
+};
+
+/* Prefix of each provider's variables. */
+static const char *const env_prefix[EV_PROVIDER_COUNT] = {"GEMINI", "GROQ", "OPENAI_COMPAT"};
+
+/* Generally available on 2026-12-02 (README, "Models"), best first. Groq
+ * serves images only with preview models. */
+static const char *const default_models[EV_PROVIDER_COUNT] = {
+    "gemini-3.5-flash-lite,gemini-3.5-flash",
+    "openai/gpt-oss-120b,openai/gpt-oss-20b",
+    NULL,
+};
+static const char *const default_vision[EV_PROVIDER_COUNT] = {
+    NULL, /* Gemini: every model takes images */
+    "qwen/qwen3.8-27b,qwen/qwen3.6-27b",
+    NULL,
 };
 
 const char *ev_provider_name(ev_provider_id_t id)
@@ -134,6 +163,8 @@ const char *ev_provider_name(ev_provider_id_t id)
         return "gemini";
     case EV_PROVIDER_GROQ:
         return "groq";
+    case EV_PROVIDER_OPENAI_COMPAT:
+        return "openai_compat";
     default:
         return "unknown";
     }
@@ -443,6 +474,140 @@ static int parse_var(const var_t *v, ev_config_t *cfg, ev_getenv_fn get, void *c
     return rc;
 }
 
+static bool model_char_ok(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-' || c == '/' || c == ':' || c == '@';
+}
+
+/* Splits a comma-separated list of model names into list (n entries).
+ * Returns 0, or EV_ECONFIG with one line naming `var`. */
+static int parse_models(const char *var, const char *spec, char **list, size_t *n, char *err,
+                        size_t errlen)
+{
+    *n = 0;
+    for (const char *p = spec; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p && *p != ',')
+            p++;
+        size_t len = (size_t)(p - start);
+        while (len > 0 && start[len - 1] == ' ')
+            len--;
+        bool ok = len > 0 && *n < EV_CONFIG_MAX_MODELS;
+        for (size_t i = 0; ok && i < len; i++)
+            ok = model_char_ok(start[i]);
+        for (size_t i = 0; ok && i < *n; i++)
+            ok = strlen(list[i]) != len || strncmp(list[i], start, len) != 0;
+        if (!ok && len == 0 && !*p && *n > 0)
+            break; /* a trailing comma */
+        if (!ok) {
+            ev_set_error(err, errlen,
+                         "%s: '%s' is not a list of model names (accepted: 1 to %d distinct "
+                         "names of letters, digits and . _ - / : @, separated by commas)",
+                         var, spec, EV_CONFIG_MAX_MODELS);
+            return EV_ECONFIG;
+        }
+        list[(*n)++] = ev_strndup(start, len);
+    }
+    if (*n == 0) {
+        ev_set_error(err, errlen, "%s: no model named (accepted: 1 to %d names, comma-separated)",
+                     var, EV_CONFIG_MAX_MODELS);
+        return EV_ECONFIG;
+    }
+    return 0;
+}
+
+/* One list from its *_MODELS variable, else its single-model alias, else
+ * the default. NULL spec: no list. */
+static int pick_list(const char *prefix, const char *what, const char *list_var,
+                     const char *alias_var, const char *dflt, char **list, size_t *n, char *err,
+                     size_t errlen)
+{
+    char name[64], alias[64];
+    snprintf(name, sizeof(name), "%s_%sMODELS", prefix, what);
+    snprintf(alias, sizeof(alias), "%s_%sMODEL", prefix, what);
+    if (list_var && alias_var) {
+        ev_set_error(err, errlen, "%s and %s are both set; set only one (%s is the list)", name,
+                     alias, name);
+        return EV_ECONFIG;
+    }
+    const char *spec = list_var ? list_var : alias_var ? alias_var : dflt;
+    *n = 0;
+    if (!spec)
+        return 0;
+    return parse_models(list_var || !alias_var ? name : alias, spec, list, n, err, errlen);
+}
+
+static int resolve_models(ev_provider_config_t *p, char *err, size_t errlen)
+{
+    const char *pre = env_prefix[p->id];
+    int rc = pick_list(pre, "", p->models_spec, p->model_alias, default_models[p->id], p->models,
+                       &p->n_models, err, errlen);
+    if (rc == 0 && p->id == EV_PROVIDER_GEMINI) {
+        for (size_t i = 0; i < p->n_models; i++)
+            p->vision_models[i] = ev_strdup(p->models[i]);
+        p->n_vision_models = p->n_models;
+    } else if (rc == 0) {
+        rc = pick_list(pre, "VISION_", p->vision_spec, p->vision_alias, default_vision[p->id],
+                       p->vision_models, &p->n_vision_models, err, errlen);
+    }
+    if (rc == 0 && p->api_key && !p->base_url) {
+        ev_set_error(err, errlen,
+                     "%s_BASE_URL: required when %s_API_KEY is set (accepted: "
+                     "http://... or https://...)",
+                     pre, pre);
+        rc = EV_ECONFIG;
+    }
+    if (rc == 0 && p->api_key && p->n_models == 0) {
+        ev_set_error(err, errlen,
+                     "%s_MODELS: required when %s_API_KEY is set (accepted: 1 to %d model "
+                     "names, comma-separated)",
+                     pre, pre, EV_CONFIG_MAX_MODELS);
+        rc = EV_ECONFIG;
+    }
+    p->model = p->n_models ? p->models[0] : NULL;
+    p->vision_model = p->n_vision_models ? p->vision_models[0] : p->model;
+    return rc;
+}
+
+/* PROVIDER_ORDER, then every provider it does not name, in id order. */
+static int resolve_order(ev_config_t *c, char *err, size_t errlen)
+{
+    bool seen[EV_PROVIDER_COUNT] = {false};
+    c->n_provider_order = 0;
+    const char *spec = c->provider_order_spec ? c->provider_order_spec : "";
+    for (const char *p = spec; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p && *p != ',' && *p != ' ')
+            p++;
+        size_t len = (size_t)(p - start);
+        if (len == 0)
+            continue;
+        int id = -1;
+        for (int i = 0; i < EV_PROVIDER_COUNT; i++)
+            if (strlen(ev_provider_name((ev_provider_id_t)i)) == len &&
+                strncmp(ev_provider_name((ev_provider_id_t)i), start, len) == 0)
+                id = i;
+        if (id < 0 || seen[id]) {
+            ev_set_error(err, errlen,
+                         "PROVIDER_ORDER: '%s' %s (accepted: gemini, groq, openai_compat, each "
+                         "at most once, separated by commas)",
+                         spec, id < 0 ? "names an unknown provider" : "names a provider twice");
+            return EV_ECONFIG;
+        }
+        seen[id] = true;
+        c->provider_order[c->n_provider_order++] = (ev_provider_id_t)id;
+    }
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++)
+        if (!seen[i])
+            c->provider_order[c->n_provider_order++] = (ev_provider_id_t)i;
+    return 0;
+}
+
 /* Rules that relate two variables; checked after every value parsed. */
 static int cross_check(const ev_config_t *c, char *err, size_t errlen)
 {
@@ -465,8 +630,7 @@ static int cross_check(const ev_config_t *c, char *err, size_t errlen)
         const ev_provider_config_t *p = &c->providers[i];
         if (p->jitter_min > p->jitter_max) {
             ev_set_error(err, errlen, "%s_JITTER_MIN (%g) is greater than %s_JITTER_MAX (%g)",
-                         i == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ", p->jitter_min,
-                         i == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ", p->jitter_max);
+                         env_prefix[i], p->jitter_min, env_prefix[i], p->jitter_max);
             return EV_ECONFIG;
         }
     }
@@ -491,14 +655,16 @@ int ev_config_load(ev_config_t **out, ev_getenv_fn getenv_fn, void *ctx, char *e
         if (rc < 0)
             goto out;
     }
-    for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
+    for (int i = 0; i < EV_PROVIDER_COUNT && rc == 0; i++) {
         ev_provider_config_t *p = &cfg->providers[i];
-        if (!p->base_url)
+        if (!p->base_url && default_base_url[i])
             p->base_url = ev_strdup(default_base_url[i]);
-        if (!p->vision_model)
-            p->vision_model = ev_strdup(p->model);
+        rc = resolve_models(p, err, errlen);
     }
-    rc = cross_check(cfg, err, errlen);
+    if (rc == 0)
+        rc = resolve_order(cfg, err, errlen);
+    if (rc == 0)
+        rc = cross_check(cfg, err, errlen);
 out:
     if (rc < 0) {
         ev_config_free(cfg);
@@ -516,10 +682,17 @@ void ev_config_free(ev_config_t *cfg)
     for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
         ev_provider_config_t *p = &cfg->providers[i];
         ev_secret_free(p->api_key);
-        free(p->model);
-        free(p->vision_model);
+        for (size_t m = 0; m < p->n_models; m++)
+            free(p->models[m]);
+        for (size_t m = 0; m < p->n_vision_models; m++)
+            free(p->vision_models[m]);
+        free(p->models_spec);
+        free(p->vision_spec);
+        free(p->model_alias);
+        free(p->vision_alias);
         free(p->base_url);
     }
+    free(cfg->provider_order_spec);
     free(cfg->upload_dir);
     free(cfg->stats_addr);
     free(cfg);
@@ -566,32 +739,65 @@ static char *redact_url(const char *url)
     return copy;
 }
 
+/* "a,b,c" of a model list (caller frees). */
+static char *join_models(char *const *list, size_t n)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(list[i]) + 1;
+    char *out = ev_calloc(1, len);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            strncat(out, ",", len - strlen(out) - 1);
+        strncat(out, list[i], len - strlen(out) - 1);
+    }
+    return out;
+}
+
+/* One provider's part of the configuration line (caller frees). */
+static char *describe_provider(const ev_provider_config_t *p)
+{
+    char *models = join_models(p->models, p->n_models);
+    char *vision = join_models(p->vision_models, p->n_vision_models);
+    char *d = ev_asprintf("%s key=%s models=%s vision=%s url=%s conc=%d rpm=%g safety=%g "
+                          "jitter=%s[%g,%g] breaker=%g/%ds/%ds/min%d max_request=%lld tpm=%d",
+                          ev_provider_name(p->id), ev_secret_describe(p->api_key), models, vision,
+                          p->base_url ? p->base_url : "(unset)", p->max_concurrent, p->rpm_limit,
+                          p->safety_factor, p->jitter_enabled ? "on" : "off", p->jitter_min,
+                          p->jitter_max, p->cb_threshold, p->cb_window_s, p->cb_cooldown_s,
+                          p->cb_min_calls, (long long)p->max_request_bytes, p->tpm_limit);
+    free(models);
+    free(vision);
+    return d;
+}
+
 void ev_config_log(const ev_config_t *c)
 {
     char *db = redact_url(c->database_url);
-    const ev_provider_config_t *g = &c->providers[EV_PROVIDER_GEMINI];
-    const ev_provider_config_t *q = &c->providers[EV_PROVIDER_GROQ];
+    char *prov[EV_PROVIDER_COUNT];
+    char order[64] = "";
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++)
+        prov[i] = describe_provider(&c->providers[i]);
+    for (int i = 0; i < c->n_provider_order; i++)
+        snprintf(order + strlen(order), sizeof(order) - strlen(order), "%s%s", i ? "," : "",
+                 ev_provider_name(c->provider_order[i]));
     ev_log(EV_LOG_INFO,
            "configuration: database=%s workers=%d worker_stagger_ms=%d stagger_ms=%d..%d "
-           "poll_ms=%d lease_s=%d max_attempts=%d requeue_ms=%d..%d | gemini key=%s model=%s "
-           "url=%s conc=%d rpm=%g "
-           "safety=%g jitter=%s[%g,%g] breaker=%g/%ds/%ds/min%d | groq key=%s model=%s vision=%s "
-           "url=%s conc=%d rpm=%g safety=%g jitter=%s[%g,%g] breaker=%g/%ds/%ds/min%d | "
+           "poll_ms=%d lease_s=%d max_attempts=%d requeue_ms=%d..%d | order=%s preflight=%s | "
+           "%s | %s | %s | gemini thinking_budget=%d | "
            "http_timeout_ms=%d retries=%d retry_ms=%d..%d max_wait_ms=%d retry_budget=%g "
            "calls_per_submission=%d pdf_max=%lld pages=%d image_max=%lld max_images=%d "
-           "upload_dir=%s stats=%s:%d adaptive_limits=%s tpm=%d/%d",
+           "upload_dir=%s stats=%s:%d adaptive_limits=%s",
            db, c->max_workers, c->worker_stagger_ms, c->stagger_min_ms, c->stagger_max_ms,
            c->poll_interval_ms, c->lease_seconds, c->max_attempts, c->requeue_base_ms,
-           c->requeue_max_ms, ev_secret_describe(g->api_key), g->model, g->base_url,
-           g->max_concurrent, g->rpm_limit, g->safety_factor, g->jitter_enabled ? "on" : "off",
-           g->jitter_min, g->jitter_max, g->cb_threshold, g->cb_window_s, g->cb_cooldown_s,
-           g->cb_min_calls, ev_secret_describe(q->api_key), q->model, q->vision_model, q->base_url,
-           q->max_concurrent, q->rpm_limit, q->safety_factor, q->jitter_enabled ? "on" : "off",
-           q->jitter_min, q->jitter_max, q->cb_threshold, q->cb_window_s, q->cb_cooldown_s,
-           q->cb_min_calls, c->http_timeout_ms, c->max_retries, c->retry_base_ms, c->retry_max_ms,
-           c->retry_max_wait_ms, c->retry_budget_ratio, c->max_api_calls_per_submission,
-           (long long)c->pdf_max_bytes, c->pdf_max_pages, (long long)c->image_max_bytes,
-           c->max_images, c->upload_dir ? c->upload_dir : "(unset: paths refused)", c->stats_addr,
-           c->stats_port, c->adaptive_limits ? "on" : "off", g->tpm_limit, q->tpm_limit);
+           c->requeue_max_ms, order, c->preflight ? "on" : "off", prov[0], prov[1], prov[2],
+           c->providers[EV_PROVIDER_GEMINI].thinking_budget, c->http_timeout_ms, c->max_retries,
+           c->retry_base_ms, c->retry_max_ms, c->retry_max_wait_ms, c->retry_budget_ratio,
+           c->max_api_calls_per_submission, (long long)c->pdf_max_bytes, c->pdf_max_pages,
+           (long long)c->image_max_bytes, c->max_images,
+           c->upload_dir ? c->upload_dir : "(unset: paths refused)", c->stats_addr, c->stats_port,
+           c->adaptive_limits ? "on" : "off");
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++)
+        free(prov[i]);
     free(db);
 }

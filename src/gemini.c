@@ -19,6 +19,7 @@
 #include "ev/gemini.h"
 
 #include "ev/error.h"
+#include "ev/providers.h"
 #include "ev/retryhint.h"
 #include "ev/util.h"
 
@@ -29,10 +30,9 @@
 #include <strings.h>
 
 struct ev_gemini {
-    const ev_secret_t *key; /* borrowed from the config */
+    ev_provider_config_t cfg; /* shallow copy: the key and strings are borrowed */
     char *model;
     char *url;
-    int thinking_budget;
     ev_llm_client_options_t opts;
 };
 
@@ -83,10 +83,9 @@ int ev_gemini_new(ev_gemini_t **out, const ev_provider_config_t *cfg,
         g->opts.timeout_ms = defaults.timeout_ms;
     if (g->opts.max_request_bytes == 0)
         g->opts.max_request_bytes = EV_GEMINI_MAX_REQUEST_DEFAULT;
-    g->key = cfg->api_key;
+    g->cfg = *cfg;
     g->model = ev_strdup(model);
     g->url = ev_gemini_build_url(cfg->base_url, model);
-    g->thinking_budget = cfg->thinking_budget;
     *out = g;
     return 0;
 }
@@ -623,63 +622,12 @@ void ev_gemini_parse_response(ev_llm_result_t *out, const ev_http_response_t *re
 int ev_gemini_call(ev_gemini_t *g, ev_http_t *http, const ev_llm_request_t *req,
                    ev_llm_result_t *out, const atomic_bool *stop)
 {
-    ev_llm_result_init(out);
-    int rc = 0;
-    char *body = NULL;
-    size_t body_len = 0;
-    if (!g || !req) {
-        rc = EV_EINVAL;
+    if (!g) {
+        ev_llm_result_init(out);
         out->outcome = EV_LLM_BAD_REQUEST;
-        out->err = rc;
+        out->err = EV_EINVAL;
         ev_llm_result_set_error(out, "invalid call arguments");
-        goto out;
+        return EV_EINVAL;
     }
-    out->model = ev_strdup(g->model);
-
-    size_t media = req->text_only ? 0 : req->media_count;
-    size_t images = 0;
-    size_t estimate = 0;
-    for (size_t i = 0; req->media && i < media; i++) {
-        if (req->media[i].mime && strncmp(req->media[i].mime, "image/", 6) == 0)
-            images++;
-        estimate += ev_llm_base64_len(req->media[i].len);
-    }
-    /* Refuse before encoding anything when the files alone are too large. */
-    if (estimate > g->opts.max_request_bytes ||
-        (g->opts.max_images > 0 && images > (size_t)g->opts.max_images)) {
-        out->outcome = EV_LLM_FALLBACK;
-        out->too_large = true;
-        ev_llm_result_set_error(out, "request too large for Gemini (%zu images, ~%zu bytes)",
-                                images, estimate);
-        goto out;
-    }
-    rc = ev_gemini_build_body(&body, &body_len, req, g->thinking_budget);
-    if (rc == EV_ETOOBIG) {
-        rc = 0;
-        out->outcome = EV_LLM_FALLBACK;
-        out->too_large = true;
-        ev_llm_result_set_error(out, "file too large for Gemini");
-        goto out;
-    }
-    if (rc < 0) {
-        out->outcome = EV_LLM_BAD_REQUEST;
-        out->err = rc;
-        ev_llm_result_set_error(out, "unusable request (no text or media, unsupported type "
-                                     "or empty file)");
-        goto out;
-    }
-    if (body_len > g->opts.max_request_bytes) {
-        out->outcome = EV_LLM_FALLBACK;
-        out->too_large = true;
-        ev_llm_result_set_error(out, "request of %zu bytes exceeds Gemini's %zu", body_len,
-                                g->opts.max_request_bytes);
-        goto out;
-    }
-    rc = ev_llm_send(http, g->url, body, body_len, g->key, "x-goog-api-key: ", &g->opts,
-                     ev_gemini_parse_response, out, stop);
-out:
-    if (g)
-        ev_llm_result_scrub(out, g->key);
-    free(body);
-    return rc;
+    return ev_provider_call(&ev_provider_gemini, &g->cfg, &g->opts, http, g->model, req, out, stop);
 }

@@ -16,6 +16,7 @@
 #include "ev/groq.h"
 
 #include "ev/error.h"
+#include "ev/providers.h"
 #include "ev/retryhint.h"
 #include "ev/util.h"
 
@@ -26,7 +27,7 @@
 #include <strings.h>
 
 struct ev_groq {
-    const ev_secret_t *key; /* borrowed from the config */
+    ev_provider_config_t cfg; /* shallow copy: the key and strings are borrowed */
     char *model;
     char *vision_model;
     char *url;
@@ -57,7 +58,7 @@ int ev_groq_new(ev_groq_t **out, const ev_provider_config_t *cfg,
         g->opts.max_request_bytes = EV_GROQ_MAX_REQUEST_DEFAULT;
     if (g->opts.max_images <= 0)
         g->opts.max_images = EV_GROQ_MAX_IMAGES_DEFAULT;
-    g->key = cfg->api_key;
+    g->cfg = *cfg;
     g->model = ev_strdup(cfg->model);
     g->vision_model =
         ev_strdup(cfg->vision_model && cfg->vision_model[0] ? cfg->vision_model : cfg->model);
@@ -499,65 +500,13 @@ void ev_groq_parse_response(ev_llm_result_t *out, const ev_http_response_t *resp
 int ev_groq_call(ev_groq_t *g, ev_http_t *http, const ev_llm_request_t *req, ev_llm_result_t *out,
                  const atomic_bool *stop)
 {
-    ev_llm_result_init(out);
-    int rc = 0;
-    char *body = NULL;
-    size_t body_len = 0;
     if (!g || !req) {
-        rc = EV_EINVAL;
+        ev_llm_result_init(out);
         out->outcome = EV_LLM_BAD_REQUEST;
-        out->err = rc;
+        out->err = EV_EINVAL;
         ev_llm_result_set_error(out, "invalid call arguments");
-        goto out;
+        return EV_EINVAL;
     }
-    const char *model = ev_groq_model_for(g, req);
-    out->model = ev_strdup(model);
-
-    size_t n = media_sent(req), estimate = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (is_pdf(req->media[i].mime) || !is_image(req->media[i].mime)) {
-            rc = EV_EINVAL;
-            out->outcome = EV_LLM_BAD_REQUEST;
-            out->err = rc;
-            ev_llm_result_set_error(out, "Groq takes no %s input: send the extracted text",
-                                    is_pdf(req->media[i].mime) ? "PDF" : "non-image");
-            goto out;
-        }
-        estimate += ev_llm_base64_len(req->media[i].len) + 64;
-    }
-    /* Enforce the vision limits before encoding anything: over them Groq
-     * answers 413, which would waste an attempt of the call budget. */
-    if (n > (size_t)g->opts.max_images || estimate > g->opts.max_request_bytes) {
-        out->outcome = EV_LLM_FALLBACK;
-        out->too_large = true;
-        ev_llm_result_set_error(out,
-                                "request too large for Groq (%zu images, ~%zu bytes; "
-                                "limits %d images, %zu bytes)",
-                                n, estimate, g->opts.max_images, g->opts.max_request_bytes);
-        goto out;
-    }
-    rc = ev_groq_build_body(&body, &body_len, req, model);
-    /* The size limit is the vision one: text-only requests are bounded by
-     * tokens, which Groq itself answers with a 413. */
-    if (rc == EV_ETOOBIG || (rc == 0 && n > 0 && body_len > g->opts.max_request_bytes)) {
-        rc = 0;
-        out->outcome = EV_LLM_FALLBACK;
-        out->too_large = true;
-        ev_llm_result_set_error(out, "request of %zu bytes exceeds Groq's %zu", body_len,
-                                g->opts.max_request_bytes);
-        goto out;
-    }
-    if (rc < 0) {
-        out->outcome = EV_LLM_BAD_REQUEST;
-        out->err = rc;
-        ev_llm_result_set_error(out, "unusable request (no text and no image, or empty file)");
-        goto out;
-    }
-    rc = ev_llm_send(http, g->url, body, body_len, g->key, "Authorization: Bearer ", &g->opts,
-                     ev_groq_parse_response, out, stop);
-out:
-    if (g)
-        ev_llm_result_scrub(out, g->key);
-    free(body);
-    return rc;
+    return ev_provider_call(&ev_provider_groq, &g->cfg, &g->opts, http, ev_groq_model_for(g, req),
+                            req, out, stop);
 }

@@ -26,6 +26,7 @@
 #include "ev/log.h"
 #include "ev/pdf.h"
 #include "ev/prompts.h"
+#include "ev/providers.h"
 #include "ev/router.h"
 #include "ev/stats.h"
 #include "ev/util.h"
@@ -449,8 +450,12 @@ static void cache_key(char out[65], const ev_config_t *cfg, ev_check_t check, co
     hash_field(&h, ev_check_name(check));
     for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
         const ev_provider_config_t *pc = &cfg->providers[i];
-        hash_field(&h, pc->api_key ? pc->model : "");
-        hash_field(&h, pc->api_key && check == EV_CHECK_IMAGE ? pc->vision_model : "");
+        /* Every model that may answer, in order: a new list is a new question. */
+        bool image = check == EV_CHECK_IMAGE;
+        size_t n = !pc->api_key ? 0 : image ? pc->n_vision_models : pc->n_models;
+        for (size_t m = 0; m < n; m++)
+            hash_field(&h, image ? pc->vision_models[m] : pc->models[m]);
+        hash_field(&h, "");
     }
     hash_field(&h, s->event_name);
     hash_field(&h, s->theme);
@@ -487,7 +492,8 @@ static int cache_get(ev_db_t *db, check_result_t *c)
         c->score = PQgetisnull(r, 0, 1) ? -1 : strtod(PQgetvalue(r, 0, 1), NULL);
         snprintf(c->reason, sizeof(c->reason), "%s", PQgetvalue(r, 0, 2));
         snprintf(c->model, sizeof(c->model), "%s", PQgetvalue(r, 0, 4));
-        c->provider = strcmp(PQgetvalue(r, 0, 3), "groq") == 0 ? "groq" : "gemini";
+        const ev_provider_ops_t *ops = ev_providers_find(PQgetvalue(r, 0, 3));
+        c->provider = ops ? ops->name : "gemini"; /* a static name, as c->provider must be */
         c->cached = true;
     }
     PQclear(r);
@@ -566,8 +572,9 @@ static int llm_check(ev_pipeline_worker_t *w, ev_db_t *db, ev_check_t check, sub
         }
     }
     for (int pi = 0; pi < EV_PROVIDER_COUNT; pi++) {
-        /* Groq takes no PDF: its PDF check reads the extracted text. */
-        bool pdf_as_text = check == EV_CHECK_PDF && pi == EV_PROVIDER_GROQ;
+        /* A provider that takes no PDF reads the extracted text instead. */
+        bool pdf_as_text = check == EV_CHECK_PDF && !(ev_providers_get((ev_provider_id_t)pi)->caps &
+                                                      EV_PROVIDER_CAP_INLINE_PDF);
         in.pdf_inline = check == EV_CHECK_PDF && !pdf_as_text;
         user[pi] = ev_prompt_user(check, &in);
         req[pi] = (ev_llm_request_t){

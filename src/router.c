@@ -15,10 +15,9 @@
 #include "ev/backoff.h"
 #include "ev/breaker.h"
 #include "ev/error.h"
-#include "ev/gemini.h"
-#include "ev/groq.h"
 #include "ev/limiter.h"
 #include "ev/log.h"
+#include "ev/providers.h"
 #include "ev/retry_budget.h"
 #include "ev/semaphore.h"
 #include "ev/stats.h"
@@ -28,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* A 429 without a hint still pauses the provider this long. */
 #define DEFAULT_429_PAUSE_MS 1000
@@ -36,8 +34,8 @@
 typedef struct provider {
     ev_provider_id_t id;
     const ev_provider_config_t *cfg;
-    ev_gemini_t *gemini; /* exactly one of gemini/groq for a configured provider */
-    ev_groq_t *groq;
+    const ev_provider_ops_t *ops; /* NULL: not configured (no key) */
+    ev_llm_client_options_t opts; /* immutable after ev_router_new */
     ev_semaphore_t *sem;
     ev_limiter_t *limiter;
     ev_breaker_t *breaker;
@@ -59,7 +57,7 @@ struct ev_router {
 
 static bool configured(const provider_t *p)
 {
-    return p->gemini || p->groq;
+    return p->ops != NULL;
 }
 
 /* Feeds live breaker/semaphore/limiter state to the stats snapshot. */
@@ -112,12 +110,8 @@ static int provider_init(ev_router_t *r, provider_t *p, ev_provider_id_t id)
     co.max_wait_ms = cfg->retry_max_wait_ms;
     co.max_images = cfg->max_images;
     co.max_request_bytes = (size_t)p->cfg->max_request_bytes;
-    if (id == EV_PROVIDER_GEMINI)
-        rc = ev_gemini_new(&p->gemini, p->cfg, &co);
-    else
-        rc = ev_groq_new(&p->groq, p->cfg, &co);
-    if (rc < 0)
-        return rc;
+    p->opts = co;
+    p->ops = ev_providers_get(id);
 
     if ((rc = ev_semaphore_new(&p->sem, p->cfg->max_concurrent, r->clock)) < 0)
         return rc;
@@ -157,8 +151,6 @@ static void provider_fini(ev_router_t *r, provider_t *p)
 {
     if (r->stats && configured(p))
         ev_stats_set_provider_probe(r->stats, p->id, NULL, NULL);
-    ev_gemini_free(p->gemini);
-    ev_groq_free(p->groq);
     ev_semaphore_free(p->sem);
     ev_limiter_free(p->limiter);
     ev_breaker_free(p->breaker);
@@ -220,59 +212,9 @@ bool ev_router_any_usable(ev_router_t *r)
 const char *ev_router_model(ev_router_t *r, ev_provider_id_t id, const ev_llm_request_t *req)
 {
     provider_t *p = &r->p[id];
-    if (p->gemini)
-        return ev_gemini_model(p->gemini);
-    if (p->groq)
-        return ev_groq_model_for(p->groq, req);
-    return "";
-}
-
-/* ---- Pacific midnight (US DST rule: 2nd Sunday of March .. 1st Sunday of
- * November, switching at 02:00 local time). ---- */
-
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    const int64_t era = (y >= 0 ? y : y - 399) / 400;
-    const unsigned yoe = (unsigned)(y - era * 400);
-    const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (int64_t)doe - 719468;
-}
-
-/* Day of month of the n-th Sunday of (y, m). */
-static unsigned nth_sunday(int64_t y, unsigned m, unsigned n)
-{
-    int64_t days = days_from_civil(y, m, 1);
-    unsigned wd = (unsigned)(((days % 7) + 11) % 7); /* 1970-01-01 was a Thursday (4) */
-    unsigned first = 1 + (7 - wd) % 7;
-    return first + 7 * (n - 1);
-}
-
-/* UTC offset of US Pacific time at Unix time t (seconds): -7 h during DST. */
-static int64_t pacific_offset(int64_t t)
-{
-    const int64_t day = 86400;
-    time_t lt = (time_t)(t - 8 * 3600);
-    struct tm tm;
-    gmtime_r(&lt, &tm);
-    int64_t y = tm.tm_year + 1900;
-    /* 02:00 PST on the 2nd Sunday of March; 02:00 PDT on the 1st Sunday of November. */
-    int64_t start = days_from_civil(y, 3, nth_sunday(y, 3, 2)) * day + 10 * 3600;
-    int64_t end = days_from_civil(y, 11, nth_sunday(y, 11, 1)) * day + 9 * 3600;
-    return (t >= start && t < end) ? -7 * 3600 : -8 * 3600;
-}
-
-int64_t ev_router_next_pacific_midnight(int64_t wall_us)
-{
-    const int64_t day = 86400;
-    int64_t t = wall_us / 1000000;
-    int64_t local_midnight = ((t + pacific_offset(t)) / day + 1) * day;
-    int64_t candidate = local_midnight - pacific_offset(t);
-    /* A DST switch between now and midnight changes the offset that applies
-     * at midnight itself. */
-    candidate = local_midnight - pacific_offset(candidate);
-    return candidate * 1000000;
+    size_t n = 0;
+    char *const *models = configured(p) ? ev_provider_models_for(p->ops, p->cfg, req, &n) : NULL;
+    return n > 0 ? models[0] : "";
 }
 
 /* ---- the call path ---- */
@@ -319,7 +261,7 @@ static void disable_provider(ev_router_t *r, provider_t *p, const ev_llm_result_
     bool expected = false;
     if (!atomic_compare_exchange_strong(&p->disabled, &expected, true))
         return;
-    const char *env = p->id == EV_PROVIDER_GEMINI ? "GEMINI" : "GROQ";
+    const char *env = p->ops->env;
     if (res->outcome == EV_LLM_MODEL_UNAVAILABLE && res->config_hint)
         ev_log(EV_LOG_ERROR,
                "%s disabled for the life of this process: model %s is unusable with this "
@@ -341,45 +283,29 @@ static void disable_provider(ev_router_t *r, provider_t *p, const ev_llm_result_
         ev_stats_set_provider_disabled(r->stats, p->id, true);
 }
 
-/*
- * How long a daily quota keeps the provider away, in microseconds from now.
- * Gemini's daily quotas reset at midnight Pacific time, and the RetryInfo of
- * a PerDay 429 is a misleading short delay, so it is ignored. Groq counts
- * requests per day in a rolling window and says when one frees up
- * (retry-after, x-ratelimit-reset-requests): waiting for that instead of
- * midnight gives its quota back as soon as it exists. Without a hint, both
- * wait for midnight Pacific.
- */
-static int64_t cooldown_us(const ev_router_t *r, const provider_t *p, const ev_llm_result_t *res,
-                           const char **until_what)
+/* How long a daily quota keeps the provider away, in microseconds from now:
+ * the provider's table knows when its quota comes back. */
+static int64_t cooldown_us(const ev_router_t *r, const provider_t *p, const ev_llm_result_t *res)
 {
-    if (p->groq && !res->no_quota) {
-        int64_t hint_ms = EV_MAX(res->retry_after_ms, res->ratelimit.reset_requests_ms);
-        if (hint_ms > 0) {
-            *until_what = "until the provider's quota reset";
-            return hint_ms * 1000;
-        }
-    }
     int64_t wall = ev_clock_wall_us(r->clock);
-    *until_what = "until midnight Pacific";
-    return ev_router_next_pacific_midnight(wall) - wall;
+    return p->ops->quota_reset_us(res, wall) - wall;
 }
 
 static void cool_down(ev_router_t *r, provider_t *p, const ev_llm_result_t *res)
 {
     int64_t now = ev_clock_now_us(r->clock);
-    const char *until_what = NULL;
-    int64_t until = now + cooldown_us(r, p, res, &until_what);
+    int64_t until = now + cooldown_us(r, p, res);
     ev_breaker_change_t ch = {0};
     ev_breaker_force_open(p->breaker, until, &ch);
     ev_limiter_pause_until(p->limiter, until);
     atomic_store(&p->cooldown_until_us, until);
     bool was = atomic_exchange(&p->cooling, true);
     if (!was) {
-        ev_log(EV_LOG_WARN, "%s %s: cooling down for %lld s (%s), using the fallback",
+        ev_log(EV_LOG_WARN,
+               "%s %s: cooling down for %lld s (until its quota returns), using the fallback",
                ev_provider_name(p->id),
                res->no_quota ? "has no quota for this model" : "daily quota exhausted",
-               (long long)((until - now) / 1000000), until_what);
+               (long long)((until - now) / 1000000));
         if (r->stats)
             ev_stats_set_provider_quota_cooldown(r->stats, p->id, true);
     }
@@ -524,10 +450,8 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
             return EV_ESHUTDOWN;
         }
         ev_llm_result_t res;
-        if (p->gemini)
-            rc = ev_gemini_call(p->gemini, http, req, &res, stop);
-        else
-            rc = ev_groq_call(p->groq, http, req, &res, stop);
+        rc = ev_provider_call(p->ops, p->cfg, &p->opts, http, ev_router_model(r, p->id, req), req,
+                              &res, stop);
         ev_semaphore_release(p->sem);
 
         /* Judge the answer itself before recording: a 200 whose text is not
@@ -656,9 +580,12 @@ int ev_router_judge(ev_router_t *r, ev_http_t *http, ev_budget_t *budget, const 
                                      : "every provider is disabled by a configuration error "
                                        "(invalid key or model)");
     int last = -1;
-    for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
+    for (int k = 0; k < r->cfg->n_provider_order; k++) {
+        int i = (int)r->cfg->provider_order[k];
         provider_t *p = &r->p[i];
-        if (!req[i] || !ev_router_usable(r, (ev_provider_id_t)i))
+        /* No request, or no configured model for it (images without vision models). */
+        if (!req[i] || !ev_router_usable(r, (ev_provider_id_t)i) ||
+            !ev_router_model(r, (ev_provider_id_t)i, req[i])[0])
             continue;
         if (last >= 0 && r->stats)
             ev_stats_record_fallback(r->stats, (ev_provider_id_t)last);

@@ -20,17 +20,29 @@
 typedef enum {
     EV_PROVIDER_GEMINI = 0,
     EV_PROVIDER_GROQ = 1,
-    EV_PROVIDER_COUNT = 2
+    EV_PROVIDER_OPENAI_COMPAT = 2, /* optional: any OpenAI-compatible endpoint */
+    EV_PROVIDER_COUNT = 3
 } ev_provider_id_t;
 
-/* "gemini" / "groq". */
+/* "gemini" / "groq" / "openai_compat". */
 const char *ev_provider_name(ev_provider_id_t id);
+
+/* Most models a *_MODELS list may name. */
+#define EV_CONFIG_MAX_MODELS 8
 
 typedef struct ev_provider_config {
     ev_provider_id_t id;
     ev_secret_t *api_key; /* NULL: provider not used */
-    char *model;          /* GEMINI_MODEL / GROQ_MODEL */
-    char *vision_model;   /* GROQ_VISION_MODEL; for Gemini same as model */
+    char *model;          /* the first of `models` (GEMINI_MODEL / GROQ_MODEL alias) */
+    char *vision_model;   /* the first of `vision_models`, else `model` */
+    char *models[EV_CONFIG_MAX_MODELS]; /* *_MODELS, in order of preference (>= 1) */
+    size_t n_models;
+    char *vision_models[EV_CONFIG_MAX_MODELS]; /* *_VISION_MODELS (Gemini: its models) */
+    size_t n_vision_models;                    /* 0: this provider sends no images */
+    char *models_spec;    /* raw *_MODELS as set, or NULL (parsed into `models`) */
+    char *vision_spec;    /* raw *_VISION_MODELS, or NULL */
+    char *model_alias;    /* raw *_MODEL, or NULL */
+    char *vision_alias;   /* raw *_VISION_MODEL, or NULL */
     char *base_url;       /* no trailing slash */
     int max_concurrent;   /* *_MAX_CONCURRENT */
     double rpm_limit;     /* *_RPM_LIMIT (0 = unlimited) */
@@ -60,6 +72,12 @@ typedef struct ev_config {
     int shutdown_grace_ms; /* SHUTDOWN_GRACE_MS: in-flight time allowed after SIGTERM */
 
     ev_provider_config_t providers[EV_PROVIDER_COUNT];
+    /* PROVIDER_ORDER: the chain, first asked first; configured providers the
+     * variable does not name follow in id order. */
+    ev_provider_id_t provider_order[EV_PROVIDER_COUNT];
+    int n_provider_order;
+    char *provider_order_spec; /* raw PROVIDER_ORDER */
+    bool preflight;            /* PREFLIGHT: check every configured model at start */
     int http_timeout_ms;
 
     int max_retries;

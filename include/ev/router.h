@@ -2,8 +2,8 @@
  * router.h - the call path of SPEC §6: one verdict from the first provider
  * that can give it.
  *
- * For each provider in order (Gemini, then Groq) that is configured, not
- * disabled and given a request for this check:
+ * For each provider in PROVIDER_ORDER that is configured, not disabled,
+ * given a request for this check and configured with a model for it:
  *
  *   budget left? -> breaker allow (OPEN: fall back) -> limiter slot
  *   (a wait longer than RETRY_MAX_WAIT_MS: fall back) -> budget take ->
@@ -16,11 +16,11 @@
  * breaker still admits calls and the provider's retry budget allows; a hint
  * longer than RETRY_MAX_WAIT_MS falls back at once. A bad answer (blocked,
  * truncated, not our JSON) is asked again once on the same provider. A daily
- * quota cools the provider down until midnight Pacific time (Gemini's reset),
- * or, for Groq, whose daily count is a rolling window, until the reset it
- * announces (retry-after / x-ratelimit-reset-requests) when it does; an
- * invalid key disables it for the life of the process (one loud log line,
- * flagged in stats).
+ * quota cools the provider down until its table says the quota returns
+ * (Gemini: midnight Pacific; Groq: the reset it announces); an invalid key
+ * disables it for the life of the process (one loud log line, flagged in
+ * stats). The router never names a provider: everything that differs is in
+ * its ev_provider_ops_t (providers.h).
  *
  * The router is shared by every worker: its per-provider state (client,
  * semaphore, limiter, breaker, retry budget) is thread-safe; each call uses
@@ -84,9 +84,5 @@ typedef struct ev_router_result {
 int ev_router_judge(ev_router_t *r, ev_http_t *http, ev_budget_t *budget, const char *check,
                     const ev_llm_request_t *const req[EV_PROVIDER_COUNT], ev_router_result_t *out,
                     const atomic_bool *stop);
-
-/* Wall-clock microseconds of the next midnight in US Pacific time after
- * `wall_us` (DST by the US rule). Exposed for tests. */
-int64_t ev_router_next_pacific_midnight(int64_t wall_us);
 
 #endif

@@ -21,6 +21,7 @@
 #include "ev/config.h"
 #include "ev/error.h"
 #include "ev/http.h"
+#include "ev/providers.h"
 #include "ev/router.h"
 #include "ev/stats.h"
 #include "ev/util.h"
@@ -55,7 +56,7 @@ static int64_t utc_us(int y, int mo, int d, int h, int mi, int s)
 
 static void expect_midnight(int64_t now_us, int64_t want_us)
 {
-    int64_t got = ev_router_next_pacific_midnight(now_us);
+    int64_t got = ev_gemini_next_pacific_midnight(now_us);
     if (got != want_us)
         fprintf(stderr, "\n  next midnight after %lld: got %lld, expected %lld\n",
                 (long long)(now_us / US), (long long)(got / US), (long long)(want_us / US));
@@ -108,7 +109,7 @@ static void test_midnight_matches_tzdata(void)
         tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
         tm.tm_isdst = -1;
         int64_t want = (int64_t)mktime(&tm) * US;
-        int64_t got = ev_router_next_pacific_midnight((int64_t)t * US + 123456);
+        int64_t got = ev_gemini_next_pacific_midnight((int64_t)t * US + 123456);
         if (got != want && mismatches++ < 5)
             fprintf(stderr, "\n  t=%lld: got %lld, tzdata says %lld\n", (long long)t,
                     (long long)(got / US), (long long)(want / US));
@@ -206,7 +207,7 @@ static int judge_with(rt_t *t, ev_http_t *h, ev_router_result_t *out, const atom
         .user_text = "Title: Soup stirring robot. Does it fit the theme? Answer in JSON.",
         .text_only = true,
     };
-    const ev_llm_request_t *reqs[EV_PROVIDER_COUNT] = {&req, &req};
+    const ev_llm_request_t *reqs[EV_PROVIDER_COUNT] = {&req, &req, &req};
     ev_budget_reset(t->budget);
     return ev_router_judge(t->r, h, t->budget, "theme", reqs, out, stop);
 }
@@ -435,7 +436,7 @@ static void test_invalid_key_disables(void)
     CU_ASSERT_EQUAL(requests("gemini"), 1);
 
     /* Nothing usable left: a clear error, no call. */
-    const ev_llm_request_t *none[EV_PROVIDER_COUNT] = {NULL, NULL};
+    const ev_llm_request_t *none[EV_PROVIDER_COUNT] = {NULL, NULL, NULL};
     CU_ASSERT_EQUAL(ev_router_judge(t.r, http, t.budget, "theme", none, &res, NULL), EV_EUNAVAIL);
     CU_ASSERT_EQUAL(res.provider, -1);
     CU_ASSERT(strlen(res.error) > 0);
@@ -521,6 +522,48 @@ static int clean_suite(void)
     return 0;
 }
 
+/* PROVIDER_ORDER sets the chain, and the OpenAI-compatible provider is a
+ * provider like the others: the simulator's Groq endpoint speaks its format. */
+static void test_provider_order_and_openai_compat(void)
+{
+    rt_t t;
+    const char *o[] = {"PROVIDER_ORDER", "groq,gemini", NULL};
+    rt_start(&t, 0, o);
+    ev_router_result_t res;
+    CU_ASSERT_EQUAL(judge(&t, &res), 0);
+    CU_ASSERT_EQUAL(res.provider, EV_PROVIDER_GROQ);
+    CU_ASSERT_EQUAL(requests("gemini"), 0);
+    sim_set("groq", "{\"fault\": \"overloaded\"}");
+    CU_ASSERT_EQUAL(judge(&t, &res), 0);
+    CU_ASSERT_EQUAL(res.provider, EV_PROVIDER_GEMINI);
+    rt_stop(&t);
+
+    const char *c[] = {"OPENAI_COMPAT_API_KEY",
+                       SIMCTL_GROQ_KEY,
+                       "OPENAI_COMPAT_BASE_URL",
+                       simctl_groq_url(sim),
+                       "OPENAI_COMPAT_MODELS",
+                       "llama-3.1-8b-instant",
+                       "OPENAI_COMPAT_RPM_LIMIT",
+                       "0",
+                       "PROVIDER_ORDER",
+                       "openai_compat,gemini",
+                       NULL};
+    rt_start(&t, 0, c);
+    CU_ASSERT_TRUE(ev_router_usable(t.r, EV_PROVIDER_OPENAI_COMPAT));
+    CU_ASSERT_EQUAL(judge(&t, &res), 0);
+    CU_ASSERT_EQUAL(res.provider, EV_PROVIDER_OPENAI_COMPAT);
+    CU_ASSERT_STRING_EQUAL(res.model, "llama-3.1-8b-instant");
+    CU_ASSERT_EQUAL(provider_i64(&t, "openai_compat", "calls"), 1);
+    CU_ASSERT_EQUAL(requests("gemini"), 0);
+    /* Its own breaker and fallback: an outage there moves on to Gemini,
+     * then Groq, which PROVIDER_ORDER left out but is configured. */
+    sim_set("groq", "{\"fault\": \"overloaded\"}");
+    CU_ASSERT_EQUAL(judge(&t, &res), 0);
+    CU_ASSERT_EQUAL(res.provider, EV_PROVIDER_GEMINI);
+    rt_stop(&t);
+}
+
 static const ev_test_t pacific_midnight_tests[] = {
     {"winter, summer and DST switch days", test_midnight_fixed_days},
     {"every 37 minutes of 2020-2030 agrees with tzdata", test_midnight_matches_tzdata},
@@ -538,6 +581,7 @@ static const ev_test_t call_path_tests[] = {
     {"daily quota cools down until midnight Pacific", test_daily_quota_until_pacific_midnight},
     {"groq's daily quota cools down until its announced reset",
      test_groq_daily_quota_until_its_reset},
+    {"PROVIDER_ORDER and the OpenAI-compatible provider", test_provider_order_and_openai_compat},
     EV_TEST_END,
 };
 

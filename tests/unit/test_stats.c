@@ -867,7 +867,7 @@ static void test_prometheus_well_formed(void)
 
     /* Every family is prefixed and documented; the histogram is there. */
     fam_t *h = fam_find(&e, "event_validator_provider_request_duration_seconds");
-    CU_ASSERT(h != NULL && strcmp(h->type, "histogram") == 0 && h->nseries == 2);
+    CU_ASSERT(h != NULL && strcmp(h->type, "histogram") == 0 && h->nseries == EV_PROVIDER_COUNT);
     CU_ASSERT(fam_find(&e, "event_validator_provider_calls_total") != NULL);
 
     CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_queue_submissions{status=\"pending\"}"),
