@@ -321,13 +321,12 @@ static void check_cooldown(ev_router_t *r, provider_t *p)
         ev_stats_set_provider_quota_cooldown(r->stats, p->id, false);
 }
 
-/* Input tokens of a request in the provider's count: Gemini bills 258 per
- * image and per PDF page; Groq's vision models bill more per image (high
- * side: an estimate is reconciled with the reported usage anyway). */
+/* Input tokens of a request in the provider's count (its table says what an
+ * image and a PDF page cost; an estimate is reconciled with the reported
+ * usage anyway). */
 static int64_t estimate_input(const provider_t *p, const ev_llm_request_t *req)
 {
-    return p->id == EV_PROVIDER_GEMINI ? ev_tpm_estimate_input(req, 258, 258)
-                                       : ev_tpm_estimate_input(req, 1600, 0);
+    return ev_tpm_estimate_input(req, p->ops->image_tokens, p->ops->pdf_page_tokens);
 }
 
 /* A per-minute token 429 or the provider's token headers state its token

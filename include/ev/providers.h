@@ -43,6 +43,8 @@ typedef struct ev_provider_ops {
     size_t max_request;      /* published request-size limit, base64 included */
     bool limit_is_media;     /* the size limit applies only to requests carrying media */
     const char *auth_prefix; /* the header line before the key */
+    int image_tokens;        /* input tokens billed per image (an estimate, high side) */
+    int pdf_page_tokens;     /* input tokens billed per inline PDF page */
 
     /* The URL of one generation call to `model` (never carries the key). */
     char *(*call_url)(const char *base_url, const char *model);

@@ -131,6 +131,9 @@ const ev_provider_ops_t ev_provider_gemini = {
     .max_request = EV_GEMINI_MAX_REQUEST_DEFAULT,
     .limit_is_media = false,
     .auth_prefix = "x-goog-api-key: ",
+    /* Gemini bills 258 tokens per image and per PDF page. */
+    .image_tokens = 258,
+    .pdf_page_tokens = 258,
     .call_url = call_url,
     .build_body = build_body,
     .parse_response = ev_gemini_parse_response,

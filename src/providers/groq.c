@@ -101,6 +101,9 @@ const ev_provider_ops_t ev_provider_groq = {
     .max_request = EV_GROQ_MAX_REQUEST_DEFAULT,
     .limit_is_media = true, /* text-only requests are bounded by tokens: Groq answers 413 */
     .auth_prefix = "Authorization: Bearer ",
+    /* Groq's vision models bill more per image; no PDF is sent. */
+    .image_tokens = 1600,
+    .pdf_page_tokens = 0,
     .call_url = ev_provider_openai_call_url,
     .build_body = ev_provider_openai_body,
     .parse_response = ev_groq_parse_response,
