@@ -790,6 +790,35 @@ static void test_groq_malformed(void)
     resp_free(&r);
     json_object_put(req);
     CU_ASSERT_EQUAL(counter("groq", "ok"), 0);
+
+    /* Requests that fit one by one but not together in a minute: Groq's
+     * tokens-per-minute 429 with retry-after, and headers saying so. */
+    CU_ASSERT_EQUAL(simctl_set(sim, "groq", "{\"tpm\":120}"), 0);
+    req = groq_req(GROQ_TEXT, "Judge this short text. JSON.", 0, NULL);
+    int ok = 0, limited = 0;
+    for (int i = 0; i < 8; i++) {
+        groq_post(req, &r);
+        if (r.status == 200)
+            ok++;
+        if (r.status == 429) {
+            limited++;
+            body = json_tokener_parse(r.body);
+            CU_ASSERT_STRING_EQUAL(jstr_at(body, "error.code"), "rate_limit_exceeded");
+            CU_ASSERT_STRING_EQUAL(jstr_at(body, "error.type"), "tokens");
+            CU_ASSERT_PTR_NOT_NULL(strstr(jstr_at(body, "error.message"),
+                                          "on tokens per minute (TPM): Limit 120, Used "));
+            CU_ASSERT_PTR_NOT_NULL(strstr(jstr_at(body, "error.message"), "Please try again in"));
+            char ra[32];
+            CU_ASSERT_PTR_NOT_NULL(header(&r, "retry-after", ra, sizeof(ra)));
+            CU_ASSERT_PTR_NOT_NULL(header(&r, "x-ratelimit-remaining-tokens", ra, sizeof(ra)));
+            json_object_put(body);
+        }
+        resp_free(&r);
+    }
+    CU_ASSERT_TRUE(ok >= 1);
+    CU_ASSERT_TRUE(limited >= 1);
+    CU_ASSERT_EQUAL(ok + limited, 8);
+    json_object_put(req);
 }
 
 static void test_gemini_rate_limit(void)
@@ -809,7 +838,8 @@ static void test_gemini_rate_limit(void)
         json_object *qf = detail(body, "QuotaFailure");
         CU_ASSERT_PTR_NOT_NULL(qf);
         CU_ASSERT_PTR_NOT_NULL(strstr(jstr_at(qf, "violations.0.quotaId"), "PerMinute"));
-        CU_ASSERT_STRING_EQUAL(jstr_at(qf, "violations.0.quotaValue"), "1");
+        /* The stated value is per minute, whatever the window. */
+        CU_ASSERT_STRING_EQUAL(jstr_at(qf, "violations.0.quotaValue"), "6");
         json_object *ri = detail(body, "RetryInfo");
         CU_ASSERT_PTR_NOT_NULL(ri);
         const char *delay = jstr_at(ri, "retryDelay");
@@ -858,7 +888,7 @@ static void test_groq_rate_limit_and_window(void)
             json_object *body = json_tokener_parse(r.body);
             CU_ASSERT_STRING_EQUAL(jstr_at(body, "error.code"), "rate_limit_exceeded");
             CU_ASSERT_PTR_NOT_NULL(strstr(jstr_at(body, "error.message"), "Please try again in"));
-            CU_ASSERT_PTR_NOT_NULL(strstr(jstr_at(body, "error.message"), "(RPM): Limit 5"));
+            CU_ASSERT_PTR_NOT_NULL(strstr(jstr_at(body, "error.message"), "(RPM): Limit 600"));
             json_object_put(body);
         }
         check_groq_headers(&r);

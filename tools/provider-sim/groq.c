@@ -99,6 +99,26 @@ static void reply_rate_limited(sim_provider_t *p, sim_reply_t *out, const char *
     sim_reply_header(out, "retry-after", "%s", secs);
 }
 
+/* Groq's 429 for tokens per minute: type "tokens", retry-after and the
+ * "Please try again in" hint say when enough tokens leave the minute. */
+static void reply_tokens_limited(sim_provider_t *p, sim_reply_t *out, const char *model,
+                                 int64_t limit, int64_t used, int64_t requested, int64_t retry_us)
+{
+    char dur[32], secs[32];
+    sim_fmt_duration(dur, sizeof(dur), retry_us);
+    sim_fmt_seconds(secs, sizeof(secs), retry_us);
+    char *msg = ev_asprintf(
+        "Rate limit reached for model `%s` in organization `org_sim` service tier `on_demand` "
+        "on tokens per minute (TPM): Limit %lld, Used %lld, Requested %lld. Please try again in "
+        "%s. Need more tokens? Upgrade to Dev Tier today at "
+        "https://console.groq.com/settings/billing",
+        model, (long long)limit, (long long)used, (long long)requested, dur);
+    atomic_fetch_add_explicit(&p->rate_limited, 1, memory_order_relaxed);
+    sim_reply_json(out, 429, error_obj(msg, "tokens", "rate_limit_exceeded"), false);
+    sim_reply_header(out, "retry-after", "%s", secs);
+    free(msg);
+}
+
 static void reply_tokens_too_large(sim_provider_t *p, sim_reply_t *out, const char *model,
                                    int64_t limit, int64_t requested)
 {
@@ -663,14 +683,23 @@ void sim_groq_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *ou
         reply_tokens_too_large(p, out, model, s.tpm, prompt);
         goto out;
     }
+    /* Tokens per minute: the call's prompt and answer count when it is
+     * admitted (the answer is known here: it depends only on the markers). */
+    char *answer = sim_verdict_text(v.markers);
+    int64_t completion = ((int64_t)strlen(answer) + 3) / 4;
+    int64_t tok_used = 0, tok_retry = 0;
+    if (!sim_provider_take_tokens(p, sim_now_us(), prompt + completion, s.tpm, &tok_used,
+                                  &tok_retry)) {
+        reply_tokens_limited(p, out, model, s.tpm, tok_used, prompt + completion, tok_retry);
+        free(answer);
+        goto out;
+    }
 
     if (!sim_server_sleep_ms(sim_latency_ms(&s))) {
         out->action = SIM_REPLY_CLOSE;
+        free(answer);
         goto out;
     }
-    char *answer = sim_verdict_text(v.markers);
-    int64_t completion = ((int64_t)strlen(answer) + 3) / 4;
-    sim_provider_add_tokens(p, sim_now_us(), prompt + completion);
     f = sim_provider_take_fault(p, false);
     if (f != SIM_FAULT_NONE) {
         serve_late_fault(p, &s, f, model, answer, prompt, out);

@@ -413,7 +413,8 @@ void sim_provider_admit(sim_provider_t *p, int64_t now_us, sim_admit_t *out)
         }
         if (p->win_len >= p->win_cap) {
             out->limited = true;
-            out->limit = (int64_t)p->win_cap;
+            /* Providers state their per-minute figure, not the window's. */
+            out->limit = cur->rpm;
             out->retry_us = p->win[p->win_head] + window_us - now_us;
             if (out->retry_us < 1)
                 out->retry_us = 1;
@@ -468,17 +469,43 @@ void sim_provider_fault_served(sim_provider_t *p, sim_fault_t f)
         atomic_fetch_add_explicit(&p->fault_served[f], 1, RELAXED);
 }
 
-void sim_provider_add_tokens(sim_provider_t *p, int64_t now_us, int64_t tokens)
+bool sim_provider_take_tokens(sim_provider_t *p, int64_t now_us, int64_t tokens, int64_t tpm,
+                              int64_t *used, int64_t *retry_us)
 {
     int64_t sec = now_us / 1000000;
-    int slot = (int)(sec % 60);
+    bool taken = true;
     pthread_mutex_lock(&p->mu);
-    if (p->tok_stamp[slot] != sec) {
-        p->tok_stamp[slot] = sec;
-        p->tok_sec[slot] = 0;
+    int64_t sum = 0;
+    for (int i = 0; i < 60; i++)
+        if (p->tok_stamp[i] > sec - 60 && p->tok_stamp[i] <= sec)
+            sum += p->tok_sec[i];
+    *used = sum;
+    *retry_us = 0;
+    if (tpm > 0 && sum + tokens > tpm) {
+        /* Second s leaves the minute at the start of s + 60. */
+        int64_t need = sum + tokens - tpm;
+        taken = false;
+        for (int64_t s = sec - 59; s <= sec; s++) {
+            int i = (int)(s % 60);
+            if (p->tok_stamp[i] == s)
+                need -= p->tok_sec[i];
+            if (need <= 0) {
+                *retry_us = (s + 60) * 1000000 - now_us;
+                break;
+            }
+        }
+        if (*retry_us <= 0)
+            *retry_us = 60000000;
+    } else {
+        int slot = (int)(sec % 60);
+        if (p->tok_stamp[slot] != sec) {
+            p->tok_stamp[slot] = sec;
+            p->tok_sec[slot] = 0;
+        }
+        p->tok_sec[slot] += tokens;
     }
-    p->tok_sec[slot] += tokens;
     pthread_mutex_unlock(&p->mu);
+    return taken;
 }
 
 void sim_provider_usage(sim_provider_t *p, int64_t now_us, sim_usage_t *out)

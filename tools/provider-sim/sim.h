@@ -160,7 +160,8 @@ typedef struct sim_admit {
     bool limited;     /* true: answer 429 */
     bool daily;       /* the daily quota (not the window) is exhausted */
     int64_t retry_us; /* time until the window admits again */
-    int64_t limit;    /* the limit that was hit (per window or per day) */
+    int64_t limit;    /* the limit that was hit, as the provider states it: requests per
+                       * minute (the rpm setting, whatever the window) or per day */
 } sim_admit_t;
 
 /* Take a slot in the sliding window and the daily quota, or report why not.
@@ -176,8 +177,12 @@ sim_fault_t sim_provider_take_fault(sim_provider_t *p, bool early);
 void sim_provider_malformed(sim_provider_t *p, const char *reason);
 /* Count a served fault. */
 void sim_provider_fault_served(sim_provider_t *p, sim_fault_t f);
-/* Record tokens used now (for Groq's per-minute headers). Thread-safe. */
-void sim_provider_add_tokens(sim_provider_t *p, int64_t now_us, int64_t tokens);
+/* Groq's tokens-per-minute limit: takes `tokens` now when the last minute's
+ * usage plus them stays within `tpm` (or tpm is 0), else takes nothing and
+ * sets *used (the minute's usage) and *retry_us (time until enough tokens
+ * leave the minute). Returns whether they were taken. Thread-safe. */
+bool sim_provider_take_tokens(sim_provider_t *p, int64_t now_us, int64_t tokens, int64_t tpm,
+                              int64_t *used, int64_t *retry_us);
 
 /* What Groq's rate-limit headers report. */
 typedef struct sim_usage {
