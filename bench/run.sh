@@ -2,7 +2,8 @@
 # bench/run.sh - the event-validator benchmark (issue 6): one command, one table.
 #
 #   bench/run.sh [scenario...]      scenarios: rate-bound concurrency-bound overhead
-#                                   outage replicas (default: all, in that order)
+#                                   outage replicas adaptive-exact adaptive-overestimated
+#                                   adaptive-quota-cut tpm-bound (default: all, in that order)
 #   bench/run.sh micro              not in the default set: CPU of each local step of one
 #                                   submission (bench/micro.c), to bench/results/micro.txt
 #
@@ -28,7 +29,8 @@ TIMEOUT_S=${BENCH_TIMEOUT_S:-300}
 # (the service withholds answers that echo the key).
 KEY="bench-sim-key-5d1c0a7e9b"
 
-ALL=(rate-bound concurrency-bound overhead outage replicas)
+ALL=(rate-bound concurrency-bound overhead outage replicas adaptive-exact adaptive-overestimated
+    adaptive-quota-cut tpm-bound)
 SCENARIOS=()
 for a in "$@"; do
     case "$a" in
@@ -36,7 +38,8 @@ for a in "$@"; do
         sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
-    rate-bound | concurrency-bound | overhead | outage | replicas | micro) SCENARIOS+=("$a") ;;
+    rate-bound | concurrency-bound | overhead | outage | replicas | micro | adaptive-exact | \
+        adaptive-overestimated | adaptive-quota-cut | tpm-bound) SCENARIOS+=("$a") ;;
     *)
         echo "bench/run.sh: unknown scenario '$a' (known: ${ALL[*]})" >&2
         exit 2
@@ -645,6 +648,268 @@ scenario_replicas() {
                  {name: "no submission lost", value: $r.db.lost, met: ($r.db.lost == 0)}]}' \
         <<<"$RESULT_RAW")
     write_result replicas "$RESULT"
+}
+
+# ---------------------------------------------------------------- quota scenarios
+#
+# Each runs the same load twice on the same simulator settings: with the learned limits
+# (ADAPTIVE_LIMITS=true, the design of docs/quota.md) and with the fixed rate they replace
+# (ADAPTIVE_LIMITS=false). Q_SIM: simulator flags; Q_ENVS: service settings; Q_PROV: the
+# provider whose quota binds; Q_CONTROL: a function run in the background once the first
+# call reached the sim (it may change the sim's quota mid-run and logs "<name> <ms>" lines).
+
+# calls_of LOG PROV: "start_ms status" of every request to PROV, sorted by start.
+calls_of() {
+    awk -v P="$2" '
+    function days(y, m, d,   era, yoe, mp, doy, doe) {
+        y -= (m <= 2); era = int((y >= 0 ? y : y - 399) / 400); yoe = y - era * 400
+        mp = (m > 2) ? m - 3 : m + 9; doy = int((153 * mp + 2) / 5) + d - 1
+        doe = yoe * 365 + int(yoe / 4) - int(yoe / 100) + doy
+        return era * 146097 + doe - 719468
+    }
+    $0 ~ ("\"msg\":\"POST " P "/") {
+        ts = substr($0, 8, 24)
+        t = ((days(substr(ts,1,4)+0, substr(ts,6,2)+0, substr(ts,9,2)+0) * 24 + substr(ts,12,2)) * 60 \
+             + substr(ts,15,2)) * 60 + substr(ts,18,2)
+        t = t * 1000 + substr(ts,21,3)
+        if (!match($0, /-> [0-9]+ in [0-9]+ ms/)) next
+        split(substr($0, RSTART + 3, RLENGTH - 3), f, " ")
+        printf "%.0f %s\n", t - f[3], f[1]
+    }' "$1" | sort -n
+}
+
+# window_stats CALLS FROM_MS TO_MS: JSON {ok, r429, span_s, ok_per_s} of calls starting in
+# [FROM, TO] (TO empty: to the last call).
+window_stats() {
+    awk -v a="$2" -v b="${3:-}" '
+    $1 >= a && (b == "" || $1 <= b) { n++; if ($2 == 200) ok++; else if ($2 == 429) r++
+                                      if (n == 1) f = $1; l = $1 }
+    END { span = (b == "" ? l : b) - a; if (span <= 0) span = 1
+          printf "{\"calls\":%d,\"ok\":%d,\"r429\":%d,\"span_s\":%.3f,\"ok_per_s\":%.4f}\n",
+                 n, ok, r, span / 1000, ok / (span / 1000) }' "$1"
+}
+
+# quota_once NAME DESIGN N: one run; sets QRES (JSON).
+quota_once() {
+    local name=$1 design=$2 n=$3 dir="$WORK/$1-$2"
+    mkdir -p "$dir"
+    new_db "bench_${name//-/_}_$design"
+    load "$n"
+    start_sim "$dir" "${Q_SIM[@]}"
+    pick_port
+    local port=$REPLY adaptive=true
+    [ "$design" = fixed ] && adaptive=false
+    local envs=("${Q_ENVS[@]}" ADAPTIVE_LIMITS="$adaptive" STATS_PORT="$port")
+    say "$name ($design): $n submissions, sim ${Q_SIM[*]}"
+    SERVE_PIDS=()
+    start_serve "$dir" 1 "${envs[@]}"
+    (
+        while :; do
+            now_ms
+            j=$(curl -s -m 1 "http://127.0.0.1:$port/stats" 2>/dev/null | tr -d '\n') || true
+            [ -n "$j" ] && printf '%s %s\n' "$REPLY" "$j"
+            sleep 0.2
+        done
+    ) >"$dir/polls.txt" &
+    local poll_pid=$! ctl_pid=""
+    if [ -n "${Q_CONTROL:-}" ]; then
+        (
+            for _ in $(seq 1200); do
+                c=$(curl -s -m 1 "$SIM/control/stats" | jq -r ".$Q_PROV.requests" 2>/dev/null || echo 0)
+                [ "${c:-0}" -gt 0 ] && break
+                sleep 0.05
+            done
+            "$Q_CONTROL"
+        ) >"$dir/control.txt" &
+        ctl_pid=$!
+    fi
+    wait_serves
+    [ -n "$ctl_pid" ] && stop_pid "$ctl_pid"
+    stop_pid "$poll_pid"
+    local sims db
+    sims=$(sim_stats)
+    stop_sim
+    db=$(db_summary)
+    calls_of "$dir/sim.log" "$Q_PROV" >"$dir/calls.txt"
+    local first last
+    first=$(awk 'NR == 1 { print $1 }' "$dir/calls.txt")
+    last=$(awk 'END { print $1 }' "$dir/calls.txt")
+    [ -n "$first" ] || die "$name ($design): no call reached $Q_PROV (see $dir)"
+    # Breaker states and learned rates seen by the poller, for the binding provider.
+    local polls
+    polls=$(awk '{ t = $1; $1 = ""; print "{\"t\":" t ",\"s\":" $0 "}" }' "$dir/polls.txt" |
+        jq -s -c --arg p "$Q_PROV" --argjson first "$first" '
+            [.[] | {t: ((.t - $first) / 1000), b: .s.providers[$p].breaker,
+                    rpm: .s.providers[$p].rpm_limit, tpm: .s.providers[$p].tpm_used}]
+            | {breaker_not_closed_polls: ([.[] | select(.b != "closed")] | length),
+               polls: length,
+               learned_rpm_trace: [.[] | select((.t * 5 | floor) % 25 == 0) | {t, rpm, tpm}]}')
+    local control="{}"
+    if [ -s "$dir/control.txt" ]; then
+        control=$(awk '{ printf "%s\"%s\":%s", (NR > 1 ? "," : "{"), $1, $2 } END { print "}" }' \
+            "$dir/control.txt")
+    fi
+    QRES=$(jq -n --arg design "$design" --argjson settings "$(settings_json "${envs[@]}")" \
+        --arg simflags "${Q_SIM[*]}" --argjson sim "$sims" --argjson db "$db" \
+        --argjson first "$first" --argjson last "$last" --argjson polls "$polls" \
+        --argjson control "$control" --argjson all "$(window_stats "$dir/calls.txt" "$first" "")" \
+        --argjson after30 "$(window_stats "$dir/calls.txt" $((first + 30000)) "")" \
+        --argjson after61 "$(window_stats "$dir/calls.txt" $((first + 61000)) "")" \
+        --argjson wall "$(time_field "$dir" 1 1)" --argjson serve_rc "$SERVE_RC" \
+        '{design: $design, settings: $settings, sim_flags: $simflags, serve_exit: $serve_rc,
+          wall_s: $wall, first_call_ms: $first, last_call_ms: $last, control_ms: $control,
+          calls: $all, after_30s: $after30, after_61s: $after61, polls: $polls,
+          sim_stats: {gemini: ($sim.gemini | del(.last_malformed)), groq: ($sim.groq | del(.last_malformed))},
+          db: $db}')
+    Q_CALLS_FILE="$dir/calls.txt"
+}
+
+# quota_pair NAME N: both designs; sets Q_ADAPTIVE, Q_FIXED, Q_ADAPTIVE_CALLS.
+quota_pair() {
+    quota_once "$1" adaptive "$2"
+    Q_ADAPTIVE=$QRES
+    Q_ADAPTIVE_CALLS=$Q_CALLS_FILE
+    quota_once "$1" fixed "$2"
+    Q_FIXED=$QRES
+}
+
+# The real quota in all request scenarios: Gemini 600 per minute over a sliding 10 s window
+# (at most 100 requests in any 10 s), 200 ms latency; Groq unlimited (the fallback).
+Q_BASE_SIM=(--gemini-rpm 600 --gemini-window-s 10 --groq-rpm 0 --latency-ms 200)
+Q_BASE_ENVS=(RATE_LIMIT_SAFETY_FACTOR=1.0 GEMINI_MAX_CONCURRENT=16 GROQ_MAX_CONCURRENT=16
+    DEFAULT_MAX_WORKERS=12 GROQ_RPM_LIMIT=0)
+
+quota_result() {
+    local name=$1 figures=$2 targets=$3
+    RESULT=$(jq -n --arg name "$name" --argjson host "$(host_json)" --argjson a "$Q_ADAPTIVE" \
+        --argjson f "$Q_FIXED" "{scenario: \$name, host: \$host, adaptive: \$a, fixed: \$f}
+        | . + {figures: ($figures)} | . + {targets: ($targets)}")
+    write_result "$name" "$RESULT"
+}
+
+scenario_adaptive_exact() {
+    Q_PROV=gemini Q_CONTROL=""
+    Q_SIM=("${Q_BASE_SIM[@]}")
+    Q_ENVS=("${Q_BASE_ENVS[@]}" GEMINI_RPM_LIMIT=600)
+    quota_pair adaptive-exact 200
+    quota_result adaptive-exact '
+        def eff(c): c.ok_per_s / 10;
+        def per1000(c): (if c.calls > 0 then c.r429 * 1000 / c.calls else 0 end);
+        {real_quota_per_s: 10,
+         adaptive_quota_used: eff(.adaptive.calls), fixed_quota_used: eff(.fixed.calls),
+         adaptive_429_per_1000_calls: per1000(.adaptive.calls),
+         fixed_429_per_1000_calls: per1000(.fixed.calls),
+         adaptive_breaker_not_closed_polls: .adaptive.polls.breaker_not_closed_polls,
+         fixed_breaker_not_closed_polls: .fixed.polls.breaker_not_closed_polls,
+         adaptive_lost: .adaptive.db.lost, fixed_lost: .fixed.db.lost}' '
+        [{name: "adaptive >= 0.97 of the real quota", value: .figures.adaptive_quota_used,
+          met: (.figures.adaptive_quota_used >= 0.97)},
+         {name: "adaptive <= 1 429 per 1000 calls", value: .figures.adaptive_429_per_1000_calls,
+          met: (.figures.adaptive_429_per_1000_calls <= 1)},
+         {name: "adaptive breaker closed throughout", value: .figures.adaptive_breaker_not_closed_polls,
+          met: (.figures.adaptive_breaker_not_closed_polls == 0)},
+         {name: "0 lost", value: .figures.adaptive_lost, met: (.figures.adaptive_lost == 0)}]'
+}
+
+scenario_adaptive_overestimated() {
+    Q_PROV=gemini Q_CONTROL=""
+    Q_SIM=("${Q_BASE_SIM[@]}")
+    Q_ENVS=("${Q_BASE_ENVS[@]}" GEMINI_RPM_LIMIT=1200)
+    quota_pair adaptive-overestimated 250
+    quota_result adaptive-overestimated '
+        def eff(c): c.ok_per_s / 10;
+        def frac(c): (if c.calls > 0 then c.r429 / c.calls else 0 end);
+        {real_quota_per_s: 10, ceiling_per_s: 20,
+         adaptive_quota_used_after_30s: eff(.adaptive.after_30s),
+         fixed_quota_used_after_30s: eff(.fixed.after_30s),
+         adaptive_429_fraction_after_30s: frac(.adaptive.after_30s),
+         fixed_429_fraction_after_30s: frac(.fixed.after_30s),
+         adaptive_429_first_30s: (.adaptive.calls.r429 - .adaptive.after_30s.r429),
+         adaptive_gemini_calls: .adaptive.calls.calls, fixed_gemini_calls: .fixed.calls.calls,
+         adaptive_groq_calls: .adaptive.sim_stats.groq.requests, fixed_groq_calls: .fixed.sim_stats.groq.requests,
+         adaptive_breaker_not_closed_polls: .adaptive.polls.breaker_not_closed_polls,
+         fixed_breaker_not_closed_polls: .fixed.polls.breaker_not_closed_polls,
+         adaptive_lost: .adaptive.db.lost, fixed_lost: .fixed.db.lost}' '
+        [{name: "adaptive after 30 s: <= 2 % 429s", value: .figures.adaptive_429_fraction_after_30s,
+          met: (.figures.adaptive_429_fraction_after_30s <= 0.02)},
+         {name: "adaptive after 30 s: >= 0.9 of the real quota", value: .figures.adaptive_quota_used_after_30s,
+          met: (.figures.adaptive_quota_used_after_30s >= 0.9)},
+         {name: "adaptive breaker closed throughout", value: .figures.adaptive_breaker_not_closed_polls,
+          met: (.figures.adaptive_breaker_not_closed_polls == 0)},
+         {name: "0 lost", value: .figures.adaptive_lost, met: (.figures.adaptive_lost == 0)}]'
+}
+
+# The quota halves 30 s after the first call and comes back 40 s later.
+quota_cut_control() {
+    sleep 30
+    curl -sf -m 5 -XPOST "$SIM/control/gemini" -d '{"rpm":300}' >/dev/null
+    now_ms
+    echo "cut $REPLY"
+    sleep 40
+    curl -sf -m 5 -XPOST "$SIM/control/gemini" -d '{"rpm":600}' >/dev/null
+    now_ms
+    echo "restored $REPLY"
+}
+
+scenario_adaptive_quota_cut() {
+    Q_PROV=gemini Q_CONTROL=quota_cut_control
+    Q_SIM=("${Q_BASE_SIM[@]}")
+    Q_ENVS=("${Q_BASE_ENVS[@]}" GEMINI_RPM_LIMIT=600)
+    quota_pair adaptive-quota-cut 400
+    # Phases, each judged after 10 s of settling: before the cut (quota 10/s), during it (5/s),
+    # and the last 20 s of the run once the quota is back (10/s).
+    local c r e
+    c=$(jq '.control_ms.cut' <<<"$Q_ADAPTIVE")
+    r=$(jq '.control_ms.restored' <<<"$Q_ADAPTIVE")
+    e=$(jq '.last_call_ms' <<<"$Q_ADAPTIVE")
+    local phases
+    phases=$(jq -n --argjson before "$(window_stats "$Q_ADAPTIVE_CALLS" "$(jq '.first_call_ms + 10000' <<<"$Q_ADAPTIVE")" "$c")" \
+        --argjson cut "$(window_stats "$Q_ADAPTIVE_CALLS" $((c + 10000)) "$r")" \
+        --argjson back "$(window_stats "$Q_ADAPTIVE_CALLS" $((e - 20000)) "$e")" \
+        --argjson back_s "$(((e - r) / 1000))" \
+        '{before_cut: $before, during_cut: $cut, last_20s_after_restore: $back, restore_to_end_s: $back_s}')
+    Q_ADAPTIVE=$(jq --argjson p "$phases" '. + {phases: $p}' <<<"$Q_ADAPTIVE")
+    quota_result adaptive-quota-cut '
+        {adaptive_before_cut_quota_used: (.adaptive.phases.before_cut.ok_per_s / 10),
+         adaptive_during_cut_quota_used: (.adaptive.phases.during_cut.ok_per_s / 5),
+         adaptive_after_restore_quota_used: (.adaptive.phases.last_20s_after_restore.ok_per_s / 10),
+         adaptive_restore_to_end_s: .adaptive.phases.restore_to_end_s,
+         adaptive_429s: .adaptive.calls.r429, fixed_429s: .fixed.calls.r429,
+         adaptive_groq_calls: .adaptive.sim_stats.groq.requests, fixed_groq_calls: .fixed.sim_stats.groq.requests,
+         adaptive_breaker_not_closed_polls: .adaptive.polls.breaker_not_closed_polls,
+         fixed_breaker_not_closed_polls: .fixed.polls.breaker_not_closed_polls,
+         adaptive_lost: .adaptive.db.lost, fixed_lost: .fixed.db.lost}' '
+        [{name: "follows the cut down (>= 0.85 of the halved quota, no storm)",
+          value: .figures.adaptive_during_cut_quota_used,
+          met: (.figures.adaptive_during_cut_quota_used >= 0.85 and .figures.adaptive_during_cut_quota_used <= 1.05)},
+         {name: "follows it back up (>= 0.9 of the quota at the end)",
+          value: .figures.adaptive_after_restore_quota_used,
+          met: (.figures.adaptive_after_restore_quota_used >= 0.9)},
+         {name: "0 lost", value: .figures.adaptive_lost, met: (.figures.adaptive_lost == 0)}]'
+}
+
+scenario_tpm_bound() {
+    local tpm=20000
+    Q_PROV=groq Q_CONTROL=""
+    Q_SIM=(--gemini-rpm 0 --groq-rpm 0 --groq-tpm "$tpm" --latency-ms 200)
+    # Groq alone (no Gemini key), limited by tokens only.
+    Q_ENVS=(GEMINI_API_KEY= GROQ_RPM_LIMIT=0 GROQ_TPM_LIMIT="$tpm" GROQ_MAX_CONCURRENT=8
+        DEFAULT_MAX_WORKERS=8)
+    quota_pair tpm-bound 80
+    # Tokens per minute in the steady state: OK calls started after the first minute (the
+    # first one is a burst into an empty minute) x the sim's average tokens per OK call.
+    quota_result tpm-bound "
+        def tok_per_call(r): (r.sim_stats.groq.tokens_in + r.sim_stats.groq.tokens_out) / r.sim_stats.groq.ok;
+        {tpm_limit: $tpm,
+         adaptive_tokens_per_call: tok_per_call(.adaptive),
+         adaptive_token_rate_used: (.adaptive.after_61s.ok_per_s * 60 * tok_per_call(.adaptive) / $tpm),
+         fixed_token_rate_used: (.fixed.after_61s.ok_per_s * 60 * tok_per_call(.fixed) / $tpm),
+         adaptive_429s: .adaptive.calls.r429, fixed_429s: .fixed.calls.r429,
+         adaptive_lost: .adaptive.db.lost, fixed_lost: .fixed.db.lost}" '
+        [{name: ">= 0.95 of the token rate", value: .figures.adaptive_token_rate_used,
+          met: (.figures.adaptive_token_rate_used >= 0.95)},
+         {name: "0 429s", value: .figures.adaptive_429s, met: (.figures.adaptive_429s == 0)},
+         {name: "0 lost", value: .figures.adaptive_lost, met: (.figures.adaptive_lost == 0)}]'
 }
 
 # Not a queue run: the CPU of each local step on the library itself (bench/micro.c).

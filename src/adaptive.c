@@ -31,6 +31,7 @@ struct ev_adaptive {
     const ev_clock_t *clock;
     ev_adaptive_options_t o;
     double floor_per_s;
+    double top_per_s; /* the ceiling less the jitter margin */
 
     pthread_mutex_t mu;
     double rate;              /* guarded by mu: the learned (AIMD) rate */
@@ -64,9 +65,10 @@ int ev_adaptive_new(ev_adaptive_t **out, const ev_adaptive_options_t *opts, cons
     a->clock = clock;
     a->o = *opts;
     a->floor_per_s = opts->ceiling_per_s * opts->floor_fraction;
+    a->top_per_s = EV_MAX(a->floor_per_s, opts->ceiling_per_s * (1 - opts->decrease / 10));
     EV_ASSERT(pthread_mutex_init(&a->mu, NULL) == 0);
-    a->rate = opts->ceiling_per_s;
-    a->hold_cap = opts->ceiling_per_s;
+    a->rate = a->top_per_s;
+    a->hold_cap = a->top_per_s;
     a->last_change_us = ev_clock_now_us(clock);
     a->last_decrease_us = INT64_MIN;
     *out = a;
@@ -106,7 +108,7 @@ static bool on_rate_limited(ev_adaptive_t *a, const ev_adaptive_signal_t *s, int
          * calls made at the old rate, or someone else shares the quota:
          * step down, but not below one decrease under the stated limit. */
         double target = EV_MIN(a->o.ceiling_per_s, s->stated_per_min * a->o.safety_factor / 60);
-        double keep = target * (1 - a->o.decrease / 10);
+        double keep = EV_MIN(a->top_per_s, target * (1 - a->o.decrease / 10));
         if (bad > keep)
             next = keep;
         else
@@ -136,7 +138,7 @@ static void on_success(ev_adaptive_t *a, const ev_adaptive_signal_t *s, int64_t 
     }
     if (s->released_us < a->last_decrease_us)
         return;
-    double cap = a->o.ceiling_per_s;
+    double cap = a->top_per_s;
     /* Probing finds a quota that came back; a stated limit at or above the
      * ceiling can only come back to the ceiling itself, which would merely
      * trade the margin under it for a 429 per hold. */

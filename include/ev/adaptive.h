@@ -3,7 +3,12 @@
  *
  * The configured rate (`*_RPM_LIMIT × safety / 60`) is a guess. With
  * ADAPTIVE_LIMITS on it becomes a CEILING, and this controller finds the
- * real limit under it (additive increase, multiplicative decrease):
+ * real limit under it (additive increase, multiplicative decrease). It
+ * starts at, and never rises above, `top = ceiling × (1 - decrease / 10)`
+ * (99 % by default): a limiter at exactly a sliding window's rate can
+ * release one call more than the window holds (its jittered wake-ups may
+ * bunch, see limiter.h), so 1 % under it is what keeps a correct ceiling
+ * free of 429s.
  *
  *   a per-minute 429   rate = rate × (1 - decrease)          (default 10 %)
  *                      or, when the 429 states the limit L (Gemini's
@@ -15,8 +20,8 @@
  *                      provider's window is still draining the old rate);
  *   a success          rate += increase_per_s × ceiling × dt  (dt = time
  *                      since the last change, at most one second), never
- *                      above the ceiling nor, during the hold, above the
- *                      rate the last 429 was seen at.
+ *                      above `top` nor, during the hold, above just under
+ *                      the rate the last 429 was seen at.
  *
  * Why the hold. A sliding-window quota that is full refuses every call above
  * its rate at once, so climbing straight back past the rate of the last 429
@@ -70,7 +75,7 @@ typedef struct ev_adaptive_options {
 #define EV_ADAPTIVE_OPTIONS_INIT                                                                   \
     {                                                                                              \
         .ceiling_per_s = 1, .safety_factor = 1, .decrease = 0.1, .increase_per_s = 0.02,           \
-        .floor_fraction = 0.02, .hold_us = 60000000                                                \
+        .floor_fraction = 0.02, .hold_us = 30000000                                                \
     }
 
 /* What one finished call tells the controller. */
