@@ -36,7 +36,8 @@ create table spend_daily (
     day        date not null,
     provider   text not null,
     model      text not null,
-    event_id   bigint not null references events (id) on delete cascade,
+    -- No foreign key: money spent stays on the books when an event is deleted.
+    event_id   bigint not null,
     calls      bigint not null default 0,
     tokens_in  bigint not null default 0,
     tokens_out bigint not null default 0,

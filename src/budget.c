@@ -41,7 +41,8 @@ struct ev_budget {
     int refusals;
     int dropped;
     int64_t start_us; /* creation or last reset */
-    entry_t *hist;    /* EV_BUDGET_MAX_HISTORY slots, allocated lazily */
+    int64_t event_id;
+    entry_t *hist; /* EV_BUDGET_MAX_HISTORY slots, allocated lazily */
     int nhist;
 };
 
@@ -101,6 +102,21 @@ void ev_budget_reset(ev_budget_t *b)
     b->start_us = now;
     clear_history(b);
     pthread_mutex_unlock(&b->mu);
+}
+
+void ev_budget_set_event(ev_budget_t *b, int64_t event_id)
+{
+    pthread_mutex_lock(&b->mu);
+    b->event_id = event_id;
+    pthread_mutex_unlock(&b->mu);
+}
+
+int64_t ev_budget_event(ev_budget_t *b)
+{
+    pthread_mutex_lock(&b->mu);
+    int64_t id = b->event_id;
+    pthread_mutex_unlock(&b->mu);
+    return id;
 }
 
 int ev_budget_take(ev_budget_t *b)

@@ -29,6 +29,7 @@
 #include "ev/stats.h"
 #include "ev/stats_server.h"
 #include "ev/pool.h"
+#include "ev/spend.h"
 #include "ev/threads.h"
 #include "ev/tokens.h"
 #include "ev/util.h"
@@ -147,7 +148,7 @@ int ev_cli_event_add(const ev_config_t *cfg, const ev_cli_event_args_t *a, int64
 {
     ev_db_t *db = NULL;
     PGresult *res = NULL;
-    const char *params[5];
+    const char *params[6];
     int rc;
 
     *id = 0;
@@ -164,12 +165,14 @@ int ev_cli_event_add(const ev_config_t *cfg, const ev_cli_event_args_t *a, int64
     params[2] = a->rules;
     params[3] = a->require_pdf ? "true" : "false";
     params[4] = a->require_image ? "true" : "false";
+    params[5] = a->budget_usd;
     /* ON CONFLICT tells a taken name apart from any other unique violation. */
-    rc = ev_db_exec(db, &res,
-                    "INSERT INTO events (name, theme, rules, require_pdf, require_image) "
-                    "VALUES ($1, $2, $3, $4::boolean, $5::boolean) "
-                    "ON CONFLICT (name) DO NOTHING RETURNING id",
-                    5, params);
+    rc = ev_db_exec(
+        db, &res,
+        "INSERT INTO events (name, theme, rules, require_pdf, require_image, budget_usd) "
+        "VALUES ($1, $2, $3, $4::boolean, $5::boolean, $6::numeric) "
+        "ON CONFLICT (name) DO NOTHING RETURNING id",
+        6, params);
     if (rc != 0) {
         db_fail(db, rc, "creating the event", err, errlen);
         goto out;
@@ -646,10 +649,24 @@ out:
  * its own database session; it is started before the pool so that a port
  * already in use stops `serve` before any work is claimed.
  */
-static int start_stats_server(ev_stats_server_t **srv, ev_stats_t *stats, const ev_config_t *cfg,
-                              char *err, size_t errlen)
+/* Spend accounting reads the cluster's totals before the first call, so a
+ * limit already reached today holds from the start. */
+static int start_spend(ev_spend_t **spend, const ev_config_t *cfg, ev_stats_t *stats, char *err,
+                       size_t errlen)
+{
+    ev_spend_options_t o = EV_SPEND_OPTIONS_INIT;
+    o.database_url = cfg->database_url;
+    o.daily_limit_usd = cfg->daily_spend_limit_usd;
+    o.price_overrides = cfg->model_prices;
+    o.stats = stats;
+    return ev_spend_start(spend, &o, err, errlen);
+}
+
+static int start_stats_server(ev_stats_server_t **srv, ev_stats_t *stats, ev_spend_t *spend,
+                              const ev_config_t *cfg, char *err, size_t errlen)
 {
     ev_stats_server_options_t so = EV_STATS_SERVER_OPTIONS_INIT;
+    so.spend = spend;
     char why[256] = "";
     so.addr = cfg->stats_addr;
     so.port = cfg->stats_port;
@@ -671,6 +688,7 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     ev_stats_t *stats = NULL;
     ev_stats_server_t *server = NULL;
     ev_pool_t *pool = NULL;
+    ev_spend_t *spend = NULL;
     ev_pool_options_t popts = EV_POOL_OPTIONS_INIT;
     ev_pool_callbacks_t cbs = {0};
     bool signals = false;
@@ -697,6 +715,10 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
         ev_set_error(err, errlen, "cannot set up the validation pipeline: %s", ev_strerror(rc));
         goto out;
     }
+    rc = start_spend(&spend, cfg, stats, err, errlen);
+    if (rc != 0)
+        goto out;
+    ev_pipeline_set_spend(pipeline, spend);
     rc = ev_signals_start();
     if (rc != 0) {
         ev_set_error(err, errlen, "cannot start the signal thread: %s", ev_strerror(rc));
@@ -713,7 +735,7 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     cbs.worker_fini = pipe_worker_fini;
     cbs.on_drained = on_drained;
     cbs.ctx = pipeline;
-    rc = start_stats_server(&server, stats, cfg, err, errlen);
+    rc = start_stats_server(&server, stats, spend, cfg, err, errlen);
     if (rc != 0)
         goto out;
     rc = ev_pool_start(&pool, &popts, &cbs);
@@ -745,6 +767,7 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
 out:
     ev_pool_free(pool);
     ev_stats_server_stop(server);
+    ev_spend_stop(spend);
     ev_pipeline_free(pipeline);
     ev_stats_free(stats);
     if (signals)

@@ -11,6 +11,7 @@
 #include "ev/config.h"
 
 #include "ev/error.h"
+#include "ev/spend.h"
 #include "ev/util.h"
 
 #include <arpa/inet.h>
@@ -133,6 +134,11 @@ static const var_t table[] = {
     {"STATS_ADDR", T_ADDR, F(stats_addr), "0.0.0.0", 0, 0},
     {"STATS_PORT", T_INT, F(stats_port), "8080", 0, 65535},
     {"LOG_LEVEL", T_LEVEL, F(log_level), "info", 0, 0},
+
+    {"DAILY_SPEND_LIMIT_USD", T_DOUBLE, F(daily_spend_limit_usd), "0", 0, 1000000000},
+    {"MODEL_PRICES", T_OPTSTR, F(model_prices), NULL, 0, 0},
+    {"HOLD_RETRY_MS", T_INT, F(hold_retry_ms), "5000", 100, 3600000},
+    {"ADMIN_TOKEN", T_SECRET, F(admin_token), NULL, 0, 0},
 };
 
 static const char *const default_base_url[EV_PROVIDER_COUNT] = {
@@ -626,6 +632,8 @@ static int cross_check(const ev_config_t *c, char *err, size_t errlen)
                      c->retry_base_ms, c->retry_max_ms);
         return EV_ECONFIG;
     }
+    if (c->model_prices && ev_price_check_overrides(c->model_prices, err, errlen) < 0)
+        return EV_ECONFIG;
     for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
         const ev_provider_config_t *p = &c->providers[i];
         if (p->jitter_min > p->jitter_max) {
@@ -695,6 +703,8 @@ void ev_config_free(ev_config_t *cfg)
     free(cfg->provider_order_spec);
     free(cfg->upload_dir);
     free(cfg->stats_addr);
+    free(cfg->model_prices);
+    ev_secret_free(cfg->admin_token);
     free(cfg);
 }
 
@@ -787,7 +797,8 @@ void ev_config_log(const ev_config_t *c)
            "%s | %s | %s | gemini thinking_budget=%d | "
            "http_timeout_ms=%d retries=%d retry_ms=%d..%d max_wait_ms=%d retry_budget=%g "
            "calls_per_submission=%d pdf_max=%lld pages=%d image_max=%lld max_images=%d "
-           "upload_dir=%s stats=%s:%d adaptive_limits=%s",
+           "upload_dir=%s stats=%s:%d adaptive_limits=%s | daily_spend_limit_usd=%g "
+           "model_prices=%s hold_retry_ms=%d admin_token=%s",
            db, c->max_workers, c->worker_stagger_ms, c->stagger_min_ms, c->stagger_max_ms,
            c->poll_interval_ms, c->lease_seconds, c->max_attempts, c->requeue_base_ms,
            c->requeue_max_ms, order, c->preflight ? "on" : "off", prov[0], prov[1], prov[2],
@@ -796,7 +807,9 @@ void ev_config_log(const ev_config_t *c)
            c->max_api_calls_per_submission, (long long)c->pdf_max_bytes, c->pdf_max_pages,
            (long long)c->image_max_bytes, c->max_images,
            c->upload_dir ? c->upload_dir : "(unset: paths refused)", c->stats_addr, c->stats_port,
-           c->adaptive_limits ? "on" : "off");
+           c->adaptive_limits ? "on" : "off", c->daily_spend_limit_usd,
+           c->model_prices ? c->model_prices : "(built-in)", c->hold_retry_ms,
+           ev_secret_describe(c->admin_token));
     for (int i = 0; i < EV_PROVIDER_COUNT; i++)
         free(prov[i]);
     free(db);

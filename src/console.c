@@ -303,3 +303,110 @@ int ev_console_cancel(const ev_config_t *cfg, const int64_t *ids, size_t nids, c
     ev_db_free(db);
     return rc;
 }
+
+/* Runs one parameterised statement and records the action, in one
+ * transaction; *rows receives the number of rows the statement touched. */
+static int act(ev_db_t *db, const char *sql, int nparams, const char *const *params,
+               const char *action, json_object *args, json_object *result, const char *actor,
+               int64_t *rows, int64_t *rec, char *err, size_t errlen)
+{
+    PGresult *res = NULL;
+    int rc = begin(db, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = ev_db_exec(db, &res, sql, nparams, params);
+    if (rc < 0) {
+        db_fail(db, rc, action, err, errlen);
+        (void)ev_db_exec(db, NULL, "ROLLBACK", 0, NULL);
+        return rc;
+    }
+    *rows = strtoll(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
+    if (*rows == 0) {
+        (void)ev_db_exec(db, NULL, "ROLLBACK", 0, NULL);
+        return 0;
+    }
+    return record_commit(db, action, args, result, actor, rec, err, errlen);
+}
+
+int ev_console_spend_limit(const ev_config_t *cfg, double usd, const char *actor, char **report,
+                           char *err, size_t errlen)
+{
+    ev_db_t *db = NULL;
+    json_object *args = json_object_new_object(), *result = json_object_new_object();
+    char value[48];
+    int64_t rows = 0, rec = 0;
+    *report = NULL;
+    int rc = connect_db(&db, cfg, err, errlen);
+    if (rc < 0)
+        goto out;
+    snprintf(value, sizeof(value), "%.6f", usd);
+    const char *params[] = {value};
+    json_object_object_add(args, "daily_limit_usd", usd >= 0 ? json_object_new_double(usd) : NULL);
+    if (usd >= 0)
+        rc = act(db,
+                 "INSERT INTO console_settings (key, value) VALUES ('daily_spend_limit_usd', $1)"
+                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()",
+                 1, params, "spend_limit", args, result, actor, &rows, &rec, err, errlen);
+    else
+        rc = act(db, "DELETE FROM console_settings WHERE key = 'daily_spend_limit_usd'", 0, NULL,
+                 "spend_limit", args, result, actor, &rows, &rec, err, errlen);
+    if (rc < 0)
+        goto out;
+    if (usd > 0)
+        *report = ev_asprintf("daily spend limit set to %.6g USD per provider for every replica "
+                              "(recorded as control action %" PRId64 " by %s)\n",
+                              usd, rec, actor);
+    else if (usd == 0)
+        *report = ev_asprintf("daily spend limit removed for every replica (recorded as control "
+                              "action %" PRId64 " by %s)\n",
+                              rec, actor);
+    else
+        *report = ev_asprintf("daily spend limit back to DAILY_SPEND_LIMIT_USD of each replica%s\n",
+                              rows ? "" : " (it already was; nothing recorded)");
+out:
+    json_object_put(args);
+    json_object_put(result);
+    ev_db_free(db);
+    return rc;
+}
+
+int ev_console_event_budget(const ev_config_t *cfg, int64_t event_id, double usd, const char *actor,
+                            char **report, char *err, size_t errlen)
+{
+    ev_db_t *db = NULL;
+    json_object *args = json_object_new_object(), *result = json_object_new_object();
+    char id[24], value[48];
+    int64_t rows = 0, rec = 0;
+    *report = NULL;
+    int rc = connect_db(&db, cfg, err, errlen);
+    if (rc < 0)
+        goto out;
+    snprintf(id, sizeof(id), "%" PRId64, event_id);
+    snprintf(value, sizeof(value), "%.6f", usd);
+    const char *params[] = {id, usd >= 0 ? value : NULL};
+    json_object_object_add(args, "event", json_object_new_int64(event_id));
+    json_object_object_add(args, "budget_usd", usd >= 0 ? json_object_new_double(usd) : NULL);
+    rc = act(db, "UPDATE events SET budget_usd = $2::numeric WHERE id = $1::bigint", 2, params,
+             "event_budget", args, result, actor, &rows, &rec, err, errlen);
+    if (rc < 0)
+        goto out;
+    if (rows == 0) {
+        ev_set_error(err, errlen, "event %" PRId64 " does not exist", event_id);
+        rc = EV_ENOTFOUND;
+        goto out;
+    }
+    if (usd >= 0)
+        *report = ev_asprintf("event %" PRId64 " budget set to %.6g USD (recorded as control "
+                              "action %" PRId64 " by %s)\n",
+                              event_id, usd, rec, actor);
+    else
+        *report = ev_asprintf("event %" PRId64 " has no budget any more (recorded as control "
+                              "action %" PRId64 " by %s)\n",
+                              event_id, rec, actor);
+out:
+    json_object_put(args);
+    json_object_put(result);
+    ev_db_free(db);
+    return rc;
+}

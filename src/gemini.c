@@ -467,6 +467,7 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
         set_str(&out->request_id, rid);
     json_object *usage = ev_llm_json_get(root, "usageMetadata");
     out->tokens_in = ev_llm_json_count(usage, "promptTokenCount");
+    out->tokens_cached = ev_llm_json_count(usage, "cachedContentTokenCount");
     out->tokens_out = ev_llm_json_count(usage, "candidatesTokenCount") +
                       ev_llm_json_count(usage, "thoughtsTokenCount");
 

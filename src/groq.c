@@ -359,6 +359,8 @@ static void parse_success(ev_llm_result_t *out, json_object *root)
         set_str(&out->request_id, rid);
     json_object *usage = ev_llm_json_get(root, "usage");
     out->tokens_in = ev_llm_json_count(usage, "prompt_tokens");
+    out->tokens_cached =
+        ev_llm_json_count(ev_llm_json_get(usage, "prompt_tokens_details"), "cached_tokens");
     out->tokens_out = ev_llm_json_count(usage, "completion_tokens");
 
     json_object *choices = ev_llm_json_get(root, "choices");

@@ -39,6 +39,7 @@ static const char usage_text[] =
     "                          SIGTERM/SIGINT; with --drain, exit once the queue\n"
     "                          is empty and all in-flight work is done\n"
     "  event add --name N --theme T [--rules R] [--require-pdf] [--require-image]\n"
+    "            [--budget USD]\n"
     "                          create an event and print its id\n"
     "  submit --event ID --title T [--description D] [--pdf FILE]\n"
     "         [--image FILE]... [--priority N]\n"
@@ -54,6 +55,10 @@ static const char usage_text[] =
     "                          put submissions back to pending, attempts reset\n"
     "                          (never one being processed); prints what changed\n"
     "  cancel ID...            cancel pending, needs_review or failed submissions\n"
+    "  event budget ID USD|none\n"
+    "                          set or remove what an event's submissions may cost\n"
+    "  spend limit USD|default set the daily spend limit per provider for the\n"
+    "                          whole cluster (0: none; default: DAILY_SPEND_LIMIT_USD)\n"
     "  --help                  show this help\n"
     "  --version               show the version\n"
     "\n"
@@ -197,24 +202,93 @@ static int cmd_serve(int argc, char **argv)
     return rc;
 }
 
+/* A decimal amount of US dollars, 0 to 1,000,000,000. */
+static bool parse_usd(const char *s, double *out)
+{
+    char *end = NULL;
+    if (s == NULL || *s == '\0')
+        return false;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !(v >= 0 && v <= 1e9))
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Prints a console command's report, or its failure; frees the report. */
+static int console_done(int rc, char *report, const char *err)
+{
+    if (rc != 0)
+        rc = fail(err);
+    else
+        fputs(report, stdout);
+    free(report);
+    return rc;
+}
+
+/* `event budget ID USD|none` (argv[0] is "budget"). */
+static int cmd_event_budget(int argc, char **argv)
+{
+    ev_config_t *cfg = NULL;
+    char err[1024] = "", *report = NULL;
+    int64_t id;
+    double usd = -1;
+    int rc;
+
+    if (argc != 3)
+        return usage_error("event budget: needs an event id and an amount (USD, or 'none')");
+    if (!parse_int64(argv[1], 1, INT64_MAX, &id))
+        return usage_error("event budget: '%s' is not an event id", argv[1]);
+    if (strcmp(argv[2], "none") != 0 && !parse_usd(argv[2], &usd))
+        return usage_error("event budget: '%s' is not a USD amount or 'none'", argv[2]);
+    if ((rc = load_config(&cfg)) != 0)
+        return rc;
+    rc = ev_console_event_budget(cfg, id, usd, ev_console_cli_actor(), &report, err, sizeof(err));
+    rc = console_done(rc, report, err);
+    ev_config_free(cfg);
+    return rc;
+}
+
+/* `spend limit USD|default`. */
+static int cmd_spend(int argc, char **argv)
+{
+    ev_config_t *cfg = NULL;
+    char err[1024] = "", *report = NULL;
+    double usd = -1;
+    int rc;
+
+    if (argc != 3 || strcmp(argv[1], "limit") != 0)
+        return usage_error("spend: usage is 'spend limit USD|default'");
+    if (strcmp(argv[2], "default") != 0 && !parse_usd(argv[2], &usd))
+        return usage_error("spend limit: '%s' is not a USD amount or 'default'", argv[2]);
+    if ((rc = load_config(&cfg)) != 0)
+        return rc;
+    rc = ev_console_spend_limit(cfg, usd, ev_console_cli_actor(), &report, err, sizeof(err));
+    rc = console_done(rc, report, err);
+    ev_config_free(cfg);
+    return rc;
+}
+
 static int cmd_event(int argc, char **argv)
 {
-    static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
-                                         {"theme", required_argument, NULL, 't'},
-                                         {"rules", required_argument, NULL, 'r'},
-                                         {"require-pdf", no_argument, NULL, 'P'},
-                                         {"require-image", no_argument, NULL, 'I'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"name", required_argument, NULL, 'n'},    {"theme", required_argument, NULL, 't'},
+        {"rules", required_argument, NULL, 'r'},   {"require-pdf", no_argument, NULL, 'P'},
+        {"require-image", no_argument, NULL, 'I'}, {"budget", required_argument, NULL, 'b'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     ev_cli_event_args_t args = {0};
     ev_config_t *cfg = NULL;
     char err[1024] = "";
     int64_t id = 0;
+    double budget = 0;
     int c, rc;
 
     /* argv[0] is "event"; the sub-command comes next. */
     if (argc < 2)
-        return usage_error("'event' needs a sub-command: add");
+        return usage_error("'event' needs a sub-command: add, budget");
+    if (strcmp(argv[1], "budget") == 0)
+        return cmd_event_budget(argc - 1, argv + 1);
     if (strcmp(argv[1], "add") != 0)
         return usage_error("unknown event sub-command '%s'", argv[1]);
     argc--;
@@ -235,6 +309,12 @@ static int cmd_event(int argc, char **argv)
             break;
         case 'I':
             args.require_image = true;
+            break;
+        case 'b':
+            if (!parse_usd(optarg, &budget))
+                return usage_error("event add: --budget needs a decimal USD amount, got '%s'",
+                                   optarg);
+            args.budget_usd = optarg;
             break;
         case 'h':
             fputs(usage_text, stdout);
@@ -411,17 +491,6 @@ static int cmd_healthcheck(int argc, char **argv)
     rc = ev_cli_healthcheck(cfg, ready, 0, err, sizeof(err)) != 0 ? fail(err) : 0;
     curl_global_cleanup();
     ev_config_free(cfg);
-    return rc;
-}
-
-/* Prints a console command's report, or its failure; frees the report. */
-static int console_done(int rc, char *report, const char *err)
-{
-    if (rc != 0)
-        rc = fail(err);
-    else
-        fputs(report, stdout);
-    free(report);
     return rc;
 }
 
@@ -655,6 +724,8 @@ int main(int argc, char **argv)
         return cmd_requeue(argc - 1, argv + 1);
     if (strcmp(cmd, "cancel") == 0)
         return cmd_cancel(argc - 1, argv + 1);
+    if (strcmp(cmd, "spend") == 0)
+        return cmd_spend(argc - 1, argv + 1);
     if (cmd[0] == '-')
         return usage_error("unknown option '%s'", cmd);
     return usage_error("unknown command '%s'", cmd);

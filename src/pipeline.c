@@ -19,6 +19,7 @@
 #include "ev/pipeline.h"
 
 #include "ev/budget.h"
+#include "ev/spend.h"
 #include "ev/error.h"
 #include "ev/files.h"
 #include "ev/hash.h"
@@ -47,6 +48,7 @@ struct ev_pipeline {
     ev_stats_t *stats;      /* thread-safe; may be NULL */
     ev_router_t *router;    /* thread-safe */
     ev_files_options_t files_opts;
+    struct ev_spend *spend; /* thread-safe; may be NULL; set before the workers start */
 };
 
 struct ev_pipeline_worker {
@@ -602,7 +604,7 @@ static int llm_check(ev_pipeline_worker_t *w, ev_db_t *db, ev_check_t check, sub
         c->provider = ev_provider_name((ev_provider_id_t)res.provider);
         snprintf(c->model, sizeof(c->model), "%s", res.model);
     }
-    if (rc == EV_ESHUTDOWN)
+    if (rc == EV_ESHUTDOWN || rc == EV_EHELD)
         return rc;
     if (rc == 0) {
         c->score = res.verdict.score;
@@ -701,6 +703,11 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
         return rc;
     }
 
+    /* An event whose budget is spent gets no more calls: the submission
+     * waits (local checks alone may still reject it above). */
+    if (need_llm && ev_spend_allow_event(p->spend, job->event_id) < 0)
+        return EV_EHELD;
+
     /* A local fail already rejects the submission: asking a model anything
      * more would be money spent on a foregone verdict. */
     bool staggered = false;
@@ -772,6 +779,17 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
     return 0;
 }
 
+static int p_hold_ms(const ev_pipeline_t *p)
+{
+    return p->cfg->hold_retry_ms;
+}
+
+void ev_pipeline_set_spend(ev_pipeline_t *p, struct ev_spend *spend)
+{
+    p->spend = spend;
+    ev_router_set_spend(p->router, spend);
+}
+
 int ev_pipeline_process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
                         const atomic_bool *stop)
 {
@@ -783,7 +801,16 @@ int ev_pipeline_process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *jo
     if (w->p->stats)
         ev_stats_worker_busy_add(w->p->stats, 1);
 
+    ev_budget_set_event(w->budget, job->event_id);
     int rc = process(w, db, job, &s, stop);
+    if (rc == EV_EHELD) {
+        /* Held by a spend limit (or an operator): back to pending without
+         * spending the attempt; verdicts already given are in the cache. */
+        rc = ev_queue_defer(db, job, p_hold_ms(w->p), "waiting: calls are held by a spend limit");
+        ev_log(EV_LOG_DEBUG, "submission held: back to pending for %d ms", p_hold_ms(w->p));
+        if (rc == 0 && w->p->stats)
+            ev_stats_record_submission(w->p->stats, EV_STATS_STATUS_REQUEUED, 0);
+    }
     if (rc == EV_ELEASE)
         ev_log(EV_LOG_WARN, "lease lost: another worker owns this submission now; stopping");
     else if (rc == EV_EDB)

@@ -209,6 +209,26 @@ int ev_queue_requeue(ev_db_t *db, const ev_job_t *job, int max_attempts, int bas
     return rc;
 }
 
+int ev_queue_defer(ev_db_t *db, const ev_job_t *job, int delay_ms, const char *reason)
+{
+    guard_t g;
+    guard_init(&g, job);
+    char delay[24];
+    snprintf(delay, sizeof(delay), "%d", delay_ms > 0 ? delay_ms : 0);
+    char *why = ev_db_clip_text(reason, EV_QUEUE_LAST_ERROR_MAX);
+    const char *params[] = {g.id, g.owner, g.attempts, delay, why};
+    int rc = guarded_update(db,
+                            "UPDATE submissions"
+                            "   SET status = 'pending', attempts = greatest(attempts - 1, 0),"
+                            "       run_after = now() + $4::bigint * interval '1 millisecond',"
+                            "       last_error = coalesce($5, last_error),"
+                            "       lease_owner = NULL, heartbeat_at = NULL"
+                            " WHERE " GUARD,
+                            5, params);
+    free(why);
+    return rc;
+}
+
 int ev_queue_release(ev_db_t *db, const ev_job_t *job)
 {
     guard_t g;

@@ -20,6 +20,7 @@
 #include "ev/providers.h"
 #include "ev/retry_budget.h"
 #include "ev/semaphore.h"
+#include "ev/spend.h"
 #include "ev/stats.h"
 #include "ev/tpm.h"
 #include "ev/util.h"
@@ -51,6 +52,7 @@ struct ev_router {
     const ev_config_t *cfg;  /* immutable */
     const ev_clock_t *clock; /* immutable */
     struct ev_stats *stats;  /* thread-safe, may be NULL */
+    struct ev_spend *spend;  /* thread-safe, may be NULL; set before use */
     ev_backoff_options_t backoff;
     provider_t p[EV_PROVIDER_COUNT];
 };
@@ -193,6 +195,11 @@ void ev_router_free(ev_router_t *r)
     for (int i = 0; i < EV_PROVIDER_COUNT; i++)
         provider_fini(r, &r->p[i]);
     free(r);
+}
+
+void ev_router_set_spend(ev_router_t *r, struct ev_spend *spend)
+{
+    r->spend = spend;
 }
 
 bool ev_router_usable(ev_router_t *r, ev_provider_id_t id)
@@ -407,6 +414,10 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
                      ev_budget_limit(budget));
             return EV_EBUDGET;
         }
+        if (ev_spend_allow_provider(r->spend, p->id) < 0) {
+            snprintf(out->error, sizeof(out->error), "%s daily spend limit reached", pname);
+            return EV_EHELD;
+        }
         ev_breaker_ticket_t ticket;
         ev_breaker_change_t ch = {0};
         int rc = ev_breaker_allow(p->breaker, &ticket, &ch);
@@ -478,6 +489,9 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
             if (r->stats)
                 ev_stats_record_call(r->stats, p->id, so, res.latency_ms, res.tokens_in,
                                      res.tokens_out);
+            ev_spend_record(r->spend, p->id, res.model ? res.model : ev_router_model(r, p->id, req),
+                            ev_budget_event(budget), res.tokens_in, res.tokens_cached,
+                            res.tokens_out);
         }
         out->provider = p->id;
         snprintf(out->model, sizeof(out->model), "%s",
@@ -579,6 +593,7 @@ int ev_router_judge(ev_router_t *r, ev_http_t *http, ev_budget_t *budget, const 
                                      : "every provider is disabled by a configuration error "
                                        "(invalid key or model)");
     int last = -1;
+    bool held = false;
     for (int k = 0; k < r->cfg->n_provider_order; k++) {
         int i = (int)r->cfg->provider_order[k];
         provider_t *p = &r->p[i];
@@ -596,7 +611,10 @@ int ev_router_judge(ev_router_t *r, ev_http_t *http, ev_budget_t *budget, const 
         ev_log_ctx_provider(NULL);
         if (rc == 0 || rc == EV_EBUDGET || rc == EV_ESHUTDOWN)
             return rc;
+        held |= rc == EV_EHELD;
         last = i;
     }
-    return EV_EUNAVAIL;
+    /* A provider held by its spend limit could answer once the limit lifts:
+     * the submission waits for it instead of spending its attempts. */
+    return held ? EV_EHELD : EV_EUNAVAIL;
 }

@@ -71,6 +71,18 @@ bool ev_secret_appears_in(const ev_secret_t *s, const char *text, size_t len)
     return memmem(text, len, s->value, s->len) != NULL;
 }
 
+bool ev_secret_equals(const ev_secret_t *s, const char *text, size_t len)
+{
+    if (!s || !text)
+        return false;
+    /* Every byte is compared whatever differs first, so the time taken says
+     * nothing about how much of a guess was right. */
+    unsigned char diff = (unsigned char)(len != s->len);
+    for (size_t i = 0; i < s->len; i++)
+        diff |= (unsigned char)(s->value[i] ^ (i < len ? text[i] : 0));
+    return diff == 0;
+}
+
 size_t ev_secret_length(const ev_secret_t *s)
 {
     return s ? s->len : 0;

@@ -26,6 +26,7 @@
 #include "ev/db.h"
 #include "ev/error.h"
 #include "ev/queue.h"
+#include "ev/spend.h"
 #include "ev/threads.h"
 #include "ev/util.h"
 
@@ -54,7 +55,8 @@ struct ev_stats_server {
     /* Immutable after start. */
     ev_stats_t *stats;
     const ev_clock_t *clock;
-    char *conninfo; /* may hold a password: wiped on free */
+    struct ev_spend *spend; /* thread-safe; may be NULL */
+    char *conninfo;         /* may hold a password: wiped on free */
     int64_t refresh_interval_us;
     int64_t ready_max_age_us;
     int port;
@@ -258,6 +260,8 @@ static enum MHD_Result serve_stats(ev_stats_server_t *srv, struct MHD_Connection
     }
     if (ok)
         ok = json_add(root, "ready", json_object_new_boolean(cv.ready));
+    if (ok && srv->spend)
+        ev_spend_json_add(srv->spend, root);
     if (!ok)
         goto out;
     size_t len = 0;
@@ -298,6 +302,8 @@ static enum MHD_Result serve_metrics(ev_stats_server_t *srv, struct MHD_Connecti
                         "event_validator_stats_db_refresh_failures_total %llu\n",
                         (unsigned long long)atomic_load(&srv->db_queries),
                         (unsigned long long)atomic_load(&srv->refresh_failures));
+    if (srv->spend)
+        ev_spend_render_prometheus(srv->spend, &b);
     /* MHD frees the buffer with free() once sent (or on failure here). */
     return send_buffer(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len,
                        MHD_RESPMEM_MUST_FREE);
@@ -447,6 +453,7 @@ int ev_stats_server_start(ev_stats_server_t **out, ev_stats_t *stats,
     srv = ev_calloc(1, sizeof(*srv));
     srv->stats = stats;
     srv->clock = opts->clock ? opts->clock : ev_clock_system();
+    srv->spend = opts->spend;
     srv->refresh_interval_us = (int64_t)opts->refresh_interval_ms * 1000;
     srv->ready_max_age_us = opts->ready_max_age_ms
                                 ? (int64_t)opts->ready_max_age_ms * 1000

@@ -60,6 +60,11 @@ int ev_budget_take(ev_budget_t *b);
  * back more than was taken is a bug (asserted). */
 void ev_budget_give_back(ev_budget_t *b);
 
+/* The event of the submission being judged (0: unknown), so that what its
+ * calls cost is counted against the event; kept until the next set. */
+void ev_budget_set_event(ev_budget_t *b, int64_t event_id);
+int64_t ev_budget_event(ev_budget_t *b);
+
 /* Calls taken so far (<= limit). */
 int ev_budget_used(ev_budget_t *b);
 /* The limit given to ev_budget_new (immutable). */

@@ -43,6 +43,7 @@ typedef struct ev_cli_event_args {
     const char *rules; /* NULL: none */
     bool require_pdf;
     bool require_image;
+    const char *budget_usd; /* decimal USD the event may spend in all; NULL: no budget */
 } ev_cli_event_args_t;
 
 /* `event add`: creates an event; *id receives its id. EV_EEXIST when the name

@@ -100,6 +100,12 @@ typedef struct ev_config {
     int stats_port;
 
     ev_log_level_t log_level;
+
+    /* Operator console. */
+    double daily_spend_limit_usd; /* per provider and provider day; 0: none */
+    char *model_prices;           /* MODEL_PRICES overrides; NULL: built-in table */
+    int hold_retry_ms;            /* a held submission is tried again after this */
+    ev_secret_t *admin_token;     /* dashboard buttons; NULL: read-only dashboard */
 } ev_config_t;
 
 /*

@@ -49,6 +49,17 @@ int ev_console_requeue(const ev_config_t *cfg, const ev_queue_selector_t *sel, b
 int ev_console_cancel(const ev_config_t *cfg, const int64_t *ids, size_t nids, const char *actor,
                       char **report, char *err, size_t errlen);
 
+/* `spend limit USD|default`: sets (usd >= 0; 0 = no limit) or clears
+ * (usd < 0: back to DAILY_SPEND_LIMIT_USD) the daily spend limit of the
+ * whole cluster; every replica applies it within its refresh interval. */
+int ev_console_spend_limit(const ev_config_t *cfg, double usd, const char *actor, char **report,
+                           char *err, size_t errlen);
+
+/* `event budget ID USD|none`: sets (usd >= 0) or removes (usd < 0) an
+ * event's spending budget. EV_ENOTFOUND for an unknown event. */
+int ev_console_event_budget(const ev_config_t *cfg, int64_t event_id, double usd, const char *actor,
+                            char **report, char *err, size_t errlen);
+
 /* The same on an open session (the dashboard uses its own). */
 int ev_console_requeue_db(ev_db_t *db, const ev_queue_selector_t *sel, bool dry_run,
                           const char *actor, char **report, char *err, size_t errlen);

@@ -33,7 +33,8 @@
     X(EEMPTY, 22, "nothing to do")                                                                 \
     X(EVERSION, 23, "unknown schema version")                                                      \
     X(EEXIST, 24, "already exists")                                                                \
-    X(ELIMIT, 25, "limit exceeded")
+    X(ELIMIT, 25, "limit exceeded")                                                                \
+    X(EHELD, 26, "calls held by an operator or a spend limit")
 
 typedef enum {
     EV_OK = 0,

@@ -35,6 +35,11 @@ void ev_pipeline_free(ev_pipeline_t *p);
  * stops instead of turning the queue into needs_review. Thread-safe. */
 bool ev_pipeline_usable(ev_pipeline_t *p);
 
+/* Spend accounting and limits (spend.h) for every later submission; NULL:
+ * none. Call before the workers start; spend must outlive the pipeline. */
+struct ev_spend;
+void ev_pipeline_set_spend(ev_pipeline_t *p, struct ev_spend *spend);
+
 /* Called on the worker thread that will use it. */
 int ev_pipeline_worker_new(ev_pipeline_worker_t **out, ev_pipeline_t *p, int index);
 void ev_pipeline_worker_free(ev_pipeline_worker_t *w);

@@ -141,6 +141,7 @@ typedef struct ev_llm_result {
     char *finish_reason;     /* provider's finish/block reason as sent, or NULL */
     int64_t tokens_in;       /* prompt tokens, 0 when unknown */
     int64_t tokens_out;      /* output tokens (Gemini: candidates + thoughts) */
+    int64_t tokens_cached;   /* part of tokens_in served from the provider's cache */
     char *request_id;        /* Gemini responseId / Groq x_groq.id, or NULL */
     char *model;             /* the model the request was sent to */
     int64_t latency_ms;      /* time spent in HTTP (0 when none) */

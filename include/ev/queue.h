@@ -61,6 +61,11 @@ int ev_queue_complete(ev_db_t *db, const ev_job_t *job, const char *status, cons
 int ev_queue_requeue(ev_db_t *db, const ev_job_t *job, int max_attempts, int base_ms, int max_ms,
                      const char *last_error, const char **out_status);
 
+/* Held (spend limit, operator hold): back to `pending` after delay_ms,
+ * without spending the attempt, with `reason` as last_error. EV_ELEASE if
+ * not ours. */
+int ev_queue_defer(ev_db_t *db, const ev_job_t *job, int delay_ms, const char *reason);
+
 /* Graceful shutdown: back to `pending` immediately, without spending the
  * attempt (attempts is decremented). EV_ELEASE if not ours. */
 int ev_queue_release(ev_db_t *db, const ev_job_t *job);

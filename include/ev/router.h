@@ -51,6 +51,11 @@ int ev_router_new(ev_router_t **out, const ev_config_t *cfg, struct ev_stats *st
                   const ev_clock_t *clock);
 void ev_router_free(ev_router_t *r);
 
+/* Spend accounting and daily limits (spend.h) for every later call; NULL:
+ * none. Set before the workers start; `spend` must outlive the router. */
+struct ev_spend;
+void ev_router_set_spend(ev_router_t *r, struct ev_spend *spend);
+
 /* Configured (has a key) and not disabled by a fatal configuration error. */
 bool ev_router_usable(ev_router_t *r, ev_provider_id_t p);
 
@@ -78,6 +83,8 @@ typedef struct ev_router_result {
  * budget history and logs. Returns:
  *   0            out->verdict holds the model's verdict;
  *   EV_EBUDGET   the submission's call budget ran out first;
+ *   EV_EHELD     a provider that could answer is held by its daily spend
+ *                limit (the submission should wait, not spend an attempt);
  *   EV_EUNAVAIL  no provider could answer (out->error says why);
  *   EV_ESHUTDOWN *stop became true.
  */

@@ -31,6 +31,10 @@ bool ev_secret_appears_in(const ev_secret_t *s, const char *text, size_t len);
 /* The key's length in bytes (not secret: real keys are 39-56 characters). */
 size_t ev_secret_length(const ev_secret_t *s);
 
+/* True when text (len bytes) is exactly the secret, compared in constant
+ * time (for tokens presented by clients). False for NULL. */
+bool ev_secret_equals(const ev_secret_t *s, const char *text, size_t len);
+
 /* A printable, non-reversible description: "set (39 chars)". Static string. */
 const char *ev_secret_describe(const ev_secret_t *s);
 

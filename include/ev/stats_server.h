@@ -41,11 +41,12 @@ typedef struct ev_stats_server_options {
     int connect_timeout_s;    /* libpq connect_timeout unless the URL sets one */
     int query_timeout_ms;     /* statement_timeout of the server's own session */
     const ev_clock_t *clock;  /* schedules refreshes and ages; NULL = system clock */
+    struct ev_spend *spend;   /* spend figures for /stats and /metrics; NULL: none */
 } ev_stats_server_options_t;
 
 #define EV_STATS_SERVER_OPTIONS_INIT                                                               \
     {                                                                                              \
-        "0.0.0.0", 8080, NULL, 2000, 0, 3, 5000, NULL                                              \
+        "0.0.0.0", 8080, NULL, 2000, 0, 3, 5000, NULL, NULL                                        \
     }
 
 /*
