@@ -64,6 +64,8 @@ create table webhook_deliveries (
 
 create index webhook_deliveries_due_idx on webhook_deliveries (next_attempt_at, id)
     where status = 'pending';
+-- /stats counts pending and failed deliveries every few seconds.
+create index webhook_deliveries_failed_idx on webhook_deliveries (id) where status = 'failed';
 create index webhook_deliveries_submission_idx on webhook_deliveries (submission_id);
 
 create trigger webhook_deliveries_touch_updated_at
@@ -88,6 +90,6 @@ $$;
 create trigger submissions_webhook_enqueue
     after update of status on submissions
     for each row
-    when (new.status in ('validated', 'rejected', 'needs_review', 'failed')
+    when (new.status in ('validated', 'rejected', 'needs_review', 'failed', 'cancelled')
           and old.status is distinct from new.status)
     execute function ev_webhook_enqueue();

@@ -20,6 +20,7 @@
  */
 #include "ev/cli.h"
 
+#include "ev/api_server.h"
 #include "ev/db.h"
 #include "ev/error.h"
 #include "ev/http.h"
@@ -33,6 +34,7 @@
 #include "ev/threads.h"
 #include "ev/tokens.h"
 #include "ev/util.h"
+#include "ev/webhook.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -682,11 +684,59 @@ static int start_stats_server(ev_stats_server_t **srv, ev_stats_t *stats, ev_spe
     return 0;
 }
 
+/*
+ * The organisers' API (its own port, apart from the operators' stats port)
+ * and the webhook sender. The API stores uploads beneath UPLOAD_DIR, so
+ * without it the API stays off and says why; the sender always runs (it only
+ * sends what the outbox holds).
+ */
+static int start_api(ev_api_server_t **api, ev_webhook_sender_t **hooks, const ev_config_t *cfg,
+                     char *err, size_t errlen)
+{
+    ev_webhook_options_t wo = EV_WEBHOOK_OPTIONS_INIT;
+    wo.database_url = cfg->database_url;
+    wo.allow_private = cfg->webhook_allow_private;
+    wo.timeout_ms = cfg->webhook_timeout_ms;
+    wo.retry_base_ms = cfg->webhook_retry_base_ms;
+    wo.retry_max_ms = cfg->webhook_retry_max_ms;
+    wo.max_age_s = cfg->webhook_max_age_s;
+    int rc = ev_webhook_sender_start(hooks, &wo);
+    if (rc != 0) {
+        ev_set_error(err, errlen, "cannot start the webhook sender: %s", ev_strerror(rc));
+        return rc;
+    }
+    if (!cfg->api_enabled)
+        return 0;
+    if (!cfg->upload_dir) {
+        ev_log(EV_LOG_WARN, "API not started: it stores uploads beneath UPLOAD_DIR, which is "
+                            "unset (set UPLOAD_DIR, or API_ENABLED=false to silence this)");
+        return 0;
+    }
+    ev_api_options_t ao;
+    char why[256] = "";
+    ev_api_options_from_config(&ao, cfg);
+    rc = ev_api_server_start(api, &ao, why, sizeof(why));
+    if (rc != 0) {
+        ev_set_error(err, errlen, "cannot start the API on %s:%d: %s", cfg->api_addr, cfg->api_port,
+                     why[0] ? why : ev_strerror(rc));
+        return rc;
+    }
+    ev_log(EV_LOG_INFO,
+           "API listening on %s:%d (uploads per token: %d/min, burst %d; idle timeout %d s; "
+           "webhooks to private addresses %s)",
+           cfg->api_addr, ev_api_server_port(*api), cfg->api_uploads_per_minute,
+           cfg->api_upload_burst, cfg->api_idle_timeout_s,
+           cfg->webhook_allow_private ? "allowed" : "refused");
+    return 0;
+}
+
 int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err, size_t errlen)
 {
     ev_pipeline_t *pipeline = NULL;
     ev_stats_t *stats = NULL;
     ev_stats_server_t *server = NULL;
+    ev_api_server_t *api = NULL;
+    ev_webhook_sender_t *hooks = NULL;
     ev_pool_t *pool = NULL;
     ev_spend_t *spend = NULL;
     ev_pool_options_t popts = EV_POOL_OPTIONS_INIT;
@@ -738,6 +788,9 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     rc = start_stats_server(&server, stats, spend, cfg, err, errlen);
     if (rc != 0)
         goto out;
+    rc = start_api(&api, &hooks, cfg, err, errlen);
+    if (rc != 0)
+        goto out;
     rc = ev_pool_start(&pool, &popts, &cbs);
     if (rc != 0) {
         ev_set_error(err, errlen, "cannot start the worker pool: %s", ev_strerror(rc));
@@ -766,6 +819,8 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     rc = 0;
 out:
     ev_pool_free(pool);
+    ev_api_server_stop(api);
+    ev_webhook_sender_stop(hooks);
     ev_stats_server_stop(server);
     ev_spend_stop(spend);
     ev_pipeline_free(pipeline);

@@ -133,6 +133,17 @@ static const var_t table[] = {
 
     {"STATS_ADDR", T_ADDR, F(stats_addr), "0.0.0.0", 0, 0},
     {"STATS_PORT", T_INT, F(stats_port), "8080", 0, 65535},
+    {"API_ENABLED", T_BOOL, F(api_enabled), "true", 0, 0},
+    {"API_ADDR", T_ADDR, F(api_addr), "127.0.0.1", 0, 0},
+    {"API_PORT", T_INT, F(api_port), "8081", 0, 65535},
+    {"API_UPLOADS_PER_MINUTE", T_INT, F(api_uploads_per_minute), "60", 0, 100000},
+    {"API_UPLOAD_BURST", T_INT, F(api_upload_burst), "10", 1, 10000},
+    {"API_IDLE_TIMEOUT_S", T_INT, F(api_idle_timeout_s), "30", 1, 3600},
+    {"WEBHOOK_ALLOW_PRIVATE", T_BOOL, F(webhook_allow_private), "false", 0, 0},
+    {"WEBHOOK_TIMEOUT_MS", T_INT, F(webhook_timeout_ms), "10000", 100, 600000},
+    {"WEBHOOK_RETRY_BASE_MS", T_INT, F(webhook_retry_base_ms), "5000", 1, 86400000},
+    {"WEBHOOK_RETRY_MAX_MS", T_INT, F(webhook_retry_max_ms), "3600000", 1, 86400000},
+    {"WEBHOOK_MAX_AGE_S", T_INT, F(webhook_max_age_s), "86400", 1, 2592000},
     {"LOG_LEVEL", T_LEVEL, F(log_level), "info", 0, 0},
 
     {"DAILY_SPEND_LIMIT_USD", T_DOUBLE, F(daily_spend_limit_usd), "0", 0, 1000000000},
@@ -627,6 +638,12 @@ static int cross_check(const ev_config_t *c, char *err, size_t errlen)
                      c->requeue_base_ms, c->requeue_max_ms);
         return EV_ECONFIG;
     }
+    if (c->webhook_retry_base_ms > c->webhook_retry_max_ms) {
+        ev_set_error(err, errlen,
+                     "WEBHOOK_RETRY_BASE_MS (%d) is greater than WEBHOOK_RETRY_MAX_MS (%d)",
+                     c->webhook_retry_base_ms, c->webhook_retry_max_ms);
+        return EV_ECONFIG;
+    }
     if (c->retry_base_ms > c->retry_max_ms) {
         ev_set_error(err, errlen, "RETRY_BASE_MS (%d) is greater than RETRY_MAX_MS (%d)",
                      c->retry_base_ms, c->retry_max_ms);
@@ -705,6 +722,7 @@ void ev_config_free(ev_config_t *cfg)
     free(cfg->stats_addr);
     free(cfg->model_prices);
     ev_secret_free(cfg->admin_token);
+    free(cfg->api_addr);
     free(cfg);
 }
 

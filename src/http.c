@@ -40,6 +40,7 @@ typedef struct xfer {
     bool too_big;
     bool stopped;
     const atomic_bool *stop;
+    const ev_http_request_t *req;
 } xfer_t;
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -207,6 +208,17 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
     return 0;
 }
 
+/* Asks the request's allow_addr before curl connects anywhere. */
+static curl_socket_t on_open_socket(void *userdata, curlsocktype purpose,
+                                    struct curl_sockaddr *address)
+{
+    xfer_t *x = userdata;
+    (void)purpose;
+    if (!x->req->allow_addr(&address->addr, x->req->allow_ctx))
+        return CURL_SOCKET_BAD;
+    return socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+}
+
 static void wipe(char *p)
 {
     volatile char *v = p;
@@ -264,7 +276,8 @@ static int perform(ev_http_t *h, const ev_http_request_t *req, ev_http_response_
     xfer_t x = {.resp = resp,
                 .max = req->max_response_bytes ? req->max_response_bytes
                                                : EV_HTTP_MAX_RESPONSE_DEFAULT,
-                .stop = req->stop};
+                .stop = req->stop,
+                .req = req};
 
     if (req->stop && atomic_load(req->stop)) {
         snprintf(resp->error, sizeof(resp->error), "aborted before sending");
@@ -328,6 +341,11 @@ static int perform(ev_http_t *h, const ev_http_request_t *req, ev_http_response_
     SETOPT(CURLOPT_WRITEDATA, &x);
     SETOPT(CURLOPT_HEADERFUNCTION, on_header);
     SETOPT(CURLOPT_HEADERDATA, &x);
+    if (req->allow_addr) {
+        SETOPT(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+        SETOPT(CURLOPT_OPENSOCKETDATA, &x);
+        SETOPT(CURLOPT_NOPROXY, "*");
+    }
     if (req->stop) {
         SETOPT(CURLOPT_NOPROGRESS, 0L);
         SETOPT(CURLOPT_XFERINFOFUNCTION, on_progress);

@@ -25,6 +25,7 @@
 #include "ev/util.h"
 
 #include <inttypes.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -480,4 +481,231 @@ int ev_queue_statuses(ev_db_t *db, const int64_t *ids, size_t nids, ev_queue_cha
     read_changes(res, out, n);
     PQclear(res);
     return 0;
+}
+
+/* ---- The organisers' API. ---- */
+
+/* Runs a query whose one row and first column is a text value; *out gets a
+ * copy. EV_ENOTFOUND when there is no row. */
+static int query_text(ev_db_t *db, const char *sql, int nparams, const char *const *params,
+                      char **out, int64_t *second)
+{
+    PGresult *res = NULL;
+    *out = NULL;
+    int rc = ev_db_exec(db, &res, sql, nparams, params);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(res) != 1) {
+        rc = EV_ENOTFOUND;
+    } else {
+        *out = ev_strdup(PQgetvalue(res, 0, 0));
+        if (second)
+            *second = parse_i64(PQgetvalue(res, 0, 1));
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* Postgres renders json with spaces around ':'; answers and webhooks are
+ * compact (as `show` always printed them). */
+static int compact_json(int rc, char **json)
+{
+    if (rc < 0 || !*json)
+        return rc;
+    json_object *o = json_tokener_parse(*json);
+    EV_ASSERT(o != NULL);
+    free(*json);
+    *json = ev_strdup(
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(o);
+    return rc;
+}
+
+int ev_queue_event_create(ev_db_t *db, const ev_queue_event_t *ev, int64_t *id)
+{
+    PGresult *res = NULL;
+    const char *params[] = {ev->name,
+                            ev->theme,
+                            ev->rules,
+                            ev->require_pdf ? "true" : "false",
+                            ev->require_image ? "true" : "false",
+                            ev->webhook_url,
+                            ev->webhook_url ? ev->webhook_secret : NULL};
+    *id = 0;
+    /* ON CONFLICT tells a taken name apart from any other failure. */
+    int rc = ev_db_exec(db, &res,
+                        "INSERT INTO events (name, theme, rules, require_pdf, require_image,"
+                        " webhook_url, webhook_secret)"
+                        " VALUES ($1, $2, $3, $4::boolean, $5::boolean, $6, $7)"
+                        " ON CONFLICT (name) DO NOTHING RETURNING id",
+                        7, params);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(res) == 1)
+        *id = parse_i64(PQgetvalue(res, 0, 0));
+    else
+        rc = EV_EEXIST;
+    PQclear(res);
+    return rc;
+}
+
+int ev_queue_event_json(ev_db_t *db, int64_t id, char **json)
+{
+    char id_s[24];
+    snprintf(id_s, sizeof(id_s), "%" PRId64, id);
+    const char *params[] = {id_s};
+    int rc =
+        query_text(db,
+                   "SELECT json_build_object('id', id, 'name', name, 'theme', theme,"
+                   " 'rules', rules, 'require_pdf', require_pdf, 'require_image', require_image,"
+                   " 'webhook_url', webhook_url, 'created_at', created_at)::text"
+                   " FROM events WHERE id = $1::bigint",
+                   1, params, json, NULL);
+    return compact_json(rc, json);
+}
+
+int ev_queue_submission_json(ev_db_t *db, int64_t id, char **json, int64_t *event_id)
+{
+    char id_s[24];
+    snprintf(id_s, sizeof(id_s), "%" PRId64, id);
+    const char *params[] = {id_s};
+    int64_t ev = 0;
+    int rc = query_text(
+        db,
+        "SELECT json_build_object('id', s.id, 'event_id', s.event_id, 'title', s.title,"
+        " 'description', s.description, 'priority', s.priority, 'status', s.status,"
+        " 'attempts', s.attempts, 'last_error', s.last_error, 'created_at', s.created_at,"
+        " 'updated_at', s.updated_at, 'checks', coalesce((SELECT json_object_agg(v.check_name,"
+        "   json_build_object('verdict', v.verdict, 'score', v.score, 'reason', v.reason,"
+        "   'provider', v.provider, 'model', v.model, 'http_attempts', v.http_attempts,"
+        "   'latency_ms', v.latency_ms, 'tokens_in', v.tokens_in, 'tokens_out', v.tokens_out,"
+        "   'cached', v.cached) ORDER BY v.check_name)"
+        "   FROM validation_results v WHERE v.submission_id = s.id), '{}'::json))::text,"
+        " s.event_id FROM submissions s WHERE s.id = $1::bigint",
+        1, params, json, &ev);
+    if (event_id)
+        *event_id = ev;
+    return compact_json(rc, json);
+}
+
+int ev_queue_submission_list(ev_db_t *db, int64_t event_id, const char *status, int64_t after,
+                             int limit, char **json)
+{
+    char ev_s[24], after_s[24], limit_s[16];
+    snprintf(ev_s, sizeof(ev_s), "%" PRId64, event_id);
+    snprintf(after_s, sizeof(after_s), "%" PRId64, after);
+    snprintf(limit_s, sizeof(limit_s), "%d", limit);
+    const char *params[] = {ev_s, status, after_s, limit_s};
+    /* The (event_id) index plus the primary key make each page an index
+     * range read, however deep the page. */
+    int rc = query_text(
+        db,
+        "WITH page AS (SELECT id, status, title, priority, attempts, created_at, updated_at"
+        "   FROM submissions WHERE event_id = $1::bigint AND id > $3::bigint"
+        "    AND ($2::text IS NULL OR status = $2::text) ORDER BY id LIMIT $4::int)"
+        " SELECT json_build_object('submissions', coalesce((SELECT json_agg(p ORDER BY p.id)"
+        "   FROM page p), '[]'::json), 'next_after', CASE WHEN (SELECT count(*) FROM page)"
+        "   = $4::int THEN (SELECT max(id) FROM page) END)::text",
+        4, params, json, NULL);
+    return compact_json(rc, json);
+}
+
+/* The idempotency row of (event, key): 0 with *hash and *sid, or EV_ENOTFOUND. */
+static int idempotency_lookup(ev_db_t *db, const char *event_s, const char *key, char **hash,
+                              int64_t *sid)
+{
+    const char *params[] = {event_s, key};
+    return query_text(db,
+                      "SELECT request_hash, submission_id FROM api_idempotency"
+                      " WHERE event_id = $1::bigint AND key = $2",
+                      2, params, hash, sid);
+}
+
+/* Inside the caller's transaction: the submission and its files. */
+static int insert_rows(ev_db_t *db, const ev_queue_new_submission_t *sub, const char *event_s,
+                       char *sid_s, size_t sid_len)
+{
+    PGresult *res = NULL;
+    char prio_s[16];
+    snprintf(prio_s, sizeof(prio_s), "%d", sub->priority);
+    const char *params[] = {event_s, sub->title, sub->description, prio_s};
+    int rc = ev_db_exec(db, &res,
+                        "INSERT INTO submissions (event_id, title, description, priority)"
+                        " SELECT $1::bigint, $2, $3, $4::int WHERE EXISTS"
+                        " (SELECT 1 FROM events WHERE id = $1::bigint FOR KEY SHARE) RETURNING id",
+                        4, params);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return EV_ENOTFOUND;
+    }
+    snprintf(sid_s, sid_len, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    for (size_t i = 0; i < sub->nfiles && rc == 0; i++) {
+        const ev_queue_new_file_t *f = &sub->files[i];
+        const char *fp[] = {sid_s, f->kind, f->filename, f->storage_path};
+        rc = ev_db_exec(db, NULL,
+                        "INSERT INTO submission_files (submission_id, kind, filename, storage_path)"
+                        " VALUES ($1::bigint, $2, $3, $4)",
+                        4, fp);
+    }
+    return rc;
+}
+
+int ev_queue_submission_insert(ev_db_t *db, const ev_queue_new_submission_t *sub, int64_t *id,
+                               bool *replayed)
+{
+    char event_s[24], sid_s[24];
+    char *hash = NULL;
+    int64_t earlier = 0;
+    PGresult *res = NULL;
+    int rc;
+
+    *id = 0;
+    *replayed = false;
+    snprintf(event_s, sizeof(event_s), "%" PRId64, sub->event_id);
+    if (sub->idempotency_key) {
+        rc = idempotency_lookup(db, event_s, sub->idempotency_key, &hash, &earlier);
+        if (rc != EV_ENOTFOUND)
+            goto decided;
+    }
+    rc = ev_db_exec(db, NULL, "BEGIN", 0, NULL);
+    if (rc < 0)
+        goto out;
+    rc = insert_rows(db, sub, event_s, sid_s, sizeof(sid_s));
+    if (rc == 0 && sub->idempotency_key) {
+        /* A concurrent request with the same key waits here for the other
+         * transaction; if that one committed, ours adds nothing. */
+        const char *params[] = {event_s, sub->idempotency_key, sub->request_hash, sid_s};
+        rc = ev_db_exec(db, &res,
+                        "INSERT INTO api_idempotency (event_id, key, request_hash, submission_id)"
+                        " VALUES ($1::bigint, $2, $3, $4::bigint) ON CONFLICT DO NOTHING"
+                        " RETURNING 1",
+                        4, params);
+        if (rc == 0 && PQntuples(res) == 0)
+            rc = EV_EEXIST;
+    }
+    if (rc == 0)
+        rc = ev_db_exec(db, NULL, "COMMIT", 0, NULL);
+    if (rc == 0) {
+        *id = parse_i64(sid_s);
+        goto out;
+    }
+    if (PQtransactionStatus(ev_db_conn(db)) != PQTRANS_IDLE)
+        (void)ev_db_exec(db, NULL, "ROLLBACK", 0, NULL);
+    if (rc != EV_EEXIST)
+        goto out;
+    rc = idempotency_lookup(db, event_s, sub->idempotency_key, &hash, &earlier);
+decided:
+    if (rc == 0 && strcmp(hash, sub->request_hash ? sub->request_hash : "") == 0) {
+        *id = earlier;
+        *replayed = true;
+    } else if (rc == 0) {
+        rc = EV_EEXIST;
+    }
+out:
+    PQclear(res);
+    free(hash);
+    return rc;
 }

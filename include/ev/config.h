@@ -99,6 +99,19 @@ typedef struct ev_config {
     char *stats_addr;
     int stats_port;
 
+    /* The organisers' API (api_server.h) and its webhooks (webhook.h). */
+    bool api_enabled;           /* API_ENABLED */
+    char *api_addr;             /* API_ADDR */
+    int api_port;               /* API_PORT; 0 = any free port */
+    int api_uploads_per_minute; /* API_UPLOADS_PER_MINUTE per token; 0 = no limit */
+    int api_upload_burst;       /* API_UPLOAD_BURST */
+    int api_idle_timeout_s;     /* API_IDLE_TIMEOUT_S: a silent connection is closed */
+    bool webhook_allow_private; /* WEBHOOK_ALLOW_PRIVATE */
+    int webhook_timeout_ms;     /* WEBHOOK_TIMEOUT_MS per delivery attempt */
+    int webhook_retry_base_ms;  /* WEBHOOK_RETRY_BASE_MS */
+    int webhook_retry_max_ms;   /* WEBHOOK_RETRY_MAX_MS */
+    int webhook_max_age_s;      /* WEBHOOK_MAX_AGE_S: then the delivery is failed */
+
     ev_log_level_t log_level;
 
     /* Operator console. */

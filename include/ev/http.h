@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 /* Default cap on a response body; a larger body fails with EV_ETOOBIG. */
 #define EV_HTTP_MAX_RESPONSE_DEFAULT ((size_t)4 * 1024 * 1024)
@@ -47,6 +48,11 @@ typedef struct ev_http_request {
     int connect_timeout_ms;    /* <= 0 or > timeout_ms: timeout_ms */
     size_t max_response_bytes; /* 0: EV_HTTP_MAX_RESPONSE_DEFAULT */
     const atomic_bool *stop;   /* NULL, or aborts the transfer when true */
+    /* NULL, or asked before every new connection with the peer's address:
+     * false refuses it (the transfer fails with EV_EHTTP). Set, it also
+     * turns proxies off so the address judged is the target's. */
+    bool (*allow_addr)(const struct sockaddr *addr, void *ctx);
+    void *allow_ctx;
 } ev_http_request_t;
 
 /* The outcome of one POST. Initialise with ev_http_response_init() or let

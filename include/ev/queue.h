@@ -127,4 +127,66 @@ int ev_queue_statuses(ev_db_t *db, const int64_t *ids, size_t nids, ev_queue_cha
 /* True when s names a submission status. */
 bool ev_queue_status_valid(const char *s);
 
+/* ---- The organisers' API (src/api_server.c) asks these. ---- */
+
+/* A new event. Strings are borrowed. */
+typedef struct ev_queue_event {
+    const char *name, *theme, *rules; /* rules may be NULL */
+    bool require_pdf, require_image;
+    const char *webhook_url;    /* NULL: no webhook */
+    const char *webhook_secret; /* set when webhook_url is */
+} ev_queue_event_t;
+
+/* Creates an event; *id receives its id. EV_EEXIST when the name is taken,
+ * EV_EDB/EV_EDBCONN. */
+int ev_queue_event_create(ev_db_t *db, const ev_queue_event_t *ev, int64_t *id);
+
+/* *json (caller frees) receives the event as one JSON object (id, name,
+ * theme, rules, require_pdf, require_image, webhook_url, created_at; never
+ * the webhook secret). EV_ENOTFOUND for an unknown id. */
+int ev_queue_event_json(ev_db_t *db, int64_t id, char **json);
+
+/* *json (caller frees) receives what `show` prints: the submission's id,
+ * event_id, title, description, priority, status, attempts, last_error,
+ * created_at, updated_at and `checks` keyed by check name (verdict, score,
+ * reason, provider, model, http_attempts, latency_ms, tokens_in, tokens_out,
+ * cached). *event_id (may be NULL) receives its event. EV_ENOTFOUND. */
+int ev_queue_submission_json(ev_db_t *db, int64_t id, char **json, int64_t *event_id);
+
+/* Keyset page of an event's submissions in id order: ids above `after`, at
+ * most `limit`, only `status` when not NULL. *json (caller frees) receives
+ * {"submissions":[{id,status,title,priority,attempts,created_at,
+ * updated_at}...],"next_after":<last id, or null on the last page>}. */
+int ev_queue_submission_list(ev_db_t *db, int64_t event_id, const char *status, int64_t after,
+                             int limit, char **json);
+
+/* One stored file of a new submission (a path relative to UPLOAD_DIR). */
+typedef struct ev_queue_new_file {
+    const char *kind; /* "pdf" or "image" */
+    const char *filename;
+    const char *storage_path;
+} ev_queue_new_file_t;
+
+typedef struct ev_queue_new_submission {
+    int64_t event_id;
+    const char *title, *description; /* description may be NULL */
+    int priority;
+    const ev_queue_new_file_t *files;
+    size_t nfiles;
+    const char *idempotency_key; /* NULL: none */
+    const char *request_hash;    /* digest of the content, with a key */
+} ev_queue_new_submission_t;
+
+/*
+ * Inserts the submission, its file rows and its idempotency key in one
+ * transaction (the NOTIFY fires at commit, with every file in place).
+ * 0 with *id the new submission and *replayed false; or, when the event
+ * already has this idempotency key with the same request_hash, 0 with *id
+ * the earlier submission, *replayed true and nothing written. EV_EEXIST: the
+ * key was used for a different content (nothing written). EV_ENOTFOUND: no
+ * such event. EV_EDB/EV_EDBCONN.
+ */
+int ev_queue_submission_insert(ev_db_t *db, const ev_queue_new_submission_t *sub, int64_t *id,
+                               bool *replayed);
+
 #endif
