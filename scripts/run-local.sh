@@ -119,7 +119,7 @@ if [ "$MODE" = serve ]; then
 fi
 
 say "validating (serve --drain)"
-STATS_PORT=${STATS_PORT:-0} "$EV" serve --drain
+API_PORT=${API_PORT:-0} STATS_PORT=${STATS_PORT:-0} "$EV" serve --drain
 
 say "verdicts"
 psql "$DATABASE_URL" -P pager=off -v ev="$EVENT" <<'SQL'

@@ -263,7 +263,7 @@ static int lease_next(ev_webhook_sender_t *s, ev_db_t *db, lease_t *l)
 {
     PGresult *res = NULL;
     char lease_ms[24], age[24];
-    snprintf(lease_ms, sizeof(lease_ms), "%d", 2 * s->opts.timeout_ms + 30000);
+    snprintf(lease_ms, sizeof(lease_ms), "%d", 2 * s->opts.timeout_ms + 5000);
     snprintf(age, sizeof(age), "%d", s->opts.max_age_s);
     const char *params[] = {lease_ms, age};
     int rc =

@@ -72,7 +72,7 @@ int ev_webhook_sign(const char *secret, const char *msg_id, int64_t timestamp, c
 typedef struct ev_webhook_options {
     const char *database_url; /* required */
     bool allow_private;       /* WEBHOOK_ALLOW_PRIVATE */
-    int timeout_ms;           /* one attempt; the lease is 2 x this + 30 s */
+    int timeout_ms;           /* one attempt; the lease is 2 x this + 5 s */
     int retry_base_ms, retry_max_ms;
     int max_age_s;           /* give up this long after the verdict */
     int poll_ms;             /* look for due rows at least this often */
