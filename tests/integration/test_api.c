@@ -375,7 +375,7 @@ static int serve_start(void)
         while (f && fgets(line, sizeof(line), f)) {
             const char *p = strstr(line, "API listening on 127.0.0.1:");
             if (p)
-                snprintf(api, sizeof(api), "http://127.0.0.1:%d", atoi(p + 27));
+                snprintf(api, sizeof(api), "http://127.0.0.1:%d", (int)strtol(p + 27, NULL, 10));
         }
         if (f)
             fclose(f);
@@ -722,7 +722,7 @@ static void test_rate_limit(void)
     call(&r, "POST", path, tok, NULL, image_only, NULL);
     CU_ASSERT_EQUAL(r.status, 429);
     CU_ASSERT_TRUE(error_code_is(&r, "rate_limited"));
-    CU_ASSERT_TRUE(atoi(r.retry_after) >= 1 && atoi(r.retry_after) <= 60);
+    CU_ASSERT_TRUE(strtol(r.retry_after, NULL, 10) >= 1 && strtol(r.retry_after, NULL, 10) <= 60);
     /* Reading is not limited; the admin token has its own allowance. */
     call(&r, "GET", path, tok, NULL, NULL, NULL);
     CU_ASSERT_EQUAL(r.status, 200);
