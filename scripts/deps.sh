@@ -15,7 +15,7 @@ EV_RUNTIME_PACKAGES=(build-essential cmake pkg-config libcurl4-openssl-dev libjs
 # deployment checks (scripts/check-deploy.sh): shellcheck, docker-compose (v1); Node.js
 # and npm come with the machine (check-deploy.sh installs Debian's only if they are missing).
 # shellcheck disable=SC2034  # used by the scripts that source this file
-EV_TEST_PACKAGES=("${EV_RUNTIME_PACKAGES[@]}" prometheus clang clang-format libclang-rt-14-dev valgrind
+EV_TEST_PACKAGES=("${EV_RUNTIME_PACKAGES[@]}" zlib1g-dev prometheus clang clang-format libclang-rt-14-dev valgrind
     jq curl shellcheck docker-compose)
 
 ev_install_packages() {

@@ -130,6 +130,12 @@ static const var_t table[] = {
     {"IMAGE_MAX_BYTES", T_BYTES, F(image_max_bytes), "4MiB", 1, 75000000},
     {"MAX_IMAGES", T_INT, F(max_images), "5", 1, 16},
     {"UPLOAD_DIR", T_DIR, F(upload_dir), NULL, 0, 0},
+    /* One parse of an untrusted file; an honest 100-page PDF needs well under 1 s. */
+    {"PARSE_CPU_MS", T_INT, F(parse_cpu_ms), "2000", 100, 600000},
+    {"PARSE_MEMORY_MB", T_INT, F(parse_memory_mb), "512", 32, 65536},
+    {"PARSE_TIMEOUT_MS", T_INT, F(parse_timeout_ms), "10000", 200, 3600000},
+    /* Groq's documented per-image cap; Gemini scales larger images down. */
+    {"IMAGE_MAX_MEGAPIXELS", T_DOUBLE, F(image_max_megapixels), "33", 0.01, 10000},
 
     {"STATS_ADDR", T_ADDR, F(stats_addr), "0.0.0.0", 0, 0},
     {"STATS_PORT", T_INT, F(stats_port), "8080", 0, 65535},

@@ -14,6 +14,7 @@
 #include "ev/console.h"
 #include "ev/error.h"
 #include "ev/log.h"
+#include "ev/sandbox.h"
 #include "ev/threads.h"
 #include "ev/util.h"
 
@@ -693,6 +694,9 @@ int main(int argc, char **argv)
 {
     const char *cmd;
 
+    /* The parse server (see sandbox.h) needs no configuration and no threads. */
+    if (argc >= 2 && strcmp(argv[1], EV_SANDBOX_SERVER_ARG) == 0)
+        return ev_sandbox_server_main(argc, argv);
     opterr = 0; /* errors are reported by usage_error, in our words */
     if (argc < 2)
         return usage_error("missing command");

@@ -58,6 +58,8 @@ struct ev_pdf {
 typedef struct textbuf {
     char *buf;
     size_t len, cap, max;
+    size_t limit;         /* max, or lower while one page's share is fed */
+    bool page_full;       /* the current page reached its share */
     bool pending_space;   /* whitespace seen since the last character */
     bool pending_newline; /* ... and it contained a line or page break */
     bool full;            /* a character did not fit: output is truncated */
@@ -67,6 +69,7 @@ static void tb_init(textbuf_t *tb, size_t max)
 {
     memset(tb, 0, sizeof(*tb));
     tb->max = max;
+    tb->limit = max;
     tb->cap = max < 4096 ? max : 4096;
     tb->buf = ev_malloc(tb->cap + 1);
     tb->buf[0] = '\0';
@@ -111,7 +114,7 @@ static void tb_append(textbuf_t *tb, const char *s, size_t n)
 /* Adds one code point; returns false once the output is full. */
 static bool tb_put(textbuf_t *tb, uint32_t cp)
 {
-    if (tb->full)
+    if (tb->full || tb->page_full)
         return false;
     if (is_break(cp)) {
         tb->pending_space = tb->pending_newline = true;
@@ -127,8 +130,11 @@ static bool tb_put(textbuf_t *tb, uint32_t cp)
     char enc[4];
     size_t n = ev_utf8_encode(cp, enc);
     bool sep = tb->pending_space && tb->len > 0;
-    if (tb->len + (sep ? 1 : 0) + n > tb->max) {
-        tb->full = true;
+    if (tb->len + (sep ? 1 : 0) + n > tb->limit) {
+        if (tb->limit < tb->max)
+            tb->page_full = true;
+        else
+            tb->full = true;
         return false;
     }
     if (sep)
@@ -319,16 +325,22 @@ int ev_pdf_page_count(const ev_pdf_t *pdf)
 int ev_pdf_text(ev_pdf_t *pdf, char **text, size_t *len, bool *truncated, int max_pages,
                 size_t max_bytes)
 {
+    return ev_pdf_text_paged(pdf, text, len, truncated, max_pages, max_bytes, max_bytes);
+}
+
+int ev_pdf_text_paged(ev_pdf_t *pdf, char **text, size_t *len, bool *truncated, int max_pages,
+                      size_t max_bytes, size_t max_page_bytes)
+{
     int rc = 0;
     textbuf_t tb;
-    EV_ASSERT(max_bytes > 0);
+    EV_ASSERT(max_bytes > 0 && max_page_bytes > 0);
     tb_init(&tb, max_bytes);
 
     int n = pdf->pages;
-    bool pages_cut = false;
+    bool cut = false;
     if (max_pages > 0 && max_pages < n) {
         n = max_pages;
-        pages_cut = true;
+        cut = true;
     }
     for (int i = 0; i < n && !tb.full; i++) {
         PopplerPage *page = poppler_document_get_page(pdf->doc, i);
@@ -338,10 +350,17 @@ int ev_pdf_text(ev_pdf_t *pdf, char **text, size_t *len, bool *truncated, int ma
         }
         char *t = poppler_page_get_text(page);
         g_object_unref(page);
+        /* One page may fill only its share, so a single huge page cannot
+         * crowd out the others; the text is cut as it is fed. */
+        tb.limit = EV_MIN(tb.max, tb.len + max_page_bytes);
+        tb.page_full = false;
         if (t) {
             tb_feed(&tb, t, strlen(t));
             g_free(t);
         }
+        cut = cut || tb.page_full;
+        tb.page_full = false;
+        tb.limit = tb.max;
         /* A page ends a line. */
         tb_put(&tb, '\n');
     }
@@ -358,6 +377,6 @@ out:
     *text = tb.buf;
     *len = tb.len;
     if (truncated)
-        *truncated = tb.full || pages_cut;
+        *truncated = tb.full || cut;
     return 0;
 }

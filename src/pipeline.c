@@ -29,6 +29,7 @@
 #include "ev/prompts.h"
 #include "ev/providers.h"
 #include "ev/router.h"
+#include "ev/sandbox.h"
 #include "ev/stats.h"
 #include "ev/util.h"
 
@@ -40,6 +41,8 @@
 
 /* Text kept from a PDF: enough for the prompts, bounded for memory. */
 #define PDF_TEXT_MAX_BYTES (64 * 1024)
+/* One page's share of it, so a single enormous page cannot crowd out the rest. */
+#define PDF_PAGE_TEXT_MAX_BYTES (16 * 1024)
 #define REASON_MAX 1000
 #define LAST_ERROR_MAX 1500
 
@@ -49,6 +52,7 @@ struct ev_pipeline {
     ev_router_t *router;    /* thread-safe */
     ev_files_options_t files_opts;
     struct ev_spend *spend; /* thread-safe; may be NULL; set before the workers start */
+    ev_sandbox_t *sandbox; /* thread-safe: PDFs are parsed in its children */
 };
 
 struct ev_pipeline_worker {
@@ -88,7 +92,6 @@ typedef struct sub {
     bool require_pdf, require_image;
     PGresult *file_rows[1 + 16]; /* keeps borrowed content alive */
     ev_files_item_t *pdf;        /* the PDF, if present and locally fine */
-    ev_pdf_t *pdf_doc;
     char *pdf_text;
     ev_files_item_t *images[16];
     int n_images;
@@ -113,7 +116,6 @@ static void sub_free(sub_t *s)
     free(s->event_name);
     free(s->theme);
     free(s->rules);
-    ev_pdf_free(s->pdf_doc);
     free(s->pdf_text);
     ev_files_item_free(s->pdf);
     for (int i = 0; i < s->n_images; i++)
@@ -131,8 +133,15 @@ int ev_pipeline_new(ev_pipeline_t **out, const ev_config_t *cfg, struct ev_stats
     p->cfg = cfg;
     p->stats = stats;
     ev_files_options_from_config(&p->files_opts, cfg);
-    int rc = ev_router_new(&p->router, cfg, stats, NULL);
+    ev_sandbox_options_t so = EV_SANDBOX_OPTIONS_INIT;
+    so.cpu_ms = cfg->parse_cpu_ms;
+    so.memory_mb = cfg->parse_memory_mb;
+    so.timeout_ms = cfg->parse_timeout_ms;
+    int rc = ev_sandbox_new(&p->sandbox, &so);
+    if (rc == 0)
+        rc = ev_router_new(&p->router, cfg, stats, NULL);
     if (rc < 0) {
+        ev_sandbox_free(p->sandbox);
         free(p);
         return rc;
     }
@@ -145,6 +154,7 @@ void ev_pipeline_free(ev_pipeline_t *p)
     if (!p)
         return;
     ev_router_free(p->router);
+    ev_sandbox_free(p->sandbox);
     free(p);
 }
 
@@ -398,19 +408,25 @@ static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
     if (rc < 0)
         return rc;
 
-    /* The PDF must open: not encrypted, not damaged, within the page limit. */
+    /* The PDF must open: not encrypted, not damaged, within the page limit,
+     * and within the parse budget (see sandbox.h). */
     if (s->pdf && pc->verdict == V_NONE) {
         size_t len = 0;
         const unsigned char *data = ev_files_item_data(s->pdf, &len);
-        ev_pdf_options_t po = EV_PDF_OPTIONS_INIT;
-        po.max_pages = fo->pdf_max_pages;
-        if (ev_pdf_open(&s->pdf_doc, data, len, &po, &why) < 0) {
-            set_reason(pc, V_FAIL, "%s", why);
+        ev_sandbox_pdf_t res;
+        int prc = ev_sandbox_pdf(w->p->sandbox, &res, data, len, fo->pdf_max_pages,
+                                 PDF_TEXT_MAX_BYTES, PDF_PAGE_TEXT_MAX_BYTES, &why);
+        ev_stats_record_parse(w->p->stats, res.usage.wall_ms, res.usage.cpu_us,
+                              res.usage.limit_killed);
+        if (prc == 0) {
+            s->pdf_text = res.text;
+            res.text = NULL;
         } else {
-            size_t tlen = 0;
-            if (ev_pdf_text(s->pdf_doc, &s->pdf_text, &tlen, NULL, 0, PDF_TEXT_MAX_BYTES) < 0)
-                set_reason(pc, V_FAIL, "PDF is damaged: a page cannot be read");
+            /* A busy machine or a lost helper is not the file's fault. */
+            bool ours = prc == EV_ETIMEOUT || prc == EV_EIO;
+            set_reason(pc, ours ? V_ERROR : V_FAIL, "%s", why ? why : "PDF cannot be processed");
         }
+        ev_sandbox_pdf_clear(&res);
         free(why);
         why = NULL;
     }

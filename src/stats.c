@@ -98,6 +98,7 @@ struct ev_stats {
     _Atomic int budget_limit;
     _Atomic uint64_t budget_exhausted;
     _Atomic uint64_t fallbacks;
+    _Atomic uint64_t parses, parse_kills, parse_wall_ms, parse_cpu_us; /* sandboxed file parses */
     _Atomic uint64_t by_status[EV_STATS_STATUS_COUNT];
     _Atomic uint64_t api_calls; /* summed over recorded submissions */
     _Atomic uint64_t checks[NCHECKS][NVERDICTS];
@@ -258,6 +259,17 @@ void ev_stats_record_fallback(ev_stats_t *s, ev_provider_id_t from)
 {
     atomic_fetch_add_explicit(&prov(s, from)->fallbacks_from, 1, RLX);
     atomic_fetch_add_explicit(&s->fallbacks, 1, RLX);
+}
+
+void ev_stats_record_parse(ev_stats_t *s, int64_t wall_ms, int64_t cpu_us, bool limit_killed)
+{
+    if (!s)
+        return;
+    atomic_fetch_add_explicit(&s->parses, 1, RLX);
+    atomic_fetch_add_explicit(&s->parse_wall_ms, (uint64_t)(wall_ms > 0 ? wall_ms : 0), RLX);
+    atomic_fetch_add_explicit(&s->parse_cpu_us, (uint64_t)(cpu_us > 0 ? cpu_us : 0), RLX);
+    if (limit_killed)
+        atomic_fetch_add_explicit(&s->parse_kills, 1, RLX);
 }
 
 void ev_stats_record_budget_exhausted(ev_stats_t *s)
@@ -463,6 +475,7 @@ typedef struct global_view {
     int workers_configured, workers_busy;
     int budget_limit;
     uint64_t budget_exhausted, fallbacks, api_calls, processed;
+    uint64_t parses, parse_kills, parse_wall_ms, parse_cpu_us;
     uint64_t by_status[EV_STATS_STATUS_COUNT];
     uint64_t checks[NCHECKS][NVERDICTS];
     double calls_per_submission_avg;
@@ -479,6 +492,10 @@ static void global_read(ev_stats_t *s, global_view_t *g)
     g->budget_limit = atomic_load_explicit(&s->budget_limit, RLX);
     g->budget_exhausted = atomic_load_explicit(&s->budget_exhausted, RLX);
     g->fallbacks = atomic_load_explicit(&s->fallbacks, RLX);
+    g->parses = atomic_load_explicit(&s->parses, RLX);
+    g->parse_kills = atomic_load_explicit(&s->parse_kills, RLX);
+    g->parse_wall_ms = atomic_load_explicit(&s->parse_wall_ms, RLX);
+    g->parse_cpu_us = atomic_load_explicit(&s->parse_cpu_us, RLX);
     g->api_calls = atomic_load_explicit(&s->api_calls, RLX);
     for (int i = 0; i < EV_STATS_STATUS_COUNT; i++) {
         g->by_status[i] = atomic_load_explicit(&s->by_status[i], RLX);
@@ -632,6 +649,15 @@ int ev_stats_snapshot_json(json_object **out, ev_stats_t *s, const ev_queue_coun
     put(&rc, root, "providers", providers);
 
     put_u64(&rc, root, "fallbacks", g.fallbacks);
+
+    json_object *parse = json_object_new_object();
+    put_u64(&rc, parse, "count", g.parses);
+    put_u64(&rc, parse, "limit_kills", g.parse_kills);
+    put_double(&rc, parse, "wall_ms_avg", g.parses ? (double)g.parse_wall_ms / (double)g.parses : 0,
+               3);
+    put_double(&rc, parse, "cpu_ms_avg",
+               g.parses ? (double)g.parse_cpu_us / 1000.0 / (double)g.parses : 0, 3);
+    put(&rc, root, "parse", parse);
 
     json_object *budget = json_object_new_object();
     put_i64(&rc, budget, "limit", g.budget_limit);
@@ -894,6 +920,18 @@ int ev_stats_render_prometheus(ev_stats_t *s, const ev_queue_counts_t *queue, ev
 
     family(b, "fallbacks_total", "counter", "Checks that fell back to another provider.");
     ev_stats_buf_printf(b, PFX "fallbacks_total %" PRIu64 "\n", g.fallbacks);
+
+    family(b, "parse_total", "counter", "Untrusted files parsed in the sandbox.");
+    ev_stats_buf_printf(b, PFX "parse_total %" PRIu64 "\n", g.parses);
+    family(b, "parse_limit_kills_total", "counter",
+           "Sandboxed parses stopped by a limit (CPU, memory or deadline).");
+    ev_stats_buf_printf(b, PFX "parse_limit_kills_total %" PRIu64 "\n", g.parse_kills);
+    family(b, "parse_duration_seconds_total", "counter", "Wall-clock time of sandboxed parses.");
+    ev_stats_buf_printf(b, PFX "parse_duration_seconds_total %s\n",
+                        fnum(num, sizeof(num), (double)g.parse_wall_ms / 1000.0));
+    family(b, "parse_cpu_seconds_total", "counter", "CPU time of the sandboxed parse children.");
+    ev_stats_buf_printf(b, PFX "parse_cpu_seconds_total %s\n",
+                        fnum(num, sizeof(num), (double)g.parse_cpu_us / 1e6));
 
     family(b, "budget_limit", "gauge", "HTTP attempts allowed per submission.");
     ev_stats_buf_printf(b, PFX "budget_limit %d\n", g.budget_limit);

@@ -94,7 +94,11 @@ typedef struct ev_config {
     int pdf_max_pages;
     int64_t image_max_bytes;
     int max_images;
-    char *upload_dir; /* NULL: storage paths refused */
+    char *upload_dir;            /* NULL: storage paths refused */
+    int parse_cpu_ms;            /* PARSE_CPU_MS: CPU time of one sandboxed parse */
+    int parse_memory_mb;         /* PARSE_MEMORY_MB: memory one parse may add */
+    int parse_timeout_ms;        /* PARSE_TIMEOUT_MS: wall clock of one parse */
+    double image_max_megapixels; /* IMAGE_MAX_MEGAPIXELS: from the image header */
 
     char *stats_addr;
     int stats_port;

@@ -81,6 +81,14 @@ int ev_pdf_text(ev_pdf_t *pdf, char **text, size_t *len, bool *truncated, int ma
                 size_t max_bytes);
 
 /*
+ * As ev_pdf_text, and each page contributes at most `max_page_bytes` (> 0)
+ * bytes, cut as they are fed, so one enormous page cannot crowd out the rest;
+ * *truncated then also tells whether a page was cut.
+ */
+int ev_pdf_text_paged(ev_pdf_t *pdf, char **text, size_t *len, bool *truncated, int max_pages,
+                      size_t max_bytes, size_t max_page_bytes);
+
+/*
  * Normalises arbitrary bytes the same way as ev_pdf_text (exposed for the
  * prompt builder and for tests). Appends to nothing: returns a new string.
  */

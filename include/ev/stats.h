@@ -137,6 +137,9 @@ void ev_stats_record_retry(ev_stats_t *s, ev_provider_id_t p);
 void ev_stats_record_fallback(ev_stats_t *s, ev_provider_id_t from);
 /* A submission hit MAX_API_CALLS_PER_SUBMISSION. */
 void ev_stats_record_budget_exhausted(ev_stats_t *s);
+/* One sandboxed parse of an untrusted file: its wall time, the child's CPU
+ * time, and whether a limit stopped it. */
+void ev_stats_record_parse(ev_stats_t *s, int64_t wall_ms, int64_t cpu_us, bool limit_killed);
 /* A processing pass of a submission ended with `status` after making
  * api_calls HTTP attempts (all providers together). Feeds `processed`,
  * `per_minute` and `calls_per_submission_avg`. */

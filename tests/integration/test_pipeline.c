@@ -40,6 +40,7 @@
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "hostile.h"
 #include "runner.h"
 
 #define OWNER "e2e-owner"
@@ -753,6 +754,38 @@ static void test_pdf_too_many_pages(void)
     add_file(sub, "pdf", "long.pdf", pdf, len);
     free(pdf);
     expect_local_fail(&f, sub, "pdf", "PDF has 3 pages, limit is 2", false);
+    fx_stop(&f);
+}
+
+/* A decompression bomb costs the worker one CPU budget, no API call, and
+ * shows in the parse counters; an honest PDF of the same size still passes. */
+static void test_pdf_bomb_fails_locally(void)
+{
+    fx_t f;
+    const char *o[] = {"PARSE_CPU_MS", "500", NULL};
+    fx_start(&f, o);
+    int64_t ev = add_event("kitchen", true, false);
+    int64_t sub = add_submission(ev, "Soup robot", NULL);
+    ev_hostile_params_t p = {.mib = 400};
+    size_t len = 0;
+    char *pdf = ev_hostile_pdf(EV_HOSTILE_TEXT_BOMB, &p, &len);
+    add_file(sub, "pdf", "bomb.pdf", pdf, len);
+    free(pdf);
+    expect_local_fail(&f, sub, "pdf",
+                      "PDF needs more than 0.5 s of processing; it may be malformed or built to "
+                      "exhaust the validator",
+                      false);
+    CU_ASSERT_EQUAL(stat_i64(&f, "parse.count"), 1);
+    CU_ASSERT_EQUAL(stat_i64(&f, "parse.limit_kills"), 1);
+
+    ev_hostile_params_t h = {.pages = 3, .pad = len};
+    char *honest = ev_hostile_pdf(EV_HOSTILE_HONEST, &h, &len);
+    int64_t ok = add_submission(ev, "Soup robot", "A robot arm that stirs soup.");
+    add_file(ok, "pdf", "slides.pdf", honest, len);
+    free(honest);
+    CU_ASSERT_EQUAL(process(&f, ok, NULL, NULL), 0);
+    CU_ASSERT_TRUE(equals(submission(ok).status, "validated"));
+    CU_ASSERT_EQUAL(stat_i64(&f, "parse.limit_kills"), 1);
     fx_stop(&f);
 }
 
@@ -1603,6 +1636,7 @@ static const ev_test_t pipeline_tests[] = {
     {"encrypted PDF fails locally", test_encrypted_pdf},
     {"truncated PDF fails locally", test_truncated_pdf},
     {"PDF over PDF_MAX_PAGES fails locally", test_pdf_too_many_pages},
+    {"PDF decompression bomb fails locally, no API call", test_pdf_bomb_fails_locally},
     {"image over IMAGE_MAX_BYTES on disk fails locally", test_image_too_big_on_disk},
     {"more than MAX_IMAGES images fails locally", test_too_many_images},
     {"storage path traversal is refused, never opened", test_storage_path_traversal},

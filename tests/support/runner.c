@@ -6,6 +6,8 @@
  */
 #include "runner.h"
 
+#include "ev/sandbox.h"
+
 #include <CUnit/Basic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -57,6 +59,9 @@ static int register_all(const ev_test_suite_t *suites, const char *filter, unsig
 
 int ev_test_run(int argc, char **argv, const ev_test_suite_t *suites)
 {
+    /* A test that parses PDFs re-executes itself as the parse server. */
+    if (argc >= 2 && strcmp(argv[1], EV_SANDBOX_SERVER_ARG) == 0)
+        return ev_sandbox_server_main(argc, argv);
     const char *filter = argc > 1 ? argv[1] : getenv("EV_TEST_FILTER");
     if (CU_initialize_registry() != CUE_SUCCESS) {
         fprintf(stderr, "runner: cannot initialise CUnit: %s\n", CU_get_error_msg());

@@ -1,0 +1,780 @@
+/*
+ * sandbox.c - a parse server that forks one limited child per untrusted file.
+ *
+ * What: the service's worker threads ask for a PDF to be opened and its text
+ * extracted; the work happens in a child process that limits its own CPU
+ * time and address space before it reads the file, and that the server kills
+ * at a wall-clock deadline. The worker gets the child's answer followed by
+ * the server's status record (how the child ended, its CPU time and peak
+ * memory from wait4), so a limit or a crash becomes a verdict with a reason.
+ *
+ * How (one request):
+ *   worker: socketpair(); hands one end to the server over the control
+ *           socket (SCM_RIGHTS), writes a request header and the file, reads
+ *           until EOF: [answer][status], bounded in size and time.
+ *   server: poll()s the control socket and one pidfd per child; on a new
+ *           request fd it fork()s (the server has one thread, so the child
+ *           may do anything); on a pidfd it wait4()s, sends the status record
+ *           on the request fd and closes it; past the deadline it SIGKILLs.
+ *   child:  keeps only the request fd, sets ITIMER_PROF (CPU time, ms
+ *           precision; default action terminates), RLIMIT_CPU (backstop),
+ *           RLIMIT_AS (current size + the budget) and RLIMIT_CORE 0, then
+ *           reads the request, runs pdf.c, writes the answer and _exit()s.
+ * The status record comes last and from the server, so a child cannot forge
+ * how it ended; the worker trusts the answer only when the child exited 0.
+ *
+ * The server is this binary re-executed (posix_spawn, so nothing is forked
+ * in the multithreaded service) with an empty environment: the children of
+ * a hostile file hold no API key and no database URL.
+ *
+ * Threads: any number of workers call ev_sandbox_pdf() at once. `lock`
+ * guards `ctrl_fd` and `server_pid` (handing a request over, restarting a
+ * dead server); it is never held while a request is written or read. The
+ * server process is single-threaded. Never logs.
+ */
+#include "ev/sandbox.h"
+
+#include "ev/error.h"
+#include "ev/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REQ_MAGIC 0x45565251u    /* "EVRQ" */
+#define ANS_MAGIC 0x45564153u    /* "EVAS" */
+#define STATUS_MAGIC 0x45565354u /* "EVST" */
+/* Longest reason a child may send; pdf.c's reasons are far shorter. */
+#define REASON_CAP 1024
+/* The largest file a request may carry (PDF_MAX_BYTES is at most 15 MB). */
+#define REQUEST_CAP ((uint64_t)64 * 1024 * 1024)
+/* Children one server runs at once; more requests wait in the socket. */
+#define MAX_CHILDREN 128
+/* How long a worker waits beyond the deadline for the server's status. */
+#define STATUS_SLACK_MS 5000
+/* A child whose peak memory reached this share of the budget ran out of it. */
+#define MEMORY_SHARE 0.5
+/* The child's exit status when the file cannot even be held in memory. */
+#define EXIT_NOMEM 3
+#define EXIT_BADREQ 4
+
+typedef struct req_hdr {
+    uint32_t magic;
+    uint32_t max_pages;
+    uint32_t text_max;
+    uint32_t page_text_max;
+    uint64_t len;
+} req_hdr_t;
+
+typedef struct ans_hdr {
+    uint32_t magic;
+    int32_t rc;
+    int32_t pages;
+    uint32_t truncated;
+    uint32_t reason_len;
+    uint32_t text_len;
+} ans_hdr_t;
+
+typedef struct status_rec {
+    uint32_t magic;
+    uint32_t signaled; /* 1: code is a signal number, 0: an exit status */
+    int32_t code;
+    uint32_t deadline_killed;
+    int64_t cpu_us;
+    int64_t max_rss_kb;
+    int64_t wall_ms;
+} status_rec_t;
+
+struct ev_sandbox {
+    ev_sandbox_options_t opts; /* immutable; exe points at exe_copy */
+    char *exe_copy;
+    pthread_mutex_t lock;
+    int ctrl_fd;      /* guarded by lock */
+    pid_t server_pid; /* guarded by lock */
+};
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void set_reason(char **reason, char *s)
+{
+    if (reason)
+        *reason = s;
+    else
+        free(s);
+}
+
+/* Blocking full write/read on a descriptor the child owns alone. */
+static bool write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        c += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+static bool read_all(int fd, void *p, size_t n)
+{
+    char *c = p;
+    while (n > 0) {
+        ssize_t r = read(fd, c, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        c += r;
+        n -= (size_t)r;
+    }
+    return true;
+}
+
+/* ---- the child ---------------------------------------------------------------- */
+
+/* Current size of the address space in bytes (0 when unknown). */
+static uint64_t address_space_now(void)
+{
+    char buf[64] = {0};
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    return strtoull(buf, NULL, 10) * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Limits set before a byte of the file is read. */
+static void child_limit(int cpu_ms, int memory_mb)
+{
+    struct rlimit core = {0, 0};
+    setrlimit(RLIMIT_CORE, &core);
+    /* ms precision; SIGPROF's default action ends the process. */
+    struct itimerval it = {.it_value = {cpu_ms / 1000, (cpu_ms % 1000) * 1000}};
+    setitimer(ITIMER_PROF, &it, NULL);
+    /* Backstop in whole seconds: SIGXCPU at the soft limit, SIGKILL at the hard. */
+    rlim_t s = (rlim_t)(cpu_ms + 999) / 1000 + 1;
+    struct rlimit cpu = {s, s + 1};
+    setrlimit(RLIMIT_CPU, &cpu);
+    uint64_t base = address_space_now();
+    if (base > 0) {
+        struct rlimit as = {(rlim_t)(base + (uint64_t)memory_mb * 1024 * 1024),
+                            (rlim_t)(base + (uint64_t)memory_mb * 1024 * 1024)};
+        setrlimit(RLIMIT_AS, &as);
+    }
+    (void)prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+}
+
+/*
+ * Parsers end with abort() (or a fault) when an allocation fails; errno then
+ * still says ENOMEM. Reported as EXIT_NOMEM so the reason can say "memory";
+ * any other fatal signal is re-raised so the server sees it as such.
+ */
+static void on_fatal(int sig)
+{
+    if (errno == ENOMEM)
+        _exit(EXIT_NOMEM);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void child_run(int fd, int cpu_ms, int memory_mb)
+{
+    child_limit(cpu_ms, memory_mb);
+    static const int fatal[] = {SIGABRT, SIGSEGV, SIGBUS, SIGTRAP};
+    for (size_t i = 0; i < EV_ARRAY_LEN(fatal); i++)
+        signal(fatal[i], on_fatal);
+    req_hdr_t rq;
+    if (!read_all(fd, &rq, sizeof(rq)) || rq.magic != REQ_MAGIC || rq.len > REQUEST_CAP ||
+        rq.text_max == 0)
+        _exit(EXIT_BADREQ);
+    unsigned char *data = malloc(rq.len ? rq.len : 1);
+    if (!data)
+        _exit(EXIT_NOMEM);
+    if (!read_all(fd, data, rq.len))
+        _exit(EXIT_BADREQ);
+
+    ev_pdf_options_t po = EV_PDF_OPTIONS_INIT;
+    po.max_pages = (int)rq.max_pages;
+    ev_pdf_t *pdf = NULL;
+    char *reason = NULL, *text = NULL;
+    size_t tlen = 0;
+    bool trunc = false;
+    int rc = ev_pdf_open(&pdf, data, rq.len, &po, &reason);
+    if (rc == 0 && ev_pdf_text_paged(pdf, &text, &tlen, &trunc, 0, rq.text_max,
+                                     rq.page_text_max ? rq.page_text_max : rq.text_max) < 0) {
+        rc = EV_EPARSE;
+        reason = ev_strdup("PDF is damaged: a page cannot be read");
+    }
+    size_t rlen = reason ? strnlen(reason, REASON_CAP) : 0;
+    ans_hdr_t a = {.magic = ANS_MAGIC,
+                   .rc = rc,
+                   .pages = pdf ? ev_pdf_page_count(pdf) : 0,
+                   .truncated = trunc,
+                   .reason_len = (uint32_t)rlen,
+                   .text_len = (uint32_t)(rc == 0 ? tlen : 0)};
+    bool ok = write_all(fd, &a, sizeof(a)) && write_all(fd, reason, rlen) &&
+              write_all(fd, text, a.text_len);
+    /* No cleanup: the process ends here and the kernel frees everything. */
+    _exit(ok ? 0 : EXIT_BADREQ);
+}
+
+/* ---- the server ------------------------------------------------------------------ */
+
+typedef struct kid {
+    pid_t pid;
+    int pidfd, reqfd;
+    int64_t start_ms;
+    bool killed;
+} kid_t;
+
+typedef struct server {
+    int ctrl;
+    int cpu_ms, memory_mb, timeout_ms;
+    kid_t kids[MAX_CHILDREN];
+    int n;
+} server_t;
+
+static int pidfd_open_(pid_t pid)
+{
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+/* Receives one request descriptor; returns it, -1 for none, -2 when the
+ * service has gone (the control socket closed). */
+static int recv_request(int ctrl)
+{
+    char byte;
+    struct iovec iov = {&byte, 1};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } u;
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+    ssize_t r = recvmsg(ctrl, &m, MSG_CMSG_CLOEXEC);
+    if (r == 0)
+        return -2;
+    if (r < 0)
+        return errno == EINTR || errno == EAGAIN ? -1 : -2;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+        return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof(fd));
+    return fd;
+}
+
+static void start_child(server_t *sv, int reqfd)
+{
+    if (sv->n == MAX_CHILDREN) {
+        close(reqfd); /* the worker sees no status and retries later */
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+        /* Keep only the request: a child holding another request's socket
+         * would delay that request's end of file. */
+        if (reqfd != 3) {
+            dup2(reqfd, 3);
+            reqfd = 3;
+        }
+        (void)syscall(SYS_close_range, 4, ~0U, 0);
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0)
+            dup2(null, 2);
+        child_run(reqfd, sv->cpu_ms, sv->memory_mb);
+    }
+    int pidfd = pid > 0 ? pidfd_open_(pid) : -1;
+    if (pid < 0 || pidfd < 0) {
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+        }
+        close(reqfd);
+        return;
+    }
+    sv->kids[sv->n++] = (kid_t){pid, pidfd, reqfd, mono_ms(), false};
+}
+
+static void finish_child(server_t *sv, int i)
+{
+    kid_t *k = &sv->kids[i];
+    int st = 0;
+    struct rusage ru;
+    memset(&ru, 0, sizeof(ru));
+    while (wait4(k->pid, &st, 0, &ru) < 0 && errno == EINTR)
+        ;
+    status_rec_t rec = {
+        .magic = STATUS_MAGIC,
+        .signaled = WIFSIGNALED(st) ? 1 : 0,
+        .code = WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st),
+        .deadline_killed = k->killed,
+        .cpu_us = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec +
+                  (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec,
+        .max_rss_kb = ru.ru_maxrss,
+        .wall_ms = mono_ms() - k->start_ms,
+    };
+    /* Never block the server: the worker reads until end of file, so the
+     * record fits; if the worker has gone, it is simply lost. */
+    (void)send(k->reqfd, &rec, sizeof(rec), MSG_DONTWAIT | MSG_NOSIGNAL);
+    close(k->reqfd);
+    close(k->pidfd);
+    sv->kids[i] = sv->kids[--sv->n];
+}
+
+static void kill_all(server_t *sv)
+{
+    for (int i = 0; i < sv->n; i++) {
+        kill(sv->kids[i].pid, SIGKILL);
+        waitpid(sv->kids[i].pid, NULL, 0);
+        close(sv->kids[i].reqfd);
+        close(sv->kids[i].pidfd);
+    }
+    sv->n = 0;
+}
+
+/* One turn of the loop; returns false once the service has gone. */
+static bool serve_once(server_t *sv)
+{
+    struct pollfd pfd[1 + MAX_CHILDREN];
+    int64_t now = mono_ms(), wait = -1;
+    pfd[0] = (struct pollfd){.fd = sv->ctrl, .events = POLLIN};
+    for (int i = 0; i < sv->n; i++) {
+        pfd[1 + i] = (struct pollfd){.fd = sv->kids[i].pidfd, .events = POLLIN};
+        if (!sv->kids[i].killed) {
+            int64_t left = sv->kids[i].start_ms + sv->timeout_ms - now;
+            left = left < 0 ? 0 : left;
+            wait = wait < 0 || left < wait ? left : wait;
+        }
+    }
+    int n = sv->n;
+    if (poll(pfd, (nfds_t)(1 + n), (int)wait) < 0 && errno != EINTR)
+        return false;
+    now = mono_ms();
+    /* Children first, from the end, so removal does not skip one. */
+    for (int i = n - 1; i >= 0; i--) {
+        if (pfd[1 + i].revents & (POLLIN | POLLHUP | POLLERR)) {
+            finish_child(sv, i);
+        } else if (!sv->kids[i].killed && now - sv->kids[i].start_ms >= sv->timeout_ms) {
+            kill(sv->kids[i].pid, SIGKILL);
+            sv->kids[i].killed = true;
+        }
+    }
+    if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        int fd = recv_request(sv->ctrl);
+        if (fd == -2)
+            return false;
+        if (fd >= 0)
+            start_child(sv, fd);
+    }
+    return true;
+}
+
+static bool parse_arg(const char *s, int min, int max, int *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+int ev_sandbox_server_main(int argc, char **argv)
+{
+    server_t sv = {.ctrl = 3};
+    if (argc != 5 || !parse_arg(argv[2], 1, INT_MAX, &sv.cpu_ms) ||
+        !parse_arg(argv[3], 1, 1 << 20, &sv.memory_mb) ||
+        !parse_arg(argv[4], 1, INT_MAX, &sv.timeout_ms)) {
+        fprintf(stderr, "%s: internal mode, started by the service itself\n", argv[0]);
+        return 2;
+    }
+    /* Whatever the spawner blocked or ignored, children need the default
+     * actions of the signals their limits raise. */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPROF, SIG_DFL);
+    signal(SIGXCPU, SIG_DFL);
+    signal(SIGPIPE, SIG_IGN);
+    /* Children inherit poppler's global tables instead of building them. */
+    (void)ev_pdf_global_init();
+    while (serve_once(&sv))
+        ;
+    kill_all(&sv);
+    return 0;
+}
+
+/* ---- the service side ----------------------------------------------------------- */
+
+/* Starts the server; caller holds lock (or owns sb exclusively). */
+static int spawn_server(ev_sandbox_t *sb)
+{
+    int rc = 0, sv[2] = {-1, -1};
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&at);
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        rc = EV_EIO;
+        goto out;
+    }
+    /* dup2 onto 3 clears close-on-exec, unless it is already 3. */
+    if (sv[1] == 3) {
+        int d = fcntl(sv[1], F_DUPFD_CLOEXEC, 4);
+        close(sv[1]);
+        sv[1] = d;
+    }
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPROF);
+    sigaddset(&defaults, SIGXCPU);
+    sigaddset(&defaults, SIGTERM);
+    sigaddset(&defaults, SIGINT);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &defaults);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+    char cpu[16], mem[16], tmo[16];
+    snprintf(cpu, sizeof(cpu), "%d", sb->opts.cpu_ms);
+    snprintf(mem, sizeof(mem), "%d", sb->opts.memory_mb);
+    snprintf(tmo, sizeof(tmo), "%d", sb->opts.timeout_ms);
+    char *argv[] = {"event-validator", EV_SANDBOX_SERVER_ARG, cpu, mem, tmo, NULL};
+    char *envp[] = {NULL};
+    pid_t pid;
+    if (posix_spawn(&pid, sb->opts.exe, &fa, &at, argv, envp) != 0) {
+        rc = EV_EIO;
+        goto out;
+    }
+    sb->server_pid = pid;
+    sb->ctrl_fd = sv[0];
+    sv[0] = -1;
+out:
+    if (sv[0] >= 0)
+        close(sv[0]);
+    if (sv[1] >= 0)
+        close(sv[1]);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    return rc;
+}
+
+/* Caller holds lock. */
+static void stop_server(ev_sandbox_t *sb)
+{
+    if (sb->ctrl_fd >= 0)
+        close(sb->ctrl_fd);
+    sb->ctrl_fd = -1;
+    if (sb->server_pid > 0)
+        while (waitpid(sb->server_pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    sb->server_pid = 0;
+}
+
+int ev_sandbox_new(ev_sandbox_t **out, const ev_sandbox_options_t *opts)
+{
+    ev_sandbox_t *sb = ev_calloc(1, sizeof(*sb));
+    sb->opts = *opts;
+    if (opts->exe) {
+        sb->exe_copy = ev_strdup(opts->exe);
+    } else {
+        /* Resolved now: under valgrind /proc/self/exe itself names the tool. */
+        char buf[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+        buf[n > 0 ? n : 0] = '\0';
+        sb->exe_copy = ev_strdup(n > 0 ? buf : "/proc/self/exe");
+    }
+    sb->opts.exe = sb->exe_copy;
+    sb->ctrl_fd = -1;
+    pthread_mutex_init(&sb->lock, NULL);
+    int rc = spawn_server(sb);
+    if (rc < 0) {
+        ev_sandbox_free(sb);
+        sb = NULL;
+    }
+    *out = sb;
+    return rc;
+}
+
+void ev_sandbox_free(ev_sandbox_t *sb)
+{
+    if (!sb)
+        return;
+    stop_server(sb);
+    pthread_mutex_destroy(&sb->lock);
+    free(sb->exe_copy);
+    free(sb);
+}
+
+/* Hands `fd` to the server, restarting it once if it has died. */
+static int hand_over(ev_sandbox_t *sb, int fd)
+{
+    char byte = 'R';
+    struct iovec iov = {&byte, 1};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } u;
+    memset(&u, 0, sizeof(u));
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(fd));
+
+    int rc = EV_EIO;
+    pthread_mutex_lock(&sb->lock);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (sb->ctrl_fd >= 0 && sendmsg(sb->ctrl_fd, &m, MSG_NOSIGNAL) == 1) {
+            rc = 0;
+            break;
+        }
+        stop_server(sb);
+        if (spawn_server(sb) < 0)
+            break;
+    }
+    pthread_mutex_unlock(&sb->lock);
+    return rc;
+}
+
+/* Waits for `events` on fd until deadline; false when it passed. */
+static bool wait_fd(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        int64_t left = deadline - mono_ms();
+        if (left <= 0)
+            return false;
+        struct pollfd p = {.fd = fd, .events = events};
+        int r = poll(&p, 1, (int)left);
+        if (r > 0)
+            return true;
+        if (r < 0 && errno != EINTR)
+            return false;
+    }
+}
+
+/* Sends the request; stops quietly when the child has gone (the status says why). */
+static bool send_request(int fd, const req_hdr_t *rq, const void *data, int64_t deadline)
+{
+    const char *parts[2] = {(const char *)rq, data};
+    size_t lens[2] = {sizeof(*rq), (size_t)rq->len};
+    for (int p = 0; p < 2; p++) {
+        size_t off = 0;
+        while (off < lens[p]) {
+            ssize_t w = send(fd, parts[p] + off, lens[p] - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (w > 0) {
+                off += (size_t)w;
+                continue;
+            }
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0 && errno == EAGAIN) {
+                if (!wait_fd(fd, POLLOUT, deadline))
+                    return false;
+                continue;
+            }
+            return true; /* EPIPE and friends: read what the server says */
+        }
+    }
+    return true;
+}
+
+/* Reads until end of file, at most cap bytes. Returns false on timeout or overflow. */
+static bool read_reply(int fd, char **buf, size_t *len, size_t cap, int64_t deadline)
+{
+    size_t have = 0, size = 4096;
+    char *b = ev_malloc(size);
+    bool ok = false;
+    for (;;) {
+        if (have == size) {
+            if (size >= cap)
+                goto out;
+            size = size * 2 < cap ? size * 2 : cap;
+            b = ev_realloc(b, size);
+        }
+        ssize_t r = recv(fd, b + have, size - have, MSG_DONTWAIT);
+        if (r > 0) {
+            have += (size_t)r;
+        } else if (r == 0) {
+            ok = true;
+            goto out;
+        } else if (errno == EAGAIN) {
+            if (!wait_fd(fd, POLLIN, deadline))
+                goto out;
+        } else if (errno != EINTR) {
+            ok = true; /* a reset: whatever arrived is all there is */
+            goto out;
+        }
+    }
+out:
+    *buf = b;
+    *len = have;
+    return ok;
+}
+
+static const char *signal_name(int sig)
+{
+    const char *s = sigabbrev_np(sig);
+    return s ? s : "unknown";
+}
+
+/* Turns the child's end into a code and reason; fills out from the answer. */
+static int classify(ev_sandbox_t *sb, ev_sandbox_pdf_t *out, const status_rec_t *st,
+                    const char *ans, size_t ans_len, char **reason)
+{
+    const ev_sandbox_options_t *o = &sb->opts;
+    bool cpu_out = (st->signaled && (st->code == SIGPROF || st->code == SIGXCPU ||
+                                     (st->code == SIGKILL && !st->deadline_killed))) ||
+                   (st->deadline_killed && st->cpu_us >= (int64_t)o->cpu_ms * 900);
+    bool mem_out =
+        !cpu_out && !st->deadline_killed &&
+        ((!st->signaled && st->code == EXIT_NOMEM) ||
+         (st->signaled && st->max_rss_kb >= (int64_t)(o->memory_mb * 1024 * MEMORY_SHARE)));
+    out->usage.limit_killed = cpu_out || mem_out || st->deadline_killed;
+    if (cpu_out) {
+        set_reason(reason, ev_asprintf("PDF needs more than %g s of processing; it may be "
+                                       "malformed or built to exhaust the validator",
+                                       o->cpu_ms / 1000.0));
+        return EV_ELIMIT;
+    }
+    if (mem_out) {
+        set_reason(reason, ev_asprintf("PDF needs more than %d MiB of memory to process; it may "
+                                       "be malformed or built to exhaust the validator",
+                                       o->memory_mb));
+        return EV_ELIMIT;
+    }
+    if (st->deadline_killed) {
+        set_reason(reason, ev_asprintf("PDF processing did not finish within %g s while using "
+                                       "little CPU; the validator was too busy, will retry",
+                                       o->timeout_ms / 1000.0));
+        return EV_ETIMEOUT;
+    }
+    if (st->signaled) {
+        set_reason(reason, ev_asprintf("PDF could not be processed: the parser crashed (%s); "
+                                       "the file is malformed",
+                                       signal_name(st->code)));
+        return EV_EPARSE;
+    }
+    ans_hdr_t a;
+    if (st->code != 0 || ans_len < sizeof(a))
+        goto bad;
+    memcpy(&a, ans, sizeof(a));
+    if (a.magic != ANS_MAGIC || a.reason_len > REASON_CAP ||
+        ans_len != sizeof(a) + (size_t)a.reason_len + a.text_len)
+        goto bad;
+    const char *r = ans + sizeof(a), *t = r + a.reason_len;
+    if (a.rc == 0) {
+        /* Normalised again here: the text is the output of a process that
+         * parsed hostile input, so it is not trusted to be clean. */
+        out->pages = a.pages;
+        out->text = ev_pdf_normalise_text(t, a.text_len, a.text_len + 1, &out->text_len, NULL);
+        out->truncated = a.truncated != 0;
+        set_reason(reason, NULL);
+        return 0;
+    }
+    if (a.rc != EV_ETYPE && a.rc != EV_EPARSE && a.rc != EV_ELIMIT)
+        goto bad;
+    set_reason(reason, ev_pdf_normalise_text(r, a.reason_len, REASON_CAP, NULL, NULL));
+    return a.rc;
+bad:
+    set_reason(reason, ev_strdup("PDF could not be processed: the parse helper gave no "
+                                 "usable answer"));
+    return EV_EIO;
+}
+
+int ev_sandbox_pdf(ev_sandbox_t *sb, ev_sandbox_pdf_t *out, const void *data, size_t len,
+                   int max_pages, size_t text_max, size_t page_text_max, char **reason)
+{
+    int rc, sv[2] = {-1, -1};
+    char *buf = NULL;
+    size_t got = 0;
+    memset(out, 0, sizeof(*out));
+    EV_ASSERT(text_max > 0 && text_max < UINT32_MAX && page_text_max < UINT32_MAX);
+
+    int64_t start = mono_ms();
+    int64_t deadline = start + sb->opts.timeout_ms + STATUS_SLACK_MS;
+    if (len > REQUEST_CAP || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        rc = EV_EIO;
+        set_reason(reason, ev_strdup("PDF could not be handed to the parse helper"));
+        goto out;
+    }
+    rc = hand_over(sb, sv[1]);
+    close(sv[1]);
+    if (rc < 0) {
+        set_reason(reason, ev_strdup("PDF could not be processed: the parse helper cannot be "
+                                     "started"));
+        goto out;
+    }
+    req_hdr_t rq = {REQ_MAGIC, (uint32_t)(max_pages > 0 ? max_pages : 0), (uint32_t)text_max,
+                    (uint32_t)page_text_max, (uint64_t)len};
+    size_t cap = sizeof(ans_hdr_t) + REASON_CAP + text_max + sizeof(status_rec_t);
+    if (!send_request(sv[0], &rq, data, deadline) ||
+        !read_reply(sv[0], &buf, &got, cap, deadline) || got < sizeof(status_rec_t)) {
+        rc = EV_EIO;
+        set_reason(reason, ev_strdup("PDF could not be processed: the parse helper did not "
+                                     "answer"));
+        goto out;
+    }
+    status_rec_t st;
+    memcpy(&st, buf + got - sizeof(st), sizeof(st));
+    if (st.magic != STATUS_MAGIC) {
+        rc = EV_EIO;
+        set_reason(reason, ev_strdup("PDF could not be processed: the parse helper gave no "
+                                     "usable answer"));
+        goto out;
+    }
+    out->usage.cpu_us = st.cpu_us;
+    out->usage.max_rss_kb = st.max_rss_kb;
+    out->usage.wall_ms = mono_ms() - start;
+    rc = classify(sb, out, &st, buf, got - sizeof(st), reason);
+out:
+    if (sv[0] >= 0)
+        close(sv[0]);
+    free(buf);
+    return rc;
+}
+
+void ev_sandbox_pdf_clear(ev_sandbox_pdf_t *out)
+{
+    if (!out)
+        return;
+    free(out->text);
+    memset(out, 0, sizeof(*out));
+}
