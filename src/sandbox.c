@@ -12,16 +12,24 @@
  *   worker: socketpair(); hands one end to the server over the control
  *           socket (SCM_RIGHTS), writes a request header and the file, reads
  *           until EOF: [answer][status], bounded in size and time.
- *   server: poll()s the control socket and one pidfd per child; on a new
- *           request fd it fork()s (the server has one thread, so the child
- *           may do anything); on a pidfd it wait4()s, sends the status record
- *           on the request fd and closes it; past the deadline it SIGKILLs.
- *   child:  keeps only the request fd, sets ITIMER_PROF (CPU time, ms
- *           precision; default action terminates), RLIMIT_CPU (backstop),
- *           RLIMIT_AS (current size + the budget) and RLIMIT_CORE 0, then
- *           reads the request, runs pdf.c, writes the answer and _exit()s.
+ *   server: poll()s the control socket and, per child, its control socket
+ *           and a pidfd. A request goes to an idle child (SCM_RIGHTS again),
+ *           or to a newly fork()ed one (the server has one thread, so the
+ *           child may run anything). When the child reports it done, or when
+ *           its pidfd says it died (wait4: exit status, CPU, peak memory),
+ *           the server appends the status record to the request and closes
+ *           it; past the deadline it SIGKILLs the child.
+ *   child:  set up once with RLIMIT_AS (its size + the budget), no core
+ *           files and no new privileges; for every request it arms
+ *           ITIMER_PROF with the CPU budget (ms precision; SIGPROF's default
+ *           action ends it), reads the request, runs pdf.c, writes the
+ *           answer, disarms the timer and reports. A child serves at most
+ *           CHILD_MAX_USES requests and retires early once its memory has
+ *           grown, so forking (about 1.3 ms of CPU per child) is paid rarely
+ *           while no child carries state from many files; a child that hit a
+ *           limit is gone with the one file that did it.
  * The status record comes last and from the server, so a child cannot forge
- * how it ended; the worker trusts the answer only when the child exited 0.
+ * how it ended; the worker trusts the answer only when the child finished.
  *
  * The server is this binary re-executed (posix_spawn, so nothing is forked
  * in the multithreaded service) with an empty environment: the children of
@@ -63,15 +71,17 @@
 #define REASON_CAP 1024
 /* The largest file a request may carry (PDF_MAX_BYTES is at most 15 MB). */
 #define REQUEST_CAP ((uint64_t)64 * 1024 * 1024)
-/* Children one server runs at once; more requests wait in the socket. */
-#define MAX_CHILDREN 128
+/* Children one server runs at once, and requests that may wait for one. */
+#define MAX_CHILDREN 64
+#define MAX_QUEUED 1024
+/* Requests one child serves before it is replaced by a fresh one. */
+#define CHILD_MAX_USES 100
 /* How long a worker waits beyond the deadline for the server's status. */
 #define STATUS_SLACK_MS 5000
 /* A child whose peak memory reached this share of the budget ran out of it. */
 #define MEMORY_SHARE 0.5
 /* The child's exit status when the file cannot even be held in memory. */
 #define EXIT_NOMEM 3
-#define EXIT_BADREQ 4
 
 typedef struct req_hdr {
     uint32_t magic;
@@ -156,12 +166,28 @@ static bool read_all(int fd, void *p, size_t n)
     return true;
 }
 
-/* ---- the child ---------------------------------------------------------------- */
+/* ---- the parse children ------------------------------------------------------- */
 
-/* Current size of the address space in bytes (0 when unknown). */
-static uint64_t address_space_now(void)
+/* A child's report after each request, on its control socket. */
+typedef struct done_msg {
+    uint32_t magic;
+    uint32_t retiring; /* the child exits after this message */
+    int64_t cpu_us;    /* CPU time of this request */
+    int64_t max_rss_kb;
+} done_msg_t;
+
+static int64_t self_cpu_us(void)
 {
-    char buf[64] = {0};
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec +
+           (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
+}
+
+/* Field `field` of /proc/self/statm in bytes (0: size, 1: resident), 0 when unknown. */
+static uint64_t statm_bytes(int field)
+{
+    char buf[96] = {0};
     int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
@@ -169,28 +195,11 @@ static uint64_t address_space_now(void)
     close(fd);
     if (n <= 0)
         return 0;
-    return strtoull(buf, NULL, 10) * (uint64_t)sysconf(_SC_PAGESIZE);
-}
-
-/* Limits set before a byte of the file is read. */
-static void child_limit(int cpu_ms, int memory_mb)
-{
-    struct rlimit core = {0, 0};
-    setrlimit(RLIMIT_CORE, &core);
-    /* ms precision; SIGPROF's default action ends the process. */
-    struct itimerval it = {.it_value = {cpu_ms / 1000, (cpu_ms % 1000) * 1000}};
-    setitimer(ITIMER_PROF, &it, NULL);
-    /* Backstop in whole seconds: SIGXCPU at the soft limit, SIGKILL at the hard. */
-    rlim_t s = (rlim_t)(cpu_ms + 999) / 1000 + 1;
-    struct rlimit cpu = {s, s + 1};
-    setrlimit(RLIMIT_CPU, &cpu);
-    uint64_t base = address_space_now();
-    if (base > 0) {
-        struct rlimit as = {(rlim_t)(base + (uint64_t)memory_mb * 1024 * 1024),
-                            (rlim_t)(base + (uint64_t)memory_mb * 1024 * 1024)};
-        setrlimit(RLIMIT_AS, &as);
-    }
-    (void)prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    char *p = buf;
+    unsigned long long v = strtoull(p, &p, 10);
+    if (field == 1)
+        v = strtoull(p, NULL, 10);
+    return (uint64_t)v * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
 /*
@@ -206,22 +215,44 @@ static void on_fatal(int sig)
     raise(sig);
 }
 
-static void child_run(int fd, int cpu_ms, int memory_mb)
+/* Limits that hold for the child's whole life, set before any request. */
+static void child_limit(int memory_mb)
 {
-    child_limit(cpu_ms, memory_mb);
+    struct rlimit core = {0, 0};
+    setrlimit(RLIMIT_CORE, &core);
+    uint64_t base = statm_bytes(0);
+    if (base > 0) {
+        rlim_t as = (rlim_t)(base + (uint64_t)memory_mb * 1024 * 1024);
+        struct rlimit r = {as, as};
+        setrlimit(RLIMIT_AS, &r);
+    }
+    (void)prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     static const int fatal[] = {SIGABRT, SIGSEGV, SIGBUS, SIGTRAP};
     for (size_t i = 0; i < EV_ARRAY_LEN(fatal); i++)
         signal(fatal[i], on_fatal);
+}
+
+/* CPU time of one request, ms precision; SIGPROF's default action ends the child. */
+static void arm_cpu(int cpu_ms)
+{
+    struct itimerval it = {.it_value = {cpu_ms / 1000, (cpu_ms % 1000) * 1000}};
+    setitimer(ITIMER_PROF, &it, NULL);
+}
+
+/* One request on fd: read it, parse, write the answer. */
+static void child_request(int fd)
+{
     req_hdr_t rq;
     if (!read_all(fd, &rq, sizeof(rq)) || rq.magic != REQ_MAGIC || rq.len > REQUEST_CAP ||
         rq.text_max == 0)
-        _exit(EXIT_BADREQ);
+        return;
     unsigned char *data = malloc(rq.len ? rq.len : 1);
     if (!data)
         _exit(EXIT_NOMEM);
-    if (!read_all(fd, data, rq.len))
-        _exit(EXIT_BADREQ);
-
+    if (!read_all(fd, data, rq.len)) {
+        free(data);
+        return;
+    }
     ev_pdf_options_t po = EV_PDF_OPTIONS_INIT;
     po.max_pages = (int)rq.max_pages;
     ev_pdf_t *pdf = NULL;
@@ -241,19 +272,60 @@ static void child_run(int fd, int cpu_ms, int memory_mb)
                    .truncated = trunc,
                    .reason_len = (uint32_t)rlen,
                    .text_len = (uint32_t)(rc == 0 ? tlen : 0)};
-    bool ok = write_all(fd, &a, sizeof(a)) && write_all(fd, reason, rlen) &&
-              write_all(fd, text, a.text_len);
-    /* No cleanup: the process ends here and the kernel frees everything. */
-    _exit(ok ? 0 : EXIT_BADREQ);
+    (void)(write_all(fd, &a, sizeof(a)) && write_all(fd, reason, rlen) &&
+           write_all(fd, text, a.text_len));
+    free(text);
+    free(reason);
+    ev_pdf_free(pdf);
+    free(data);
+}
+
+static int recv_fd(int sock, bool *gone);
+
+/*
+ * A parse child: serves requests handed over on `ctl` one at a time, each
+ * under a fresh CPU budget, until the server closes ctl or the child retires
+ * (after CHILD_MAX_USES requests, or once its memory has grown), so no
+ * child carries state from many files and none grows without end.
+ */
+static void child_main(int ctl, int cpu_ms, int memory_mb)
+{
+    child_limit(memory_mb);
+    uint64_t rss0 = statm_bytes(1);
+    for (int uses = 1;; uses++) {
+        bool gone = false;
+        int fd = recv_fd(ctl, &gone);
+        if (fd < 0) {
+            if (gone)
+                _exit(0);
+            continue;
+        }
+        int64_t cpu0 = self_cpu_us();
+        arm_cpu(cpu_ms);
+        child_request(fd);
+        arm_cpu(0);
+        close(fd);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        uint64_t rss = statm_bytes(1);
+        done_msg_t d = {.magic = STATUS_MAGIC,
+                        .retiring = uses >= CHILD_MAX_USES ||
+                                    rss > rss0 + (uint64_t)memory_mb * 1024 * 1024 / 4,
+                        .cpu_us = self_cpu_us() - cpu0,
+                        .max_rss_kb = ru.ru_maxrss};
+        if (send(ctl, &d, sizeof(d), MSG_NOSIGNAL) != (ssize_t)sizeof(d) || d.retiring)
+            _exit(0);
+    }
 }
 
 /* ---- the server ------------------------------------------------------------------ */
 
 typedef struct kid {
     pid_t pid;
-    int pidfd, reqfd;
-    int64_t start_ms;
-    bool killed;
+    int pidfd, ctl;
+    int reqfd; /* the request being served, or -1 when idle */
+    int64_t start_ms, cpu0_us;
+    bool killed, retiring, dead;
 } kid_t;
 
 typedef struct server {
@@ -261,6 +333,8 @@ typedef struct server {
     int cpu_ms, memory_mb, timeout_ms;
     kid_t kids[MAX_CHILDREN];
     int n;
+    int queue[MAX_QUEUED]; /* requests waiting for a child, oldest first */
+    int nq;
 } server_t;
 
 static int pidfd_open_(pid_t pid)
@@ -268,9 +342,18 @@ static int pidfd_open_(pid_t pid)
     return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
-/* Receives one request descriptor; returns it, -1 for none, -2 when the
- * service has gone (the control socket closed). */
-static int recv_request(int ctrl)
+/* CPU time a process has used so far (its CPU-time clock), 0 when unknown. */
+static int64_t proc_cpu_us(pid_t pid)
+{
+    clockid_t cid;
+    struct timespec ts;
+    if (clock_getcpuclockid(pid, &cid) != 0 || clock_gettime(cid, &ts) != 0)
+        return 0;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Receives one descriptor; -1 with *gone when the peer has closed. */
+static int recv_fd(int sock, bool *gone)
 {
     char byte;
     struct iovec iov = {&byte, 1};
@@ -280,11 +363,10 @@ static int recv_request(int ctrl)
     } u;
     struct msghdr m = {
         .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
-    ssize_t r = recvmsg(ctrl, &m, MSG_CMSG_CLOEXEC);
-    if (r == 0)
-        return -2;
-    if (r < 0)
-        return errno == EINTR || errno == EAGAIN ? -1 : -2;
+    ssize_t r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+    *gone = r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN);
+    if (r <= 0)
+        return -1;
     struct cmsghdr *c = CMSG_FIRSTHDR(&m);
     if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
         return -1;
@@ -293,110 +375,198 @@ static int recv_request(int ctrl)
     return fd;
 }
 
-static void start_child(server_t *sv, int reqfd)
+static bool send_fd(int sock, int fd)
 {
-    if (sv->n == MAX_CHILDREN) {
-        close(reqfd); /* the worker sees no status and retries later */
-        return;
-    }
+    char byte = 'R';
+    struct iovec iov = {&byte, 1};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } u;
+    memset(&u, 0, sizeof(u));
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(fd));
+    return sendmsg(sock, &m, MSG_NOSIGNAL) == 1;
+}
+
+/* Forks a parse child; returns its slot or -1. The server has one thread,
+ * so the child may run anything. */
+static int spawn_kid(server_t *sv)
+{
+    int sp[2];
+    if (sv->n == MAX_CHILDREN || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+        return -1;
     pid_t pid = fork();
     if (pid == 0) {
         (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-        /* Keep only the request: a child holding another request's socket
-         * would delay that request's end of file. */
-        if (reqfd != 3) {
-            dup2(reqfd, 3);
-            reqfd = 3;
-        }
+        /* Keep only the control socket: a child holding another request's
+         * socket would delay that request's end of file. */
+        dup2(sp[1], 3);
         (void)syscall(SYS_close_range, 4, ~0U, 0);
         int null = open("/dev/null", O_RDWR);
         if (null >= 0)
             dup2(null, 2);
-        child_run(reqfd, sv->cpu_ms, sv->memory_mb);
+        child_main(3, sv->cpu_ms, sv->memory_mb);
     }
+    close(sp[1]);
     int pidfd = pid > 0 ? pidfd_open_(pid) : -1;
     if (pid < 0 || pidfd < 0) {
         if (pid > 0) {
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
         }
-        close(reqfd);
-        return;
+        close(sp[0]);
+        return -1;
     }
-    sv->kids[sv->n++] = (kid_t){pid, pidfd, reqfd, mono_ms(), false};
+    sv->kids[sv->n] = (kid_t){.pid = pid, .pidfd = pidfd, .ctl = sp[0], .reqfd = -1};
+    return sv->n++;
 }
 
-static void finish_child(server_t *sv, int i)
+/* Appends the status record to the request and closes it. */
+static void finish_request(kid_t *k, uint32_t signaled, int32_t code, int64_t cpu_us,
+                           int64_t max_rss_kb)
 {
-    kid_t *k = &sv->kids[i];
+    status_rec_t rec = {.magic = STATUS_MAGIC,
+                        .signaled = signaled,
+                        .code = code,
+                        .deadline_killed = k->killed,
+                        .cpu_us = cpu_us,
+                        .max_rss_kb = max_rss_kb,
+                        .wall_ms = mono_ms() - k->start_ms};
+    /* Never block the server: the worker reads until end of file, so the
+     * record fits; if the worker has gone, it is simply lost. */
+    (void)send(k->reqfd, &rec, sizeof(rec), MSG_DONTWAIT | MSG_NOSIGNAL);
+    close(k->reqfd);
+    k->reqfd = -1;
+    k->killed = false;
+}
+
+/* Hands a request to an idle child (forking one if needed); false: none free. */
+static bool dispatch(server_t *sv, int reqfd)
+{
+    int slot = -1;
+    for (int i = 0; i < sv->n && slot < 0; i++)
+        if (sv->kids[i].reqfd < 0 && !sv->kids[i].retiring && !sv->kids[i].dead)
+            slot = i;
+    if (slot < 0 && (slot = spawn_kid(sv)) < 0)
+        return false;
+    kid_t *k = &sv->kids[slot];
+    k->reqfd = reqfd;
+    k->start_ms = mono_ms();
+    k->cpu0_us = proc_cpu_us(k->pid);
+    k->killed = false;
+    if (!send_fd(k->ctl, reqfd)) {
+        kill(k->pid, SIGKILL); /* its end is reported like any death */
+        k->killed = false;
+    }
+    return true;
+}
+
+/* A child's done message: the request it served is finished. */
+static void on_done(kid_t *k)
+{
+    done_msg_t d;
+    ssize_t r = recv(k->ctl, &d, sizeof(d), MSG_DONTWAIT);
+    if (r != (ssize_t)sizeof(d) || d.magic != STATUS_MAGIC || k->reqfd < 0)
+        return;
+    finish_request(k, 0, 0, d.cpu_us, d.max_rss_kb);
+    k->retiring = d.retiring != 0;
+}
+
+/* A child ended: reap it; a request it was serving gets the kernel's account. */
+static void on_exit_(kid_t *k)
+{
     int st = 0;
     struct rusage ru;
     memset(&ru, 0, sizeof(ru));
     while (wait4(k->pid, &st, 0, &ru) < 0 && errno == EINTR)
         ;
-    status_rec_t rec = {
-        .magic = STATUS_MAGIC,
-        .signaled = WIFSIGNALED(st) ? 1 : 0,
-        .code = WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st),
-        .deadline_killed = k->killed,
-        .cpu_us = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec +
-                  (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec,
-        .max_rss_kb = ru.ru_maxrss,
-        .wall_ms = mono_ms() - k->start_ms,
-    };
-    /* Never block the server: the worker reads until end of file, so the
-     * record fits; if the worker has gone, it is simply lost. */
-    (void)send(k->reqfd, &rec, sizeof(rec), MSG_DONTWAIT | MSG_NOSIGNAL);
-    close(k->reqfd);
+    if (k->reqfd >= 0) {
+        int64_t cpu = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec +
+                      (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
+        finish_request(k, WIFSIGNALED(st) ? 1 : 0, WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st),
+                       cpu > k->cpu0_us ? cpu - k->cpu0_us : cpu, ru.ru_maxrss);
+    }
+    close(k->ctl);
     close(k->pidfd);
-    sv->kids[i] = sv->kids[--sv->n];
+    k->dead = true;
+}
+
+static void compact(server_t *sv)
+{
+    int j = 0;
+    for (int i = 0; i < sv->n; i++)
+        if (!sv->kids[i].dead)
+            sv->kids[j++] = sv->kids[i];
+    sv->n = j;
 }
 
 static void kill_all(server_t *sv)
 {
     for (int i = 0; i < sv->n; i++) {
         kill(sv->kids[i].pid, SIGKILL);
-        waitpid(sv->kids[i].pid, NULL, 0);
-        close(sv->kids[i].reqfd);
-        close(sv->kids[i].pidfd);
+        on_exit_(&sv->kids[i]);
     }
     sv->n = 0;
+    for (int i = 0; i < sv->nq; i++)
+        close(sv->queue[i]);
+    sv->nq = 0;
 }
 
 /* One turn of the loop; returns false once the service has gone. */
 static bool serve_once(server_t *sv)
 {
-    struct pollfd pfd[1 + MAX_CHILDREN];
+    struct pollfd pfd[1 + 2 * MAX_CHILDREN];
     int64_t now = mono_ms(), wait = -1;
+    int n = sv->n;
     pfd[0] = (struct pollfd){.fd = sv->ctrl, .events = POLLIN};
-    for (int i = 0; i < sv->n; i++) {
-        pfd[1 + i] = (struct pollfd){.fd = sv->kids[i].pidfd, .events = POLLIN};
-        if (!sv->kids[i].killed) {
-            int64_t left = sv->kids[i].start_ms + sv->timeout_ms - now;
+    for (int i = 0; i < n; i++) {
+        kid_t *k = &sv->kids[i];
+        pfd[1 + 2 * i] = (struct pollfd){.fd = k->ctl, .events = POLLIN};
+        pfd[2 + 2 * i] = (struct pollfd){.fd = k->pidfd, .events = POLLIN};
+        if (k->reqfd >= 0 && !k->killed) {
+            int64_t left = k->start_ms + sv->timeout_ms - now;
             left = left < 0 ? 0 : left;
             wait = wait < 0 || left < wait ? left : wait;
         }
     }
-    int n = sv->n;
-    if (poll(pfd, (nfds_t)(1 + n), (int)wait) < 0 && errno != EINTR)
+    if (poll(pfd, (nfds_t)(1 + 2 * n), (int)wait) < 0 && errno != EINTR)
         return false;
     now = mono_ms();
-    /* Children first, from the end, so removal does not skip one. */
-    for (int i = n - 1; i >= 0; i--) {
-        if (pfd[1 + i].revents & (POLLIN | POLLHUP | POLLERR)) {
-            finish_child(sv, i);
-        } else if (!sv->kids[i].killed && now - sv->kids[i].start_ms >= sv->timeout_ms) {
-            kill(sv->kids[i].pid, SIGKILL);
-            sv->kids[i].killed = true;
+    /* Done messages first: a child that reported and then retired has
+     * finished its request, its exit is no death. */
+    for (int i = 0; i < n; i++)
+        if (pfd[1 + 2 * i].revents & POLLIN)
+            on_done(&sv->kids[i]);
+    for (int i = 0; i < n; i++) {
+        kid_t *k = &sv->kids[i];
+        if (pfd[2 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR)) {
+            on_exit_(k);
+        } else if (k->reqfd >= 0 && !k->killed && now - k->start_ms >= sv->timeout_ms) {
+            kill(k->pid, SIGKILL);
+            k->killed = true;
         }
     }
+    compact(sv);
     if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-        int fd = recv_request(sv->ctrl);
-        if (fd == -2)
+        bool gone = false;
+        int fd = recv_fd(sv->ctrl, &gone);
+        if (gone)
             return false;
-        if (fd >= 0)
-            start_child(sv, fd);
+        if (fd >= 0) {
+            if (sv->nq < MAX_QUEUED)
+                sv->queue[sv->nq++] = fd;
+            else
+                close(fd); /* the worker sees no status and retries later */
+        }
     }
+    while (sv->nq > 0 && dispatch(sv, sv->queue[0]))
+        memmove(sv->queue, sv->queue + 1, (size_t)--sv->nq * sizeof(int));
     return true;
 }
 
@@ -426,7 +596,6 @@ int ev_sandbox_server_main(int argc, char **argv)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPROF, SIG_DFL);
-    signal(SIGXCPU, SIG_DFL);
     signal(SIGPIPE, SIG_IGN);
     /* Children inherit poppler's global tables instead of building them. */
     (void)ev_pdf_global_init();
@@ -544,25 +713,10 @@ void ev_sandbox_free(ev_sandbox_t *sb)
 /* Hands `fd` to the server, restarting it once if it has died. */
 static int hand_over(ev_sandbox_t *sb, int fd)
 {
-    char byte = 'R';
-    struct iovec iov = {&byte, 1};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } u;
-    memset(&u, 0, sizeof(u));
-    struct msghdr m = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof(fd));
-
     int rc = EV_EIO;
     pthread_mutex_lock(&sb->lock);
     for (int attempt = 0; attempt < 2; attempt++) {
-        if (sb->ctrl_fd >= 0 && sendmsg(sb->ctrl_fd, &m, MSG_NOSIGNAL) == 1) {
+        if (sb->ctrl_fd >= 0 && send_fd(sb->ctrl_fd, fd)) {
             rc = 0;
             break;
         }
@@ -660,13 +814,16 @@ static int classify(ev_sandbox_t *sb, ev_sandbox_pdf_t *out, const status_rec_t 
                     const char *ans, size_t ans_len, char **reason)
 {
     const ev_sandbox_options_t *o = &sb->opts;
-    bool cpu_out = (st->signaled && (st->code == SIGPROF || st->code == SIGXCPU ||
-                                     (st->code == SIGKILL && !st->deadline_killed))) ||
+    bool abnormal = st->signaled || st->code != 0;
+    bool cpu_out = (st->signaled && (st->code == SIGPROF || st->code == SIGXCPU)) ||
                    (st->deadline_killed && st->cpu_us >= (int64_t)o->cpu_ms * 900);
+    /* Past the address-space limit parsers abort (EXIT_NOMEM from on_fatal,
+     * or a signal or an error exit after a peak near the budget); a SIGKILL
+     * we did not send comes from the kernel's out-of-memory killer. */
     bool mem_out =
-        !cpu_out && !st->deadline_killed &&
-        ((!st->signaled && st->code == EXIT_NOMEM) ||
-         (st->signaled && st->max_rss_kb >= (int64_t)(o->memory_mb * 1024 * MEMORY_SHARE)));
+        abnormal && !cpu_out && !st->deadline_killed &&
+        ((!st->signaled && st->code == EXIT_NOMEM) || (st->signaled && st->code == SIGKILL) ||
+         st->max_rss_kb >= (int64_t)(o->memory_mb * 1024 * MEMORY_SHARE));
     out->usage.limit_killed = cpu_out || mem_out || st->deadline_killed;
     if (cpu_out) {
         set_reason(reason, ev_asprintf("PDF needs more than %g s of processing; it may be "
@@ -692,8 +849,14 @@ static int classify(ev_sandbox_t *sb, ev_sandbox_pdf_t *out, const status_rec_t 
                                        signal_name(st->code)));
         return EV_EPARSE;
     }
+    if (st->code != 0) {
+        set_reason(reason, ev_asprintf("PDF could not be processed: the parser failed (exit "
+                                       "status %d); the file is malformed",
+                                       st->code));
+        return EV_EPARSE;
+    }
     ans_hdr_t a;
-    if (st->code != 0 || ans_len < sizeof(a))
+    if (ans_len < sizeof(a))
         goto bad;
     memcpy(&a, ans, sizeof(a));
     if (a.magic != ANS_MAGIC || a.reason_len > REASON_CAP ||

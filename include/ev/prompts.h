@@ -3,21 +3,26 @@
  *
  * EV_PROMPT_VERSION is part of the verdict cache key: bump it whenever a
  * prompt's wording changes so old verdicts are not reused for new questions.
- * Submission text is untrusted: it is quoted between markers and the model is
- * told to judge it, never to follow instructions inside it. Every system
- * prompt names JSON (Groq's json_object mode requires the word). Pure
- * functions; any thread.
+ * Submission text is untrusted: it is framed as one line of JSON between
+ * BEGIN/END lines carrying a random per-request token, so no text can close
+ * the frame, and the model is told to judge it, never to follow instructions
+ * inside it. Every system prompt names JSON (Groq's json_object mode requires
+ * the word). No shared state; any thread.
  */
 #ifndef EV_PROMPTS_H
 #define EV_PROMPTS_H
 
+#include <json-c/json.h>
 #include <stdbool.h>
 #include <stddef.h>
 
-#define EV_PROMPT_VERSION 1
+#define EV_PROMPT_VERSION 2
 
 /* Bounds on untrusted text copied into a prompt (characters, UTF-8 safe). */
+#define EV_PROMPT_TITLE_MAX 500
 #define EV_PROMPT_DESCRIPTION_MAX 4000
+/* Hex digits of the frame's random token. */
+#define EV_PROMPT_TOKEN_LEN 16
 #define EV_PROMPT_THEME_PDF_EXCERPT_MAX 6000
 #define EV_PROMPT_PDF_TEXT_MAX 12000
 
@@ -47,6 +52,16 @@ const char *ev_prompt_system(ev_check_t check);
 
 /* The user text for a check; newly allocated, caller frees. */
 char *ev_prompt_user(ev_check_t check, const ev_prompt_input_t *in);
+
+/*
+ * "<head>\n<<<BEGIN SUBMISSION T\n<one-line JSON of submission>\nEND
+ * SUBMISSION T>>>\n<tail>", T a fresh random token of EV_PROMPT_TOKEN_LEN hex
+ * digits found nowhere in head or the JSON line. The JSON line contains no
+ * line break (U+2028/U+2029 are escaped too). Borrows submission (the caller
+ * still puts it); newly allocated result, caller frees. Exposed for the
+ * fuzz target.
+ */
+char *ev_prompt_frame(const char *head, json_object *submission, const char *tail);
 
 /* Copies at most max bytes of s without splitting a UTF-8 sequence;
  * newly allocated. NULL s gives "". */

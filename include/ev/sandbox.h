@@ -7,14 +7,15 @@
  * hands the bytes to a *parse server*: the same binary re-executed once in a
  * hidden mode (EV_SANDBOX_SERVER_ARG) with an empty environment, so it holds
  * no API key. The server is single-threaded, which makes fork() in it safe;
- * for each parse it forks one child that limits itself before it reads a
- * byte of the file (CPU time through ITIMER_PROF plus RLIMIT_CPU as a
- * backstop, address space through RLIMIT_AS, no core files), parses, writes
- * its answer and exits. The server kills a child that outlives the
- * wall-clock deadline, reaps every child (wait4, so CPU and peak memory
- * come from the kernel's accounting) and appends a status record of its own
- * after the child's answer. A child that runs out of a limit or crashes can
- * only lose its own file.
+ * it hands each parse to one of a few forked children, which limit
+ * themselves before they read a byte of any file (address space through
+ * RLIMIT_AS, no core files) and arm a fresh CPU budget for every file
+ * (ITIMER_PROF, ms precision). A child serves a bounded number of files and
+ * is then replaced, so the fork is paid rarely. The server kills a child
+ * that outlives the wall-clock deadline, reaps every child (wait4: CPU and
+ * peak memory from the kernel's accounting) and appends a status record of
+ * its own after the child's answer. A child that runs out of a limit or
+ * crashes takes only the file it was parsing with it.
  *
  * Threads: an ev_sandbox_t is shared by all worker threads; ev_sandbox_pdf()
  * may be called concurrently (each call has its own socket; a mutex guards

@@ -31,6 +31,7 @@ static const char *current_input = "";
 #include "../fuzz/fuzz_config.c"
 #include "../fuzz/fuzz_gemini.c"
 #include "../fuzz/fuzz_groq.c"
+#include "../fuzz/fuzz_prompt.c"
 #include "../fuzz/fuzz_retryhint.c"
 #include "../fuzz/fuzz_verdict.c"
 #include "runner.h"
@@ -144,11 +145,19 @@ static void test_config(void)
 {
     replay("config", fuzz_config);
 }
+static void test_prompt(void)
+{
+    replay("prompt", fuzz_prompt);
+}
 
 static const ev_test_t fuzz_regressions_tests[] = {
-    {"gemini response parser", test_gemini}, {"groq response parser", test_groq},
-    {"verdict extractor", test_verdict},     {"retry hints", test_retryhint},
-    {"config loader", test_config},          EV_TEST_END,
+    {"gemini response parser", test_gemini},
+    {"groq response parser", test_groq},
+    {"verdict extractor", test_verdict},
+    {"retry hints", test_retryhint},
+    {"config loader", test_config},
+    {"prompt framing", test_prompt},
+    EV_TEST_END,
 };
 
 static const ev_test_suite_t suites[] = {
