@@ -69,8 +69,8 @@
 #define STATUS_MAGIC 0x45565354u /* "EVST" */
 /* Longest reason a child may send; pdf.c's reasons are far shorter. */
 #define REASON_CAP 1024
-/* The largest file a request may carry (PDF_MAX_BYTES is at most 15 MB). */
-#define REQUEST_CAP ((uint64_t)64 * 1024 * 1024)
+/* The largest file a request may carry (PDF_MAX_BYTES is at most 75 MB). */
+#define REQUEST_CAP ((uint64_t)80 * 1000 * 1000)
 /* Children one server runs at once, and requests that may wait for one. */
 #define MAX_CHILDREN 64
 #define MAX_QUEUED 1024
