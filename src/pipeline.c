@@ -52,7 +52,7 @@ struct ev_pipeline {
     ev_router_t *router;    /* thread-safe */
     ev_files_options_t files_opts;
     struct ev_spend *spend; /* thread-safe; may be NULL; set before the workers start */
-    ev_sandbox_t *sandbox; /* thread-safe: PDFs are parsed in its children */
+    ev_sandbox_t *sandbox;  /* thread-safe: PDFs are parsed in its children */
 };
 
 struct ev_pipeline_worker {
