@@ -12,6 +12,7 @@
 #include "ev/router.h"
 
 #include "ev/adaptive.h"
+#include "ev/availability.h"
 #include "ev/backoff.h"
 #include "ev/breaker.h"
 #include "ev/error.h"
@@ -54,8 +55,13 @@ struct ev_router {
     struct ev_stats *stats;  /* thread-safe, may be NULL */
     struct ev_spend *spend;  /* thread-safe, may be NULL; set before use */
     ev_backoff_options_t backoff;
+    ev_availability_t *models; /* thread-safe: the models set aside */
     provider_t p[EV_PROVIDER_COUNT];
 };
+
+static bool has_model(ev_router_t *r, const provider_t *p);
+static void on_model_set_aside(void *ctx, ev_provider_id_t id, const char *model,
+                               ev_model_status_t status, const char *message);
 
 static bool configured(const provider_t *p)
 {
@@ -175,6 +181,8 @@ int ev_router_new(ev_router_t **out, const ev_config_t *cfg, struct ev_stats *st
     r->backoff.max_ms = cfg->retry_max_ms;
     if ((rc = ev_backoff_options_check(&r->backoff)) < 0)
         goto out;
+    ev_availability_new(&r->models);
+    ev_availability_on_change(r->models, on_model_set_aside, r);
     for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
         if ((rc = provider_init(r, &r->p[i], (ev_provider_id_t)i)) < 0)
             goto out;
@@ -194,6 +202,7 @@ void ev_router_free(ev_router_t *r)
         return;
     for (int i = 0; i < EV_PROVIDER_COUNT; i++)
         provider_fini(r, &r->p[i]);
+    ev_availability_free(r->models);
     free(r);
 }
 
@@ -205,7 +214,7 @@ void ev_router_set_spend(ev_router_t *r, struct ev_spend *spend)
 bool ev_router_usable(ev_router_t *r, ev_provider_id_t id)
 {
     provider_t *p = &r->p[id];
-    return configured(p) && !atomic_load(&p->disabled);
+    return configured(p) && !atomic_load(&p->disabled) && has_model(r, p);
 }
 
 bool ev_router_any_usable(ev_router_t *r)
@@ -216,12 +225,90 @@ bool ev_router_any_usable(ev_router_t *r)
     return false;
 }
 
+/* The first model of `list` not set aside, or "". */
+static const char *first_available(ev_router_t *r, ev_provider_id_t id, char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ev_availability_is_available(r->models, id, list[i]))
+            return list[i];
+    return "";
+}
+
 const char *ev_router_model(ev_router_t *r, ev_provider_id_t id, const ev_llm_request_t *req)
 {
     provider_t *p = &r->p[id];
     size_t n = 0;
     char *const *models = configured(p) ? ev_provider_models_for(p->ops, p->cfg, req, &n) : NULL;
-    return n > 0 ? models[0] : "";
+    return first_available(r, id, models, n);
+}
+
+/* Whether any configured model of the provider is still available. */
+static bool has_model(ev_router_t *r, const provider_t *p)
+{
+    return first_available(r, p->id, p->cfg->models, p->cfg->n_models)[0] ||
+           first_available(r, p->id, p->cfg->vision_models, p->cfg->n_vision_models)[0];
+}
+
+/* The list `model` belongs to, and its first still available model. */
+static const char *next_model(ev_router_t *r, const provider_t *p, const char *model, bool *vision)
+{
+    const ev_provider_config_t *c = p->cfg;
+    *vision = false;
+    for (size_t i = 0; i < c->n_models; i++)
+        if (strcmp(c->models[i], model) == 0)
+            return first_available(r, p->id, c->models, c->n_models);
+    *vision = true;
+    return first_available(r, p->id, c->vision_models, c->n_vision_models);
+}
+
+/*
+ * A model was set aside (by this process or, through a coordinator, by
+ * another): one line with the provider's words and what is used instead,
+ * the count in stats, and when the provider has no model left at all, the
+ * same end as an invalid key.
+ */
+static void on_model_set_aside(void *ctx, ev_provider_id_t id, const char *model,
+                               ev_model_status_t status, const char *message)
+{
+    ev_router_t *r = ctx;
+    provider_t *p = &r->p[id];
+    if (!configured(p))
+        return;
+    bool vision = false;
+    const char *next = next_model(r, p, model, &vision);
+    const char *env = p->ops->env;
+    if (next[0])
+        ev_log(EV_LOG_WARN,
+               "%s model %s is %s (%s): set aside for the life of this process; using %s",
+               p->ops->name, model,
+               status == EV_MODEL_UNUSABLE ? "unusable with this configuration"
+                                           : ev_model_status_name(status),
+               message, next);
+    else
+        ev_log(EV_LOG_ERROR,
+               "%s model %s is %s (%s): set aside for the life of this process; no model of "
+               "%s_%sMODELS is left",
+               p->ops->name, model,
+               status == EV_MODEL_UNUSABLE ? "unusable with this configuration"
+                                           : ev_model_status_name(status),
+               message, env, vision ? "VISION_" : "");
+    if (r->stats)
+        ev_stats_set_provider_models_unavailable(r->stats, id,
+                                                 (int)ev_availability_count(r->models, id));
+    if (!has_model(r, p)) {
+        ev_log(EV_LOG_ERROR,
+               "%s disabled for the life of this process: none of its configured models is "
+               "usable; check %s_MODELS%s",
+               p->ops->name, env,
+               (p->ops->caps & EV_PROVIDER_CAP_VISION_MODELS) ? " and the vision models" : "");
+        if (r->stats)
+            ev_stats_set_provider_disabled(r->stats, id, true);
+    }
+}
+
+ev_availability_t *ev_router_availability(ev_router_t *r)
+{
+    return r->models;
 }
 
 /* ---- the call path ---- */
@@ -392,6 +479,17 @@ static bool learn(ev_router_t *r, provider_t *p, const ev_llm_result_t *res, int
 
 typedef enum { NEXT_RETURN, NEXT_RETRY, NEXT_FALLBACK } next_t;
 
+/* Records what the provider said about `model`; the subscriber logs it. */
+static void set_aside(ev_router_t *r, provider_t *p, const char *model, const ev_llm_result_t *res)
+{
+    char msg[EV_LLM_ERROR_MAX + 64];
+    if (res->config_hint)
+        snprintf(msg, sizeof(msg), "%s; check %s", res->error, res->config_hint);
+    else
+        snprintf(msg, sizeof(msg), "%s", res->error);
+    ev_availability_mark(r->models, p->id, model, res->model_status, msg);
+}
+
 /* One provider's attempts for a check. Returns 0 with a verdict, or a
  * negative code (EV_EBUDGET / EV_ESHUTDOWN end the whole call; anything else
  * means "try the next provider"). */
@@ -408,6 +506,13 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
     for (;;) {
         if (stop && atomic_load(stop))
             return EV_ESHUTDOWN;
+        /* Chosen per attempt: a model set aside meanwhile is skipped. */
+        const char *model = ev_router_model(r, p->id, req);
+        if (!model[0]) {
+            snprintf(out->error, sizeof(out->error), "%s has no usable model for this check",
+                     pname);
+            return EV_EUNAVAIL;
+        }
         if (ev_budget_remaining(budget) <= 0) {
             ev_budget_take(budget); /* counts the refusal */
             snprintf(out->error, sizeof(out->error), "call budget of %d exhausted",
@@ -460,8 +565,7 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
             return EV_ESHUTDOWN;
         }
         ev_llm_result_t res;
-        rc = ev_provider_call(p->ops, p->cfg, &p->opts, http, ev_router_model(r, p->id, req), req,
-                              &res, stop);
+        rc = ev_provider_call(p->ops, p->cfg, &p->opts, http, model, req, &res, stop);
         ev_semaphore_release(p->sem);
 
         /* Judge the answer itself before recording: a 200 whose text is not
@@ -552,8 +656,14 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
                 cool_down(r, p, &res);
             break;
         case EV_LLM_FATAL_CONFIG:
-        case EV_LLM_MODEL_UNAVAILABLE:
             disable_provider(r, p, &res);
+            break;
+        case EV_LLM_MODEL_UNAVAILABLE:
+            /* The model, not this submission: its call is given back and the
+             * next model is asked at once, without a retry or a wait. */
+            set_aside(r, p, model, &res);
+            ev_budget_give_back(budget);
+            next = NEXT_RETRY;
             break;
         case EV_LLM_BAD_REQUEST:
         default:
@@ -572,9 +682,12 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
                   next == NEXT_RETRY ? "provider call failed, retrying" : "provider call failed",
                   "provider_call", pname, "outcome", ev_llm_outcome_name(res.outcome), "error",
                   out->error, NULL);
+        bool new_model = res.outcome == EV_LLM_MODEL_UNAVAILABLE;
         ev_llm_result_free(&res);
         if (next == NEXT_FALLBACK)
             return EV_EUNAVAIL;
+        if (new_model)
+            continue;
         if (r->stats)
             ev_stats_record_retry(r->stats, p->id);
         if (ev_backoff_sleep(r->clock, delay_ms, stop) < 0)

@@ -84,6 +84,7 @@ typedef struct provider_stats {
     _Atomic int max_concurrent;
     _Atomic double rpm_limit;
     _Atomic bool configured, disabled, quota_cooldown;
+    _Atomic int models_unavailable;
     histogram_t latency;
     /* Guarded by ev_stats.probe_lock. */
     ev_stats_probe_fn probe;
@@ -181,6 +182,11 @@ void ev_stats_set_provider_limits(ev_stats_t *s, ev_provider_id_t p, int max_con
 void ev_stats_set_provider_disabled(ev_stats_t *s, ev_provider_id_t p, bool disabled)
 {
     atomic_store_explicit(&prov(s, p)->disabled, disabled, RLX);
+}
+
+void ev_stats_set_provider_models_unavailable(ev_stats_t *s, ev_provider_id_t p, int n)
+{
+    atomic_store_explicit(&prov(s, p)->models_unavailable, n, RLX);
 }
 
 void ev_stats_set_provider_quota_cooldown(ev_stats_t *s, ev_provider_id_t p, bool cooling_down)
@@ -416,6 +422,7 @@ typedef struct provider_view {
     uint64_t calls, successes, errors, rate_limited, retries, fallbacks_from;
     uint64_t tokens_in, tokens_out;
     bool configured, disabled, quota_cooldown;
+    int models_unavailable;
     histogram_snap_t latency;
     double p50, p95, p99;
 } provider_view_t;
@@ -438,6 +445,7 @@ static void provider_read(ev_stats_t *s, ev_provider_id_t p, provider_view_t *v)
     v->configured = atomic_load_explicit(&ps->configured, RLX);
     v->disabled = atomic_load_explicit(&ps->disabled, RLX);
     v->quota_cooldown = atomic_load_explicit(&ps->quota_cooldown, RLX);
+    v->models_unavailable = atomic_load_explicit(&ps->models_unavailable, RLX);
     histogram_read(&ps->latency, &v->latency);
     v->p50 = snap_percentile(&v->latency, 0.50);
     v->p95 = snap_percentile(&v->latency, 0.95);
@@ -596,6 +604,7 @@ static json_object *provider_json(int *rc, const provider_view_t *v)
     put_bool(rc, o, "configured", v->configured);
     put_bool(rc, o, "disabled", v->disabled);
     put_bool(rc, o, "quota_cooldown", v->quota_cooldown);
+    put_i64(rc, o, "models_unavailable", v->models_unavailable);
     put_u64(rc, o, "fallbacks_from", v->fallbacks_from);
     json_object *outc = json_object_new_object();
     for (int i = 0; i < EV_STATS_OUTCOME_COUNT; i++)
@@ -772,7 +781,8 @@ typedef enum {
     G_ERROR_RATE,
     G_CONFIGURED,
     G_DISABLED,
-    G_QUOTA_COOLDOWN
+    G_QUOTA_COOLDOWN,
+    G_MODELS_UNAVAILABLE
 } gauge_kind_t;
 
 /* The per-provider gauge families. */
@@ -793,6 +803,9 @@ static const struct {
      G_DISABLED},
     {"provider_quota_cooldown", "1 while the provider cools down after its daily quota ran out.",
      G_QUOTA_COOLDOWN},
+    {"provider_models_unavailable",
+     "Configured models the provider called unknown, retired or unusable (set aside).",
+     G_MODELS_UNAVAILABLE},
 };
 
 static double gauge_value(const provider_view_t *v, gauge_kind_t kind)
@@ -818,6 +831,8 @@ static double gauge_value(const provider_view_t *v, gauge_kind_t kind)
         return v->disabled;
     case G_QUOTA_COOLDOWN:
         return v->quota_cooldown;
+    case G_MODELS_UNAVAILABLE:
+        return v->models_unavailable;
     }
     return 0.0;
 }

@@ -62,7 +62,13 @@ bool ev_router_usable(ev_router_t *r, ev_provider_id_t p);
 /* True while at least one provider is usable. */
 bool ev_router_any_usable(ev_router_t *r);
 
-/* The model a request to provider p would name (for records). */
+/* The models set aside so far (thread-safe): serve's preflight marks what it
+ * finds there, and a cluster coordinator may subscribe to it and replay
+ * other replicas' marks. Owned by the router. */
+struct ev_availability *ev_router_availability(ev_router_t *r);
+
+/* The model a request to provider p would name now: the first of its list
+ * not set aside, or "" when none is left. */
 const char *ev_router_model(ev_router_t *r, ev_provider_id_t p, const ev_llm_request_t *req);
 
 /* What one check's call path produced. */

@@ -93,6 +93,9 @@ void ev_stats_set_provider_limits(ev_stats_t *s, ev_provider_id_t p, int max_con
 void ev_stats_set_provider_disabled(ev_stats_t *s, ev_provider_id_t p, bool disabled);
 /* The provider is cooling down after its daily quota ran out. */
 void ev_stats_set_provider_quota_cooldown(ev_stats_t *s, ev_provider_id_t p, bool cooling_down);
+/* How many configured models of the provider were set aside (unknown,
+ * retired or unusable with this configuration). */
+void ev_stats_set_provider_models_unavailable(ev_stats_t *s, ev_provider_id_t p, int n);
 /* Adds delta (+1 when an HTTP request starts, -1 when it ends) to the
  * provider's in-flight gauge. Used unless a probe overrides it. */
 void ev_stats_provider_in_flight_add(ev_stats_t *s, ev_provider_id_t p, int delta);
@@ -171,7 +174,7 @@ int64_t ev_stats_per_minute(ev_stats_t *s);
  * queue{pending,processing,validated,rejected,needs_review,failed},
  * providers{gemini,groq}{breaker,error_rate,in_flight,max_concurrent,
  * rpm_limit,rpm_ceiling,tpm_limit,tpm_used,calls,successes,errors,rate_limited,retries,latency_ms{p50,p95,
- * p99},tokens_in,tokens_out, plus configured,disabled,quota_cooldown,
+ * p99},tokens_in,tokens_out, plus configured,disabled,quota_cooldown,models_unavailable,
  * outcomes{...}}, fallbacks, budget{limit,exhausted,calls_per_submission_avg},
  * submissions{processed,per_minute, plus by_status{...}}, checks{...}.
  * queue may be NULL when the counts are unknown: its six keys are then JSON

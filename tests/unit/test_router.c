@@ -21,6 +21,7 @@
 #include "ev/config.h"
 #include "ev/error.h"
 #include "ev/http.h"
+#include "ev/availability.h"
 #include "ev/providers.h"
 #include "ev/router.h"
 #include "ev/stats.h"
@@ -564,6 +565,80 @@ static void test_provider_order_and_openai_compat(void)
     rt_stop(&t);
 }
 
+/* A model the provider no longer knows costs one failed call for the whole
+ * process and never the submission's call budget: the next model answers at
+ * once, and later calls go straight to it. */
+static void test_retired_model_set_aside_once(void)
+{
+    rt_t t;
+    const char *o[] = {"GEMINI_MODELS", "gemini-2.5-flash,gemini-3.5-flash-lite", "GROQ_API_KEY",
+                       NULL, NULL};
+    rt_start(&t, 0, o);
+    sim_set("gemini", "{\"retired_models\": \"gemini-2.5-flash\"}");
+    ev_router_result_t res;
+    CU_ASSERT_EQUAL(judge(&t, &res), 0);
+    CU_ASSERT_EQUAL(res.provider, EV_PROVIDER_GEMINI);
+    CU_ASSERT_STRING_EQUAL(res.model, "gemini-3.5-flash-lite");
+    CU_ASSERT_EQUAL(res.http_attempts, 2);
+    /* The failed call was given back: one call of the budget spent. */
+    CU_ASSERT_EQUAL(ev_budget_remaining(t.budget), t.cfg->max_api_calls_per_submission - 1);
+    CU_ASSERT_EQUAL(provider_i64(&t, "gemini", "models_unavailable"), 1);
+    CU_ASSERT_FALSE(ev_availability_is_available(ev_router_availability(t.r), EV_PROVIDER_GEMINI,
+                                                 "gemini-2.5-flash"));
+    for (int i = 0; i < 3; i++) {
+        CU_ASSERT_EQUAL(judge(&t, &res), 0);
+        CU_ASSERT_EQUAL(res.http_attempts, 1);
+    }
+    CU_ASSERT_EQUAL(requests("gemini"), 5);
+    CU_ASSERT_TRUE(ev_router_usable(t.r, EV_PROVIDER_GEMINI));
+
+    /* Retired mid-run, the last one too: the provider is done, like a bad key. */
+    sim_set("gemini", "{\"retired_models\": \"gemini-2.5-flash,gemini-3.5-flash-lite\"}");
+    CU_ASSERT_EQUAL(judge(&t, &res), EV_EUNAVAIL);
+    CU_ASSERT_FALSE(ev_router_usable(t.r, EV_PROVIDER_GEMINI));
+    CU_ASSERT_FALSE(ev_router_any_usable(t.r));
+    CU_ASSERT_TRUE(provider_bool(&t, "gemini", "disabled"));
+    CU_ASSERT_EQUAL(provider_i64(&t, "gemini", "models_unavailable"), 2);
+    CU_ASSERT_EQUAL(judge(&t, &res), EV_EUNAVAIL);
+    CU_ASSERT_EQUAL(res.http_attempts, 0);
+    CU_ASSERT_EQUAL(requests("gemini"), 6);
+    rt_stop(&t);
+}
+
+/* A thinking budget a model refuses sets that model aside (it would refuse
+ * every call) and the next model of the list answers; Groq's decommissioned
+ * models likewise. */
+static void test_unusable_and_decommissioned_models(void)
+{
+    rt_t t;
+    const char *o[] = {"GEMINI_MODELS",
+                       "gemini-3.5-flash-lite,gemini-2.0-flash",
+                       "GEMINI_THINKING_BUDGET",
+                       "0",
+                       "GROQ_MODELS",
+                       "llama-3.3-70b-versatile,openai/gpt-oss-20b",
+                       "PROVIDER_ORDER",
+                       "groq,gemini",
+                       NULL};
+    rt_start(&t, 0, o);
+    sim_set("groq", "{\"retired_models\": \"llama-3.3-70b-versatile\"}");
+    ev_router_result_t res;
+    CU_ASSERT_EQUAL(judge(&t, &res), 0);
+    CU_ASSERT_EQUAL(res.provider, EV_PROVIDER_GROQ);
+    CU_ASSERT_STRING_EQUAL(res.model, "openai/gpt-oss-20b");
+    CU_ASSERT_EQUAL(ev_availability_status(ev_router_availability(t.r), EV_PROVIDER_GROQ,
+                                           "llama-3.3-70b-versatile"),
+                    EV_MODEL_RETIRED);
+    sim_set("groq", "{\"fault\": \"overloaded\"}");
+    CU_ASSERT_EQUAL(judge(&t, &res), 0);
+    CU_ASSERT_EQUAL(res.provider, EV_PROVIDER_GEMINI);
+    CU_ASSERT_STRING_EQUAL(res.model, "gemini-2.0-flash");
+    CU_ASSERT_EQUAL(ev_availability_status(ev_router_availability(t.r), EV_PROVIDER_GEMINI,
+                                           "gemini-3.5-flash-lite"),
+                    EV_MODEL_UNUSABLE);
+    rt_stop(&t);
+}
+
 static const ev_test_t pacific_midnight_tests[] = {
     {"winter, summer and DST switch days", test_midnight_fixed_days},
     {"every 37 minutes of 2020-2030 agrees with tzdata", test_midnight_matches_tzdata},
@@ -582,6 +657,8 @@ static const ev_test_t call_path_tests[] = {
     {"groq's daily quota cools down until its announced reset",
      test_groq_daily_quota_until_its_reset},
     {"PROVIDER_ORDER and the OpenAI-compatible provider", test_provider_order_and_openai_compat},
+    {"a retired model costs one call per process", test_retired_model_set_aside_once},
+    {"unusable and decommissioned models", test_unusable_and_decommissioned_models},
     EV_TEST_END,
 };
 

@@ -980,7 +980,8 @@ void sim_gemini_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *
         reply_payload_too_large(p, out, s.max_body_bytes);
         goto out;
     }
-    if (!sim_list_has(s.models, model)) {
+    if (!sim_list_has(s.models, model) || sim_list_has(s.retired, model)) {
+        /* Gemini answers a shut-down model exactly like an unknown one. */
         snprintf(msg, sizeof(msg),
                  "models/%s is not found for API version v1beta, or is not "
                  "supported for generateContent. Call ListModels to see the list "
@@ -1065,4 +1066,40 @@ void sim_gemini_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *
     free(answer);
 out:
     json_object_put(req);
+}
+
+void sim_gemini_models(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *out)
+{
+    sim_settings_t s;
+    sim_provider_snapshot(p, &s);
+    char msg[SIM_REASON_MAX];
+    size_t pre = strlen(PATH_PREFIX);
+    const char *model = rq->path + pre;
+    if (strncmp(rq->path, PATH_PREFIX, pre) != 0 || !*model || strchr(model, ':')) {
+        snprintf(msg, sizeof(msg), "Method or path not found: GET /gemini%s", rq->path);
+        reply_error(out, 404, "NOT_FOUND", msg, NULL);
+        return;
+    }
+    if (!rq->goog_api_key || !rq->goog_api_key[0] ||
+        (s.key[0] && strcmp(rq->goog_api_key, s.key) != 0)) {
+        reply_bad_key(p, out);
+        return;
+    }
+    if (!sim_list_has(s.models, model) || sim_list_has(s.retired, model)) {
+        snprintf(msg, sizeof(msg), "models/%s is not found for API version v1beta.", model);
+        reply_error(out, 404, "NOT_FOUND", msg, NULL);
+        return;
+    }
+    json_object *o = json_object_new_object();
+    char name[200];
+    snprintf(name, sizeof(name), "models/%s", model);
+    json_object_object_add(o, "name", json_object_new_string(name));
+    json_object_object_add(o, "displayName", json_object_new_string(model));
+    json_object_object_add(o, "inputTokenLimit", json_object_new_int(1048576));
+    json_object_object_add(o, "outputTokenLimit", json_object_new_int(65536));
+    json_object *methods = json_object_new_array();
+    json_object_array_add(methods, json_object_new_string("generateContent"));
+    json_object_array_add(methods, json_object_new_string("countTokens"));
+    json_object_object_add(o, "supportedGenerationMethods", methods);
+    sim_reply_json(out, 200, o, true);
 }

@@ -364,6 +364,11 @@ static int check_request(vctx_t *v, json_object *req)
         !json_object_is_type(model, json_type_string))
         return fail(v, "'model' : property 'model' is missing");
     v->model = json_object_get_string(model);
+    if (sim_list_has(v->s->retired, v->model)) {
+        v->code = "model_decommissioned";
+        return fail(v, "The model `%s` has been decommissioned and is no longer supported.",
+                    v->model);
+    }
     if (!sim_list_has(v->s->models, v->model) && !sim_list_has(v->s->vision_models, v->model)) {
         v->status = 404;
         v->code = "model_not_found";
@@ -720,4 +725,47 @@ out:
     if (out->action != SIM_REPLY_CLOSE)
         add_ratelimit_headers(p, &s, out);
     json_object_put(req);
+}
+
+/* Adds every model of a comma-separated list but the retired ones. */
+static void add_models(json_object *data, const char *list, const char *retired)
+{
+    char buf[SIM_LIST_MAX];
+    snprintf(buf, sizeof(buf), "%s", list);
+    for (char *save = NULL, *m = strtok_r(buf, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
+        if (sim_list_has(retired, m))
+            continue;
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "id", json_object_new_string(m));
+        json_object_object_add(e, "object", json_object_new_string("model"));
+        json_object_object_add(e, "owned_by", json_object_new_string("sim"));
+        json_object_object_add(e, "active", json_object_new_boolean(true));
+        json_object_object_add(e, "context_window", json_object_new_int(131072));
+        json_object_array_add(data, e);
+    }
+}
+
+void sim_groq_models(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *out)
+{
+    sim_settings_t s;
+    sim_provider_snapshot(p, &s);
+    static const char bearer[] = "Bearer ";
+    if (strcmp(rq->path, "/openai/v1/models") != 0) {
+        reply_invalid(p, out, 404, "Unknown request URL: GET /groq. Please check the URL.",
+                      "unknown_url");
+        return;
+    }
+    const char *auth = rq->authorization;
+    if (!auth || strncmp(auth, bearer, sizeof(bearer) - 1) != 0 || !auth[sizeof(bearer) - 1] ||
+        (s.key[0] && strcmp(auth + sizeof(bearer) - 1, s.key) != 0)) {
+        reply_bad_key(p, out);
+        return;
+    }
+    json_object *o = json_object_new_object();
+    json_object *data = json_object_new_array();
+    add_models(data, s.models, s.retired);
+    add_models(data, s.vision_models, s.retired);
+    json_object_object_add(o, "object", json_object_new_string("list"));
+    json_object_object_add(o, "data", data);
+    sim_reply_json(out, 200, o, true);
 }

@@ -117,6 +117,7 @@ static const setting_t keys[] = {
     {"models", K_LIST, OFF(models), CAP(models), 0, 0, 3},
     {"vision_models", K_LIST, OFF(vision_models), CAP(vision_models), 0, 0, 2},
     {"thinking_only_models", K_LIST, OFF(thinking_only), CAP(thinking_only), 0, 0, 1},
+    {"retired_models", K_LIST, OFF(retired), CAP(retired), 0, 0, 3},
     {"rpm", K_INT, OFF(rpm), 0, 0, 1e7, 3},
     {"window_s", K_DOUBLE, OFF(window_s), 0, 0.05, 3600, 3},
     {"rpd", K_INT, OFF(rpd), 0, 0, 1e9, 3},
@@ -381,9 +382,10 @@ void sim_provider_reset(sim_provider_t *p, bool restore)
     pthread_mutex_unlock(&p->mu);
 
     _Atomic int64_t *counters[] = {
-        &p->requests,    &p->ok,           &p->verdict_valid, &p->verdict_invalid, &p->malformed,
-        &p->auth_failed, &p->rate_limited, &p->too_large,     &p->faults,          &p->hung,
-        &p->bytes_in,    &p->bytes_out,    &p->tokens_in,     &p->tokens_out};
+        &p->requests,  &p->ok,          &p->verdict_valid, &p->verdict_invalid,
+        &p->malformed, &p->auth_failed, &p->rate_limited,  &p->too_large,
+        &p->faults,    &p->hung,        &p->bytes_in,      &p->bytes_out,
+        &p->tokens_in, &p->tokens_out,  &p->model_checks};
     for (size_t i = 0; i < EV_ARRAY_LEN(counters); i++)
         atomic_store_explicit(counters[i], 0, RELAXED);
     for (int i = 0; i < SIM_FAULT_COUNT; i++)
@@ -541,6 +543,7 @@ json_object *sim_provider_stats(sim_provider_t *p)
 #define C(f)                                                                                       \
     json_object_object_add(o, #f, json_object_new_int64(atomic_load_explicit(&p->f, RELAXED)))
     C(requests);
+    C(model_checks);
     C(ok);
     C(verdict_valid);
     C(verdict_invalid);

@@ -208,6 +208,19 @@ static enum MHD_Result serve_api(sim_server_t *srv, struct MHD_Connection *c, co
     rq.too_big = r->too_big;
     rq.early = r->early;
 
+    if (strcmp(method, "GET") == 0) {
+        /* Model metadata: no quota, no fault, not a generation request. */
+        sim_reply_t meta = {0};
+        atomic_fetch_add_explicit(&p->model_checks, 1, memory_order_relaxed);
+        if (r->route == ROUTE_GEMINI)
+            sim_gemini_models(p, &rq, &meta);
+        else
+            sim_groq_models(p, &rq, &meta);
+        enum MHD_Result mret = send_reply(c, &meta);
+        sim_reply_free(&meta);
+        (void)srv;
+        return mret;
+    }
     atomic_fetch_add_explicit(&p->requests, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->bytes_in, (int64_t)r->total, memory_order_relaxed);
     sim_provider_enter(p);

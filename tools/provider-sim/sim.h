@@ -84,6 +84,8 @@ typedef struct sim_settings {
     char models[SIM_LIST_MAX];        /* comma-separated accepted models */
     char vision_models[SIM_LIST_MAX]; /* Groq: models that take images */
     char thinking_only[SIM_LIST_MAX]; /* Gemini: models refusing thinkingBudget 0 */
+    char retired[SIM_LIST_MAX];       /* models shut down: Gemini 404, Groq 400
+                                         model_decommissioned (settable mid-run) */
     int64_t rpm;                      /* requests per minute; 0 = unlimited */
     double window_s;                  /* sliding window; admits rpm*window_s/60 */
     int64_t rpd;                      /* requests per day (since reset); 0 = unlimited */
@@ -141,7 +143,7 @@ typedef struct sim_provider {
     /* Counters: relaxed atomics, read as snapshots. */
     _Atomic int64_t requests, ok, verdict_valid, verdict_invalid, malformed, auth_failed,
         rate_limited, too_large, faults, hung, in_flight, max_in_flight, bytes_in, bytes_out,
-        tokens_in, tokens_out;
+        tokens_in, tokens_out, model_checks;
     _Atomic int64_t fault_served[SIM_FAULT_COUNT];
 } sim_provider_t;
 
@@ -245,6 +247,12 @@ void sim_reply_free(sim_reply_t *r);
  * thread, without any lock held; may sleep for the configured latency. */
 void sim_gemini_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *out);
 void sim_groq_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *out);
+
+/* Model-metadata GETs (Gemini GET /v1beta/models/{model}, Groq GET
+ * /openai/v1/models): they spend no generation quota, so they are counted
+ * as model_checks, never as requests, and no fault applies to them. */
+void sim_gemini_models(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *out);
+void sim_groq_models(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *out);
 
 /* ------------------------------------------------------------- server */
 
