@@ -575,6 +575,41 @@ int ev_cli_token_revoke(const ev_config_t *cfg, int64_t id, char *err, size_t er
 }
 
 /* ------------------------------------------------------------------------
+ * webhooks list | retry
+ * ---------------------------------------------------------------------- */
+
+int ev_cli_webhooks_list(const ev_config_t *cfg, bool failed_only, char **text, char *err,
+                         size_t errlen)
+{
+    ev_db_t *db = NULL;
+    int rc = connect_db(&db, cfg, err, errlen);
+
+    *text = NULL;
+    if (rc == 0 && (rc = ev_webhook_list(db, failed_only, text)) != 0)
+        db_fail(db, rc, "listing the webhook deliveries", err, errlen);
+    ev_db_free(db);
+    return rc;
+}
+
+int ev_cli_webhooks_retry(const ev_config_t *cfg, int64_t id, char *err, size_t errlen)
+{
+    ev_db_t *db = NULL;
+    int rc = connect_db(&db, cfg, err, errlen);
+
+    if (rc == 0) {
+        rc = ev_webhook_retry(db, id);
+        if (rc == EV_ENOTFOUND)
+            ev_set_error(err, errlen,
+                         "webhook delivery %" PRId64 " does not exist or was already delivered",
+                         id);
+        else if (rc != 0)
+            db_fail(db, rc, "retrying the webhook delivery", err, errlen);
+    }
+    ev_db_free(db);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
  * serve
  * ---------------------------------------------------------------------- */
 

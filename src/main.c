@@ -50,6 +50,8 @@ static const char usage_text[] =
     "                          create an API token; prints it once (first line)\n"
     "  token list              list API tokens (never their secret part)\n"
     "  token revoke ID         revoke an API token\n"
+    "  webhooks list [--failed]  webhook deliveries, newest first\n"
+    "  webhooks retry ID       send a failed webhook delivery again\n"
     "  healthcheck [--ready]   exit 0 when the local stats server answers /livez\n"
     "                          (with --ready: /readyz), else 1; for container probes\n"
     "  requeue (--status S | --id N...) [--event E] [--dry-run]\n"
@@ -690,6 +692,46 @@ static int cmd_token(int argc, char **argv)
     return rc;
 }
 
+static int cmd_webhooks(int argc, char **argv)
+{
+    ev_config_t *cfg = NULL;
+    char err[1024] = "", *text = NULL;
+    bool failed = false;
+    int64_t id = 0;
+    int rc;
+
+    if (argc < 2)
+        return usage_error("'webhooks' needs a sub-command: list or retry");
+    if (strcmp(argv[1], "list") == 0) {
+        if (argc > 3 || (argc == 3 && strcmp(argv[2], "--failed") != 0))
+            return usage_error("webhooks list: the only option is --failed");
+        failed = argc == 3;
+    } else if (strcmp(argv[1], "retry") == 0) {
+        if (argc != 3 || !parse_int64(argv[2], 1, INT64_MAX, &id))
+            return usage_error("webhooks retry: needs one delivery id");
+    } else {
+        return usage_error("unknown webhooks sub-command '%s'", argv[1]);
+    }
+    if ((rc = load_config(&cfg)) != 0)
+        return rc;
+    if (id == 0)
+        rc = ev_cli_webhooks_list(cfg, failed, &text, err, sizeof(err));
+    else
+        rc = ev_cli_webhooks_retry(cfg, id, err, sizeof(err));
+    if (rc != 0) {
+        rc = fail(err);
+    } else {
+        if (text)
+            fputs(text, stdout);
+        else
+            printf("webhook delivery %" PRId64 " will be sent again\n", id);
+        rc = 0;
+    }
+    free(text);
+    ev_config_free(cfg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd;
@@ -722,6 +764,8 @@ int main(int argc, char **argv)
         return cmd_show(argc - 1, argv + 1);
     if (strcmp(cmd, "token") == 0)
         return cmd_token(argc - 1, argv + 1);
+    if (strcmp(cmd, "webhooks") == 0)
+        return cmd_webhooks(argc - 1, argv + 1);
     if (strcmp(cmd, "healthcheck") == 0)
         return cmd_healthcheck(argc - 1, argv + 1);
     if (strcmp(cmd, "requeue") == 0)

@@ -652,6 +652,16 @@ int ev_stats_snapshot_json(json_object **out, ev_stats_t *s, const ev_queue_coun
     }
     put(&rc, root, "queue", q);
 
+    json_object *hooks = json_object_new_object();
+    if (queue) {
+        put_i64(&rc, hooks, "pending", queue->webhooks_pending);
+        put_i64(&rc, hooks, "failed", queue->webhooks_failed);
+    } else {
+        put_null(&rc, hooks, "pending");
+        put_null(&rc, hooks, "failed");
+    }
+    put(&rc, root, "webhooks", hooks);
+
     json_object *providers = json_object_new_object();
     for (int p = 0; p < EV_PROVIDER_COUNT; p++)
         put(&rc, providers, ev_provider_name((ev_provider_id_t)p), provider_json(&rc, &pv[p]));
@@ -867,6 +877,15 @@ int ev_stats_render_prometheus(ev_stats_t *s, const ev_queue_counts_t *queue, ev
         for (size_t i = 0; i < EV_ARRAY_LEN(keys); i++)
             ev_stats_buf_printf(b, PFX "queue_submissions{status=\"%s\"} %" PRId64 "\n", keys[i],
                                 vals[i]);
+    }
+
+    family(b, "webhook_deliveries", "gauge",
+           "Webhook deliveries waiting (pending) or given up (failed), all replicas.");
+    if (queue) {
+        ev_stats_buf_printf(b, PFX "webhook_deliveries{status=\"pending\"} %" PRId64 "\n",
+                            queue->webhooks_pending);
+        ev_stats_buf_printf(b, PFX "webhook_deliveries{status=\"failed\"} %" PRId64 "\n",
+                            queue->webhooks_failed);
     }
 
     for (size_t f = 0; f < EV_ARRAY_LEN(provider_counters); f++) {

@@ -29,6 +29,7 @@
 #include "ev/spend.h"
 #include "ev/threads.h"
 #include "ev/util.h"
+#include "ev/webhook.h"
 
 #include <json-c/json.h>
 #include <libpq-fe.h>
@@ -141,6 +142,8 @@ static int refresh_once(ev_stats_server_t *srv, ev_db_t **db, ev_queue_counts_t 
     }
     atomic_fetch_add(&srv->db_queries, 1);
     rc = ev_queue_counts(*db, counts);
+    if (rc == 0)
+        rc = ev_webhook_counts(*db, &counts->webhooks_pending, &counts->webhooks_failed);
 out:
     if (rc == EV_EDBCONN && *db) {
         ev_db_free(*db);

@@ -91,6 +91,13 @@ int ev_cli_token_list(const ev_config_t *cfg, char **text, char *err, size_t err
 /* `token revoke ID`: EV_ENOTFOUND when no such token. */
 int ev_cli_token_revoke(const ev_config_t *cfg, int64_t id, char *err, size_t errlen);
 
+/* `webhooks list [--failed]`: *text receives the table (caller frees). */
+int ev_cli_webhooks_list(const ev_config_t *cfg, bool failed_only, char **text, char *err,
+                         size_t errlen);
+/* `webhooks retry ID`: sends a failed delivery again. EV_ENOTFOUND when no
+ * such delivery is failed or pending. */
+int ev_cli_webhooks_retry(const ev_config_t *cfg, int64_t id, char *err, size_t errlen);
+
 typedef struct ev_cli_serve_args {
     bool drain;   /* exit once nothing is outstanding */
     int grace_ms; /* in-flight time allowed after SIGTERM; < 0: pool default */

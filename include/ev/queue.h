@@ -36,6 +36,9 @@ typedef struct ev_job {
 
 typedef struct ev_queue_counts {
     int64_t pending, processing, validated, rejected, needs_review, failed, cancelled;
+    /* The webhook outbox (webhook.h): deliveries waiting and given up. Filled
+     * by the stats server's refresh, not by ev_queue_counts. */
+    int64_t webhooks_pending, webhooks_failed;
 } ev_queue_counts_t;
 
 /* Claims one runnable submission for `owner`. 0 with *job filled, EV_EEMPTY

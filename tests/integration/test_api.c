@@ -46,6 +46,7 @@ static simctl_t *sim; /* provider-sim */
 static char tmpdir[64], updir[96];
 static pid_t serve_pid = -1;
 static int serve_runs;
+static char serve_log[160];
 static char api[64]; /* http://127.0.0.1:PORT */
 static char *admin;  /* admin token */
 static int64_t event_id;
@@ -325,6 +326,26 @@ static bool error_code_is(const resp_t *r, const char *code)
 
 /* ---- serve. ---- */
 
+/* The port in the current serve log after `prefix` (waits for it), or -1. */
+static int log_port(const char *prefix)
+{
+    for (int64_t end = mono_ms() + BOUND_MS; mono_ms() < end; sleep_ms(20)) {
+        FILE *f = fopen(serve_log, "r");
+        char line[2048];
+        int port = -1;
+        while (f && fgets(line, sizeof(line), f)) {
+            const char *p = strstr(line, prefix);
+            if (p)
+                port = (int)strtol(p + strlen(prefix), NULL, 10);
+        }
+        if (f)
+            fclose(f);
+        if (port > 0)
+            return port;
+    }
+    return -1;
+}
+
 static int serve_start(void)
 {
     char log[160], env_s[32][200];
@@ -368,18 +389,11 @@ static int serve_start(void)
     if (rc != 0)
         return -1;
     /* The API port comes from the log line that announces it. */
+    snprintf(serve_log, sizeof(serve_log), "%s", log);
+    int port = log_port("API listening on 127.0.0.1:");
     api[0] = '\0';
-    for (int64_t end = mono_ms() + BOUND_MS; !api[0] && mono_ms() < end; sleep_ms(20)) {
-        FILE *f = fopen(log, "r");
-        char line[2048];
-        while (f && fgets(line, sizeof(line), f)) {
-            const char *p = strstr(line, "API listening on 127.0.0.1:");
-            if (p)
-                snprintf(api, sizeof(api), "http://127.0.0.1:%d", (int)strtol(p + 27, NULL, 10));
-        }
-        if (f)
-            fclose(f);
-    }
+    if (port > 0)
+        snprintf(api, sizeof(api), "http://127.0.0.1:%d", port);
     if (!api[0])
         fprintf(stderr, "serve did not announce its API port (see %s)\n", log);
     return api[0] ? 0 : -1;
@@ -797,6 +811,90 @@ static void test_kill9_between_verdict_and_delivery(void)
     free(h.body);
 }
 
+/* Runs `event-validator ARGS...` against the test database; its stdout goes
+ * to *out (caller frees). Returns the exit status, -1 when it did not run. */
+static int run_cli(char **out, const char *const *args)
+{
+    char bin[256], path[160], db[600];
+    char *argv[8];
+    int n = 0, status = -1;
+    snprintf(bin, sizeof(bin), "%s/event-validator", getenv("EV_BUILD_DIR"));
+    snprintf(path, sizeof(path), "%s/cli.out", tmpdir);
+    snprintf(db, sizeof(db), "DATABASE_URL=%s", url);
+    char *env[] = {db, NULL};
+    argv[n++] = bin;
+    for (int i = 0; args[i] && n < 7; i++)
+        argv[n++] = (char *)args[i];
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    pid_t pid;
+    int rc = posix_spawn(&pid, bin, &fa, NULL, argv, env);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0 || waitpid(pid, &status, 0) != pid)
+        return -1;
+    FILE *f = fopen(path, "r");
+    *out = calloc(1, 65536);
+    if (f) {
+        size_t got = fread(*out, 1, 65535, f);
+        (*out)[got] = '\0';
+        fclose(f);
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* A delivery that outlived WEBHOOK_MAX_AGE_S is failed; operators see it in
+ * `webhooks list --failed` and /stats and send it again with `webhooks
+ * retry`. */
+static void test_failed_delivery_retried_by_operator(void)
+{
+    resp_t r;
+    hook_t h;
+    char *out = NULL, stats[96], id_s[24];
+    rx_stop();
+    int64_t sid = upload(image_only, NULL, &r);
+    CU_ASSERT_TRUE_FATAL(sid > 0);
+    CU_ASSERT_TRUE(wait_failed_attempts(sid, 1));
+    char q[256];
+    snprintf(q, sizeof(q),
+             "UPDATE webhook_deliveries SET created_at = now() - interval '2 days'"
+             " WHERE submission_id = %" PRId64,
+             sid);
+    CU_ASSERT_EQUAL(ev_pgtest_exec(url, q), 0);
+    int64_t did = -1;
+    for (int64_t end = mono_ms() + BOUND_MS; did < 0 && mono_ms() < end; sleep_ms(50))
+        did = sql_i64("SELECT coalesce(max(id), -1) FROM webhook_deliveries WHERE submission_id = "
+                      "%" PRId64 " AND status = 'failed'",
+                      sid);
+    CU_ASSERT_TRUE_FATAL(did > 0);
+    snprintf(id_s, sizeof(id_s), "%" PRId64, did);
+
+    CU_ASSERT_EQUAL(run_cli(&out, (const char *const[]){"webhooks", "list", "--failed", NULL}), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "failed"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "connect"));
+    free(out);
+    snprintf(stats, sizeof(stats), "http://127.0.0.1:%d/stats",
+             log_port("stats server listening on 127.0.0.1:"));
+    bool seen = false;
+    for (int64_t end = mono_ms() + BOUND_MS; !seen && mono_ms() < end; sleep_ms(200)) {
+        snprintf(api, sizeof(api), "%.*s", (int)(strlen(stats) - 6), stats);
+        call(&r, "GET", "/stats", NULL, NULL, NULL, NULL);
+        seen = strstr(r.body, "\"webhooks\":{\"pending\":0,\"failed\":1}") != NULL;
+    }
+    CU_ASSERT_TRUE(seen);
+    snprintf(api, sizeof(api), "http://127.0.0.1:%d", log_port("API listening on 127.0.0.1:"));
+
+    CU_ASSERT_EQUAL_FATAL(rx_start(), 0);
+    CU_ASSERT_EQUAL(run_cli(&out, (const char *const[]){"webhooks", "retry", id_s, NULL}), 0);
+    free(out);
+    CU_ASSERT_TRUE(rx_wait(sid, &h));
+    verify_hook(&h, sid, "validated");
+    free(h.body);
+    CU_ASSERT_EQUAL(run_cli(&out, (const char *const[]){"webhooks", "retry", "999999", NULL}), 1);
+    free(out);
+}
+
 /* The example of the Standard Webhooks specification. */
 static void test_signature_known_answer(void)
 {
@@ -837,6 +935,7 @@ static const ev_test_t api_tests[] = {
     {"per-token rate limit", test_rate_limit},
     {"receiver down then up, across a restart", test_receiver_down_then_up},
     {"kill -9 between verdict and delivery", test_kill9_between_verdict_and_delivery},
+    {"failed delivery retried by an operator", test_failed_delivery_retried_by_operator},
     EV_TEST_END,
 };
 
