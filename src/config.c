@@ -105,6 +105,7 @@ static const var_t table[] = {
     {"GROQ_RATE_LIMIT_SAFETY_FACTOR", T_FACTOR, Q(safety_factor), "0.8", 0, 1},
     {"GROQ_TPM_LIMIT", T_INT, Q(tpm_limit), "0", 0, 100000000},
     {"ADAPTIVE_LIMITS", T_BOOL, F(adaptive_limits), "true", 0, 0},
+    {"CHECK_MODE", T_STRING, F(check_mode), "separate", 0, 0},
 
     /* Optional: any OpenAI-compatible endpoint (OpenAI, OpenRouter, vLLM,
      * Ollama); used when it has a key, so a base URL and models too. */
@@ -634,6 +635,11 @@ static int resolve_order(ev_config_t *c, char *err, size_t errlen)
 /* Rules that relate two variables; checked after every value parsed. */
 static int cross_check(const ev_config_t *c, char *err, size_t errlen)
 {
+    if (strcmp(c->check_mode, "separate") != 0 && strcmp(c->check_mode, "combined") != 0) {
+        ev_set_error(err, errlen, "CHECK_MODE: '%s' is not a mode (accepted: separate, combined)",
+                     c->check_mode);
+        return EV_ECONFIG;
+    }
     if (c->stagger_min_ms > c->stagger_max_ms) {
         ev_set_error(err, errlen, "STAGGER_MIN_MS (%d) is greater than STAGGER_MAX_MS (%d)",
                      c->stagger_min_ms, c->stagger_max_ms);

@@ -157,6 +157,25 @@ static json_object *verdict_schema(void)
     return schema;
 }
 
+/* The responseSchema of a request: one verdict, or an object holding one
+ * verdict per answer key. */
+static json_object *answer_schema(const ev_llm_request_t *req)
+{
+    if (!req->answer_keys || req->answer_key_count == 0)
+        return verdict_schema();
+    json_object *schema = json_object_new_object();
+    json_object *props = json_object_new_object();
+    json_object *required = json_object_new_array();
+    json_object_object_add(schema, "type", json_object_new_string("OBJECT"));
+    for (size_t i = 0; i < req->answer_key_count; i++) {
+        json_object_object_add(props, req->answer_keys[i], verdict_schema());
+        json_object_array_add(required, json_object_new_string(req->answer_keys[i]));
+    }
+    json_object_object_add(schema, "properties", props);
+    json_object_object_add(schema, "required", required);
+    return schema;
+}
+
 /* A json-c value serialised as plain JSON; the text belongs to `o` and stays
  * valid until `o` is released. NULL when json-c runs out of memory. */
 static const char *serialise(json_object *o, size_t *len)
@@ -270,7 +289,7 @@ int ev_gemini_build_body(char **out, size_t *out_len, const ev_llm_request_t *re
 
     gc = json_object_new_object();
     json_object_object_add(gc, "responseMimeType", json_object_new_string("application/json"));
-    json_object_object_add(gc, "responseSchema", verdict_schema());
+    json_object_object_add(gc, "responseSchema", answer_schema(req));
     json_object_object_add(gc, "temperature", json_object_new_int(0));
     json_object_object_add(gc, "maxOutputTokens",
                            json_object_new_int(req->max_output_tokens > 0

@@ -77,7 +77,8 @@ typedef struct check_result {
     bool from_earlier_attempt; /* passed in an earlier attempt: leave the row alone */
     char earlier_key[65];      /* cache key of an earlier pass, "" when none */
     bool cached;
-    double score; /* < 0: none */
+    bool combined; /* answered by a call that asked several checks at once */
+    double score;  /* < 0: none */
     char reason[REASON_MAX + 1];
     const char *provider; /* static string or NULL */
     char model[128];
@@ -280,22 +281,25 @@ static int write_result(ev_db_t *db, const ev_job_t *job, ev_check_t check, cons
         json_object_to_json_string_ext(calls, JSON_C_TO_STRING_PLAIN),
         job->lease_owner,
         attempt,
+        c->combined ? "true" : "false",
     };
     PGresult *r = NULL;
     int rc = ev_db_exec(
         db, &r,
         "INSERT INTO validation_results (submission_id, check_name, verdict, score, reason, "
         "provider, model, http_attempts, latency_ms, tokens_in, tokens_out, cache_key, cached, "
-        "calls) SELECT $1, $2, $3, $4::float8, $5, $6, $7, $8::int, $9::bigint, $10::bigint, "
-        "$11::bigint, $12, $13::boolean, $14::jsonb WHERE EXISTS (SELECT 1 FROM submissions "
+        "calls, combined) SELECT $1, $2, $3, $4::float8, $5, $6, $7, $8::int, $9::bigint, "
+        "$10::bigint, $11::bigint, $12, $13::boolean, $14::jsonb, $17::boolean WHERE EXISTS "
+        "(SELECT 1 FROM submissions "
         "WHERE id = $1 AND status = 'processing' AND lease_owner = $15 AND attempts = $16::int) "
         "ON CONFLICT (submission_id, check_name) DO UPDATE SET verdict = excluded.verdict, "
         "score = excluded.score, reason = excluded.reason, provider = excluded.provider, "
         "model = excluded.model, http_attempts = excluded.http_attempts, "
         "latency_ms = excluded.latency_ms, tokens_in = excluded.tokens_in, "
         "tokens_out = excluded.tokens_out, cache_key = excluded.cache_key, "
-        "cached = excluded.cached, calls = excluded.calls, created_at = now()",
-        16, params);
+        "cached = excluded.cached, calls = excluded.calls, combined = excluded.combined, "
+        "created_at = now()",
+        17, params);
     free(reason);
     json_object_put(calls);
     if (rc < 0)
@@ -541,6 +545,19 @@ static bool stopped(const atomic_bool *stop)
     return stop && atomic_load(stop);
 }
 
+/* Spreads the first call of submissions claimed together (once per
+ * submission). Returns 0 or EV_ESHUTDOWN. */
+static int stagger_once(ev_pipeline_t *p, bool *staggered, const atomic_bool *stop)
+{
+    if (*staggered)
+        return 0;
+    *staggered = true;
+    int64_t ms = ev_rand_range(p->cfg->stagger_min_ms, p->cfg->stagger_max_ms);
+    for (int64_t left = ms; left > 0 && !stopped(stop); left -= 50)
+        ev_clock_sleep_us(ev_clock_system(), EV_MIN(left, 50) * 1000);
+    return stopped(stop) ? EV_ESHUTDOWN : 0;
+}
+
 /* Runs one LLM check through the router (or the cache). Returns 0, or
  * EV_ESHUTDOWN / a database code. */
 static int llm_check(ev_pipeline_worker_t *w, ev_db_t *db, ev_check_t check, sub_t *s,
@@ -553,15 +570,8 @@ static int llm_check(ev_pipeline_worker_t *w, ev_db_t *db, ev_check_t check, sub
     if (rc < 0 || c->cached)
         return rc;
 
-    if (!*staggered) {
-        /* Spread the first call of submissions claimed together. */
-        *staggered = true;
-        int64_t ms = ev_rand_range(p->cfg->stagger_min_ms, p->cfg->stagger_max_ms);
-        for (int64_t left = ms; left > 0 && !stopped(stop); left -= 50)
-            ev_clock_sleep_us(ev_clock_system(), EV_MIN(left, 50) * 1000);
-        if (stopped(stop))
-            return EV_ESHUTDOWN;
-    }
+    if ((rc = stagger_once(p, staggered, stop)) < 0)
+        return rc;
 
     ev_prompt_input_t in = {
         .event_name = s->event_name,
@@ -629,6 +639,167 @@ static int llm_check(ev_pipeline_worker_t *w, ev_db_t *db, ev_check_t check, sub
     }
     set_reason(c, V_ERROR, "%s", res.error);
     return 0;
+}
+
+/* ---- several checks in one call (CHECK_MODE=combined) ---- */
+
+/* What a combined answer held: one verdict per check asked, where usable. */
+typedef struct combined_answer {
+    unsigned asked; /* EV_CHECK_BITs of the question */
+    unsigned got;   /* EV_CHECK_BITs whose part is a verdict */
+    ev_verdict_t v[EV_CHECK_COUNT];
+} combined_answer_t;
+
+/* ev_router_accept_fn for a combined call: {"theme": {...}, "pdf": {...},
+ * ...}. Each part is validated like a verdict of its own; the answer is
+ * accepted when at least one part is usable (a missing or malformed part
+ * is then asked again on its own, not the whole question). */
+static int accept_combined(void *ctx, const char *text, size_t len, char *why, size_t whylen)
+{
+    combined_answer_t *a = ctx;
+    size_t start = 0, olen = 0;
+    a->got = 0;
+    if (ev_verdict_find_object(text, len, &start, &olen) < 0) {
+        ev_set_error(why, whylen, "no JSON object");
+        return EV_EPARSE;
+    }
+    json_object *root = ev_llm_json_parse(text + start, olen);
+    for (int c = 0; c < EV_CHECK_COUNT; c++) {
+        json_object *part = ev_llm_json_get(root, ev_check_name((ev_check_t)c));
+        if (!(a->asked & EV_CHECK_BIT(c)) || !part || !json_object_is_type(part, json_type_object))
+            continue;
+        const char *js = json_object_to_json_string_ext(part, JSON_C_TO_STRING_PLAIN);
+        if (js && ev_verdict_parse(&a->v[c], js, strlen(js), NULL, 0) == 0)
+            a->got |= EV_CHECK_BIT(c);
+    }
+    json_object_put(root);
+    if (a->got == 0) {
+        ev_set_error(why, whylen, "no part of the combined answer is a verdict");
+        return EV_EPARSE;
+    }
+    return 0;
+}
+
+/* The checks still to be asked after the cache (cache hits are decided
+ * here). Returns the set, or a negative database code. */
+static int checks_to_ask(ev_db_t *db, sub_t *s, unsigned *asked)
+{
+    *asked = 0;
+    for (int c = 0; c < EV_CHECK_COUNT; c++) {
+        check_result_t *cr = &s->checks[c];
+        if (cr->from_earlier_attempt || cr->verdict != V_NONE)
+            continue;
+        cr->score = -1;
+        int rc = cache_get(db, cr);
+        if (rc < 0)
+            return rc;
+        if (!cr->cached)
+            *asked |= EV_CHECK_BIT(c);
+    }
+    return 0;
+}
+
+/* Records the parts a combined call answered; the call's attempts, latency
+ * and tokens go on the first of them. Returns 0 or a database code. */
+static int take_combined(ev_db_t *db, sub_t *s, const combined_answer_t *a,
+                         const ev_router_result_t *res)
+{
+    bool first = true;
+    for (int c = 0; c < EV_CHECK_COUNT; c++) {
+        if (!(a->got & EV_CHECK_BIT(c)))
+            continue;
+        check_result_t *cr = &s->checks[c];
+        cr->combined = true;
+        if (first) {
+            cr->http_attempts = res->http_attempts;
+            cr->latency_ms = res->latency_ms;
+            cr->tokens_in = res->tokens_in;
+            cr->tokens_out = res->tokens_out;
+            first = false;
+        }
+        if (res->provider >= 0) {
+            cr->provider = ev_provider_name((ev_provider_id_t)res->provider);
+            snprintf(cr->model, sizeof(cr->model), "%s", res->model);
+        }
+        cr->score = a->v[c].score;
+        set_reason(cr, a->v[c].valid ? V_PASS : V_FAIL, "%s", a->v[c].reason);
+        int rc = cache_put(db, cr);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/*
+ * Asks every check still undecided (two or more) in one call: the PDF goes
+ * once (inline to a provider that takes PDFs, else as its text), images in
+ * the same call (a provider's vision models). What it answers is decided;
+ * what it does not (a missing or malformed part, or no answer at all) is
+ * left for the per-check calls. Returns 0, EV_ESHUTDOWN or a database code.
+ */
+static int combined_checks(ev_pipeline_worker_t *w, ev_db_t *db, sub_t *s, bool *staggered,
+                           const atomic_bool *stop)
+{
+    ev_pipeline_t *p = w->p;
+    combined_answer_t ans;
+    memset(&ans, 0, sizeof(ans));
+    int rc = checks_to_ask(db, s, &ans.asked);
+    if (rc < 0 || __builtin_popcount(ans.asked) < 2)
+        return rc;
+    if ((rc = stagger_once(p, staggered, stop)) < 0)
+        return rc;
+
+    const char *keys[EV_CHECK_COUNT];
+    size_t nkeys = 0;
+    for (int c = 0; c < EV_CHECK_COUNT; c++)
+        if (ans.asked & EV_CHECK_BIT(c))
+            keys[nkeys++] = ev_check_name((ev_check_t)c);
+    ev_prompt_input_t in = {.event_name = s->event_name,
+                            .theme = s->theme,
+                            .rules = s->rules,
+                            .title = s->title,
+                            .description = s->description,
+                            .pdf_text = s->pdf_text,
+                            .image_count = s->n_images};
+    char *system = ev_prompt_combined_system(ans.asked);
+    ev_llm_media_t media[EV_PROVIDER_COUNT][17];
+    ev_llm_request_t req[EV_PROVIDER_COUNT];
+    char *user[EV_PROVIDER_COUNT];
+    const ev_llm_request_t *reqp[EV_PROVIDER_COUNT];
+    for (int pi = 0; pi < EV_PROVIDER_COUNT; pi++) {
+        size_t n = 0, len = 0;
+        in.pdf_inline = (ans.asked & EV_CHECK_BIT(EV_CHECK_PDF)) && s->pdf &&
+                        (ev_providers_get((ev_provider_id_t)pi)->caps & EV_PROVIDER_CAP_INLINE_PDF);
+        if (in.pdf_inline) {
+            const unsigned char *data = ev_files_item_data(s->pdf, &len);
+            media[pi][n++] = (ev_llm_media_t){"application/pdf", data, len};
+        }
+        for (int i = 0; (ans.asked & EV_CHECK_BIT(EV_CHECK_IMAGE)) && i < s->n_images; i++) {
+            const unsigned char *data = ev_files_item_data(s->images[i], &len);
+            media[pi][n++] = (ev_llm_media_t){ev_files_item_mime(s->images[i]), data, len};
+        }
+        user[pi] = ev_prompt_combined_user(ans.asked, &in);
+        req[pi] = (ev_llm_request_t){.system_prompt = system,
+                                     .user_text = user[pi],
+                                     .media = media[pi],
+                                     .media_count = n,
+                                     .text_only = n == 0,
+                                     .answer_keys = keys,
+                                     .answer_key_count = nkeys};
+        reqp[pi] = &req[pi];
+    }
+
+    ev_log_ctx_check("combined");
+    ev_router_result_t res;
+    rc = ev_router_ask(p->router, w->http, w->budget, "combined", reqp, accept_combined, &ans, &res,
+                       stop);
+    ev_log_ctx_check(NULL);
+    for (int pi = 0; pi < EV_PROVIDER_COUNT; pi++)
+        free(user[pi]);
+    free(system);
+    if (rc == EV_ESHUTDOWN)
+        return rc;
+    return rc == 0 ? take_combined(db, s, &ans, &res) : 0;
 }
 
 /* ---- the whole submission ---- */
@@ -727,6 +898,9 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
     /* A local fail already rejects the submission: asking a model anything
      * more would be money spent on a foregone verdict. */
     bool staggered = false;
+    if (!local_fail && strcmp(p->cfg->check_mode, "combined") == 0 &&
+        (rc = combined_checks(w, db, s, &staggered, stop)) < 0)
+        return rc;
     for (int c = 0; c < EV_CHECK_COUNT; c++) {
         check_result_t *cr = &s->checks[c];
         if (cr->from_earlier_attempt || cr->verdict != V_NONE)

@@ -493,9 +493,24 @@ static void set_aside(ev_router_t *r, provider_t *p, const char *model, const ev
 /* One provider's attempts for a check. Returns 0 with a verdict, or a
  * negative code (EV_EBUDGET / EV_ESHUTDOWN end the whole call; anything else
  * means "try the next provider"). */
+/* How an answer's text is judged: as one verdict (accept NULL) or by the
+ * caller's function. */
+typedef struct answer_rule {
+    ev_router_accept_fn accept;
+    void *ctx;
+} answer_rule_t;
+
+static int accept_answer(const answer_rule_t *rule, ev_router_result_t *out, const char *text,
+                         char *why, size_t whylen)
+{
+    if (rule->accept)
+        return rule->accept(rule->ctx, text, strlen(text), why, whylen);
+    return ev_verdict_parse(&out->verdict, text, strlen(text), why, whylen);
+}
+
 static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budget_t *budget,
-                        const char *check, const ev_llm_request_t *req, ev_router_result_t *out,
-                        const atomic_bool *stop)
+                        const char *check, const ev_llm_request_t *req, const answer_rule_t *rule,
+                        ev_router_result_t *out, const atomic_bool *stop)
 {
     int retries = 0, bad_answers = 0;
     const int64_t max_wait_us = (int64_t)r->cfg->retry_max_wait_ms * 1000;
@@ -573,7 +588,7 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
         bool answer_ok = false;
         char why[160] = "";
         if (res.outcome == EV_LLM_OK) {
-            if (ev_verdict_parse(&out->verdict, res.text, strlen(res.text), why, sizeof(why)) == 0)
+            if (accept_answer(rule, out, res.text, why, sizeof(why)) == 0)
                 answer_ok = true;
             else {
                 res.outcome = EV_LLM_BAD_ANSWER;
@@ -699,6 +714,14 @@ int ev_router_judge(ev_router_t *r, ev_http_t *http, ev_budget_t *budget, const 
                     const ev_llm_request_t *const req[EV_PROVIDER_COUNT], ev_router_result_t *out,
                     const atomic_bool *stop)
 {
+    return ev_router_ask(r, http, budget, check, req, NULL, NULL, out, stop);
+}
+
+int ev_router_ask(ev_router_t *r, ev_http_t *http, ev_budget_t *budget, const char *check,
+                  const ev_llm_request_t *const req[EV_PROVIDER_COUNT], ev_router_accept_fn accept,
+                  void *accept_ctx, ev_router_result_t *out, const atomic_bool *stop)
+{
+    const answer_rule_t rule = {accept, accept_ctx};
     memset(out, 0, sizeof(*out));
     out->provider = -1;
     snprintf(out->error, sizeof(out->error), "%s",
@@ -720,7 +743,7 @@ int ev_router_judge(ev_router_t *r, ev_http_t *http, ev_budget_t *budget, const 
             ev_log_kv(EV_LOG_INFO, "falling back", "from", ev_provider_name((ev_provider_id_t)last),
                       "to", ev_provider_name(p->id), NULL);
         ev_log_ctx_provider(ev_provider_name(p->id));
-        int rc = try_provider(r, p, http, budget, check, req[i], out, stop);
+        int rc = try_provider(r, p, http, budget, check, req[i], &rule, out, stop);
         ev_log_ctx_provider(NULL);
         if (rc == 0 || rc == EV_EBUDGET || rc == EV_ESHUTDOWN)
             return rc;

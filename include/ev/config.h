@@ -87,6 +87,8 @@ typedef struct ev_config {
     double retry_budget_ratio;
 
     int max_api_calls_per_submission;
+    char *check_mode;     /* CHECK_MODE: "separate" (one call per check) or "combined"
+                             (the checks a submission still needs in one call) */
     bool adaptive_limits; /* ADAPTIVE_LIMITS: the RPM limits are ceilings, the real
                              limit is learned from the providers' signals */
 

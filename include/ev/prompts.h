@@ -63,6 +63,21 @@ char *ev_prompt_user(ev_check_t check, const ev_prompt_input_t *in);
  */
 char *ev_prompt_frame(const char *head, json_object *submission, const char *tail);
 
+/* Bit of a check in a set of checks asked together. */
+#define EV_CHECK_BIT(c) (1u << (unsigned)(c))
+
+/*
+ * Several checks asked in ONE call (CHECK_MODE=combined): `checks` is a set
+ * of EV_CHECK_BIT()s. The system instruction gives each check's criteria and
+ * asks for one json object with one verdict per check, keyed by
+ * ev_check_name(); the user text states the event once, the questions, and
+ * the submission once: the document either attached (in->pdf_inline) or as
+ * its extracted text, so a provider gets the PDF a single time. Both newly
+ * allocated; the caller frees.
+ */
+char *ev_prompt_combined_system(unsigned checks);
+char *ev_prompt_combined_user(unsigned checks, const ev_prompt_input_t *in);
+
 /* Copies at most max bytes of s without splitting a UTF-8 sequence;
  * newly allocated. NULL s gives "". */
 char *ev_prompt_clip(const char *s, size_t max);

@@ -81,6 +81,12 @@ typedef struct ev_llm_request {
     const char *pdf_text;  /* NULL, or the PDF's extracted text: sent as text after
                               user_text (what Groq gets instead of PDF bytes) */
     int max_output_tokens; /* <= 0: EV_LLM_DEFAULT_MAX_OUTPUT_TOKENS */
+    /* NULL: the answer is one verdict object. Otherwise the answer is one
+     * object with these `answer_key_count` keys, each holding a verdict
+     * object (several checks asked in one call); a provider that constrains
+     * its output to a schema asks for exactly that shape. */
+    const char *const *answer_keys;
+    size_t answer_key_count;
 } ev_llm_request_t;
 
 /* Options for a client, built by the caller from the config. */

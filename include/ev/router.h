@@ -98,4 +98,19 @@ int ev_router_judge(ev_router_t *r, ev_http_t *http, ev_budget_t *budget, const 
                     const ev_llm_request_t *const req[EV_PROVIDER_COUNT], ev_router_result_t *out,
                     const atomic_bool *stop);
 
+/* Judges an answer's text (len bytes) for ev_router_ask: returns 0 when it
+ * is usable (the function keeps what it needs in ctx), or EV_EPARSE with
+ * `why` (whylen bytes) saying what is wrong; the router then treats it as a
+ * bad answer (asked again once). Called on the caller's thread, once per
+ * answer received. */
+typedef int (*ev_router_accept_fn)(void *ctx, const char *text, size_t len, char *why,
+                                   size_t whylen);
+
+/* As ev_router_judge, but the answer is judged by `accept` instead of being
+ * parsed as one verdict: out->has_verdict then means "an answer was
+ * accepted" and out->verdict stays empty. `accept` NULL is ev_router_judge. */
+int ev_router_ask(ev_router_t *r, ev_http_t *http, ev_budget_t *budget, const char *check,
+                  const ev_llm_request_t *const req[EV_PROVIDER_COUNT], ev_router_accept_fn accept,
+                  void *accept_ctx, ev_router_result_t *out, const atomic_bool *stop);
+
 #endif

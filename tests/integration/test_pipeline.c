@@ -1627,8 +1627,103 @@ const char *__tsan_default_suppressions(void)
     return "race:g_slice_\n";
 }
 
+/* ---- CHECK_MODE=combined ------------------------------------------------------ */
+
+static bool combined_row(int64_t sub, const char *check)
+{
+    return query_i64("SELECT count(*) FROM validation_results WHERE submission_id = %lld AND "
+                     "check_name = '%s' AND combined",
+                     (long long)sub, check) == 1;
+}
+
+static void test_combined_one_call(void)
+{
+    fx_t f;
+    const char *o[] = {"CHECK_MODE", "combined", NULL};
+    fx_start(&f, o);
+    int64_t ev = add_event("kitchen", true, true);
+    int64_t sub = good_submission(ev, "Soup robot", "OFFTOPIC: our holiday photos.");
+
+    CU_ASSERT_EQUAL(process(&f, sub, NULL, NULL), 0);
+    /* One call answered the three questions, each with its own verdict. */
+    CU_ASSERT_EQUAL(requests("gemini"), 1);
+    CU_ASSERT_EQUAL(simctl_counter(sim, "gemini", "malformed"), 0);
+    CU_ASSERT_TRUE(equals(result(sub, "theme").verdict, "fail"));
+    CU_ASSERT_TRUE(contains(result(sub, "theme").reason, "OFFTOPIC"));
+    CU_ASSERT_TRUE(equals(result(sub, "pdf").verdict, "pass"));
+    CU_ASSERT_TRUE(equals(result(sub, "image").verdict, "pass"));
+    const char *checks[] = {"theme", "pdf", "image"};
+    for (int i = 0; i < 3; i++) {
+        CU_ASSERT_TRUE(combined_row(sub, checks[i]));
+        CU_ASSERT_TRUE(equals(result(sub, checks[i]).provider, "gemini"));
+    }
+    /* The call is counted once, on the first row. */
+    CU_ASSERT_EQUAL(query_i64("SELECT sum(http_attempts) FROM validation_results WHERE "
+                              "submission_id = %lld",
+                              (long long)sub),
+                    1);
+    CU_ASSERT_TRUE(equals(submission(sub).status, "rejected"));
+    /* Each check has its own cache entry: the same submission again asks nothing. */
+    int64_t again = good_submission(ev, "Soup robot", "OFFTOPIC: our holiday photos.");
+    CU_ASSERT_EQUAL(process(&f, again, NULL, NULL), 0);
+    CU_ASSERT_EQUAL(requests("gemini"), 1);
+    CU_ASSERT_TRUE(result(again, "pdf").cached);
+    fx_stop(&f);
+}
+
+static void test_combined_missing_part_asked_alone(void)
+{
+    fx_t f;
+    const char *o[] = {"CHECK_MODE", "combined", NULL};
+    fx_start(&f, o);
+    sim_set("gemini", "{\"drop_part\": \"pdf\"}");
+    int64_t ev = add_event("kitchen", true, true);
+    int64_t sub = good_submission(ev, "Soup robot", "A robot arm that stirs soup.");
+
+    CU_ASSERT_EQUAL(process(&f, sub, NULL, NULL), 0);
+    /* The combined call, then the PDF question alone. */
+    CU_ASSERT_EQUAL(requests("gemini"), 2);
+    CU_ASSERT_TRUE(equals(submission(sub).status, "validated"));
+    CU_ASSERT_TRUE(combined_row(sub, "theme"));
+    CU_ASSERT_TRUE(combined_row(sub, "image"));
+    CU_ASSERT_FALSE(combined_row(sub, "pdf"));
+    assert_answered(sub, "pdf", "pass", "gemini", GEMINI_MODEL, 1);
+    fx_stop(&f);
+}
+
+static void test_combined_falls_back_to_groq(void)
+{
+    fx_t f;
+    const char *o[] = {"CHECK_MODE", "combined", "MAX_RETRIES", "0", NULL};
+    fx_start(&f, o);
+    sim_set("gemini", "{\"fault\": \"overloaded\"}");
+    int64_t ev = add_event("kitchen", true, true);
+    int64_t sub = add_submission(ev, "Soup robot", "A robot arm that stirs soup.");
+    size_t len = 0;
+    char *pdf = build_pdf(&len, 1, "BADPDF lorem ipsum placeholder");
+    add_file(sub, "pdf", "slides.pdf", pdf, len);
+    free(pdf);
+    add_file(sub, "image", "robot.png", png_bytes, sizeof(png_bytes));
+
+    CU_ASSERT_EQUAL(process(&f, sub, NULL, NULL), 0);
+    /* Groq got one vision call with the PDF as text and the image. */
+    CU_ASSERT_EQUAL(requests("groq"), 1);
+    CU_ASSERT_EQUAL(simctl_counter(sim, "groq", "malformed"), 0);
+    result_t r = result(sub, "pdf");
+    CU_ASSERT_TRUE(equals(r.verdict, "fail"));
+    CU_ASSERT_TRUE(equals(r.provider, "groq"));
+    CU_ASSERT_TRUE(contains(r.reason, "BADPDF"));
+    CU_ASSERT_TRUE(equals(result(sub, "image").model, GROQ_VISION));
+    CU_ASSERT_TRUE(equals(result(sub, "theme").verdict, "pass"));
+    CU_ASSERT_TRUE(combined_row(sub, "image"));
+    fx_stop(&f);
+}
+
 static const ev_test_t pipeline_tests[] = {
     {"good submission is validated by gemini", test_good_submission},
+    {"combined: one call, a row and a cache entry per check", test_combined_one_call},
+    {"combined: a missing part is asked alone", test_combined_missing_part_asked_alone},
+    {"combined: fallback to groq in one vision call", test_combined_falls_back_to_groq},
     {"OFFTOPIC description is rejected by the theme check", test_offtopic_rejected},
     {"ZIP named .pdf fails locally, no API call", test_zip_named_pdf},
     {"HTML named .png fails locally", test_html_named_png},

@@ -162,6 +162,9 @@ static void test_bad_numbers(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("GROQ_RPM_LIMIT", "nan"), "not a number"));
     load_bad("LEASE_SECONDS", "99999999999999999999999");
     load_bad("STATS_PORT", "65536");
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("CHECK_MODE", "together"), "separate, combined"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("GROQ_TPM_LIMIT", "-1"), "accepted: 0 to"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(load_bad("ADAPTIVE_LIMITS", "maybe"), "ADAPTIVE_LIMITS"));
 }
 
 static void test_empty_means_default(void)

@@ -208,17 +208,49 @@ bool sim_sniff_matches(const char *mime, const unsigned char *d, size_t n)
 
 static const char *const markers[] = {"OFFTOPIC", "BADPDF", "BADIMG"};
 
+/* How a combined question names the verdict it wants for each check. */
+static const char *const parts[] = {"\"theme\": {\"valid\"", "\"pdf\": {\"valid\"",
+                                    "\"image\": {\"valid\""};
+static const char *const part_names[] = {"theme", "pdf", "image"};
+
 unsigned sim_markers_scan(const void *data, size_t n)
 {
     unsigned found = 0;
     for (size_t i = 0; i < EV_ARRAY_LEN(markers); i++)
         if (memmem(data, n, markers[i], strlen(markers[i])))
             found |= 1u << i;
+    for (size_t i = 0; i < EV_ARRAY_LEN(parts); i++)
+        if (memmem(data, n, parts[i], strlen(parts[i])))
+            found |= SIM_PART_THEME << i;
     return found;
 }
 
-char *sim_verdict_text(unsigned found)
+static char *single_verdict(unsigned found);
+
+char *sim_verdict_text(unsigned found, const char *drop)
 {
+    if (!(found & SIM_PARTS))
+        return single_verdict(found);
+    /* A combined question: one verdict per part asked, each judged by its
+     * own marker (OFFTOPIC the theme, BADPDF the document, BADIMG the images). */
+    char *out = ev_strdup("{");
+    for (size_t i = 0; i < EV_ARRAY_LEN(parts); i++) {
+        if (!(found & (SIM_PART_THEME << i)) || (drop && strcmp(drop, part_names[i]) == 0))
+            continue;
+        char *v = single_verdict(found & (1u << i));
+        char *next = ev_asprintf("%s%s\"%s\":%s", out, out[1] ? "," : "", part_names[i], v);
+        free(v);
+        free(out);
+        out = next;
+    }
+    char *done = ev_asprintf("%s}", out);
+    free(out);
+    return done;
+}
+
+static char *single_verdict(unsigned found)
+{
+    found &= SIM_MARKERS;
     if (!found)
         return ev_strdup("{\"valid\":true,\"score\":0.9,\"reason\":"
                          "\"The submission fits the event (simulated verdict: no "

@@ -1036,7 +1036,7 @@ void sim_gemini_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *
         if (v.thinking_budget > 0 && v.thinking_budget < thoughts)
             thoughts = v.thinking_budget;
     }
-    char *answer = sim_verdict_text(v.markers);
+    char *answer = sim_verdict_text(v.markers, s.drop_part);
     f = sim_provider_take_fault(p, false);
     if (f != SIM_FAULT_NONE) {
         serve_late_fault(p, &s, f, model, answer, prompt, thoughts, out);
@@ -1058,8 +1058,9 @@ void sim_gemini_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *
     } else {
         reply_candidate(out, &s, model, answer, "STOP", prompt, thoughts);
         atomic_fetch_add_explicit(&p->ok, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(v.markers ? &p->verdict_invalid : &p->verdict_valid, 1,
-                                  memory_order_relaxed);
+        atomic_fetch_add_explicit((v.markers & SIM_MARKERS) ? &p->verdict_invalid
+                                                            : &p->verdict_valid,
+                                  1, memory_order_relaxed);
     }
     atomic_fetch_add_explicit(&p->tokens_in, prompt, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->tokens_out, completion + thoughts, memory_order_relaxed);

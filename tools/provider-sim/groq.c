@@ -690,7 +690,7 @@ void sim_groq_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *ou
     }
     /* Tokens per minute: the call's prompt and answer count when it is
      * admitted (the answer is known here: it depends only on the markers). */
-    char *answer = sim_verdict_text(v.markers);
+    char *answer = sim_verdict_text(v.markers, s.drop_part);
     int64_t completion = ((int64_t)strlen(answer) + 3) / 4;
     int64_t tok_used = 0, tok_retry = 0;
     if (!sim_provider_take_tokens(p, sim_now_us(), prompt + completion, s.tpm, &tok_used,
@@ -715,8 +715,9 @@ void sim_groq_handle(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *ou
     } else {
         reply_completion(out, model, answer, "stop", prompt, completion);
         atomic_fetch_add_explicit(&p->ok, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(v.markers ? &p->verdict_invalid : &p->verdict_valid, 1,
-                                  memory_order_relaxed);
+        atomic_fetch_add_explicit((v.markers & SIM_MARKERS) ? &p->verdict_invalid
+                                                            : &p->verdict_valid,
+                                  1, memory_order_relaxed);
     }
     atomic_fetch_add_explicit(&p->tokens_in, prompt, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->tokens_out, completion, memory_order_relaxed);

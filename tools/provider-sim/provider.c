@@ -138,6 +138,7 @@ static const setting_t keys[] = {
     {"max_images", K_INT, OFF(max_images), 0, 0, 1000, 2},
     {"html_status", K_INT, OFF(html_status), 0, 400, 599, 3},
     {"require_json_mode", K_BOOL, OFF(require_json_mode), 0, 0, 0, 3},
+    {"drop_part", K_STR, OFF(drop_part), CAP(drop_part), 0, 0, 3},
 };
 
 static int apply_one(sim_settings_t *s, sim_prov_id_t id, const setting_t *k, json_object *v,

@@ -106,6 +106,7 @@ typedef struct sim_settings {
     int64_t max_images;               /* Groq: images per request */
     int64_t html_status;              /* status of the html fault */
     bool require_json_mode;           /* reject requests not asking for JSON output */
+    char drop_part[16];               /* combined answers leave this part out ("": none) */
 } sim_settings_t;
 
 /* Default settings of a provider, before any flag or control call. */
@@ -289,11 +290,20 @@ int sim_b64_decode(const char *s, size_t n, unsigned char **out, size_t *outlen)
 /* Whether the bytes look like the declared MIME type. */
 bool sim_sniff_matches(const char *mime, const unsigned char *d, size_t n);
 
-/* Verdict markers found in text: bit 0 OFFTOPIC, bit 1 BADPDF, bit 2 BADIMG. */
+/* Verdict markers found in text: bit 0 OFFTOPIC, bit 1 BADPDF, bit 2 BADIMG;
+ * and the parts a combined question asks for ("theme": {"valid" ... in its
+ * instruction): SIM_PART_THEME, SIM_PART_PDF, SIM_PART_IMAGE. */
+#define SIM_MARKERS 0x7u
+#define SIM_PART_THEME 0x8u
+#define SIM_PART_PDF 0x10u
+#define SIM_PART_IMAGE 0x20u
+#define SIM_PARTS 0x38u
 unsigned sim_markers_scan(const void *data, size_t n);
-/* The model's answer for the markers found: a JSON text
- * {"valid":...,"score":...,"reason":...}. Caller frees. */
-char *sim_verdict_text(unsigned markers);
+/* The model's answer for what was found: one JSON verdict
+ * {"valid":...,"score":...,"reason":...}, or for a combined question
+ * {"theme":{...},"pdf":{...},...} with each part judged by its own marker
+ * and the part named `drop` (NULL or "" for none) left out. Caller frees. */
+char *sim_verdict_text(unsigned markers, const char *drop);
 
 /* Parse a whole body as one JSON value (trailing whitespace allowed, depth
  * at most 64). Returns the value (caller puts) or NULL with a message in err. */
