@@ -183,6 +183,23 @@ double ev_adaptive_rate_per_s(ev_adaptive_t *a)
     return r;
 }
 
+void ev_adaptive_adopt(ev_adaptive_t *a, double rate_per_s)
+{
+    int64_t now = ev_clock_now_us(a->clock);
+    if (!(rate_per_s > 0))
+        return;
+    pthread_mutex_lock(&a->mu);
+    double r = EV_MIN(a->top_per_s, EV_MAX(a->floor_per_s, rate_per_s));
+    if (r < a->rate) {
+        a->hold_cap = r;
+        a->hold_until_us = now + a->o.hold_us;
+        a->last_decrease_us = now;
+    }
+    a->rate = r;
+    a->last_change_us = now;
+    pthread_mutex_unlock(&a->mu);
+}
+
 void ev_adaptive_stats(ev_adaptive_t *a, ev_adaptive_stats_t *out)
 {
     int64_t now = ev_clock_now_us(a->clock);

@@ -26,6 +26,7 @@
 #include "ev/tpm.h"
 #include "ev/util.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,10 +43,11 @@ typedef struct provider {
     ev_limiter_t *limiter;
     ev_breaker_t *breaker;
     ev_retry_budget_t *retry_budget;
-    ev_adaptive_t *adaptive; /* NULL: ADAPTIVE_LIMITS off or no RPM limit */
-    ev_tpm_t *tpm;           /* tokens per minute (limit 0: only counted) */
-    atomic_bool disabled;    /* a fatal configuration error: never used again */
-    atomic_bool cooling;     /* daily quota: cooling down until cooldown_until_us */
+    ev_adaptive_t *adaptive;     /* NULL: ADAPTIVE_LIMITS off or no RPM limit */
+    _Atomic double applied_rate; /* the rate `adaptive` last gave the limiter, 0 none */
+    ev_tpm_t *tpm;               /* tokens per minute (limit 0: only counted) */
+    atomic_bool disabled;        /* a fatal configuration error: never used again */
+    atomic_bool cooling;         /* daily quota: cooling down until cooldown_until_us */
     _Atomic int64_t cooldown_until_us;
 } provider_t;
 
@@ -107,6 +109,7 @@ static int provider_init(ev_router_t *r, provider_t *p, ev_provider_id_t id)
     p->id = id;
     p->cfg = &cfg->providers[id];
     atomic_init(&p->disabled, false);
+    atomic_init(&p->applied_rate, 0.0);
     atomic_init(&p->cooling, false);
     atomic_init(&p->cooldown_until_us, 0);
     if (!p->cfg->api_key)
@@ -465,8 +468,14 @@ static bool learn(ev_router_t *r, provider_t *p, const ev_llm_result_t *res, int
     sig.remaining_requests = res->ratelimit.remaining_requests;
     sig.reset_requests_ms = res->ratelimit.reset_requests_ms;
     double before = ev_limiter_rate_per_s(p->limiter);
+    double mine = atomic_load(&p->applied_rate);
+    /* The limiter's rate changed under us: another replica's learned rate,
+     * shared through the cluster. Learn on from it rather than over it. */
+    if (mine > 0 && fabs(before - mine) > 1e-9 * mine)
+        ev_adaptive_adopt(p->adaptive, before);
     double rate = ev_adaptive_observe(p->adaptive, &sig, &absorbed);
     ev_limiter_set_rate(p->limiter, rate);
+    atomic_store(&p->applied_rate, ev_limiter_rate_per_s(p->limiter));
     if (sig.rate_limited && rate < before * 0.999) {
         char stated[48] = "not stated";
         if (res->stated_per_min > 0)

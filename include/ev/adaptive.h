@@ -123,6 +123,15 @@ double ev_adaptive_observe(ev_adaptive_t *a, const ev_adaptive_signal_t *s, bool
 /* The rate to use now (calls per second). */
 double ev_adaptive_rate_per_s(ev_adaptive_t *a);
 
+/*
+ * Makes a rate learned elsewhere this controller's own: another replica's,
+ * arriving through the cluster's shared rate row. The learned rate becomes
+ * `rate_per_s` (within the floor and the top); a lower one also starts a
+ * hold there and a new epoch, as if this controller had seen that replica's
+ * 429, so the replicas learn one rate instead of overwriting each other.
+ */
+void ev_adaptive_adopt(ev_adaptive_t *a, double rate_per_s);
+
 /* Consistent snapshot. */
 void ev_adaptive_stats(ev_adaptive_t *a, ev_adaptive_stats_t *out);
 

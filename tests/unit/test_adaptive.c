@@ -226,6 +226,24 @@ static void test_header_pace_caps_the_rate(void)
     destroy(&f);
 }
 
+/* A rate another replica learned (through the shared rate row) becomes
+ * ours: lower, with a hold there; higher, within the top. */
+static void test_adopt(void)
+{
+    fixture_t f = make(10, 60 * SEC);
+    ev_adaptive_adopt(f.a, 4);
+    CU_ASSERT_DOUBLE_EQUAL(ev_adaptive_rate_per_s(f.a), 4, 1e-9);
+    for (int i = 0; i < 30; i++) {
+        ev_fake_clock_advance(f.fc, SEC);
+        CU_ASSERT_DOUBLE_EQUAL(say(&f, true, false, 0, now(&f), NULL), 4, 1e-9);
+    }
+    ev_adaptive_adopt(f.a, 50);
+    CU_ASSERT_DOUBLE_EQUAL(ev_adaptive_rate_per_s(f.a), 9.9, 1e-9);
+    ev_adaptive_adopt(f.a, 0);
+    CU_ASSERT_DOUBLE_EQUAL(ev_adaptive_rate_per_s(f.a), 9.9, 1e-9);
+    destroy(&f);
+}
+
 /* ---------- closed loop against a sliding-window provider ---------- */
 
 #define WORKERS 6
@@ -490,6 +508,7 @@ static const ev_test_t rule_tests[] = {
     {"a stated limit is adopted at once", test_stated_limit_is_adopted_at_once},
     {"a 429 at the floor is not absorbed", test_floor_429_is_not_absorbed},
     {"header pace caps the rate", test_header_pace_caps_the_rate},
+    {"a rate learned by another replica is adopted", test_adopt},
     EV_TEST_END,
 };
 
