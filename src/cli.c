@@ -779,6 +779,12 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     bool signals = false;
     int reason, rc;
 
+    /* Before any thread: log lines of several replicas tell apart. */
+    char host[64] = "localhost", replica[96];
+    (void)gethostname(host, sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    snprintf(replica, sizeof(replica), "%s-%ld", host, (long)getpid());
+    ev_log_set_replica(replica);
     if (!ev_config_any_provider(cfg)) {
         ev_set_error(err, errlen,
                      "no LLM provider configured: set GEMINI_API_KEY or GROQ_API_KEY "

@@ -33,6 +33,15 @@ static _Thread_local struct {
 
 static const char *level_names[] = {"debug", "info", "warn", "error", "off"};
 
+/* Which process wrote a line once several replicas log to one place. Set
+ * from main before any thread starts (ev_log_set_replica), read-only after. */
+static char replica_id[96];
+
+void ev_log_set_replica(const char *id)
+{
+    snprintf(replica_id, sizeof(replica_id), "%s", id ? id : "");
+}
+
 void ev_log_set_level(ev_log_level_t level)
 {
     atomic_store(&min_level, (int)level);
@@ -205,7 +214,9 @@ static void begin_line(linebuf_t *b, ev_log_level_t level, const char *msg)
     lb_str(b, level_names[level]);
     lb_str(b, "\",\"msg\":\"");
     lb_escaped(b, msg);
-    lb_str(b, "\"");
+    lb_str(b, "\",\"service\":\"event-validator\",\"version\":\"" EV_VERSION "\"");
+    if (replica_id[0])
+        lb_field(b, "replica", replica_id);
     if (ctx.worker >= 0)
         lb_int_field(b, "worker", ctx.worker);
     if (ctx.submission > 0)

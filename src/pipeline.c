@@ -957,10 +957,11 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
     for (int c = 0; c < EV_CHECK_COUNT; c++)
         llm_ms += s->checks[c].latency_ms;
     char calls_s[16], latency_s[32], total_s[32];
+    int64_t total_ms = (ev_clock_now_us(ev_clock_system()) - started_us) / 1000;
+    ev_stats_record_submission_duration(p->stats, total_ms);
     snprintf(calls_s, sizeof(calls_s), "%d", calls);
     snprintf(latency_s, sizeof(latency_s), "%lld", (long long)llm_ms);
-    snprintf(total_s, sizeof(total_s), "%lld",
-             (long long)((ev_clock_now_us(ev_clock_system()) - started_us) / 1000));
+    snprintf(total_s, sizeof(total_s), "%lld", (long long)total_ms);
     ev_log_kv(any_error ? EV_LOG_WARN : EV_LOG_INFO, "submission processed", "status", status,
               "theme", verdict_name(s->checks[EV_CHECK_THEME].verdict), "pdf",
               verdict_name(s->checks[EV_CHECK_PDF].verdict), "image",

@@ -303,16 +303,20 @@ int ev_queue_counts(ev_db_t *db, ev_queue_counts_t *out)
 {
     PGresult *res = NULL;
     memset(out, 0, sizeof(*out));
-    int rc =
-        ev_db_exec(db, &res, "SELECT status, count(*) FROM submissions GROUP BY status", 0, NULL);
+    int rc = ev_db_exec(db, &res,
+                        "SELECT status, count(*),"
+                        " extract(epoch FROM now() - min(created_at))::float8"
+                        " FROM submissions GROUP BY status",
+                        0, NULL);
     if (rc < 0)
         return rc;
     for (int r = 0; r < PQntuples(res); r++) {
         const char *st = PQgetvalue(res, r, 0);
         int64_t n = parse_i64(PQgetvalue(res, r, 1));
-        if (strcmp(st, "pending") == 0)
+        if (strcmp(st, "pending") == 0) {
             out->pending = n;
-        else if (strcmp(st, "processing") == 0)
+            out->oldest_pending_age_s = EV_MAX(0.0, strtod(PQgetvalue(res, r, 2), NULL));
+        } else if (strcmp(st, "processing") == 0)
             out->processing = n;
         else if (strcmp(st, "validated") == 0)
             out->validated = n;

@@ -565,6 +565,8 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
                      r->cfg->retry_max_wait_ms);
             return EV_ELIMIT;
         }
+        if (r->stats)
+            ev_stats_record_limiter_wait(r->stats, p->id, waited / 1000);
         ev_tpm_ticket_t tk = EV_TPM_TICKET_INIT;
         rc = ev_tpm_acquire(p->tpm, estimate_input(p, req), ev_tpm_max_output(req),
                             EV_MAX((int64_t)0, max_wait_us - waited), stop, &tk, NULL);

@@ -23,6 +23,7 @@
 #include "ev/error.h"
 #include "ev/util.h"
 
+#include <dirent.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -32,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef EV_VERSION
 #define EV_VERSION "unknown"
@@ -86,6 +88,7 @@ typedef struct provider_stats {
     _Atomic bool configured, disabled, quota_cooldown;
     _Atomic int models_unavailable;
     histogram_t latency;
+    histogram_t limiter_wait; /* time a call waited for its rate-limiter slot */
     /* Guarded by ev_stats.probe_lock. */
     ev_stats_probe_fn probe;
     void *probe_ctx;
@@ -100,6 +103,7 @@ struct ev_stats {
     _Atomic uint64_t budget_exhausted;
     _Atomic uint64_t fallbacks;
     _Atomic uint64_t parses, parse_kills, parse_wall_ms, parse_cpu_us; /* sandboxed file parses */
+    histogram_t submission_duration; /* claim to final write of one processing pass */
     _Atomic uint64_t by_status[EV_STATS_STATUS_COUNT];
     _Atomic uint64_t api_calls; /* summed over recorded submissions */
     _Atomic uint64_t checks[NCHECKS][NVERDICTS];
@@ -143,8 +147,12 @@ int ev_stats_new(ev_stats_t **out, const ev_stats_options_t *opts)
     for (int p = 0; p < EV_PROVIDER_COUNT; p++) {
         atomic_init(&s->providers[p].latency.min_ms, INT64_MAX);
         atomic_init(&s->providers[p].latency.max_ms, -1);
+        atomic_init(&s->providers[p].limiter_wait.min_ms, INT64_MAX);
+        atomic_init(&s->providers[p].limiter_wait.max_ms, -1);
         atomic_init(&s->providers[p].rpm_limit, 0.0);
     }
+    atomic_init(&s->submission_duration.min_ms, INT64_MAX);
+    atomic_init(&s->submission_duration.max_ms, -1);
     EV_ASSERT(pthread_mutex_init(&s->probe_lock, NULL) == 0);
     *out = s;
     return 0;
@@ -240,6 +248,18 @@ static void histogram_add(histogram_t *h, int64_t ms)
     atomic_max(&h->max_ms, ms);
     atomic_fetch_add_explicit(&h->buckets[bucket_of(ms)], 1, RLX);
     atomic_fetch_add_explicit(&h->sum_ms, ms, RLX);
+}
+
+void ev_stats_record_limiter_wait(ev_stats_t *s, ev_provider_id_t p, int64_t waited_ms)
+{
+    if (s && waited_ms >= 0)
+        histogram_add(&prov(s, p)->limiter_wait, waited_ms);
+}
+
+void ev_stats_record_submission_duration(ev_stats_t *s, int64_t ms)
+{
+    if (s && ms >= 0)
+        histogram_add(&s->submission_duration, ms);
 }
 
 void ev_stats_record_call(ev_stats_t *s, ev_provider_id_t p, ev_stats_outcome_t outcome,
@@ -646,9 +666,11 @@ int ev_stats_snapshot_json(json_object **out, ev_stats_t *s, const ev_queue_coun
                                  queue->cancelled};
         for (size_t i = 0; i < EV_ARRAY_LEN(qkeys); i++)
             put_i64(&rc, q, qkeys[i], qvals[i]);
+        put_double(&rc, q, "oldest_pending_age_s", queue->oldest_pending_age_s, 3);
     } else {
         for (size_t i = 0; i < EV_ARRAY_LEN(qkeys); i++)
             put_null(&rc, q, qkeys[i]);
+        put_null(&rc, q, "oldest_pending_age_s");
     }
     put(&rc, root, "queue", q);
 
@@ -807,7 +829,7 @@ static const struct {
      G_RPM_CEILING},
     {"provider_tpm_limit", "Tokens per minute allowed (0: no limit).", G_TPM_LIMIT},
     {"provider_tpm_used", "Tokens charged in the last minute.", G_TPM_USED},
-    {"provider_error_rate", "Circuit breaker error rate over its window.", G_ERROR_RATE},
+    {"provider_error_ratio", "Circuit breaker error rate over its window (0 to 1).", G_ERROR_RATE},
     {"provider_configured", "1 when the provider has an API key.", G_CONFIGURED},
     {"provider_disabled", "1 when the provider was disabled for this run (invalid key).",
      G_DISABLED},
@@ -847,6 +869,91 @@ static double gauge_value(const provider_view_t *v, gauge_kind_t kind)
     return 0.0;
 }
 
+/* The samples of one histogram family (the HELP/TYPE lines are the
+ * caller's); labels NULL or "k=\"v\"". */
+static void render_histogram(ev_stats_buf_t *b, const char *name, const char *labels,
+                             const histogram_snap_t *h)
+{
+    char num[64];
+    const char *sep = labels ? "," : "";
+    labels = labels ? labels : "";
+    uint64_t cum = 0;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        cum += h->buckets[i];
+        ev_stats_buf_printf(
+            b, PFX "%s_bucket{%s%sle=\"%s\"} %" PRIu64 "\n", name, labels, sep,
+            i < NBOUNDS ? fnum(num, sizeof(num), (double)bounds_ms[i] / 1000.0) : "+Inf", cum);
+    }
+    ev_stats_buf_printf(b, PFX "%s_sum%s%s%s %s\n", name, *labels ? "{" : "", labels,
+                        *labels ? "}" : "", fnum(num, sizeof(num), (double)h->sum_ms / 1000.0));
+    ev_stats_buf_printf(b, PFX "%s_count%s%s%s %" PRIu64 "\n", name, *labels ? "{" : "", labels,
+                        *labels ? "}" : "", h->count);
+}
+
+/*
+ * The standard process metrics every Prometheus client library exports
+ * (unprefixed names, so stock dashboards and alerts work): start time, CPU
+ * seconds, resident memory and open descriptors, read from /proc.
+ */
+static void render_process(ev_stats_buf_t *b)
+{
+    char stat[1024] = "";
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f) {
+        if (!fgets(stat, sizeof(stat), f))
+            stat[0] = '\0';
+        fclose(f);
+    }
+    /* Fields after the parenthesised command name, which may hold spaces. */
+    const char *p = strrchr(stat, ')');
+    unsigned long long utime = 0, stime = 0, start = 0;
+    long long rss_pages = 0;
+    if (p && sscanf(p + 2,
+                    "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d "
+                    "%*d %llu %*u %lld",
+                    &utime, &stime, &start, &rss_pages) != 4)
+        p = NULL;
+    long long btime = 0;
+    f = fopen("/proc/stat", "r");
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof(line), f))
+            if (sscanf(line, "btime %lld", &btime) == 1)
+                break;
+        fclose(f);
+    }
+    int fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        for (struct dirent *e = readdir(d); e; e = readdir(d))
+            fds += e->d_name[0] != '.';
+        closedir(d);
+        fds--; /* the directory being read */
+    }
+    double tick = (double)sysconf(_SC_CLK_TCK);
+    if (!p || tick <= 0)
+        return;
+    ev_stats_buf_printf(b,
+                        "# HELP process_start_time_seconds Start time of the process since the "
+                        "Unix epoch in seconds.\n# TYPE process_start_time_seconds gauge\n"
+                        "process_start_time_seconds %.2f\n",
+                        (double)btime + (double)start / tick);
+    ev_stats_buf_printf(b,
+                        "# HELP process_cpu_seconds_total Total user and system CPU time spent "
+                        "in seconds.\n# TYPE process_cpu_seconds_total counter\n"
+                        "process_cpu_seconds_total %.2f\n",
+                        (double)(utime + stime) / tick);
+    ev_stats_buf_printf(b,
+                        "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                        "# TYPE process_resident_memory_bytes gauge\n"
+                        "process_resident_memory_bytes %lld\n",
+                        rss_pages * (long long)sysconf(_SC_PAGESIZE));
+    ev_stats_buf_printf(b,
+                        "# HELP process_open_fds Number of open file descriptors.\n"
+                        "# TYPE process_open_fds gauge\nprocess_open_fds %d\n",
+                        fds);
+}
+
 int ev_stats_render_prometheus(ev_stats_t *s, const ev_queue_counts_t *queue, ev_stats_buf_t *b)
 {
     char num[64];
@@ -858,7 +965,8 @@ int ev_stats_render_prometheus(ev_stats_t *s, const ev_queue_counts_t *queue, ev
         provider_read(s, (ev_provider_id_t)p, &pv[p]);
 
     family(b, "build_info", "gauge", "Build information; the value is always 1.");
-    ev_stats_buf_printf(b, PFX "build_info{version=\"%s\"} 1\n", EV_VERSION);
+    ev_stats_buf_printf(b, PFX "build_info{version=\"%s\",revision=\"%s\"} 1\n", EV_VERSION,
+                        EV_REVISION);
     family(b, "uptime_seconds", "gauge", "Seconds since the process started.");
     ev_stats_buf_printf(b, PFX "uptime_seconds %" PRId64 "\n", g.uptime_s);
 
@@ -878,6 +986,11 @@ int ev_stats_render_prometheus(ev_stats_t *s, const ev_queue_counts_t *queue, ev
             ev_stats_buf_printf(b, PFX "queue_submissions{status=\"%s\"} %" PRId64 "\n", keys[i],
                                 vals[i]);
     }
+    family(b, "queue_oldest_pending_age_seconds", "gauge",
+           "Age of the oldest pending submission (0 when none is pending).");
+    if (queue)
+        ev_stats_buf_printf(b, PFX "queue_oldest_pending_age_seconds %s\n",
+                            fnum(num, sizeof(num), queue->oldest_pending_age_s));
 
     family(b, "webhook_deliveries", "gauge",
            "Webhook deliveries waiting (pending) or given up (failed), all replicas.");
@@ -951,6 +1064,24 @@ int ev_stats_render_prometheus(ev_stats_t *s, const ev_queue_counts_t *queue, ev
             b, PFX "provider_request_duration_seconds_count{provider=\"%s\"} %" PRIu64 "\n", name,
             h->count);
     }
+
+    family(b, "provider_limiter_wait_seconds", "histogram",
+           "Time a call waited for its rate-limiter slot.");
+    for (int p = 0; p < EV_PROVIDER_COUNT; p++) {
+        histogram_snap_t h;
+        histogram_read(&prov(s, (ev_provider_id_t)p)->limiter_wait, &h);
+        char labels[64];
+        snprintf(labels, sizeof(labels), "provider=\"%s\"", ev_provider_name((ev_provider_id_t)p));
+        render_histogram(b, "provider_limiter_wait_seconds", labels, &h);
+    }
+    family(b, "submission_duration_seconds", "histogram",
+           "Time one processing pass of a submission took, claim to final write.");
+    {
+        histogram_snap_t h;
+        histogram_read(&s->submission_duration, &h);
+        render_histogram(b, "submission_duration_seconds", NULL, &h);
+    }
+    render_process(b);
 
     family(b, "fallbacks_total", "counter", "Checks that fell back to another provider.");
     ev_stats_buf_printf(b, PFX "fallbacks_total %" PRIu64 "\n", g.fallbacks);

@@ -343,6 +343,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     case R_HEALTHZ:
         return send_text(c, MHD_HTTP_OK, "ok\n");
     case R_READYZ:
+        /* Draining after SIGTERM: load balancers stop sending work first. */
+        if (ev_shutdown_requested())
+            return send_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "draining\n");
         if (ev_stats_server_ready(srv))
             return send_text(c, MHD_HTTP_OK, "ready\n");
         return send_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "database unreachable\n");

@@ -29,6 +29,9 @@ ev_log_level_t ev_log_get_level(void);
 int ev_log_parse_level(ev_log_level_t *out, const char *s);
 /* Redirect output to fd (default 2). For tests. */
 void ev_log_set_fd(int fd);
+/* Every later line carries "replica": id (NULL or "": none). Call from main
+ * before any thread starts. Lines always carry "service" and "version". */
+void ev_log_set_replica(const char *id);
 
 void ev_log(ev_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -39,6 +39,7 @@ typedef struct ev_queue_counts {
     /* The webhook outbox (webhook.h): deliveries waiting and given up. Filled
      * by the stats server's refresh, not by ev_queue_counts. */
     int64_t webhooks_pending, webhooks_failed;
+    double oldest_pending_age_s; /* age of the oldest pending submission; 0 when none */
 } ev_queue_counts_t;
 
 /* Claims one runnable submission for `owner`. 0 with *job filled, EV_EEMPTY

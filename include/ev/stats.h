@@ -134,6 +134,10 @@ void ev_stats_set_provider_probe(ev_stats_t *s, ev_provider_id_t p, ev_stats_pro
  * are the provider's usage figures (0 when unknown). */
 void ev_stats_record_call(ev_stats_t *s, ev_provider_id_t p, ev_stats_outcome_t outcome,
                           int64_t latency_ms, int64_t tokens_in, int64_t tokens_out);
+/* A call waited waited_ms for its rate-limiter slot (0 when none). */
+void ev_stats_record_limiter_wait(ev_stats_t *s, ev_provider_id_t p, int64_t waited_ms);
+/* One processing pass of a submission took ms, claim to final write. */
+void ev_stats_record_submission_duration(ev_stats_t *s, int64_t ms);
 /* An attempt about to be made is a retry of an earlier one. */
 void ev_stats_record_retry(ev_stats_t *s, ev_provider_id_t p);
 /* A check fell back from provider `from` to the other provider. */

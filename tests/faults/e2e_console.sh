@@ -73,6 +73,9 @@ ft_check "/metrics flips spend_limit_reached" \
     grep -q 'event_validator_spend_limit_reached{provider="gemini"} 1' <(http_get "$URL_A/metrics")
 ft_check "a line is logged when the limit is reached" \
     ft_log_has "$FT_DIR/a.err" 'daily spend limit reached'
+http_get "$URL_A/metrics" >"$FT_DIR/metrics.txt"
+ft_check "promtool check metrics accepts /metrics with a limit reached" \
+    sh -c "promtool check metrics <'$FT_DIR/metrics.txt'"
 "$EV_BIN" spend limit default >/dev/null 2>&1
 ft_wait 30 "work resumes once the limit is raised" count_is "status <> 'validated'" 0
 

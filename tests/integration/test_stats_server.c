@@ -12,6 +12,7 @@
 #include "ev/error.h"
 #include "ev/stats.h"
 #include "ev/stats_server.h"
+#include "ev/threads.h"
 #include "pgtest.h"
 
 #include <CUnit/Basic.h>
@@ -23,6 +24,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -481,6 +483,24 @@ static void test_reconnects(void)
     reply_free(&r);
 }
 
+/* After SIGTERM the process drains: /readyz turns 503 at once so load
+ * balancers stop sending work, while /livez still answers 200. */
+static void test_readyz_draining(void)
+{
+    CU_ASSERT_FATAL(wait_refreshes(srv, 1));
+    reply_t r = get("/readyz");
+    CU_ASSERT(r.ok && r.status == 200);
+    reply_free(&r);
+    ev_shutdown_request(SIGTERM);
+    r = get("/readyz");
+    CU_ASSERT(r.ok && r.status == 503 && r.body && strstr(r.body, "draining"));
+    reply_free(&r);
+    r = get("/livez");
+    CU_ASSERT(r.ok && r.status == 200);
+    reply_free(&r);
+    ev_shutdown_reset();
+}
+
 static void test_unreachable_database(void)
 {
     char url[128];
@@ -636,6 +656,7 @@ static const ev_test_t stats_server_tests[] = {
     {"a scrape storm costs at most one query per interval", test_scrape_storm},
     {"reconnects after its session was killed", test_reconnects},
     {"unreachable database: /readyz 503, the rest still answers", test_unreachable_database},
+    {"draining after SIGTERM: /readyz 503, /livez 200", test_readyz_draining},
     {"hung database: every endpoint still answers", test_hung_database},
     {"bad options are refused without echoing secrets", test_bad_options},
     EV_TEST_END,

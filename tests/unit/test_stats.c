@@ -712,7 +712,8 @@ static void expo_line(expo_t *e, char *line)
         expo_error(e, line, "bad value");
         return;
     }
-    if (strncmp(name, "event_validator_", 16) != 0)
+    /* The standard process_* families keep the names every client library uses. */
+    if (strncmp(name, "event_validator_", 16) != 0 && strncmp(name, "process_", 8) != 0)
         expo_error(e, line, "name without the event_validator_ prefix");
 
     /* Which family does it belong to? */
@@ -869,6 +870,19 @@ static void test_prometheus_well_formed(void)
     fam_t *h = fam_find(&e, "event_validator_provider_request_duration_seconds");
     CU_ASSERT(h != NULL && strcmp(h->type, "histogram") == 0 && h->nseries == EV_PROVIDER_COUNT);
     CU_ASSERT(fam_find(&e, "event_validator_provider_calls_total") != NULL);
+    /* What operators' stock dashboards expect. */
+    CU_ASSERT(fam_find(&e, "process_cpu_seconds_total") != NULL);
+    CU_ASSERT(fam_find(&e, "process_resident_memory_bytes") != NULL);
+    CU_ASSERT(fam_find(&e, "process_open_fds") != NULL);
+    CU_ASSERT(sample_value(b.data, "process_start_time_seconds") > 1e9);
+    h = fam_find(&e, "event_validator_submission_duration_seconds");
+    CU_ASSERT(h != NULL && strcmp(h->type, "histogram") == 0);
+    h = fam_find(&e, "event_validator_provider_limiter_wait_seconds");
+    CU_ASSERT(h != NULL && strcmp(h->type, "histogram") == 0 && h->nseries == EV_PROVIDER_COUNT);
+    CU_ASSERT(fam_find(&e, "event_validator_provider_error_ratio") != NULL);
+    CU_ASSERT(strstr(b.data, "event_validator_build_info{version=\"") != NULL &&
+              strstr(b.data, ",revision=\"") != NULL);
+    CU_ASSERT(fam_find(&e, "event_validator_queue_oldest_pending_age_seconds") != NULL);
 
     CU_ASSERT_EQUAL(sample_value(b.data, "event_validator_queue_submissions{status=\"pending\"}"),
                     12);
