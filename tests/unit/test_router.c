@@ -376,6 +376,69 @@ static void test_429_pauses_whole_provider(void)
     rt_stop(&t);
 }
 
+static double provider_double(rt_t *t, const char *provider, const char *key)
+{
+    json_object *root = NULL;
+    json_object *v = provider_stat(t, &root, provider, key);
+    double d = v ? json_object_get_double(v) : -1;
+    json_object_put(root);
+    return d;
+}
+
+/* ADAPTIVE_LIMITS: the configured 600 per minute is a ceiling; the 429
+ * states the real quota (60 per minute) and the rate drops under it at once,
+ * without counting against the breaker. */
+static void test_429_teaches_the_stated_limit(void)
+{
+    rt_t t;
+    const char *o[] = {"GROQ_API_KEY", NULL, "GEMINI_RPM_LIMIT", "600", NULL};
+    rt_start(&t, 0, o);
+    sim_set("gemini", "{\"rpm\": 60, \"window_s\": 1}");
+    CU_ASSERT_DOUBLE_EQUAL(provider_double(&t, "gemini", "rpm_ceiling"), 540, 1e-6);
+    CU_ASSERT(provider_double(&t, "gemini", "rpm_limit") <= 540);
+    ev_router_result_t res;
+    CU_ASSERT_EQUAL(judge(&t, &res), 0);
+    CU_ASSERT_EQUAL(judge(&t, &res), 0);
+    CU_ASSERT_TRUE(res.has_verdict);
+    CU_ASSERT_EQUAL(simctl_counter(sim, "gemini", "rate_limited"), 1);
+    /* 60 per minute x safety 0.9, 1 % under: 53.46. */
+    CU_ASSERT_DOUBLE_EQUAL(provider_double(&t, "gemini", "rpm_limit"), 53.46, 0.01);
+    CU_ASSERT_DOUBLE_EQUAL(provider_double(&t, "gemini", "rpm_ceiling"), 540, 1e-6);
+    json_object *root = NULL;
+    json_object *b = provider_stat(&t, &root, "gemini", "breaker");
+    CU_ASSERT_STRING_EQUAL(b ? json_object_get_string(b) : "", "closed");
+    json_object_put(root);
+    rt_stop(&t);
+
+    /* With ADAPTIVE_LIMITS=false the rate stays as configured. */
+    const char *fixed[] = {"GROQ_API_KEY", NULL, "GEMINI_RPM_LIMIT", "600", "ADAPTIVE_LIMITS",
+                           "false",        NULL};
+    rt_start(&t, 0, fixed);
+    sim_set("gemini", "{\"rpm\": 60, \"window_s\": 1}");
+    CU_ASSERT_EQUAL(judge(&t, &res), 0);
+    CU_ASSERT_EQUAL(judge(&t, &res), 0);
+    CU_ASSERT_DOUBLE_EQUAL(provider_double(&t, "gemini", "rpm_limit"), 540, 1e-6);
+    rt_stop(&t);
+}
+
+/* Groq's token headers announce its tokens-per-minute limit: the meter
+ * adopts it and /stats shows the tokens used. */
+static void test_token_limit_from_headers(void)
+{
+    rt_t t;
+    const char *o[] = {"GEMINI_API_KEY", NULL, NULL};
+    rt_start(&t, 0, o);
+    sim_set("groq", "{\"tpm\": 5000}");
+    CU_ASSERT_EQUAL(provider_i64(&t, "groq", "tpm_limit"), 0);
+    ev_router_result_t res;
+    CU_ASSERT_EQUAL(judge(&t, &res), 0);
+    CU_ASSERT_EQUAL(res.provider, EV_PROVIDER_GROQ);
+    CU_ASSERT_EQUAL(provider_i64(&t, "groq", "tpm_limit"), 5000);
+    /* The estimate was replaced by the usage Groq reported. */
+    CU_ASSERT_EQUAL(provider_i64(&t, "groq", "tpm_used"), res.tokens_in + res.tokens_out);
+    rt_stop(&t);
+}
+
 static void test_bad_answer_asked_once(void)
 {
     rt_t t;
@@ -649,6 +712,8 @@ static const ev_test_t call_path_tests[] = {
     {"retries never exceed MAX_RETRIES", test_retries_bounded},
     {"the retry budget caps retries", test_retry_budget},
     {"a 429's RetryInfo is waited for", test_429_retry_info_honoured},
+    {"a 429 teaches the stated limit", test_429_teaches_the_stated_limit},
+    {"the token limit comes from the headers", test_token_limit_from_headers},
     {"a long 429 hint pauses the whole provider", test_429_pauses_whole_provider},
     {"a bad answer is asked again once", test_bad_answer_asked_once},
     {"call budget and stop end a call", test_call_budget_and_stop},
