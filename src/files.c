@@ -32,6 +32,7 @@
 #include "ev/files.h"
 
 #include "ev/error.h"
+#include "ev/imagehdr.h"
 #include "ev/utf8.h"
 #include "ev/util.h"
 
@@ -140,6 +141,7 @@ void ev_files_options_from_config(ev_files_options_t *opts, const ev_config_t *c
     o.pdf_max_pages = cfg->pdf_max_pages;
     o.image_max_bytes = cfg->image_max_bytes;
     o.max_images = cfg->max_images;
+    o.image_max_megapixels = cfg->image_max_megapixels;
     o.upload_dir = cfg->upload_dir;
     *opts = o;
 }
@@ -402,6 +404,29 @@ int ev_files_check_type(ev_file_kind_t kind, const char *filename, const char *m
     free(name);
 out:
     free(tmp);
+    set_reason(reason, r);
+    return rc;
+}
+
+int ev_files_check_image(const ev_files_options_t *opts, const char *filename, const char *mime,
+                         const void *data, size_t len, char **reason)
+{
+    uint32_t w = 0, h = 0;
+    int rc = ev_imagehdr_size(data, len, mime, &w, &h);
+    char *name = filename && filename[0] ? display_cstr(filename) : NULL;
+    char *subject = name ? ev_asprintf("image '%s'", name) : ev_strdup("image");
+    char *r = NULL;
+    double mp = (double)w * (double)h / 1e6;
+    if (rc < 0) {
+        r = ev_asprintf("%s is damaged: its header cannot be read", subject);
+        rc = EV_EPARSE;
+    } else if (mp > opts->image_max_megapixels) {
+        r = ev_asprintf("%s is %u x %u pixels (%.1f megapixels), limit is %g megapixels", subject,
+                        w, h, mp, opts->image_max_megapixels);
+        rc = EV_ELIMIT;
+    }
+    free(subject);
+    free(name);
     set_reason(reason, r);
     return rc;
 }
@@ -797,6 +822,10 @@ int ev_files_load(ev_files_t *f, ev_files_item_t **out, const ev_files_source_t 
     }
     rc = ev_files_check_type(src->kind, src->filename, it->mime, it->len, &r);
     if (rc < 0)
+        goto out;
+    /* Dimensions from the header: a tiny file can declare a gigapixel. */
+    if (src->kind == EV_FILE_IMAGE &&
+        (rc = ev_files_check_image(&f->opts, src->filename, it->mime, it->data, it->len, &r)) < 0)
         goto out;
 
     ev_hash_sha256_hex(it->sha256, it->data, it->len);

@@ -10,6 +10,7 @@
 #include "ev/verdict.h"
 
 #include "ev/error.h"
+#include "ev/utf8.h"
 #include "ev/util.h"
 
 #include <json-c/json.h>
@@ -19,6 +20,8 @@
 
 /* Answers are small; anything longer is a runaway generation. */
 #define MAX_OBJECT_BYTES (64 * 1024)
+/* Fields an answer may have; it is asked for three. */
+#define MAX_KEYS 32
 
 static void set_why(char *why, size_t whylen, const char *msg)
 {
@@ -59,6 +62,155 @@ int ev_verdict_find_object(const char *text, size_t len, size_t *start, size_t *
     return EV_EPARSE;
 }
 
+/* A JSON string literal (quotes included) decoded by json-c; NULL if invalid. */
+static json_object *decode_key(const char *lit, size_t n)
+{
+    json_tokener *tok = json_tokener_new();
+    json_object *o = json_tokener_parse_ex(tok, lit, (int)n);
+    if (o && (json_tokener_get_error(tok) != json_tokener_success ||
+              !json_object_is_type(o, json_type_string))) {
+        json_object_put(o);
+        o = NULL;
+    }
+    json_tokener_free(tok);
+    return o;
+}
+
+/*
+ * True when the object (already parsed by json-c, so well formed) repeats a
+ * top-level key, compared after decoding escapes ("valid" and "\u0076alid"
+ * are the same key), or has more than MAX_KEYS of them. json-c keeps the last
+ * of duplicates; an answer that says both false and true is ambiguous.
+ */
+static bool ambiguous_keys(const char *obj, size_t len)
+{
+    json_object *keys[MAX_KEYS];
+    int nkeys = 0, depth = 0;
+    bool in_str = false, esc = false, expect_key = false, dup = false;
+    size_t key_start = 0;
+    for (size_t i = 0; i < len && !dup; i++) {
+        char c = obj[i];
+        if (in_str) {
+            if (esc) {
+                esc = false;
+            } else if (c == '\\') {
+                esc = true;
+            } else if (c == '"') {
+                in_str = false;
+                if (key_start) {
+                    json_object *k = decode_key(obj + key_start - 1, i - key_start + 2);
+                    for (int j = 0; k && j < nkeys && !dup; j++)
+                        dup =
+                            strcmp(json_object_get_string(keys[j]), json_object_get_string(k)) == 0;
+                    if (!k || nkeys == MAX_KEYS) {
+                        dup = true;
+                        json_object_put(k);
+                    } else {
+                        keys[nkeys++] = k;
+                    }
+                    key_start = 0;
+                }
+            }
+            continue;
+        }
+        if (c == '"') {
+            in_str = true;
+            if (depth == 1 && expect_key) {
+                key_start = i + 1;
+                expect_key = false;
+            }
+        } else if (c == '{' || c == '[') {
+            depth++;
+            expect_key = depth == 1;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == ',' && depth == 1) {
+            expect_key = true;
+        }
+    }
+    for (int j = 0; j < nkeys; j++)
+        json_object_put(keys[j]);
+    return dup;
+}
+
+/* Skips a terminal escape sequence starting at s[i] (ESC or CSI); returns the index after it. */
+static size_t skip_escape(const unsigned char *s, size_t n, size_t i, bool csi)
+{
+    if (!csi) {
+        if (i + 1 >= n)
+            return n;
+        if (s[i + 1] == ']') { /* OSC: up to BEL or ESC \ */
+            for (size_t j = i + 2; j < n; j++) {
+                if (s[j] == 0x07)
+                    return j + 1;
+                if (s[j] == 0x1b)
+                    return j + 2 <= n ? j + 2 : n;
+            }
+            return n;
+        }
+        if (s[i + 1] != '[')
+            return i + 2; /* a two-character escape */
+        i += 2;
+    } else {
+        i += 2; /* U+009B is two bytes in UTF-8 */
+    }
+    while (i < n && !(s[i] >= 0x40 && s[i] <= 0x7e))
+        i++;
+    return i < n ? i + 1 : n;
+}
+
+/* Invisible characters that reorder or hide text on a screen. */
+static bool is_bidi_or_invisible(uint32_t cp)
+{
+    return (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x202a && cp <= 0x202e) ||
+           (cp >= 0x2066 && cp <= 0x2069) || cp == 0xfeff;
+}
+
+/*
+ * The reason as it may be stored and shown: terminal escape sequences and
+ * bidirectional or invisible controls removed, other control characters and
+ * line breaks as one space, invalid UTF-8 as U+FFFD, spaces collapsed and
+ * trimmed, at most EV_VERDICT_REASON_MAX bytes without splitting a
+ * character. Writes into out (EV_VERDICT_REASON_MAX + 1 bytes).
+ */
+static void clean_reason(char *out, const char *in, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)in;
+    size_t o = 0, i = 0;
+    bool space = false;
+    while (i < n) {
+        uint32_t cp;
+        size_t l = ev_utf8_decode(s + i, n - i, &cp);
+        if (l == 0) {
+            cp = 0xfffd;
+            l = 1;
+        }
+        if (cp == 0x1b || cp == 0x9b) {
+            i = skip_escape(s, n, i, cp == 0x9b);
+            continue;
+        }
+        i += l;
+        if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0) || cp == ' ' || cp == 0x2028 ||
+            cp == 0x2029) {
+            space = cp != 0x7f && !(cp >= 0x80 && cp < 0xa0) ? true : space;
+            continue;
+        }
+        if (is_bidi_or_invisible(cp))
+            continue;
+        char enc[4];
+        size_t el = ev_utf8_encode(cp, enc);
+        size_t need = el + (space && o > 0 ? 1 : 0);
+        if (o + need > EV_VERDICT_REASON_MAX)
+            break;
+        if (space && o > 0)
+            out[o++] = ' ';
+        memcpy(out + o, enc, el);
+        o += el;
+        space = false;
+    }
+    out[o] = '\0';
+}
+
 int ev_verdict_parse(ev_verdict_t *out, const char *text, size_t len, char *why, size_t whylen)
 {
     int rc = EV_EPARSE;
@@ -90,6 +242,10 @@ int ev_verdict_parse(ev_verdict_t *out, const char *text, size_t len, char *why,
         set_why(why, whylen, "answer is not valid JSON");
         goto out;
     }
+    if (ambiguous_keys(text + start, olen)) {
+        set_why(why, whylen, "answer repeats a field (ambiguous)");
+        goto out;
+    }
 
     json_object *v = NULL, *s = NULL, *r = NULL;
     if (!json_object_object_get_ex(obj, "valid", &v) ||
@@ -114,18 +270,13 @@ int ev_verdict_parse(ev_verdict_t *out, const char *text, size_t len, char *why,
         set_why(why, whylen, "field 'reason' is missing, empty or not a string");
         goto out;
     }
+    clean_reason(out->reason, json_object_get_string(r), (size_t)json_object_get_string_len(r));
+    if (out->reason[0] == '\0') {
+        set_why(why, whylen, "field 'reason' has no printable text");
+        goto out;
+    }
     out->valid = json_object_get_boolean(v);
     out->score = score;
-    const char *reason = json_object_get_string(r);
-    size_t rlen = (size_t)json_object_get_string_len(r);
-    if (rlen > EV_VERDICT_REASON_MAX) {
-        rlen = EV_VERDICT_REASON_MAX;
-        /* Do not cut a UTF-8 sequence in half. */
-        while (rlen > 0 && ((unsigned char)reason[rlen] & 0xC0) == 0x80)
-            rlen--;
-    }
-    memcpy(out->reason, reason, rlen);
-    out->reason[rlen] = '\0';
     rc = 0;
 out:
     json_object_put(obj);

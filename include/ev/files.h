@@ -52,22 +52,23 @@ const char *ev_files_kind_name(ev_file_kind_t kind);
 int ev_files_kind_parse(ev_file_kind_t *out, const char *s);
 
 typedef struct ev_files_options {
-    int64_t pdf_max_bytes;    /* PDF_MAX_BYTES: a larger PDF is a fail */
-    int pdf_max_pages;        /* PDF_MAX_PAGES: used by pdf.h, carried here for callers */
-    int64_t image_max_bytes;  /* IMAGE_MAX_BYTES: per image */
-    int max_images;           /* MAX_IMAGES per submission */
-    const char *upload_dir;   /* UPLOAD_DIR; NULL: every storage path is refused.
-                                 Borrowed: ev_files_new copies it. */
-    bool force_path_fallback; /* tests only: resolve paths with realpath() +
-                                 prefix check + O_NOFOLLOW instead of openat2() */
+    int64_t pdf_max_bytes;       /* PDF_MAX_BYTES: a larger PDF is a fail */
+    int pdf_max_pages;           /* PDF_MAX_PAGES: used by pdf.h, carried here for callers */
+    int64_t image_max_bytes;     /* IMAGE_MAX_BYTES: per image */
+    int max_images;              /* MAX_IMAGES per submission */
+    double image_max_megapixels; /* IMAGE_MAX_MEGAPIXELS: from the header, per image */
+    const char *upload_dir;      /* UPLOAD_DIR; NULL: every storage path is refused.
+                                    Borrowed: ev_files_new copies it. */
+    bool force_path_fallback;    /* tests only: resolve paths with realpath() +
+                                    prefix check + O_NOFOLLOW instead of openat2() */
 } ev_files_options_t;
 
 #define EV_FILES_MIB ((int64_t)1024 * 1024)
 #define EV_FILES_OPTIONS_INIT                                                                      \
     {                                                                                              \
         .pdf_max_bytes = 14 * EV_FILES_MIB, .pdf_max_pages = 100,                                  \
-        .image_max_bytes = 4 * EV_FILES_MIB, .max_images = 5, .upload_dir = NULL,                  \
-        .force_path_fallback = false                                                               \
+        .image_max_bytes = 4 * EV_FILES_MIB, .max_images = 5, .image_max_megapixels = 33,          \
+        .upload_dir = NULL, .force_path_fallback = false                                           \
     }
 
 /* Fills *opts from the loaded configuration. opts->upload_dir borrows
@@ -144,6 +145,17 @@ int ev_files_check_size(const ev_files_options_t *opts, ev_file_kind_t kind, con
 int ev_files_check_type(ev_file_kind_t kind, const char *filename, const char *mime, size_t len,
                         char **reason);
 
+/*
+ * An image's header against IMAGE_MAX_MEGAPIXELS (mime as detected, already
+ * accepted by ev_files_check_type): 0, or
+ *   EV_EPARSE  "image 'x.png' is damaged: its header cannot be read";
+ *   EV_ELIMIT  "image 'x.png' is 60000 x 60000 pixels (3600 megapixels),
+ *              limit is 33 megapixels".
+ * Reads only the header (ev_imagehdr_size); decodes nothing.
+ */
+int ev_files_check_image(const ev_files_options_t *opts, const char *filename, const char *mime,
+                         const void *data, size_t len, char **reason);
+
 /* MAX_IMAGES: 0, or EV_ELIMIT with "7 images, limit is 5". */
 int ev_files_check_count(const ev_files_options_t *opts, int n_images, char **reason);
 
@@ -192,6 +204,7 @@ typedef struct ev_files_item ev_files_item_t;
  *   EV_EPATH, EV_ENOTFOUND, EV_EIO   as ev_files_read_path;
  *   EV_ETOOBIG   over the kind's size limit;
  *   EV_ETYPE     the bytes are not what the kind requires;
+ *   EV_EPARSE, EV_ELIMIT   an image's header, as ev_files_check_image;
  *   EV_EIO       also when libmagic fails.
  * EV_EIO is the only code that is not the file's fault (record an error and
  * retry); every other code is a local `fail` with *reason as its text.

@@ -6,7 +6,11 @@
  * prose around it, truncate it, or use the wrong types (PROVIDERS.md failure
  * mode 5). ev_verdict_parse strips a fence that wraps the whole text, takes
  * the first balanced object, and validates every field's type and range;
- * anything else is EV_EPARSE with a short reason. Pure function; any thread.
+ * an object that repeats a top-level key ({"valid":false,...,"valid":true})
+ * is ambiguous and refused, never "last key wins"; anything else wrong is
+ * EV_EPARSE with a short reason. The reason is cleaned before anyone stores
+ * or shows it: terminal escape sequences and bidirectional controls removed,
+ * other control characters as spaces, capped. Pure function; any thread.
  */
 #ifndef EV_VERDICT_H
 #define EV_VERDICT_H
@@ -19,7 +23,7 @@
 typedef struct ev_verdict {
     bool valid;
     double score;                           /* 0..1 */
-    char reason[EV_VERDICT_REASON_MAX + 1]; /* non-empty, valid UTF-8 as given */
+    char reason[EV_VERDICT_REASON_MAX + 1]; /* non-empty, valid UTF-8, no control characters */
 } ev_verdict_t;
 
 /* Parses `text` (len bytes, need not be NUL-terminated). Returns 0 and fills

@@ -27,6 +27,7 @@
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "hostile.h"
 #include "runner.h"
 
 /* ---- fixtures ----------------------------------------------------------------- */
@@ -805,7 +806,108 @@ static void test_magic_handle_per_thread(void)
     }
 }
 
+/* ---- image headers ----------------------------------------------------------------- */
+
+static void load_expect(ev_files_t *f, const char *name, const void *data, size_t len, int want_rc,
+                        const char *want)
+{
+    ev_files_item_t *it = NULL;
+    ev_files_source_t src = {
+        .kind = EV_FILE_IMAGE, .filename = name, .content = data, .content_len = len};
+    EXPECT_REASON(want_rc, want, ev_files_load(f, &it, &src, &reason));
+    ev_files_item_free(it);
+}
+
+/* A HEIF header: ftyp, then meta (a full box) / iprp / ipco / ispe. */
+static unsigned char *heif_with(uint32_t w, uint32_t h, size_t *len)
+{
+    static const unsigned char ftyp[] = {0, 0, 0, 0x18, 'f', 't', 'y', 'p', 'h', 'e', 'i', 'c',
+                                         0, 0, 0, 0,    'm', 'i', 'f', '1', 'h', 'e', 'i', 'c'};
+    unsigned char *b = calloc(1, 200), *p = b;
+    memcpy(p, ftyp, sizeof(ftyp));
+    p += sizeof(ftyp);
+    const uint32_t ispe = 20, ipco = 8 + ispe, iprp = 8 + ipco, meta = 12 + iprp;
+    const struct {
+        uint32_t size;
+        const char *type;
+        int full;
+    } boxes[] = {{meta, "meta", 1}, {iprp, "iprp", 0}, {ipco, "ipco", 0}, {ispe, "ispe", 1}};
+    for (size_t i = 0; i < 4; i++) {
+        p[0] = (unsigned char)(boxes[i].size >> 24);
+        p[1] = (unsigned char)(boxes[i].size >> 16);
+        p[2] = (unsigned char)(boxes[i].size >> 8);
+        p[3] = (unsigned char)boxes[i].size;
+        memcpy(p + 4, boxes[i].type, 4);
+        p += 8 + (boxes[i].full ? 4 : 0);
+    }
+    const uint32_t dims[2] = {w, h};
+    for (int i = 0; i < 2; i++, p += 4) {
+        p[0] = (unsigned char)(dims[i] >> 24);
+        p[1] = (unsigned char)(dims[i] >> 16);
+        p[2] = (unsigned char)(dims[i] >> 8);
+        p[3] = (unsigned char)dims[i];
+    }
+    *len = (size_t)(p - b);
+    return b;
+}
+
+static void test_image_headers(void)
+{
+    ev_files_t *f = NULL;
+    CU_ASSERT_EQUAL_FATAL(ev_files_new(&f, &default_opts), 0);
+    size_t len = 0;
+    unsigned char *png = ev_hostile_png(60000, 60000, &len);
+    load_expect(f, "huge.png", png, len, EV_ELIMIT,
+                "image 'huge.png' is 60000 x 60000 pixels (3600.0 megapixels), limit is 33 "
+                "megapixels");
+    free(png);
+    png = ev_hostile_png(5000, 5000, &len);
+    load_expect(f, "big.png", png, len, 0, NULL);
+    /* Cut inside IHDR: still a PNG to libmagic, but no dimensions. */
+    load_expect(f, "cut.png", png, 20, EV_EPARSE,
+                "image 'cut.png' is damaged: its header cannot be read");
+    free(png);
+    unsigned char *jpg = ev_hostile_jpeg(65000, 65000, &len);
+    load_expect(f, "huge.jpg", jpg, len, EV_ELIMIT,
+                "image 'huge.jpg' is 65000 x 65000 pixels (4225.0 megapixels), limit is 33 "
+                "megapixels");
+    free(jpg);
+    jpg = ev_hostile_jpeg(1920, 1080, &len);
+    load_expect(f, "photo.jpg", jpg, len, 0, NULL);
+    free(jpg);
+    /* A JPEG with no frame header at all. */
+    load_expect(f, "empty.jpg", jpeg_bytes, sizeof(jpeg_bytes), EV_EPARSE,
+                "image 'empty.jpg' is damaged: its header cannot be read");
+    load_expect(f, "tiny.webp", webp_bytes, sizeof(webp_bytes), 0, NULL);
+    unsigned char *heif = heif_with(8000, 6000, &len);
+    load_expect(f, "camera.heic", heif, len, EV_ELIMIT,
+                "image 'camera.heic' is 8000 x 6000 pixels (48.0 megapixels), limit is 33 "
+                "megapixels");
+    free(heif);
+    heif = heif_with(4032, 3024, &len);
+    load_expect(f, "phone.heic", heif, len, 0, NULL);
+    free(heif);
+    ev_files_free(f);
+}
+
+/* A ZIP archive with a PDF inside its bytes is a ZIP archive. */
+static void test_polyglot_pdf(void)
+{
+    ev_files_t *f = NULL;
+    CU_ASSERT_EQUAL_FATAL(ev_files_new(&f, &default_opts), 0);
+    size_t len = 0;
+    char *poly = ev_hostile_polyglot(&len);
+    ev_files_item_t *it = NULL;
+    ev_files_source_t src = {
+        .kind = EV_FILE_PDF, .filename = "slides.pdf", .content = poly, .content_len = len};
+    EXPECT_REASON(EV_ETYPE, "declared PDF is a ZIP archive", ev_files_load(f, &it, &src, &reason));
+    free(poly);
+    ev_files_free(f);
+}
+
 static const ev_test_t files_tests[] = {
+    {"image headers: dimensions without decoding", test_image_headers},
+    {"polyglot PDF", test_polyglot_pdf},
     {"classify every fixture", test_classify_every_fixture},
     {"declared PDF verdicts", test_declared_pdf_verdicts},
     {"image verdicts", test_image_verdicts},

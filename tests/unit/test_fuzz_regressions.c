@@ -31,6 +31,7 @@ static const char *current_input = "";
 #include "../fuzz/fuzz_config.c"
 #include "../fuzz/fuzz_gemini.c"
 #include "../fuzz/fuzz_groq.c"
+#include "../fuzz/fuzz_image.c"
 #include "../fuzz/fuzz_prompt.c"
 #include "../fuzz/fuzz_retryhint.c"
 #include "../fuzz/fuzz_verdict.c"
@@ -145,6 +146,10 @@ static void test_config(void)
 {
     replay("config", fuzz_config);
 }
+static void test_image(void)
+{
+    replay("image", fuzz_image);
+}
 static void test_prompt(void)
 {
     replay("prompt", fuzz_prompt);
@@ -157,6 +162,7 @@ static const ev_test_t fuzz_regressions_tests[] = {
     {"retry hints", test_retryhint},
     {"config loader", test_config},
     {"prompt framing", test_prompt},
+    {"file type and image header", test_image},
     EV_TEST_END,
 };
 

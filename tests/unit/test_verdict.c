@@ -93,7 +93,40 @@ static void test_long_reason_cut_on_char_boundary(void)
     CU_ASSERT_EQUAL(rl % 2, 0);
 }
 
+/* {"valid":false,...,"valid":true} says both: a bad answer, never "last key wins". */
+static void test_duplicate_keys_are_ambiguous(void)
+{
+    CU_ASSERT_EQUAL(parse("{\"valid\":false,\"score\":0.1,\"reason\":\"off\",\"valid\":true}"),
+                    EV_EPARSE);
+    CU_ASSERT_STRING_EQUAL(why, "answer repeats a field (ambiguous)");
+    /* The same key spelled with an escape is the same key. */
+    CU_ASSERT_EQUAL(parse("{\"valid\":false,\"score\":0.1,\"reason\":\"x\",\"\\u0076alid\":true}"),
+                    EV_EPARSE);
+    CU_ASSERT_EQUAL(parse("{\"valid\":true,\"score\":1,\"reason\":\"a\",\"reason\":\"b\"}"),
+                    EV_EPARSE);
+    /* Repeats inside a nested value are not top-level fields. */
+    CU_ASSERT_EQUAL(parse("{\"valid\":true,\"score\":1,\"reason\":\"ok\",\"extra\":"
+                          "{\"a\":1,\"a\":2},\"list\":[{\"valid\":1},{\"valid\":2}]}"),
+                    0);
+    CU_ASSERT_TRUE(v.valid);
+}
+
+/* A reason is stored and shown: no terminal escapes, no control characters. */
+static void test_reason_is_cleaned(void)
+{
+    CU_ASSERT_EQUAL(parse("{\"valid\":true,\"score\":1,\"reason\":\"\\u001b[31mRED\\u001b[0m "
+                          "fits\\n\\nthe\\ttheme\\u202e gnol\\u0007 \\u001b]0;pwned\\u0007ok"
+                          "\\u009b2Jdone\"}"),
+                    0);
+    CU_ASSERT_STRING_EQUAL(v.reason, "RED fits the theme gnol okdone");
+    CU_ASSERT_EQUAL(parse("{\"valid\":true,\"score\":1,\"reason\":\"\\u001b[2J\\n\\t\"}"),
+                    EV_EPARSE);
+    CU_ASSERT_STRING_EQUAL(why, "field 'reason' has no printable text");
+}
+
 static const ev_test_t verdict_tests[] = {
+    {"duplicate keys are ambiguous", test_duplicate_keys_are_ambiguous},
+    {"reason is cleaned", test_reason_is_cleaned},
     {"plain object", test_plain},
     {"fences and prose", test_fences_and_prose},
     {"truncated and empty", test_truncated},
