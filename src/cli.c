@@ -33,6 +33,7 @@
 #include "ev/spend.h"
 #include "ev/threads.h"
 #include "ev/tokens.h"
+#include "ev/utf8.h"
 #include "ev/util.h"
 #include "ev/webhook.h"
 
@@ -202,6 +203,26 @@ typedef struct upload {
     size_t len;
 } upload_t;
 
+/* True when s has nothing but white space (Unicode spaces included) or is empty. */
+static bool is_blank(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s), i = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t l = ev_utf8_decode(p + i, n - i, &cp);
+        if (l == 0)
+            return false;
+        bool space = (cp >= 0x09 && cp <= 0x0d) || cp == 0x20 || cp == 0x85 || cp == 0xa0 ||
+                     cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200b) || cp == 0x2028 ||
+                     cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000 || cp == 0xfeff;
+        if (!space)
+            return false;
+        i += l;
+    }
+    return true;
+}
+
 /*
  * Reads `path` fully, refusing it before reading when it is not a regular
  * file or larger than `max` (named by `limit_name` in the message). The size
@@ -216,7 +237,9 @@ static int read_upload(upload_t *u, int64_t max, const char *limit_name, char *e
 
     u->data = NULL;
     u->len = 0;
-    fd = open(u->path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+     * writer forever; it is refused below as not a regular file. */
+    fd = open(u->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         ev_set_error(err, errlen, "cannot read %s: %s", u->path, strerror(errno));
         rc = EV_EIO;
@@ -232,6 +255,7 @@ static int read_upload(upload_t *u, int64_t max, const char *limit_name, char *e
         rc = EV_EIO;
         goto out;
     }
+    (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     if ((int64_t)st.st_size > max) {
         ev_set_error(err, errlen, "%s is too large: %lld bytes, the limit is %lld (%s)", u->path,
                      (long long)st.st_size, (long long)max, limit_name);
@@ -335,8 +359,8 @@ int ev_cli_submit(const ev_config_t *cfg, const ev_cli_submit_args_t *a, int64_t
     int rc;
 
     *id = 0;
-    if (a->title == NULL || a->title[0] == '\0') {
-        ev_set_error(err, errlen, "a submission needs a non-empty title");
+    if (a->title == NULL || is_blank(a->title)) {
+        ev_set_error(err, errlen, "a submission needs a title that is not only blank space");
         rc = EV_EINVAL;
         goto out;
     }

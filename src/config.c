@@ -632,6 +632,24 @@ static int resolve_order(ev_config_t *c, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * A Gemini model name becomes a URL path segment ("models/NAME:generateContent"):
+ * a '/', ':' or '@' in it would address another resource.
+ */
+static int gemini_models_check(const ev_provider_config_t *p, char *err, size_t errlen)
+{
+    for (size_t m = 0; m < p->n_models; m++) {
+        if (strcspn(p->models[m], "/:@") == strlen(p->models[m]))
+            continue;
+        ev_set_error(err, errlen,
+                     "%s: '%s' is not a Gemini model name (accepted: letters, digits, '.', '_' "
+                     "and '-', e.g. gemini-2.5-flash)",
+                     p->models_spec ? "GEMINI_MODELS" : "GEMINI_MODEL", p->models[m]);
+        return EV_ECONFIG;
+    }
+    return 0;
+}
+
 /* Rules that relate two variables; checked after every value parsed. */
 static int cross_check(const ev_config_t *c, char *err, size_t errlen)
 {
@@ -665,6 +683,27 @@ static int cross_check(const ev_config_t *c, char *err, size_t errlen)
         return EV_ECONFIG;
     for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
         const ev_provider_config_t *p = &c->providers[i];
+        if (p->rpm_limit > 0 && p->rpm_limit < 1) {
+            /* The limiter cannot pace slower than that; say so here, by name. */
+            ev_set_error(err, errlen,
+                         "%s_RPM_LIMIT: '%g' is too small (accepted: 0 for unlimited, or 1 to "
+                         "1000000 requests a minute)",
+                         env_prefix[i], p->rpm_limit);
+            return EV_ECONFIG;
+        }
+        if (p->rpm_limit > 0 && p->rpm_limit * p->safety_factor < 1e-3) {
+            ev_set_error(err, errlen,
+                         "%sRATE_LIMIT_SAFETY_FACTOR: '%g' leaves less than 0.001 requests a "
+                         "minute of %s_RPM_LIMIT %g (accepted: a number greater than 0 and at "
+                         "most 1, at least 0.001 / the RPM limit)",
+                         i == EV_PROVIDER_GEMINI ? ""
+                         : i == EV_PROVIDER_GROQ ? "GROQ_"
+                                                 : "OPENAI_COMPAT_",
+                         p->safety_factor, env_prefix[i], p->rpm_limit);
+            return EV_ECONFIG;
+        }
+        if (i == EV_PROVIDER_GEMINI && gemini_models_check(p, err, errlen) < 0)
+            return EV_ECONFIG;
         if (p->jitter_min > p->jitter_max) {
             ev_set_error(err, errlen, "%s_JITTER_MIN (%g) is greater than %s_JITTER_MAX (%g)",
                          env_prefix[i], p->jitter_min, env_prefix[i], p->jitter_max);
@@ -745,6 +784,17 @@ const char *ev_config_var_name(size_t i, bool *file_variant)
     if (file_variant)
         *file_variant = table[i].type == T_SECRET || table[i].type == T_SECSTR;
     return table[i].name;
+}
+
+bool ev_config_var_range(size_t i, double *min, double *max)
+{
+    if (i >= EV_ARRAY_LEN(table))
+        return false;
+    vtype_t t = table[i].type;
+    bool numeric = t == T_INT || t == T_BYTES || t == T_DOUBLE || t == T_FACTOR;
+    *min = t == T_FACTOR ? 1e-6 : table[i].min;
+    *max = t == T_FACTOR ? 1 : table[i].max;
+    return numeric;
 }
 
 bool ev_config_any_provider(const ev_config_t *cfg)

@@ -147,6 +147,10 @@ void ev_config_log(const ev_config_t *cfg);
  * NAME_FILE is accepted too (secrets and DATABASE_URL). Thread-safe.
  */
 const char *ev_config_var_name(size_t i, bool *file_variant);
+/* For variable i of the table: true when it is a number, with the smallest
+ * and largest value it accepts (tests load both ends and build the service
+ * from them). False for other types and past the end. */
+bool ev_config_var_range(size_t i, double *min, double *max);
 
 /* True when at least one provider has a key. */
 bool ev_config_any_provider(const ev_config_t *cfg);

@@ -445,7 +445,7 @@ static void test_submit_refusals(void)
 {
     char *url = make_db();
     char pdf[256], big[256], img[256];
-    char missing[300];
+    char missing[300], fifo[300];
     run_t r;
     static const char *const nothing_written =
         "SELECT (SELECT count(*) FROM submissions) + (SELECT count(*) FROM submission_files)";
@@ -475,6 +475,13 @@ static void test_submit_refusals(void)
         {{NULL},
          {"submit", "--event", "424242", "--title", "t", "--pdf", pdf, NULL},
          {"event 424242 does not exist", "event 424242"}},
+        /* A FIFO nobody writes to: refused at once, never waited on. */
+        {{NULL},
+         {"submit", "--event", "1", "--title", "t", "--pdf", fifo, NULL},
+         {"cannot read", "not a regular file"}},
+        {{NULL},
+         {"submit", "--event", "1", "--title", " \t\xc2\xa0\xe2\x80\x83", "--pdf", pdf, NULL},
+         {"title", "blank space"}},
     };
 
     if (!url)
@@ -483,6 +490,9 @@ static void test_submit_refusals(void)
     write_file("ok.png", 1000, img, sizeof(img));
     write_file("big.bin", 4096, big, sizeof(big));
     snprintf(missing, sizeof(missing), "%s/does-not-exist.pdf", tmpdir);
+    snprintf(fifo, sizeof(fifo), "%s/slides-fifo.pdf", tmpdir);
+    unlink(fifo);
+    CU_ASSERT_EQUAL_FATAL(mkfifo(fifo, 0600), 0);
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         run_cli(&r, url, cases[i].env, cases[i].args);
@@ -496,6 +506,7 @@ static void test_submit_refusals(void)
         run_free(&r);
         CU_ASSERT_EQUAL(sql_i64(url, nothing_written), 0);
     }
+    unlink(fifo);
     ev_pgtest_drop_db(url);
 }
 

@@ -5,6 +5,7 @@
  */
 #include "ev/config.h"
 #include "ev/error.h"
+#include "ev/pipeline.h"
 
 #include <CUnit/Basic.h>
 #include <stdio.h>
@@ -391,7 +392,75 @@ static void test_every_variable_documented(void)
     free(doc);
 }
 
+/* The values that passed `migrate` and `show` and then stopped `serve`
+ * without a name: now refused at load, naming the variable. */
+static void test_values_serve_cannot_use(void)
+{
+    const char *e = load_bad("GEMINI_RPM_LIMIT", "0.001");
+    CU_ASSERT_PTR_NOT_NULL(strstr(e, "GEMINI_RPM_LIMIT: '0.001' is too small"));
+    e = load_bad("GROQ_RPM_LIMIT", "0.5");
+    CU_ASSERT_PTR_NOT_NULL(strstr(e, "GROQ_RPM_LIMIT: '0.5' is too small"));
+    e = load_bad("GEMINI_MODEL", "a/b");
+    CU_ASSERT_STRING_EQUAL(e, "GEMINI_MODEL: 'a/b' is not a Gemini model name (accepted: "
+                              "letters, digits, '.', '_' and '-', e.g. gemini-2.5-flash)");
+    e = load_bad("GEMINI_MODELS", "gemini-2.5-flash,models:x");
+    CU_ASSERT_PTR_NOT_NULL(strstr(e, "GEMINI_MODELS: 'models:x' is not a Gemini model name"));
+    e = load_bad("PARSE_MEMORY_MB", "8");
+    CU_ASSERT_PTR_NOT_NULL(strstr(e, "PARSE_MEMORY_MB: '8' is out of range"));
+}
+
+/*
+ * Every number the table accepts, at both ends of its range, loads and
+ * builds what `serve` builds from it (the pipeline: router, limiters,
+ * breakers, budgets, the parse sandbox), or is refused at load with a line
+ * naming a variable. Nothing accepted at load may fail later.
+ */
+static void test_every_accepted_value_is_usable(void)
+{
+    double lo, hi;
+    const char *name;
+    int built = 0;
+    for (size_t i = 0; (name = ev_config_var_name(i, NULL)) != NULL; i++) {
+        if (!ev_config_var_range(i, &lo, &hi))
+            continue;
+        const double ends[2] = {lo, hi};
+        for (int k = 0; k < 2; k++) {
+            char val[64];
+            if (ends[k] == (double)(long long)ends[k])
+                snprintf(val, sizeof(val), "%lld", (long long)ends[k]);
+            else
+                snprintf(val, sizeof(val), "%.17g", ends[k]);
+            fakeenv_t e = {0};
+            put(&e, "GEMINI_API_KEY", "test-key-gemini");
+            put(&e, "GROQ_API_KEY", "test-key-groq");
+            put(&e, name, val);
+            ev_config_t *cfg = NULL;
+            if (ev_config_load(&cfg, fake_get, &e, err, sizeof(err)) != 0) {
+                /* Refused by a rule relating it to another variable: the
+                 * line still starts with a variable's name. */
+                CU_ASSERT_TRUE(err[0] >= 'A' && err[0] <= 'Z' && strchr(err, ' ') != NULL &&
+                               strspn(err, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") > 3);
+                if (getenv("EV_TEST_VERBOSE"))
+                    fprintf(stderr, "\n  %s=%s refused: %s", name, val, err);
+                continue;
+            }
+            ev_pipeline_t *p = NULL;
+            int rc = ev_pipeline_new(&p, cfg, NULL);
+            if (rc != 0)
+                fprintf(stderr, "\n  %s=%s loads but serve cannot use it: %s\n", name, val,
+                        ev_strerror(rc));
+            CU_ASSERT_EQUAL(rc, 0);
+            built += rc == 0;
+            ev_pipeline_free(p);
+            ev_config_free(cfg);
+        }
+    }
+    CU_ASSERT_TRUE(built > 50);
+}
+
 static const ev_test_t config_tests[] = {
+    {"values serve cannot use are refused at load", test_values_serve_cannot_use},
+    {"every accepted value is usable", test_every_accepted_value_is_usable},
     {"defaults", test_defaults},
     {"overrides", test_overrides},
     {"bad numbers", test_bad_numbers},
