@@ -12,7 +12,8 @@
 # 4. Runs `ctest --output-on-failure` for the normal build, then for the ASan build with
 #    leak detection on and UBSan halting on the first error.
 # 5. With EV_TSAN=1, also builds build-tsan/ (-DEV_SANITIZE=thread) and runs it.
-# 6. Checks the scripts, deployment files and documentation with scripts/check-deploy.sh
+# 6. Lints docs/openapi.yaml with Redocly CLI from npm (scripts/lint-openapi.sh).
+# 7. Checks the scripts, deployment files and documentation with scripts/check-deploy.sh
 #    (script lint, compose lint, Kubernetes schemas, links) and, with EV_IMAGE=1, builds
 #    the container image and smoke-tests it (scripts/build-image.sh; root only).
 # A stage whose tool is missing (clang-format, clang, shellcheck, ...) fails; it is never
@@ -136,6 +137,14 @@ else
     if [ "${EV_TSAN:-0}" = 1 ]; then
         TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_tests build-tsan
     fi
+fi
+
+# The organisers' API description (docs/openapi.yaml), linted with Redocly CLI from npm.
+say "openapi (scripts/lint-openapi.sh)"
+if bash "$ROOT/scripts/lint-openapi.sh"; then
+    record "openapi lint" "ok"
+else
+    record "openapi lint" "FAILED (see above)"
 fi
 
 # libFuzzer targets (tests/fuzz): 15 s each on a copy of the seed corpora, with clang.

@@ -5,8 +5,8 @@
 #
 # Configures and builds build-fuzz/ (CC=clang, -DEV_FUZZ=ON -DEV_BUILD_TESTS=OFF;
 # only the fuzz targets are built), then runs every target (or only the named
-# ones: gemini groq verdict retryhint config prompt image) for `seconds` (default 20) on a
-# COPY of its seed corpus tests/fuzz/corpus/<name>/, with its dictionary
+# ones: gemini groq verdict retryhint config prompt image api_event api_upload) for
+# `seconds` (default 20) on a COPY of its seed corpus tests/fuzz/corpus/<name>/, with its dictionary
 # tests/fuzz/dict/<name>.dict. The committed corpus never grows.
 #
 # A crash, leak, timeout or broken FUZZ_CHECK stops that target: the input is
@@ -19,7 +19,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SECONDS_PER_TARGET=${1:-20}
 shift || true
-ALL=(gemini groq verdict retryhint config prompt image)
+ALL=(gemini groq verdict retryhint config prompt image api_event api_upload)
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 JOBS=${EV_JOBS:-2}
 BUILD="$ROOT/build-fuzz"

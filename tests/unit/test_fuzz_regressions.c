@@ -28,6 +28,8 @@ static const char *current_input = "";
     } while (0)
 #define EV_FUZZ_REPLAY 1
 
+#include "../fuzz/fuzz_api_event.c"
+#include "../fuzz/fuzz_api_upload.c"
 #include "../fuzz/fuzz_config.c"
 #include "../fuzz/fuzz_gemini.c"
 #include "../fuzz/fuzz_groq.c"
@@ -154,6 +156,14 @@ static void test_prompt(void)
 {
     replay("prompt", fuzz_prompt);
 }
+static void test_api_event(void)
+{
+    replay("api_event", fuzz_api_event);
+}
+static void test_api_upload(void)
+{
+    replay("api_upload", fuzz_api_upload);
+}
 
 static const ev_test_t fuzz_regressions_tests[] = {
     {"gemini response parser", test_gemini},
@@ -163,6 +173,8 @@ static const ev_test_t fuzz_regressions_tests[] = {
     {"config loader", test_config},
     {"prompt framing", test_prompt},
     {"file type and image header", test_image},
+    {"API event body", test_api_event},
+    {"API multipart upload", test_api_upload},
     EV_TEST_END,
 };
 
