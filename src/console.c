@@ -13,6 +13,7 @@
  */
 #include "ev/console.h"
 
+#include "ev/cluster_state.h"
 #include "ev/error.h"
 #include "ev/stats.h"
 #include "ev/util.h"
@@ -408,5 +409,193 @@ out:
     json_object_put(args);
     json_object_put(result);
     ev_db_free(db);
+    return rc;
+}
+
+int ev_console_with_db(const ev_config_t *cfg, ev_console_db_fn fn, void *arg, char **report,
+                       char *err, size_t errlen)
+{
+    ev_db_t *db = NULL;
+    *report = NULL;
+    int rc = connect_db(&db, cfg, err, errlen);
+    if (rc == 0)
+        rc = fn(db, arg, report, err, errlen);
+    ev_db_free(db);
+    return rc;
+}
+
+static int provider_by_name(const char *name, ev_provider_id_t *out, char *err, size_t errlen)
+{
+    for (int p = 0; p < EV_PROVIDER_COUNT; p++)
+        if (name && strcmp(name, ev_provider_name((ev_provider_id_t)p)) == 0) {
+            *out = (ev_provider_id_t)p;
+            return 0;
+        }
+    ev_stats_buf_t b = {0};
+    for (int p = 0; p < EV_PROVIDER_COUNT; p++)
+        ev_stats_buf_printf(&b, "%s%s", p ? ", " : "", ev_provider_name((ev_provider_id_t)p));
+    ev_set_error(err, errlen, "unknown provider '%s' (known: %s)", name ? name : "", b.data);
+    ev_stats_buf_free(&b);
+    return EV_EINVAL;
+}
+
+/* A cluster-state change and its record, in one transaction (the NOTIFY
+ * that tells the replicas goes out at commit, with the record). */
+static int state_change_begin(ev_db_t *db, char *err, size_t errlen)
+{
+    return begin(db, err, errlen);
+}
+
+static int state_fail(ev_db_t *db, int rc, const char *what, char *err, size_t errlen)
+{
+    if (rc == EV_ENOTFOUND)
+        ev_set_error(err, errlen,
+                     "%s: the database has no shared provider state (run 'event-validator "
+                     "migrate')",
+                     what);
+    else
+        db_fail(db, rc, what, err, errlen);
+    (void)ev_db_exec(db, NULL, "ROLLBACK", 0, NULL);
+    return rc;
+}
+
+/* A pause "until resumed": the longest the shared state accepts. */
+#define PAUSE_FOREVER_S (365.0 * 86400)
+
+int ev_console_provider_pause(ev_db_t *db, const char *name, bool pause, double seconds,
+                              const char *actor, char **report, char *err, size_t errlen)
+{
+    ev_provider_id_t p;
+    json_object *args = NULL, *result = NULL;
+    int64_t rec = 0;
+    *report = NULL;
+    int rc = provider_by_name(name, &p, err, errlen);
+    if (rc < 0)
+        return rc;
+    double secs = !pause ? 0 : seconds > 0 ? seconds : PAUSE_FOREVER_S;
+    char *reason =
+        ev_asprintf(EV_CONSOLE_PAUSE_PREFIX "%s by %s", pause ? "paused" : "resumed", actor);
+    args = json_object_new_object();
+    result = json_object_new_object();
+    json_object_object_add(args, "provider", json_object_new_string(name));
+    if (pause)
+        json_object_object_add(args, "seconds",
+                               seconds > 0 ? json_object_new_double(seconds) : NULL);
+    if ((rc = state_change_begin(db, err, errlen)) < 0)
+        goto out;
+    rc = ev_cluster_state_pause(db, p, secs, reason, actor);
+    if (rc < 0) {
+        state_fail(db, rc, pause ? "pausing" : "resuming", err, errlen);
+        goto out;
+    }
+    rc = record_commit(db, pause ? "provider_pause" : "provider_resume", args, result, actor, &rec,
+                       err, errlen);
+    if (rc < 0)
+        goto out;
+    if (!pause)
+        *report = ev_asprintf("%s resumed on every replica (recorded as control action %" PRId64
+                              " by %s)\n",
+                              name, rec, actor);
+    else if (seconds > 0)
+        *report = ev_asprintf("%s paused for %.0f s on every replica: its work falls back or "
+                              "waits as pending (recorded as control action %" PRId64 " by %s)\n",
+                              name, seconds, rec, actor);
+    else
+        *report = ev_asprintf("%s paused on every replica until 'provider resume %s': its work "
+                              "falls back or waits as pending (recorded as control action %" PRId64
+                              " by %s)\n",
+                              name, name, rec, actor);
+out:
+    free(reason);
+    json_object_put(args);
+    json_object_put(result);
+    return rc;
+}
+
+int ev_console_breaker_reset(ev_db_t *db, const char *name, const char *actor, char **report,
+                             char *err, size_t errlen)
+{
+    ev_provider_id_t p;
+    int64_t rec = 0;
+    *report = NULL;
+    int rc = provider_by_name(name, &p, err, errlen);
+    if (rc < 0)
+        return rc;
+    json_object *args = json_object_new_object(), *result = json_object_new_object();
+    json_object_object_add(args, "provider", json_object_new_string(name));
+    if ((rc = state_change_begin(db, err, errlen)) < 0)
+        goto out;
+    rc = ev_cluster_state_close(db, p, actor);
+    if (rc < 0) {
+        state_fail(db, rc, "resetting the breaker", err, errlen);
+        goto out;
+    }
+    rc = record_commit(db, "breaker_reset", args, result, actor, &rec, err, errlen);
+    if (rc == 0)
+        *report = ev_asprintf("%s circuit breaker closed on every replica (recorded as control "
+                              "action %" PRId64 " by %s)\n",
+                              name, rec, actor);
+out:
+    json_object_put(args);
+    json_object_put(result);
+    return rc;
+}
+
+int ev_console_emergency(ev_db_t *db, bool on, const char *actor, char **report, char *err,
+                         size_t errlen)
+{
+    int64_t rec = 0;
+    *report = NULL;
+    json_object *args = json_object_new_object(), *result = json_object_new_object();
+    json_object *changed = json_object_new_array();
+    json_object_object_add(args, "on", json_object_new_boolean(on));
+    int rc = state_change_begin(db, err, errlen);
+    if (rc < 0)
+        goto out;
+    for (int p = 0; p < EV_PROVIDER_COUNT; p++) {
+        ev_cluster_provider_state_t st;
+        rc = ev_cluster_state_read(db, (ev_provider_id_t)p, &st);
+        if (rc == EV_ENOTFOUND) {
+            rc = 0; /* never configured anywhere: nothing calls it */
+            continue;
+        }
+        if (rc < 0)
+            break;
+        bool ours =
+            st.pause_remaining_s > 0 && strcmp(st.pause_reason, EV_CONSOLE_EMERGENCY_REASON) == 0;
+        /* Off resumes only what the emergency paused. */
+        if (!on && !ours)
+            continue;
+        rc = ev_cluster_state_pause(db, (ev_provider_id_t)p, on ? PAUSE_FOREVER_S : 0,
+                                    EV_CONSOLE_EMERGENCY_REASON, actor);
+        if (rc < 0)
+            break;
+        json_object_array_add(changed,
+                              json_object_new_string(ev_provider_name((ev_provider_id_t)p)));
+    }
+    if (rc < 0) {
+        state_fail(db, rc, on ? "stopping the providers" : "resuming the providers", err, errlen);
+        goto out;
+    }
+    json_object_object_add(result, on ? "paused" : "resumed", json_object_get(changed));
+    rc = record_commit(db, on ? "emergency_on" : "emergency_off", args, result, actor, &rec, err,
+                       errlen);
+    if (rc < 0)
+        goto out;
+    const char *list = json_object_to_json_string_ext(changed, JSON_C_TO_STRING_PLAIN);
+    if (on)
+        *report = ev_asprintf("EMERGENCY STOP: no LLM call on any replica from now on (paused: "
+                              "%s); local checks go on, work needing a provider waits as pending. "
+                              "'event-validator emergency off' resumes (recorded as control "
+                              "action %" PRId64 " by %s)\n",
+                              list, rec, actor);
+    else
+        *report = ev_asprintf("emergency over: resumed %s (recorded as control action %" PRId64
+                              " by %s)\n",
+                              list, rec, actor);
+out:
+    json_object_put(changed);
+    json_object_put(args);
+    json_object_put(result);
     return rc;
 }

@@ -60,6 +60,12 @@ static const char usage_text[] =
     "  cancel ID...            cancel pending, needs_review or failed submissions\n"
     "  event budget ID USD|none\n"
     "                          set or remove what an event's submissions may cost\n"
+    "  provider pause|resume NAME [--for DURATION]\n"
+    "                          stop or restart calls to a provider on every replica\n"
+    "                          (DURATION: 90, 90s, 15m, 2h, 1d; default: until resumed)\n"
+    "  breaker reset NAME      close a provider's circuit breaker on every replica\n"
+    "  emergency on|off        stop every LLM call on every replica (work waits as\n"
+    "                          pending, nothing fails) / resume\n"
     "  spend limit USD|default set the daily spend limit per provider for the\n"
     "                          whole cluster (0: none; default: DAILY_SPEND_LIMIT_USD)\n"
     "  --help                  show this help\n"
@@ -251,6 +257,107 @@ static int cmd_event_budget(int argc, char **argv)
     rc = console_done(rc, report, err);
     ev_config_free(cfg);
     return rc;
+}
+
+/* "90", "90s", "15m", "2h", "1d" as seconds (> 0, at most a year). */
+static bool parse_duration(const char *s, double *out)
+{
+    char *end = NULL;
+    if (s == NULL || *s == '\0')
+        return false;
+    errno = 0;
+    double v = strtod(s, &end);
+    double unit = 1;
+    if (*end == 's')
+        end++;
+    else if (*end == 'm')
+        unit = 60, end++;
+    else if (*end == 'h')
+        unit = 3600, end++;
+    else if (*end == 'd')
+        unit = 86400, end++;
+    if (errno != 0 || end == s || *end != '\0' || !(v > 0) || v * unit > 366 * 86400.0)
+        return false;
+    *out = v * unit;
+    return true;
+}
+
+typedef struct control_args {
+    const char *name;
+    bool on;
+    double seconds;
+} control_args_t;
+
+static int do_pause(ev_db_t *db, void *arg, char **report, char *err, size_t errlen)
+{
+    control_args_t *a = arg;
+    return ev_console_provider_pause(db, a->name, a->on, a->seconds, ev_console_cli_actor(), report,
+                                     err, errlen);
+}
+
+static int do_breaker_reset(ev_db_t *db, void *arg, char **report, char *err, size_t errlen)
+{
+    control_args_t *a = arg;
+    return ev_console_breaker_reset(db, a->name, ev_console_cli_actor(), report, err, errlen);
+}
+
+static int do_emergency(ev_db_t *db, void *arg, char **report, char *err, size_t errlen)
+{
+    control_args_t *a = arg;
+    return ev_console_emergency(db, a->on, ev_console_cli_actor(), report, err, errlen);
+}
+
+/* Loads the configuration and runs one cluster control. */
+static int run_control(ev_console_db_fn fn, control_args_t *a)
+{
+    ev_config_t *cfg = NULL;
+    char err[1024] = "", *report = NULL;
+    int rc = load_config(&cfg);
+    if (rc != 0)
+        return rc;
+    rc = ev_console_with_db(cfg, fn, a, &report, err, sizeof(err));
+    rc = console_done(rc, report, err);
+    ev_config_free(cfg);
+    return rc;
+}
+
+/* `provider pause|resume NAME [--for DURATION]`. */
+static int cmd_provider(int argc, char **argv)
+{
+    control_args_t a = {0};
+    if (argc < 3 || (strcmp(argv[1], "pause") != 0 && strcmp(argv[1], "resume") != 0))
+        return usage_error("provider: usage is 'provider pause|resume NAME [--for DURATION]'");
+    a.on = strcmp(argv[1], "pause") == 0;
+    a.name = argv[2];
+    if (argc == 5 && a.on && strcmp(argv[3], "--for") == 0) {
+        if (!parse_duration(argv[4], &a.seconds))
+            return usage_error("provider pause: --for needs a duration such as 90s, 15m, 2h, "
+                               "1d, got '%s'",
+                               argv[4]);
+    } else if (argc != 3) {
+        return usage_error("provider: usage is 'provider pause|resume NAME [--for DURATION]'");
+    }
+    return run_control(do_pause, &a);
+}
+
+/* `breaker reset NAME`. */
+static int cmd_breaker(int argc, char **argv)
+{
+    control_args_t a = {0};
+    if (argc != 3 || strcmp(argv[1], "reset") != 0)
+        return usage_error("breaker: usage is 'breaker reset NAME'");
+    a.name = argv[2];
+    return run_control(do_breaker_reset, &a);
+}
+
+/* `emergency on|off`. */
+static int cmd_emergency(int argc, char **argv)
+{
+    control_args_t a = {0};
+    if (argc != 2 || (strcmp(argv[1], "on") != 0 && strcmp(argv[1], "off") != 0))
+        return usage_error("emergency: usage is 'emergency on|off'");
+    a.on = strcmp(argv[1], "on") == 0;
+    return run_control(do_emergency, &a);
 }
 
 /* `spend limit USD|default`. */
@@ -774,6 +881,12 @@ int main(int argc, char **argv)
         return cmd_cancel(argc - 1, argv + 1);
     if (strcmp(cmd, "spend") == 0)
         return cmd_spend(argc - 1, argv + 1);
+    if (strcmp(cmd, "provider") == 0)
+        return cmd_provider(argc - 1, argv + 1);
+    if (strcmp(cmd, "breaker") == 0)
+        return cmd_breaker(argc - 1, argv + 1);
+    if (strcmp(cmd, "emergency") == 0)
+        return cmd_emergency(argc - 1, argv + 1);
     if (cmd[0] == '-')
         return usage_error("unknown option '%s'", cmd);
     return usage_error("unknown command '%s'", cmd);

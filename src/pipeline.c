@@ -997,7 +997,9 @@ int ev_pipeline_process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *jo
     if (rc == EV_EHELD) {
         /* Held by a spend limit (or an operator): back to pending without
          * spending the attempt; verdicts already given are in the cache. */
-        rc = ev_queue_defer(db, job, p_hold_ms(w->p), "waiting: calls are held by a spend limit");
+        rc = ev_queue_defer(
+            db, job, p_hold_ms(w->p),
+            "waiting: provider calls are held (operator pause, emergency stop or spend limit)");
         ev_log(EV_LOG_DEBUG, "submission held: back to pending for %d ms", p_hold_ms(w->p));
         if (rc == 0 && w->p->stats)
             ev_stats_record_submission(w->p->stats, EV_STATS_STATUS_REQUEUED, 0);

@@ -544,7 +544,9 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
             return EV_EBUDGET;
         }
         if (ev_spend_allow_provider(r->spend, p->id) < 0) {
-            snprintf(out->error, sizeof(out->error), "%s daily spend limit reached", pname);
+            snprintf(out->error, sizeof(out->error),
+                     "%s calls are held (operator pause, emergency stop or daily spend limit)",
+                     pname);
             return EV_EHELD;
         }
         ev_breaker_ticket_t ticket;

@@ -19,6 +19,8 @@
  */
 #include "ev/spend.h"
 
+#include "ev/cluster_state.h"
+#include "ev/console.h"
 #include "ev/db.h"
 #include "ev/error.h"
 #include "ev/log.h"
@@ -176,6 +178,9 @@ typedef struct totals {
     double today[EV_PROVIDER_COUNT], total[EV_PROVIDER_COUNT];
     int64_t calls[EV_PROVIDER_COUNT], tokens_in[EV_PROVIDER_COUNT], tokens_out[EV_PROVIDER_COUNT];
     double limit_override; /* < 0: none set */
+    /* Operator holds read from the shared provider state: 1 paused by an
+     * operator, 2 by the emergency stop, 0 none. */
+    int hold[EV_PROVIDER_COUNT];
     char day[16];
     event_row_t events[MAX_EVENTS];
     int nevents;
@@ -205,6 +210,7 @@ struct ev_spend {
     size_t ntransit;
     totals_t t;
     bool capped[EV_PROVIDER_COUNT];
+    int logged_hold[EV_PROVIDER_COUNT];
 };
 
 static double limit_locked(const ev_spend_t *s)
@@ -234,7 +240,7 @@ int ev_spend_allow_provider(ev_spend_t *s, ev_provider_id_t p)
         return 0;
     pthread_mutex_lock(&s->lock);
     double limit = limit_locked(s);
-    bool held = limit > 0 && provider_today_locked(s, p) >= limit;
+    bool held = s->t.hold[p] != 0 || (limit > 0 && provider_today_locked(s, p) >= limit);
     pthread_mutex_unlock(&s->lock);
     return held ? EV_EHELD : 0;
 }
@@ -369,6 +375,29 @@ static int read_providers(ev_db_t *db, totals_t *t)
     return 0;
 }
 
+/* Which providers an operator holds (pause or emergency stop), from the
+ * cluster's shared state; a provider without a state row is not held. */
+static int read_holds(ev_db_t *db, totals_t *t)
+{
+    for (int p = 0; p < EV_PROVIDER_COUNT; p++) {
+        ev_cluster_provider_state_t st;
+        int rc = ev_cluster_state_read(db, (ev_provider_id_t)p, &st);
+        t->hold[p] = 0;
+        if (rc == EV_ENOTFOUND)
+            continue;
+        if (rc < 0)
+            return rc;
+        if (st.pause_remaining_s <= 0)
+            continue;
+        if (strcmp(st.pause_reason, EV_CONSOLE_EMERGENCY_REASON) == 0)
+            t->hold[p] = 2;
+        else if (strncmp(st.pause_reason, EV_CONSOLE_PAUSE_PREFIX,
+                         strlen(EV_CONSOLE_PAUSE_PREFIX)) == 0)
+            t->hold[p] = 1;
+    }
+    return 0;
+}
+
 static int read_events(ev_db_t *db, totals_t *t)
 {
     PGresult *res = NULL;
@@ -406,6 +435,7 @@ static int read_events(ev_db_t *db, totals_t *t)
 static void log_changes(ev_spend_t *s)
 {
     bool was[EV_PROVIDER_COUNT], now[EV_PROVIDER_COUNT];
+    int hold_was[EV_PROVIDER_COUNT], hold_now[EV_PROVIDER_COUNT];
     double spent[EV_PROVIDER_COUNT], limit;
     pthread_mutex_lock(&s->lock);
     limit = limit_locked(s);
@@ -414,9 +444,18 @@ static void log_changes(ev_spend_t *s)
         spent[p] = provider_today_locked(s, p);
         now[p] = limit > 0 && spent[p] >= limit;
         s->capped[p] = now[p];
+        hold_was[p] = s->logged_hold[p];
+        hold_now[p] = s->t.hold[p];
+        s->logged_hold[p] = hold_now[p];
     }
     pthread_mutex_unlock(&s->lock);
     for (int p = 0; p < EV_PROVIDER_COUNT; p++) {
+        if (hold_was[p] != hold_now[p])
+            ev_log(hold_now[p] ? EV_LOG_WARN : EV_LOG_INFO, "%s calls %s",
+                   ev_provider_name((ev_provider_id_t)p),
+                   hold_now[p] == 2   ? "stopped by the emergency stop"
+                   : hold_now[p] == 1 ? "held: paused by an operator"
+                                      : "no longer held by an operator");
         if (was[p] == now[p])
             continue;
         if (now[p])
@@ -452,6 +491,8 @@ static int round_locked(ev_spend_t *s, ev_db_t *db)
         rc = read_providers(db, t);
     if (rc == 0)
         rc = read_events(db, t);
+    if (rc == 0)
+        rc = read_holds(db, t);
 
     pthread_mutex_lock(&s->lock);
     if (rc == 0)
@@ -655,6 +696,10 @@ void ev_spend_json_add(ev_spend_t *s, json_object *root)
         json_object_object_add(po, "total_usd", usd(t->total[p]));
         json_object_object_add(po, "limit_reached",
                                json_object_new_boolean(limit > 0 && t->today[p] >= limit));
+        json_object_object_add(po, "held",
+                               json_object_new_string(t->hold[p] == 2   ? "emergency"
+                                                      : t->hold[p] == 1 ? "paused"
+                                                                        : "no"));
         json_object_object_add(
             po, "unpriced_calls",
             json_object_new_int64(atomic_load_explicit(&s->unpriced[p], memory_order_relaxed)));
@@ -662,6 +707,10 @@ void ev_spend_json_add(ev_spend_t *s, json_object *root)
         today += t->today[p];
         total += t->total[p];
     }
+    bool emergency = false;
+    for (int p = 0; p < EV_PROVIDER_COUNT; p++)
+        emergency |= t->hold[p] == 2;
+    json_object_object_add(o, "emergency", json_object_new_boolean(emergency));
     json_object_object_add(o, "today_usd", usd(today));
     json_object_object_add(o, "total_usd", usd(total));
     json_object_object_add(o, "providers", provs);
@@ -719,6 +768,19 @@ void ev_spend_render_prometheus(ev_spend_t *s, ev_stats_buf_t *b)
         ev_stats_buf_printf(b, P "spend_limit_reached{provider=\"%s\"} %d\n",
                             ev_provider_name((ev_provider_id_t)p),
                             limit > 0 && t->today[p] >= limit ? 1 : 0);
+    bool emergency = false;
+    ev_stats_buf_printf(b, "# HELP " P "provider_held 1 while an operator's pause or the "
+                           "emergency stop holds the provider's calls.\n# TYPE " P
+                           "provider_held gauge\n");
+    for (int p = 0; p < EV_PROVIDER_COUNT; p++) {
+        ev_stats_buf_printf(b, P "provider_held{provider=\"%s\"} %d\n",
+                            ev_provider_name((ev_provider_id_t)p), t->hold[p] != 0);
+        emergency |= t->hold[p] == 2;
+    }
+    ev_stats_buf_printf(b,
+                        "# HELP " P "emergency_stop 1 while the emergency stop is on.\n"
+                        "# TYPE " P "emergency_stop gauge\n" P "emergency_stop %d\n",
+                        emergency ? 1 : 0);
     ev_stats_buf_printf(b, "# HELP " P "spend_unpriced_calls_total Calls to a model without a "
                            "price (set MODEL_PRICES).\n# TYPE " P
                            "spend_unpriced_calls_total counter\n");

@@ -60,6 +60,33 @@ int ev_console_spend_limit(const ev_config_t *cfg, double usd, const char *actor
 int ev_console_event_budget(const ev_config_t *cfg, int64_t event_id, double usd, const char *actor,
                             char **report, char *err, size_t errlen);
 
+/* Pause reasons that hold calls (spend.h): an operator's pause and the
+ * emergency stop. A pause a replica sets after a 429 is not a hold. */
+#define EV_CONSOLE_PAUSE_PREFIX "operator: "
+#define EV_CONSOLE_EMERGENCY_REASON "emergency stop"
+
+/* `provider pause NAME [--for SECONDS]` (seconds <= 0: until resumed) and
+ * `provider resume NAME`, through the cluster's shared provider state: every
+ * replica stops calling NAME within about a second; its work falls back to
+ * the other providers or waits as pending. EV_EINVAL for an unknown name. */
+int ev_console_provider_pause(ev_db_t *db, const char *name, bool pause, double seconds,
+                              const char *actor, char **report, char *err, size_t errlen);
+
+/* `breaker reset NAME`: closes NAME's breaker on every replica. */
+int ev_console_breaker_reset(ev_db_t *db, const char *name, const char *actor, char **report,
+                             char *err, size_t errlen);
+
+/* `emergency on|off`: every provider paused (on) until `emergency off`, which
+ * resumes the providers the emergency paused (an operator's own pause
+ * stays). Local checks go on; work needing a provider waits as pending. */
+int ev_console_emergency(ev_db_t *db, bool on, const char *actor, char **report, char *err,
+                         size_t errlen);
+
+/* Runs one of the *_db controls above on a session of its own. */
+typedef int (*ev_console_db_fn)(ev_db_t *db, void *arg, char **report, char *err, size_t errlen);
+int ev_console_with_db(const ev_config_t *cfg, ev_console_db_fn fn, void *arg, char **report,
+                       char *err, size_t errlen);
+
 /* The same on an open session (the dashboard uses its own). */
 int ev_console_requeue_db(ev_db_t *db, const ev_queue_selector_t *sel, bool dry_run,
                           const char *actor, char **report, char *err, size_t errlen);

@@ -108,8 +108,45 @@ ids=$(sql "SELECT string_agg(id::text, ' ') FROM submissions WHERE status = 'pen
 out=$("$EV_BIN" cancel $ids 2>&1)
 ft_check "cancel reports ($out)" grep -q 'cancelled 2 submission' <<<"$out"
 ft_check "cancelled submissions are cancelled" test "$(ft_count "status = 'cancelled'")" = 2
+
+# ---- the emergency stop ------------------------------------------------
+out=$("$EV_BIN" emergency on 2>&1)
+ft_check "emergency on reports ($out)" grep -q 'EMERGENCY STOP' <<<"$out"
+stopped() { [ "$(jget "$(http_get "$1/stats")" spend.emergency)" = true ]; }
+ft_wait 10 "replica a obeys the emergency stop" stopped "$URL_A"
+ft_wait 10 "replica b obeys the emergency stop" stopped "$URL_B"
+before=$(($(sim_counter gemini requests) + $(sim_counter groq requests)))
+ft_insert "$EV" 3 image
+ft_wait 20 "work needing a provider waits as pending" held
+after=$(($(sim_counter gemini requests) + $(sim_counter groq requests)))
+ft_check "emergency on: the simulator received no request ($before -> $after)" \
+    test "$before" = "$after"
+ft_check "nothing failed during the emergency" \
+    test "$(ft_count "status IN ('failed', 'needs_review')")" = 0
+ft_check "/metrics shows the emergency stop" \
+    grep -q '^event_validator_emergency_stop 1' <(http_get "$URL_B/metrics")
+"$EV_BIN" emergency off >/dev/null 2>&1 || ft_fail "emergency off refused"
+ft_wait 30 "work resumes after emergency off" count_is "status = 'pending'" 0
+
+# ---- pausing one provider ----------------------------------------------
+out=$("$EV_BIN" provider pause gemini --for 10m 2>&1)
+ft_check "provider pause reports ($out)" grep -q 'gemini paused for 600 s' <<<"$out"
+paused() { [ "$(jget "$(http_get "$1/stats")" spend.providers.gemini.held)" = paused ]; }
+ft_wait 10 "replica a sees gemini paused" paused "$URL_A"
+ft_wait 10 "replica b sees gemini paused" paused "$URL_B"
+g_before=$(sim_counter gemini requests)
+q_before=$(sim_counter groq requests)
+ft_insert "$EV" 3
+ft_wait 30 "work goes on through groq while gemini is paused" count_is "status = 'pending'" 0
+ft_check "gemini received nothing while paused ($g_before -> $(sim_counter gemini requests))" \
+    test "$(sim_counter gemini requests)" = "$g_before"
+ft_check "groq took the work ($q_before -> $(sim_counter groq requests))" \
+    test "$(sim_counter groq requests)" -gt "$q_before"
+"$EV_BIN" provider resume gemini >/dev/null 2>&1 || ft_fail "provider resume refused"
+unpaused() { [ "$(jget "$(http_get "$1/stats")" spend.providers.gemini.held)" = no ]; }
+ft_wait 10 "replica b sees gemini resumed" unpaused "$URL_B"
 ft_check "every action was recorded" \
-    test "$(sql "SELECT count(*) FROM control_actions")" = 6
+    test "$(sql "SELECT count(*) FROM control_actions")" = 10
 
 for pid in "${FT_SERVE_PIDS[@]}"; do
     kill -TERM "$pid" 2>/dev/null
