@@ -3,8 +3,8 @@
 #
 #   bench/run.sh [scenario...]      scenarios: rate-bound concurrency-bound overhead
 #                                   outage replicas adaptive-exact adaptive-overestimated
-#                                   adaptive-quota-cut tpm-bound combined (default: all, in
-#                                   that order)
+#                                   adaptive-quota-cut tpm-bound combined api (default: all,
+#                                   in that order)
 #   bench/run.sh micro              not in the default set: CPU of each local step of one
 #                                   submission (bench/micro.c), to bench/results/micro.txt
 #
@@ -31,7 +31,7 @@ TIMEOUT_S=${BENCH_TIMEOUT_S:-300}
 KEY="bench-sim-key-5d1c0a7e9b"
 
 ALL=(rate-bound concurrency-bound overhead outage replicas adaptive-exact adaptive-overestimated
-    adaptive-quota-cut tpm-bound combined)
+    adaptive-quota-cut tpm-bound combined api)
 SCENARIOS=()
 for a in "$@"; do
     case "$a" in
@@ -40,7 +40,7 @@ for a in "$@"; do
         exit 0
         ;;
     rate-bound | concurrency-bound | overhead | outage | replicas | micro | adaptive-exact | \
-        adaptive-overestimated | adaptive-quota-cut | tpm-bound | combined) SCENARIOS+=("$a") ;;
+        adaptive-overestimated | adaptive-quota-cut | tpm-bound | combined | api) SCENARIOS+=("$a") ;;
     *)
         echo "bench/run.sh: unknown scenario '$a' (known: ${ALL[*]})" >&2
         exit 2
@@ -561,7 +561,7 @@ scenario_concurrency_bound() {
 
 # overhead_run NAME NPROCS: zero latency, no limits, caps 6, no staggers; sets RESULT_RAW.
 overhead_run() {
-    local name=$1 procs=$2 n=2000 dir="$WORK/$1"
+    local name=$1 procs=$2 n=${3:-2000} dir="$WORK/$1"
     mkdir -p "$dir"
     new_db "bench_${name//-/_}"
     load "$n"
@@ -649,6 +649,97 @@ scenario_replicas() {
                  {name: "no submission lost", value: $r.db.lost, met: ($r.db.lost == 0)}]}' \
         <<<"$RESULT_RAW")
     write_result replicas "$RESULT"
+}
+
+# ---------------------------------------------------------------- the organisers' API
+
+# api: N uploads of one ~100 KB PDF and one ~50 KB PNG each through POST
+# /v1/events/ID/submissions (BENCH_API_CLIENTS curl processes at a time), judged by the same
+# serve at zero provider latency; then the same N loaded by SQL and judged (the overhead
+# path) as the baseline. Added CPU per submission = serve CPU per submission through the
+# API minus the baseline's.
+scenario_api() {
+    local n=${BENCH_API_N:-400} par=${BENCH_API_CLIENTS:-4} dir="$WORK/api"
+    mkdir -p "$dir/uploads"
+    overhead_run api-baseline 1 "$n"
+    local base
+    base=$(jq -c '.figures' <<<"$RESULT_RAW")
+    new_db bench_api
+    "$GEN" --sample "$dir" >/dev/null
+    start_sim "$dir" --gemini-rpm 0 --groq-rpm 0 --latency-ms 0
+    local token port pid
+    token=$(DATABASE_URL=$DB_URL "$EV" token create --name bench --event "$EVENT_ID" | head -n 1)
+    pick_port
+    port=$REPLY
+    local envs=(GEMINI_RPM_LIMIT=0 GROQ_RPM_LIMIT=0 GEMINI_MAX_CONCURRENT=6 GROQ_MAX_CONCURRENT=6
+        DEFAULT_MAX_WORKERS=6 STAGGER_MIN_MS=0 STAGGER_MAX_MS=0 WORKER_STAGGER_MS=0 STATS_PORT=0
+        UPLOAD_DIR="$dir/uploads" API_ADDR=127.0.0.1 API_PORT="$port" API_UPLOADS_PER_MINUTE=0)
+    serve_env
+    env -i "${BASE_ENV[@]}" "${envs[@]}" "$EV" serve 2>"$dir/serve.log" &
+    pid=$!
+    for _ in $(seq 200); do
+        curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+        sleep 0.05
+    done
+    say "api: $n uploads (PDF $(stat -c %s "$dir/sample.pdf") B + PNG $(stat -c %s "$dir/sample.png") B), $par clients"
+    local pg0 t0 t1 t2 cpu_up cpu_all
+    settle_backends bench_api
+    pg0=$(pg_cpu_ticks)
+    now_ms
+    t0=$REPLY
+    seq 1 "$n" | xargs -P "$par" -I{} curl -s -o /dev/null -w '%{http_code}\n' \
+        -H "Authorization: Bearer $token" -F "title=Solar bus stops #{}" \
+        -F "description=Retrofitting 40 bus stops with solar canopies and batteries (bench {})." \
+        -F "pdf=@$dir/sample.pdf" -F "image=@$dir/sample.png" \
+        "http://127.0.0.1:$port/v1/events/$EVENT_ID/submissions" >"$dir/codes.txt"
+    now_ms
+    t1=$REPLY
+    cpu_up=$(proc_cpu_ticks "$pid")
+    for _ in $(seq $((TIMEOUT_S * 10))); do
+        [ "$(psql -tAq "$DB_URL" -c "SELECT count(*) FROM submissions WHERE status IN ('pending', 'processing')")" = 0 ] && break
+        sleep 0.1
+    done
+    now_ms
+    t2=$REPLY
+    cpu_all=$(proc_cpu_ticks "$pid")
+    local rss
+    rss=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")
+    stop_pid "$pid"
+    settle_backends bench_api
+    local pg_s
+    pg_s=$(awk -v a="$pg0" -v b="$(pg_cpu_ticks)" -v hz="$CLK_TCK" 'BEGIN { print (b - a) / hz }')
+    stop_sim
+    local accepted db
+    accepted=$(grep -c '^202$' "$dir/codes.txt" || true)
+    db=$(db_summary)
+    RESULT=$(jq -n --argjson n "$n" --argjson par "$par" --argjson host "$(host_json)" \
+        --argjson settings "$(settings_json "${envs[@]}")" --argjson base "$base" --argjson db "$db" \
+        --argjson accepted "$accepted" --argjson up_ms "$((t1 - t0))" --argjson all_ms "$((t2 - t0))" \
+        --argjson cpu_up "$cpu_up" --argjson cpu_all "$cpu_all" --argjson hz "$CLK_TCK" \
+        --argjson rss "$rss" --argjson pg_s "$pg_s" --argjson cpus "$(nproc)" \
+        --argjson pdf "$(stat -c %s "$dir/sample.pdf")" --argjson png "$(stat -c %s "$dir/sample.png")" '
+        ($cpu_all / $hz * 1000 / $n) as $api_cpu
+        | {scenario: "api", submissions: $n, clients: $par, host: $host, settings: $settings,
+           file_bytes: {pdf: $pdf, png: $png}, db: $db, baseline: $base,
+           figures: {uploads_accepted: $accepted,
+                     upload_wall_s: ($up_ms / 1000),
+                     uploads_per_s: ($n / ($up_ms / 1000)),
+                     upload_mb_per_s: ($n * ($pdf + $png) / 1048576 / ($up_ms / 1000)),
+                     judged_wall_s: ($all_ms / 1000),
+                     submissions_per_s_end_to_end: ($n / ($all_ms / 1000)),
+                     cpu_ms_per_submission_upload_phase: ($cpu_up / $hz * 1000 / $n),
+                     cpu_ms_per_submission_api: $api_cpu,
+                     cpu_ms_per_submission_sql_loaded: $base.cpu_ms_per_submission,
+                     added_cpu_ms_per_submission: ($api_cpu - $base.cpu_ms_per_submission),
+                     box_cpu_s_postgres: $pg_s,
+                     box_cpu_s_available: ($cpus * $all_ms / 1000),
+                     peak_rss_mib: ($rss / 1024),
+                     lost: $db.lost},
+           targets: [
+             {name: "every upload accepted (202)", value: $accepted, met: ($accepted == $n)},
+             {name: "all validated", value: ($db.by_status.validated // 0),
+              met: (($db.by_status.validated // 0) == $n)}]}')
+    write_result api "$RESULT"
 }
 
 # ---------------------------------------------------------------- quota scenarios

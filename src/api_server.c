@@ -57,9 +57,12 @@
 /* Multipart framing and text fields on top of the files themselves. */
 #define BODY_OVERHEAD (256 * 1024)
 
+/* A slot is used by one thread at a time (whoever took it), so its
+ * connection and its libmagic handle are never used concurrently, which is
+ * what libpq and libmagic require; they need not stay on one thread. */
 typedef struct slot {
     ev_db_t *db;       /* connected on first use */
-    ev_files_t *files; /* created on first use */
+    ev_files_t *files; /* created at start */
 } slot_t;
 
 typedef struct rate {
@@ -456,6 +459,16 @@ static enum MHD_Result iterate(void *cls, enum MHD_ValueKind kind, const char *k
     return ev_api_upload_field(r->upload, key, filename, data, off, size) == 0 ? MHD_YES : MHD_NO;
 }
 
+/* Printable ASCII only: the key is stored as text and echoed in nothing. */
+static bool idempotency_key_valid(const char *key)
+{
+    size_t n = 0;
+    for (; key[n]; n++)
+        if (key[n] < 0x21 || key[n] > 0x7e)
+            return false;
+    return n > 0 && n <= IDEMPOTENCY_KEY_MAX;
+}
+
 /* Checks before the body is read: 0, or the answer was queued. */
 static int begin_upload(ev_api_server_t *srv, struct MHD_Connection *c, req_t *r,
                         enum MHD_Result *ret)
@@ -481,9 +494,10 @@ static int begin_upload(ev_api_server_t *srv, struct MHD_Connection *c, req_t *r
                              "the body is larger than one PDF and MAX_IMAGES images may be");
         return EV_ETOOBIG;
     }
-    if (key && (!*key || strlen(key) > IDEMPOTENCY_KEY_MAX)) {
+    if (key && !idempotency_key_valid(key)) {
         *ret = respond_error(c, r, MHD_HTTP_BAD_REQUEST, "invalid_idempotency_key",
-                             "Idempotency-Key must be 1 to %d characters", IDEMPOTENCY_KEY_MAX);
+                             "Idempotency-Key must be 1 to %d printable ASCII characters",
+                             IDEMPOTENCY_KEY_MAX);
         return EV_EINVAL;
     }
     slot_t *s = slot_take(srv);
