@@ -30,6 +30,8 @@
 #include "ev/stats.h"
 #include "ev/stats_server.h"
 #include "ev/pool.h"
+#include "ev/preflight.h"
+#include "ev/providers.h"
 #include "ev/spend.h"
 #include "ev/threads.h"
 #include "ev/tokens.h"
@@ -723,11 +725,19 @@ static int start_spend(ev_spend_t **spend, const ev_config_t *cfg, ev_stats_t *s
     return ev_spend_start(spend, &o, err, errlen);
 }
 
+static bool pipeline_ready(void *ctx)
+{
+    return ev_pipeline_ready(ctx);
+}
+
 static int start_stats_server(ev_stats_server_t **srv, ev_stats_t *stats, ev_spend_t *spend,
-                              const ev_config_t *cfg, char *err, size_t errlen)
+                              ev_pipeline_t *pipeline, const ev_config_t *cfg, char *err,
+                              size_t errlen)
 {
     ev_stats_server_options_t so = EV_STATS_SERVER_OPTIONS_INIT;
     so.spend = spend;
+    so.providers_ready = pipeline_ready;
+    so.providers_ctx = pipeline;
     char why[256] = "";
     so.addr = cfg->stats_addr;
     so.port = cfg->stats_port;
@@ -789,6 +799,81 @@ static int start_api(ev_api_server_t **api, ev_webhook_sender_t **hooks, const e
     return 0;
 }
 
+/* The model lookups of `providers check`, bounded so a start never hangs. */
+#define PREFLIGHT_TIMEOUT_MS 10000
+
+/*
+ * serve's start: asks each provider about every configured model and sets
+ * aside those it says are gone (the router logs one line per model). A
+ * rejected key, a model that could not be asked about and a check no model
+ * is known to answer get one line each; serve goes on with what is left.
+ */
+static void preflight(const ev_config_t *cfg, ev_pipeline_t *pipeline)
+{
+    ev_http_t *http = NULL;
+    ev_preflight_t *pf = ev_calloc(1, sizeof(*pf));
+    if (ev_http_new(&http) != 0) {
+        ev_log(EV_LOG_WARN, "preflight skipped: no HTTP handle");
+        goto out;
+    }
+    ev_preflight_run(pf, cfg, http, EV_MIN(cfg->http_timeout_ms, PREFLIGHT_TIMEOUT_MS));
+    bool rejected[EV_PROVIDER_COUNT] = {false};
+    for (size_t i = 0; i < pf->n; i++) {
+        const ev_preflight_row_t *r = &pf->rows[i];
+        const ev_provider_ops_t *ops = ev_providers_get(r->provider);
+        if (r->status == EV_MODEL_KEY_REJECTED && !rejected[r->provider]) {
+            rejected[r->provider] = true;
+            ev_log(EV_LOG_ERROR, "preflight: %s rejected the key (%s); check %s_API_KEY", ops->name,
+                   r->message, ops->env);
+        } else if (r->status == EV_MODEL_UNCHECKED) {
+            ev_log(EV_LOG_WARN,
+                   "preflight: could not ask %s about model %s (%s); assuming it "
+                   "is usable",
+                   ops->name, r->model, r->message);
+        }
+    }
+    ev_preflight_apply(pf, ev_pipeline_availability(pipeline));
+    for (int c = 0; c < EV_PREFLIGHT_CHECKS; c++) {
+        if (pf->answer[c] < 0)
+            ev_log(EV_LOG_ERROR, "preflight: no configured model is known to answer the %s check",
+                   ev_preflight_check_name(c));
+    }
+    if (ev_preflight_ok(pf))
+        ev_log(EV_LOG_INFO, "preflight: every check has a model (%zu models asked)", pf->n);
+out:
+    ev_http_free(http);
+    free(pf);
+}
+
+int ev_cli_providers_check(const ev_config_t *cfg, char **text, bool *ok, char *err, size_t errlen)
+{
+    ev_http_t *http = NULL;
+    ev_preflight_t *pf = NULL;
+    int rc = 0;
+    *text = NULL;
+    *ok = false;
+    if (!ev_config_any_provider(cfg)) {
+        ev_set_error(err, errlen,
+                     "no LLM provider configured: set GEMINI_API_KEY, GROQ_API_KEY "
+                     "or OPENAI_COMPAT_API_KEY (or their _FILE forms)");
+        rc = EV_EUNAVAIL;
+        goto out;
+    }
+    rc = ev_http_new(&http);
+    if (rc != 0) {
+        ev_set_error(err, errlen, "cannot create an HTTP handle: %s", ev_strerror(rc));
+        goto out;
+    }
+    pf = ev_calloc(1, sizeof(*pf));
+    ev_preflight_run(pf, cfg, http, EV_MIN(cfg->http_timeout_ms, PREFLIGHT_TIMEOUT_MS));
+    *text = ev_preflight_format(pf);
+    *ok = ev_preflight_ok(pf);
+out:
+    free(pf);
+    ev_http_free(http);
+    return rc;
+}
+
 int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err, size_t errlen)
 {
     ev_pipeline_t *pipeline = NULL;
@@ -830,6 +915,15 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
         ev_set_error(err, errlen, "cannot set up the validation pipeline: %s", ev_strerror(rc));
         goto out;
     }
+    if (cfg->preflight)
+        preflight(cfg, pipeline);
+    if (!ev_pipeline_usable(pipeline)) {
+        ev_set_error(err, errlen,
+                     "every LLM provider was disabled by a configuration error (invalid API key "
+                     "or model, see the log): fix the configuration and restart");
+        rc = EV_EUNAVAIL;
+        goto out;
+    }
     rc = start_spend(&spend, cfg, stats, err, errlen);
     if (rc != 0)
         goto out;
@@ -850,7 +944,7 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     cbs.worker_fini = pipe_worker_fini;
     cbs.on_drained = on_drained;
     cbs.ctx = pipeline;
-    rc = start_stats_server(&server, stats, spend, cfg, err, errlen);
+    rc = start_stats_server(&server, stats, spend, pipeline, cfg, err, errlen);
     if (rc != 0)
         goto out;
     rc = start_api(&api, &hooks, cfg, err, errlen);

@@ -68,6 +68,9 @@ static const char usage_text[] =
     "                          pending, nothing fails) / resume\n"
     "  spend limit USD|default set the daily spend limit per provider for the\n"
     "                          whole cluster (0: none; default: DAILY_SPEND_LIMIT_USD)\n"
+    "  providers check         ask each provider about every configured model\n"
+    "                          (no generation quota spent) and print a table;\n"
+    "                          exit 0 only when every check has a usable model\n"
     "  --help                  show this help\n"
     "  --version               show the version\n"
     "\n"
@@ -759,6 +762,38 @@ static int token_create(int argc, char **argv)
     return rc;
 }
 
+/* `providers check`: the table on stdout; exit 0 only when every check has
+ * a model known to answer it. */
+static int cmd_providers(int argc, char **argv)
+{
+    ev_config_t *cfg = NULL;
+    char err[512] = "", *text = NULL;
+    bool ok = false;
+    int rc;
+
+    if (argc < 2 || strcmp(argv[1], "check") != 0)
+        return usage_error("'providers' needs the sub-command: check");
+    if (argc > 2)
+        return usage_error("unexpected argument '%s'", argv[2]);
+    if ((rc = load_config(&cfg)) != 0)
+        return rc;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        ev_config_free(cfg);
+        return fail("cannot initialise libcurl");
+    }
+    rc = ev_cli_providers_check(cfg, &text, &ok, err, sizeof(err));
+    if (rc != 0) {
+        rc = fail(err);
+    } else {
+        fputs(text, stdout);
+        rc = ok ? 0 : fail("some check has no usable model (see the table above)");
+    }
+    free(text);
+    curl_global_cleanup();
+    ev_config_free(cfg);
+    return rc;
+}
+
 static int cmd_token(int argc, char **argv)
 {
     ev_config_t *cfg = NULL;
@@ -887,6 +922,8 @@ int main(int argc, char **argv)
         return cmd_breaker(argc - 1, argv + 1);
     if (strcmp(cmd, "emergency") == 0)
         return cmd_emergency(argc - 1, argv + 1);
+    if (strcmp(cmd, "providers") == 0)
+        return cmd_providers(argc - 1, argv + 1);
     if (cmd[0] == '-')
         return usage_error("unknown option '%s'", cmd);
     return usage_error("unknown command '%s'", cmd);

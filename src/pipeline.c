@@ -159,6 +159,16 @@ void ev_pipeline_free(ev_pipeline_t *p)
     free(p);
 }
 
+bool ev_pipeline_ready(ev_pipeline_t *p)
+{
+    return ev_router_ready(p->router);
+}
+
+struct ev_availability *ev_pipeline_availability(ev_pipeline_t *p)
+{
+    return ev_router_availability(p->router);
+}
+
 bool ev_pipeline_usable(ev_pipeline_t *p)
 {
     return ev_router_any_usable(p->router);

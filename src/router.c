@@ -314,6 +314,24 @@ ev_availability_t *ev_router_availability(ev_router_t *r)
     return r->models;
 }
 
+bool ev_router_ready(ev_router_t *r)
+{
+    bool text = false, image = false;
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
+        provider_t *p = &r->p[i];
+        if (!configured(p) || atomic_load(&p->disabled))
+            continue;
+        const ev_provider_config_t *c = p->cfg;
+        text = text || first_available(r, p->id, c->models, c->n_models)[0];
+        if (p->ops->caps & EV_PROVIDER_CAP_IMAGES) {
+            bool own = p->ops->caps & EV_PROVIDER_CAP_VISION_MODELS;
+            image = image || first_available(r, p->id, own ? c->vision_models : c->models,
+                                             own ? c->n_vision_models : c->n_models)[0];
+        }
+    }
+    return text && image;
+}
+
 /* ---- the call path ---- */
 
 static ev_stats_outcome_t stats_outcome(const ev_llm_result_t *res, bool answer_ok)

@@ -56,8 +56,10 @@ struct ev_stats_server {
     /* Immutable after start. */
     ev_stats_t *stats;
     const ev_clock_t *clock;
-    struct ev_spend *spend; /* thread-safe; may be NULL */
-    char *conninfo;         /* may hold a password: wiped on free */
+    struct ev_spend *spend;             /* thread-safe; may be NULL */
+    bool (*providers_ready)(void *ctx); /* immutable; may be NULL */
+    void *providers_ctx;                /* immutable */
+    char *conninfo;                     /* may hold a password: wiped on free */
     int64_t refresh_interval_us;
     int64_t ready_max_age_us;
     int port;
@@ -99,11 +101,17 @@ static void cache_read(ev_stats_server_t *srv, cache_view_t *v)
     v->age_s = age > 0 ? (double)age / 1e6 : 0.0;
 }
 
+/* Whether some provider can answer every check (true when nobody said). */
+static bool providers_ready(ev_stats_server_t *srv)
+{
+    return !srv->providers_ready || srv->providers_ready(srv->providers_ctx);
+}
+
 bool ev_stats_server_ready(ev_stats_server_t *srv)
 {
     cache_view_t v;
     cache_read(srv, &v);
-    return v.ready;
+    return v.ready && providers_ready(srv);
 }
 
 uint64_t ev_stats_server_db_queries(const ev_stats_server_t *srv)
@@ -348,6 +356,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             return send_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "draining\n");
         if (ev_stats_server_ready(srv))
             return send_text(c, MHD_HTTP_OK, "ready\n");
+        if (!providers_ready(srv))
+            return send_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                             "no LLM provider can answer every check (see the log)\n");
         return send_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "database unreachable\n");
     case R_NONE:
         break;
@@ -460,6 +471,8 @@ int ev_stats_server_start(ev_stats_server_t **out, ev_stats_t *stats,
     srv->stats = stats;
     srv->clock = opts->clock ? opts->clock : ev_clock_system();
     srv->spend = opts->spend;
+    srv->providers_ready = opts->providers_ready;
+    srv->providers_ctx = opts->providers_ctx;
     srv->refresh_interval_us = (int64_t)opts->refresh_interval_ms * 1000;
     srv->ready_max_age_us = opts->ready_max_age_ms
                                 ? (int64_t)opts->ready_max_age_ms * 1000

@@ -111,4 +111,13 @@ typedef struct ev_cli_serve_args {
  */
 int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *args, char *err, size_t errlen);
 
+/*
+ * `providers check`: asks every configured provider about every configured
+ * model (metadata endpoints only: no generation quota is spent). *text gets
+ * the table (caller frees); *ok is true when every check (theme, pdf, image)
+ * has a model known to answer it. Returns 0, or EV_EUNAVAIL when no provider
+ * has a key (err says so).
+ */
+int ev_cli_providers_check(const ev_config_t *cfg, char **text, bool *ok, char *err, size_t errlen);
+
 #endif

@@ -35,6 +35,13 @@ void ev_pipeline_free(ev_pipeline_t *p);
  * stops instead of turning the queue into needs_review. Thread-safe. */
 bool ev_pipeline_usable(ev_pipeline_t *p);
 
+/* True while every check has a provider and model that can answer it
+ * (ev_router_ready). Thread-safe. */
+bool ev_pipeline_ready(ev_pipeline_t *p);
+
+/* The router's table of models set aside (serve's preflight marks it). */
+struct ev_availability *ev_pipeline_availability(ev_pipeline_t *p);
+
 /* Spend accounting and limits (spend.h) for every later submission; NULL:
  * none. Call before the workers start; spend must outlive the pipeline. */
 struct ev_spend;

@@ -67,6 +67,10 @@ bool ev_router_any_usable(ev_router_t *r);
  * other replicas' marks. Owned by the router. */
 struct ev_availability *ev_router_availability(ev_router_t *r);
 
+/* True while every check (theme, pdf, image) has a usable provider with a
+ * model not set aside: what /readyz reports besides the database. */
+bool ev_router_ready(ev_router_t *r);
+
 /* The model a request to provider p would name now: the first of its list
  * not set aside, or "" when none is left. */
 const char *ev_router_model(ev_router_t *r, ev_provider_id_t p, const ev_llm_request_t *req);

@@ -6,7 +6,8 @@
  *   GET /metrics  the same in Prometheus text format 0.0.4
  *   GET /livez    200 while the process runs (liveness; /healthz is the
  *                 same, kept for existing probes)
- *   GET /readyz   200 while the database is reachable, else 503
+ *   GET /readyz   200 while the database is reachable and some LLM provider
+ *                 can answer every check, else 503
  * HEAD is accepted wherever GET is; any other method on those paths is answered
  * 405 with an Allow header; any other path is answered 404.
  *
@@ -42,11 +43,15 @@ typedef struct ev_stats_server_options {
     int query_timeout_ms;     /* statement_timeout of the server's own session */
     const ev_clock_t *clock;  /* schedules refreshes and ages; NULL = system clock */
     struct ev_spend *spend;   /* spend figures for /stats and /metrics; NULL: none */
+    /* NULL, or whether some LLM provider can answer every check: while it
+     * says false, /readyz answers 503. Called on a server thread. */
+    bool (*providers_ready)(void *ctx);
+    void *providers_ctx;
 } ev_stats_server_options_t;
 
 #define EV_STATS_SERVER_OPTIONS_INIT                                                               \
     {                                                                                              \
-        "0.0.0.0", 8080, NULL, 2000, 0, 3, 5000, NULL, NULL                                        \
+        "0.0.0.0", 8080, NULL, 2000, 0, 3, 5000, NULL, NULL, NULL, NULL                            \
     }
 
 /*

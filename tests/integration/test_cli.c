@@ -9,6 +9,7 @@
  */
 #include "ev/migrate.h"
 #include "pgtest.h"
+#include "simctl.h"
 
 #include <CUnit/Basic.h>
 #include <errno.h>
@@ -640,6 +641,69 @@ static void test_serve(void)
     ev_pgtest_drop_db(url);
 }
 
+/* `providers check` asks the metadata endpoints only and prints the table;
+ * `serve` runs the same preflight, sets aside the models the providers call
+ * gone and, with none left, stops at once as with bad keys. */
+static void test_providers_check_and_preflight(void)
+{
+    simctl_t *sim = NULL;
+    char *url = make_db();
+    char gurl[160], qurl[160], port_var[32];
+    run_t r;
+
+    if (!url)
+        return;
+    CU_ASSERT_EQUAL_FATAL(simctl_start(&sim, NULL), 0);
+    snprintf(gurl, sizeof(gurl), "GEMINI_BASE_URL=%s", simctl_gemini_url(sim));
+    snprintf(qurl, sizeof(qurl), "GROQ_BASE_URL=%s", simctl_groq_url(sim));
+    snprintf(port_var, sizeof(port_var), "STATS_PORT=%d", 20000 + (int)(getpid() % 20000));
+    const char *env[] = {"GEMINI_API_KEY=" SIMCTL_GEMINI_KEY,
+                         "GROQ_API_KEY=" SIMCTL_GROQ_KEY,
+                         gurl,
+                         qurl,
+                         "GEMINI_MODELS=gemini-2.5-flash,gemini-3.5-flash-lite",
+                         "STATS_ADDR=127.0.0.1",
+                         port_var,
+                         NULL};
+    CU_ASSERT_EQUAL(simctl_set(sim, "gemini", "{\"retired_models\": \"gemini-2.5-flash\"}"), 0);
+    run_cli(&r, url, env, (const char *const[]){"providers", "check", NULL});
+    CU_ASSERT_EQUAL(r.exit_code, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "gemini-2.5-flash "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "unknown"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "theme  answered by gemini gemini-3.5-flash-lite"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "image  answered by gemini gemini-3.5-flash-lite"));
+    run_free(&r);
+    /* Metadata only: no generation request, no quota spent. */
+    CU_ASSERT_EQUAL(simctl_counter(sim, "gemini", "requests"), 0);
+    CU_ASSERT_EQUAL(simctl_counter(sim, "groq", "requests"), 0);
+    CU_ASSERT(simctl_counter(sim, "gemini", "model_checks") == 2);
+
+    /* Every configured model gone. */
+    CU_ASSERT_EQUAL(simctl_set(sim, "gemini",
+                               "{\"retired_models\": \"gemini-2.5-flash,gemini-3.5-flash-lite\"}"),
+                    0);
+    CU_ASSERT_EQUAL(simctl_set(sim, "groq",
+                               "{\"retired_models\": \"openai/gpt-oss-120b,openai/gpt-oss-20b,"
+                               "qwen/qwen3.8-27b,qwen/qwen3.6-27b\"}"),
+                    0);
+    run_cli(&r, url, env, (const char *const[]){"providers", "check", NULL});
+    CU_ASSERT_EQUAL(r.exit_code, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "theme  NO configured model"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "no usable model"));
+    run_free(&r);
+    run_cli(&r, url, env, (const char *const[]){"serve", NULL});
+    CU_ASSERT_EQUAL(r.exit_code, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "every LLM provider was disabled"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "gemini model gemini-3.5-flash-lite is unknown"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "groq model qwen/qwen3.6-27b is unknown"));
+    CU_ASSERT_PTR_NULL(strstr(r.err, SIMCTL_GEMINI_KEY));
+    run_free(&r);
+    CU_ASSERT_EQUAL(simctl_counter(sim, "gemini", "requests"), 0);
+    CU_ASSERT_EQUAL(simctl_counter(sim, "groq", "requests"), 0);
+    simctl_free(sim);
+    ev_pgtest_drop_db(url);
+}
+
 static int suite_init(void)
 {
     const char *dir = getenv("EV_BUILD_DIR");
@@ -683,6 +747,7 @@ static const ev_test_t cli_tests[] = {
     {"submit refusals write nothing", test_submit_refusals},
     {"unreachable database, bad config", test_unreachable_database_and_bad_config},
     {"serve", test_serve},
+    {"providers check and serve's preflight", test_providers_check_and_preflight},
     EV_TEST_END,
 };
 

@@ -16,6 +16,7 @@
 #include "pgtest.h"
 
 #include <CUnit/Basic.h>
+#include <stdatomic.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -541,6 +542,42 @@ static void test_unreachable_database(void)
     ev_stats_server_stop(bad);
 }
 
+static atomic_bool providers_ok;
+
+static bool providers_ready(void *ctx)
+{
+    return atomic_load((atomic_bool *)ctx);
+}
+
+/* With the database fine, /readyz still answers 503 while no LLM provider
+ * can answer every check, and 200 again once one can. */
+static void test_ready_needs_a_provider(void)
+{
+    ev_stats_server_options_t o = EV_STATS_SERVER_OPTIONS_INIT;
+    o.addr = "127.0.0.1";
+    o.port = 0;
+    o.database_url = db_url;
+    o.refresh_interval_ms = INTERVAL_MS;
+    o.clock = ev_fake_clock_get(fc);
+    o.providers_ready = providers_ready;
+    o.providers_ctx = &providers_ok;
+    atomic_store(&providers_ok, false);
+    ev_stats_server_t *s = NULL;
+    char err[256] = "";
+    CU_ASSERT_FATAL(ev_stats_server_start(&s, stats, &o, err, sizeof(err)) == 0);
+    CU_ASSERT_FATAL(wait_refreshes(s, 1));
+    int port = ev_stats_server_port(s);
+    reply_t r = request(NULL, "GET", port, "/readyz");
+    CU_ASSERT(r.ok && r.status == 503);
+    CU_ASSERT(r.body && strstr(r.body, "no LLM provider"));
+    reply_free(&r);
+    atomic_store(&providers_ok, true);
+    r = request(NULL, "GET", port, "/readyz");
+    CU_ASSERT(r.ok && r.status == 200);
+    reply_free(&r);
+    ev_stats_server_stop(s);
+}
+
 static void test_hung_database(void)
 {
     /* A listener that never accepts: the kernel completes the handshake, and
@@ -657,6 +694,7 @@ static const ev_test_t stats_server_tests[] = {
     {"reconnects after its session was killed", test_reconnects},
     {"unreachable database: /readyz 503, the rest still answers", test_unreachable_database},
     {"draining after SIGTERM: /readyz 503, /livez 200", test_readyz_draining},
+    {"/readyz 503 while no provider can answer every check", test_ready_needs_a_provider},
     {"hung database: every endpoint still answers", test_hung_database},
     {"bad options are refused without echoing secrets", test_bad_options},
     EV_TEST_END,

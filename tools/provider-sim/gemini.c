@@ -59,7 +59,8 @@ static void reply_invalid(sim_provider_t *p, sim_reply_t *out, const char *msg)
     reply_error(out, 400, "INVALID_ARGUMENT", msg, NULL);
 }
 
-static void reply_bad_key(sim_provider_t *p, sim_reply_t *out)
+/* The API_KEY_INVALID answer, not counted (model lookups are not requests). */
+static void bad_key_body(sim_reply_t *out)
 {
     static const char msg[] = "API key not valid. Please pass a valid API key.";
     json_object *info = json_object_new_object();
@@ -79,8 +80,13 @@ static void reply_bad_key(sim_provider_t *p, sim_reply_t *out)
     json_object *details = json_object_new_array();
     json_object_array_add(details, info);
     json_object_array_add(details, loc);
-    atomic_fetch_add_explicit(&p->auth_failed, 1, memory_order_relaxed);
     reply_error(out, 400, "INVALID_ARGUMENT", msg, details);
+}
+
+static void reply_bad_key(sim_provider_t *p, sim_reply_t *out)
+{
+    atomic_fetch_add_explicit(&p->auth_failed, 1, memory_order_relaxed);
+    bad_key_body(out);
 }
 
 static void reply_payload_too_large(sim_provider_t *p, sim_reply_t *out, int64_t limit)
@@ -1083,7 +1089,7 @@ void sim_gemini_models(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *
     }
     if (!rq->goog_api_key || !rq->goog_api_key[0] ||
         (s.key[0] && strcmp(rq->goog_api_key, s.key) != 0)) {
-        reply_bad_key(p, out);
+        bad_key_body(out);
         return;
     }
     if (!sim_list_has(s.models, model) || sim_list_has(s.retired, model)) {

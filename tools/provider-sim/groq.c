@@ -759,7 +759,8 @@ void sim_groq_models(sim_provider_t *p, const sim_request_t *rq, sim_reply_t *ou
     const char *auth = rq->authorization;
     if (!auth || strncmp(auth, bearer, sizeof(bearer) - 1) != 0 || !auth[sizeof(bearer) - 1] ||
         (s.key[0] && strcmp(auth + sizeof(bearer) - 1, s.key) != 0)) {
-        reply_bad_key(p, out);
+        /* Not counted in auth_failed: a model lookup is not a request. */
+        reply_error(out, 401, "Invalid API Key", "invalid_request_error", "invalid_api_key");
         return;
     }
     json_object *o = json_object_new_object();
