@@ -769,6 +769,7 @@ void ev_config_free(ev_config_t *cfg)
         free(p->base_url);
     }
     free(cfg->provider_order_spec);
+    free(cfg->check_mode);
     free(cfg->upload_dir);
     free(cfg->stats_addr);
     free(cfg->model_prices);
