@@ -187,13 +187,14 @@ free_port() {
 smoke() {
     say "smoke test: the image against a throwaway Postgres and the provider-sim image"
     PGDIR=$(mktemp -d /tmp/evimg-pg.XXXXXX)
-    local pgenv admin url sim_port stats_port
+    local pgenv admin url sim_port stats_port api_port
     pgenv=$(bash "$ROOT/scripts/pg-harness.sh" start "$PGDIR") || die "pg-harness start"
     admin=$(printf '%s\n' "$pgenv" | sed -n 's/^export DATABASE_URL=//p' | tr -d "'\"")
     psql -q "$admin" -c "CREATE DATABASE event_validator" >/dev/null || die "create database"
     url="${admin%/*}/event_validator"
     sim_port=$(free_port) || die "no free port"
     stats_port=$(free_port) || die "no free port"
+    api_port=$(free_port) || die "no free port"
 
     CTR=$(buildah from --pull-never "$IMAGE")
     SIM_CTR=$(buildah from --pull-never "$SIM_IMAGE")
@@ -211,7 +212,8 @@ smoke() {
     done
     envs=(-e DATABASE_URL="$url" -e GEMINI_API_KEY=sim -e GROQ_API_KEY=sim
         -e GEMINI_BASE_URL="$sim/gemini/v1beta" -e GROQ_BASE_URL="$sim/groq/openai/v1"
-        -e STATS_ADDR=127.0.0.1 -e STATS_PORT="$stats_port" -e LOG_LEVEL=warn
+        -e STATS_ADDR=127.0.0.1 -e STATS_PORT="$stats_port" -e API_ADDR=127.0.0.1
+        -e API_PORT="$api_port" -e LOG_LEVEL=warn
         -e STAGGER_MIN_MS=0 -e STAGGER_MAX_MS=0 -e WORKER_STAGGER_MS=0)
     ev() { buildah run --isolation chroot --cap-drop all -v "$ROOT/examples:/examples:ro" \
         "${envs[@]}" "$CTR" -- /usr/local/bin/event-validator "$@"; }

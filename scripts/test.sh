@@ -37,10 +37,12 @@ say() { printf '\n==== test.sh: %s ====\n' "$*"; }
 STAGES=()
 RESULTS=()
 FAILED=0
+LAST_T=$SECONDS
 
-record() { # stage, status text
+record() { # stage, status text; the stage's duration is the time since the last record
     STAGES+=("$1")
-    RESULTS+=("$2")
+    RESULTS+=("$2 [$((SECONDS - LAST_T)) s]")
+    LAST_T=$SECONDS
     case "$2" in ok*) ;; *) FAILED=1 ;; esac
 }
 
@@ -165,15 +167,14 @@ fi
 # The container image, built without a registry and run against Postgres and provider-sim.
 if [ "${EV_IMAGE:-0}" = 1 ]; then
     say "container image (scripts/build-image.sh)"
-    t0=$SECONDS
     if bash "$ROOT/scripts/build-image.sh"; then
-        record "image" "ok ($((SECONDS - t0)) s; report above)"
+        record "image" "ok (report above)"
     else
         record "image" "FAILED (the step is named above)"
     fi
 fi
 
-say "summary"
+say "summary (total $SECONDS s)"
 for i in "${!STAGES[@]}"; do
     printf '  %-26s %s\n' "${STAGES[$i]}" "${RESULTS[$i]}"
 done
