@@ -25,6 +25,7 @@
 
 #include "ev/db.h"
 #include "ev/error.h"
+#include "ev/httpguard.h"
 #include "ev/queue.h"
 #include "ev/spend.h"
 #include "ev/threads.h"
@@ -49,8 +50,13 @@
  * waiting, so a test that advances a fake clock sees the next refresh soon. */
 #define WAIT_SLICE_US 250000
 #define MHD_THREADS 2
-#define MHD_CONNECTION_LIMIT 128
-#define MHD_CONNECTION_TIMEOUT_S 10
+/* Slow clients: many slots, few per address, and every connection cut after
+ * CONNECTION_DEADLINE_MS whatever it sends (httpguard.h), so a probe always
+ * finds a slot within that time. */
+#define MHD_CONNECTION_LIMIT 512
+#define MHD_PER_IP_LIMIT 32
+#define MHD_CONNECTION_TIMEOUT_S 5
+#define CONNECTION_DEADLINE_MS 5000
 
 struct ev_stats_server {
     /* Immutable after start. */
@@ -64,6 +70,7 @@ struct ev_stats_server {
     int64_t ready_max_age_us;
     int port;
     struct MHD_Daemon *daemon;
+    ev_httpguard_t *guard;
     ev_thread_t refresher;
 
     _Atomic uint64_t db_queries;
@@ -443,6 +450,8 @@ static void server_free(ev_stats_server_t *srv)
 {
     if (!srv)
         return;
+    /* After MHD_stop_daemon: no connection is left for the guard. */
+    ev_httpguard_free(srv->guard);
     pthread_cond_destroy(&srv->cond);
     pthread_mutex_destroy(&srv->lock);
     wipe_free(srv->conninfo);
@@ -523,11 +532,18 @@ int ev_stats_server_start(ev_stats_server_t **out, ev_stats_t *stats,
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    srv->daemon = MHD_start_daemon(flags, (uint16_t)opts->port, NULL, NULL, handle, srv,
-                                   MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
-                                   (unsigned)MHD_THREADS, MHD_OPTION_CONNECTION_LIMIT,
-                                   (unsigned)MHD_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-                                   (unsigned)MHD_CONNECTION_TIMEOUT_S, MHD_OPTION_END);
+    rc = ev_httpguard_new(&srv->guard, CONNECTION_DEADLINE_MS);
+    if (rc < 0) {
+        ev_set_error(err, errlen, "stats server: cannot start the connection guard");
+        goto out;
+    }
+    srv->daemon = MHD_start_daemon(
+        flags, (uint16_t)opts->port, NULL, NULL, handle, srv, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)MHD_THREADS, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)MHD_CONNECTION_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)MHD_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)MHD_CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_CONNECTION, ev_httpguard_notify,
+        srv->guard, MHD_OPTION_END);
     if (!srv->daemon) {
         ev_set_error(err, errlen, "stats server: cannot listen on %s port %d", addr, opts->port);
         rc = EV_EIO;

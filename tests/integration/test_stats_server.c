@@ -29,6 +29,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -454,6 +456,107 @@ static void test_scrape_storm(void)
     CU_ASSERT_EQUAL(ev_stats_server_db_queries(srv), q0 + 1);
 }
 
+/* ---- Slow clients. ---- */
+
+#define SLOW_CLIENTS 130
+
+typedef struct slowloris {
+    int port;
+    const char *src; /* the clients' address */
+    int n;           /* how many, at most SLOW_CLIENTS */
+    atomic_bool stop;
+    atomic_int open;   /* sockets connected and not yet closed by the server */
+    atomic_int closed; /* sockets the server closed while they were still sending */
+} slowloris_t;
+
+/* A client that sends one header line, never the blank line. */
+static int slow_connect(const char *from, int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in src = {.sin_family = AF_INET}, dst = {.sin_family = AF_INET};
+    inet_pton(AF_INET, from, &src.sin_addr);
+    inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
+    dst.sin_port = htons((uint16_t)port);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0 ||
+        connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0 ||
+        send(fd, "GET /stats HTTP/1.1\r\nHost: x\r\n", 30, MSG_NOSIGNAL) != 30) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Keeps SLOW_CLIENTS connections sending a header line every second,
+ * reconnecting whatever the server closes. */
+static void *slowloris(void *arg)
+{
+    slowloris_t *sl = arg;
+    int fds[SLOW_CLIENTS];
+    for (int i = 0; i < SLOW_CLIENTS; i++)
+        fds[i] = -1;
+    while (!atomic_load(&sl->stop)) {
+        int open = 0;
+        for (int i = 0; i < sl->n; i++) {
+            char b;
+            if (fds[i] >= 0 && (send(fds[i], "X-Slow: 1\r\n", 11, MSG_NOSIGNAL) != 11 ||
+                                recv(fds[i], &b, 1, MSG_DONTWAIT) == 0)) {
+                close(fds[i]);
+                fds[i] = -1;
+                atomic_fetch_add(&sl->closed, 1);
+            }
+            if (fds[i] < 0)
+                fds[i] = slow_connect(sl->src, sl->port);
+            open += fds[i] >= 0;
+        }
+        atomic_store(&sl->open, open);
+        for (int t = 0; t < 10 && !atomic_load(&sl->stop); t++)
+            usleep(100 * 1000);
+    }
+    for (int i = 0; i < SLOW_CLIENTS; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    return NULL;
+}
+
+/*
+ * 130 connections from another address sending a header line every second
+ * (what kept /healthz from answering): every probe still answers.
+ */
+static void test_slow_clients(void)
+{
+    slowloris_t sl = {.port = ev_stats_server_port(srv), .src = "127.0.0.2", .n = SLOW_CLIENTS};
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, slowloris, &sl) == 0);
+    /* Wait (generous bound) until the attack holds connections. */
+    for (int i = 0; i < 200 && atomic_load(&sl.open) == 0; i++)
+        usleep(50 * 1000);
+    CU_ASSERT(atomic_load(&sl.open) > 0);
+    for (int i = 0; i < 12; i++) {
+        reply_t r = get("/livez");
+        CU_ASSERT_TRUE(r.ok);
+        CU_ASSERT_EQUAL(r.status, 200);
+        reply_free(&r);
+        usleep(500 * 1000);
+    }
+    atomic_store(&sl.stop, true);
+    pthread_join(th, NULL);
+}
+
+/* Clients that keep sending are not idle, yet the deadline cuts them all
+ * (within a generous bound): a slot is never held for as long as one trickles. */
+static void test_slow_clients_are_cut(void)
+{
+    slowloris_t sl = {.port = ev_stats_server_port(srv), .src = "127.0.0.1", .n = 20};
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, slowloris, &sl) == 0);
+    for (int i = 0; i < 1200 && atomic_load(&sl.closed) < 20; i++)
+        usleep(50 * 1000);
+    CU_ASSERT(atomic_load(&sl.closed) >= 20);
+    atomic_store(&sl.stop, true);
+    pthread_join(th, NULL);
+}
+
 static void test_reconnects(void)
 {
     CU_ASSERT_FATAL(wait_refreshes(srv, 1));
@@ -688,6 +791,8 @@ static int suite_clean(void)
 }
 
 static const ev_test_t stats_server_tests[] = {
+    {"slow clients cannot starve the probes", test_slow_clients},
+    {"slow clients are cut at the deadline", test_slow_clients_are_cut},
     {"every endpoint against a real database", test_endpoints},
     {"404 for unknown paths, 405 with Allow for other methods", test_errors},
     {"a scrape storm costs at most one query per interval", test_scrape_storm},
