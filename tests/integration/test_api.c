@@ -100,7 +100,7 @@ static struct {
     pthread_mutex_t lock;
     struct MHD_Daemon *d;
     int port;
-    hook_t hooks[64]; /* guarded by lock */
+    hook_t hooks[256]; /* guarded by lock */
     int n;
 } rx = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -128,7 +128,7 @@ static enum MHD_Result rx_handle(void *cls, struct MHD_Connection *c, const char
         return MHD_YES;
     }
     pthread_mutex_lock(&rx.lock);
-    if (rx.n < 64) {
+    if (rx.n < 256) {
         hook_t *h = &rx.hooks[rx.n++];
         const char *id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-id");
         const char *ts = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-timestamp");
@@ -941,6 +941,64 @@ static void test_webhook_targets(void)
     CU_ASSERT_EQUAL(ev_webhook_url_check("http://u:p@example.org/", true, why, 200), EV_EINVAL);
 }
 
+/*
+ * Three senders (as three replicas would run them) on one outbox of 150
+ * deliveries, the receiver up: every delivery arrives exactly once (a row
+ * sent by two senders would arrive twice), and each is marked delivered.
+ */
+static void test_senders_under_contention(void)
+{
+    char *db_url = NULL;
+    ev_webhook_sender_t *senders[3] = {NULL, NULL, NULL};
+    CU_ASSERT_EQUAL_FATAL(ev_pgtest_create_db(&db_url), 0);
+    CU_ASSERT_EQUAL_FATAL(rx_start(), 0);
+    pthread_mutex_lock(&rx.lock);
+    int before = rx.n;
+    pthread_mutex_unlock(&rx.lock);
+    char q[512];
+    snprintf(q, sizeof(q),
+             "INSERT INTO events (name, theme, webhook_url, webhook_secret) VALUES ('c', 't',"
+             " 'http://127.0.0.1:%d/hook', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw');"
+             "INSERT INTO submissions (event_id, title, status) SELECT id, 'sub ' || g,"
+             " 'processing' FROM events, generate_series(1, 150) g;"
+             "UPDATE submissions SET status = 'validated'",
+             rx.port);
+    CU_ASSERT_EQUAL_FATAL(ev_pgtest_exec(db_url, q), 0);
+    ev_webhook_options_t o = EV_WEBHOOK_OPTIONS_INIT;
+    o.database_url = db_url;
+    o.allow_private = true;
+    o.retry_base_ms = 100;
+    o.retry_max_ms = 300;
+    o.poll_ms = 100;
+    for (int i = 0; i < 3; i++)
+        CU_ASSERT_EQUAL_FATAL(ev_webhook_sender_start(&senders[i], &o), 0);
+    int64_t delivered = 0;
+    for (int64_t end = mono_ms() + BOUND_MS; delivered < 150 && mono_ms() < end; sleep_ms(50))
+        ev_pgtest_query_i64(db_url,
+                            "SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'",
+                            &delivered);
+    uint64_t sent = 0;
+    for (int i = 0; i < 3; i++) {
+        sent += ev_webhook_sender_delivered(senders[i]);
+        ev_webhook_sender_stop(senders[i]);
+    }
+    CU_ASSERT_EQUAL(delivered, 150);
+    CU_ASSERT_EQUAL(sent, 150);
+    pthread_mutex_lock(&rx.lock);
+    int got = rx.n - before, dup = 0;
+    for (int i = before; i < rx.n; i++)
+        for (int j = before; j < i; j++)
+            dup += strcmp(rx.hooks[i].id, rx.hooks[j].id) == 0;
+    for (int i = before; i < rx.n; i++)
+        free(rx.hooks[i].body);
+    rx.n = before;
+    pthread_mutex_unlock(&rx.lock);
+    CU_ASSERT_EQUAL(got, 150);
+    CU_ASSERT_EQUAL(dup, 0);
+    rx_stop();
+    ev_pgtest_drop_db(db_url);
+}
+
 static const ev_test_t api_tests[] = {
     {"events and authentication", test_events_and_auth},
     {"upload, verdict, signed webhook", test_upload_verdict_webhook},
@@ -959,8 +1017,14 @@ static const ev_test_t pure_tests[] = {
     EV_TEST_END,
 };
 
+static const ev_test_t outbox_tests[] = {
+    {"three senders, 150 deliveries, each once", test_senders_under_contention},
+    EV_TEST_END,
+};
+
 static const ev_test_suite_t suites[] = {
     {"webhook", NULL, NULL, pure_tests, NULL, NULL},
+    {"outbox", NULL, NULL, outbox_tests, NULL, NULL},
     {"api", suite_init, suite_clean, api_tests, NULL, NULL},
     EV_SUITE_END,
 };
