@@ -120,6 +120,8 @@ static const var_t table[] = {
     {"MAX_RETRIES", T_INT, F(max_retries), "2", 0, 10},
     {"RETRY_BASE_MS", T_INT, F(retry_base_ms), "1000", 1, 600000},
     {"RETRY_MAX_MS", T_INT, F(retry_max_ms), "60000", 1, 3600000},
+    /* A 429's Retry-After pauses the whole provider; an absurd one must not stop it for days. */
+    {"PROVIDER_MAX_PAUSE_MS", T_INT, F(provider_max_pause_ms), "60000", 1000, 86400000},
     {"RETRY_MAX_WAIT_MS", T_INT, F(retry_max_wait_ms), "10000", 0, 3600000},
     {"RETRY_BUDGET_RATIO", T_DOUBLE, F(retry_budget_ratio), "0.2", 0, 10},
     {"MAX_API_CALLS_PER_SUBMISSION", T_INT, F(max_api_calls_per_submission), "5", 1, 1000},

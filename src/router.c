@@ -49,6 +49,7 @@ typedef struct provider {
     atomic_bool disabled;        /* a fatal configuration error: never used again */
     atomic_bool cooling;         /* daily quota: cooling down until cooldown_until_us */
     _Atomic int64_t cooldown_until_us;
+    _Atomic int64_t paused_until_us; /* a 429's provider-wide pause, monotonic clock */
 } provider_t;
 
 struct ev_router {
@@ -112,6 +113,7 @@ static int provider_init(ev_router_t *r, provider_t *p, ev_provider_id_t id)
     atomic_init(&p->applied_rate, 0.0);
     atomic_init(&p->cooling, false);
     atomic_init(&p->cooldown_until_us, 0);
+    atomic_init(&p->paused_until_us, 0);
     if (!p->cfg->api_key)
         return 0;
 
@@ -427,6 +429,34 @@ static void cool_down(ev_router_t *r, provider_t *p, const ev_llm_result_t *res)
     log_breaker_change(p, &ch);
 }
 
+/*
+ * A 429 pauses the whole provider for its Retry-After, capped by
+ * PROVIDER_MAX_PAUSE_MS: one absurd header must not silence a provider for
+ * hours while nothing says so. Shown in /stats and /metrics; logged once
+ * per pause (a pause that extends a running one is not news).
+ */
+static void pause_provider(ev_router_t *r, provider_t *p, int64_t asked_ms)
+{
+    int64_t ms = asked_ms > 0 ? asked_ms : DEFAULT_429_PAUSE_MS;
+    bool capped = ms > r->cfg->provider_max_pause_ms;
+    ms = EV_MIN(ms, (int64_t)r->cfg->provider_max_pause_ms);
+    int64_t now = ev_clock_now_us(r->clock), until = now + ms * 1000;
+    ev_limiter_pause_until(p->limiter, until);
+    int64_t before = atomic_load(&p->paused_until_us);
+    while (before < until && !atomic_compare_exchange_weak(&p->paused_until_us, &before, until))
+        ;
+    if (before >= until)
+        return;
+    if (r->stats)
+        ev_stats_set_provider_pause(r->stats, p->id, ev_clock_wall_us(r->clock) + ms * 1000,
+                                    capped ? "rate limited (429), Retry-After capped"
+                                           : "rate limited (429)");
+    if (before <= now && (capped || ms >= 10000))
+        ev_log(EV_LOG_WARN, "%s paused for %lld ms after a 429 (asked %lld ms%s)",
+               ev_provider_name(p->id), (long long)ms, (long long)asked_ms,
+               capped ? ", capped by PROVIDER_MAX_PAUSE_MS" : "");
+}
+
 /* Clears the cool-down flag once its time has passed. */
 static void check_cooldown(ev_router_t *r, provider_t *p)
 {
@@ -655,8 +685,7 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
 
         if (res.rate_limited) {
             /* The whole provider is out of quota, not just this thread. */
-            int64_t pause_ms = res.retry_after_ms > 0 ? res.retry_after_ms : DEFAULT_429_PAUSE_MS;
-            ev_limiter_pause_until(p->limiter, ev_clock_now_us(r->clock) + pause_ms * 1000);
+            pause_provider(r, p, res.retry_after_ms);
         }
 
         next_t next = NEXT_FALLBACK;

@@ -87,6 +87,8 @@ typedef struct provider_stats {
     _Atomic double rpm_limit;
     _Atomic bool configured, disabled, quota_cooldown;
     _Atomic int models_unavailable;
+    _Atomic int64_t pause_until_wall_us; /* provider-wide pause: calls held until then */
+    _Atomic(const char *) pause_reason;  /* static text, or NULL */
     histogram_t latency;
     histogram_t limiter_wait; /* time a call waited for its rate-limiter slot */
     /* Guarded by ev_stats.probe_lock. */
@@ -195,6 +197,15 @@ void ev_stats_set_provider_disabled(ev_stats_t *s, ev_provider_id_t p, bool disa
 void ev_stats_set_provider_models_unavailable(ev_stats_t *s, ev_provider_id_t p, int n)
 {
     atomic_store_explicit(&prov(s, p)->models_unavailable, n, RLX);
+}
+
+void ev_stats_set_provider_pause(ev_stats_t *s, ev_provider_id_t p, int64_t until_wall_us,
+                                 const char *reason)
+{
+    if (!s)
+        return;
+    atomic_store_explicit(&prov(s, p)->pause_reason, reason, RLX);
+    atomic_store_explicit(&prov(s, p)->pause_until_wall_us, until_wall_us, RLX);
 }
 
 void ev_stats_set_provider_quota_cooldown(ev_stats_t *s, ev_provider_id_t p, bool cooling_down)
@@ -443,6 +454,9 @@ typedef struct provider_view {
     uint64_t tokens_in, tokens_out;
     bool configured, disabled, quota_cooldown;
     int models_unavailable;
+    bool paused;
+    int64_t pause_until_wall_us, pause_remaining_us;
+    const char *pause_reason;
     histogram_snap_t latency;
     double p50, p95, p99;
 } provider_view_t;
@@ -466,6 +480,10 @@ static void provider_read(ev_stats_t *s, ev_provider_id_t p, provider_view_t *v)
     v->disabled = atomic_load_explicit(&ps->disabled, RLX);
     v->quota_cooldown = atomic_load_explicit(&ps->quota_cooldown, RLX);
     v->models_unavailable = atomic_load_explicit(&ps->models_unavailable, RLX);
+    v->pause_until_wall_us = atomic_load_explicit(&ps->pause_until_wall_us, RLX);
+    v->pause_reason = atomic_load_explicit(&ps->pause_reason, RLX);
+    v->pause_remaining_us = v->pause_until_wall_us - ev_clock_wall_us(s->clock);
+    v->paused = v->pause_remaining_us > 0;
     histogram_read(&ps->latency, &v->latency);
     v->p50 = snap_percentile(&v->latency, 0.50);
     v->p95 = snap_percentile(&v->latency, 0.95);
@@ -624,6 +642,17 @@ static json_object *provider_json(int *rc, const provider_view_t *v)
     put_bool(rc, o, "configured", v->configured);
     put_bool(rc, o, "disabled", v->disabled);
     put_bool(rc, o, "quota_cooldown", v->quota_cooldown);
+    if (v->paused) {
+        /* A provider-wide pause (a 429's Retry-After, capped): why and until when. */
+        json_object *pause = json_object_new_object();
+        put_i64(rc, pause, "until_unix", v->pause_until_wall_us / 1000000);
+        put_double(rc, pause, "remaining_s", (double)v->pause_remaining_us / 1e6, 1);
+        json_object_object_add(pause, "reason",
+                               json_object_new_string(v->pause_reason ? v->pause_reason : ""));
+        put(rc, o, "pause", pause);
+    } else {
+        put_null(rc, o, "pause");
+    }
     put_i64(rc, o, "models_unavailable", v->models_unavailable);
     put_u64(rc, o, "fallbacks_from", v->fallbacks_from);
     json_object *outc = json_object_new_object();
@@ -814,7 +843,9 @@ typedef enum {
     G_CONFIGURED,
     G_DISABLED,
     G_QUOTA_COOLDOWN,
-    G_MODELS_UNAVAILABLE
+    G_MODELS_UNAVAILABLE,
+    G_PAUSED,
+    G_PAUSE_UNTIL
 } gauge_kind_t;
 
 /* The per-provider gauge families. */
@@ -838,6 +869,10 @@ static const struct {
     {"provider_models_unavailable",
      "Configured models the provider called unknown, retired or unusable (set aside).",
      G_MODELS_UNAVAILABLE},
+    {"provider_paused", "1 while a provider-wide pause (a 429's Retry-After, capped) holds calls.",
+     G_PAUSED},
+    {"provider_pause_until_seconds", "End of the provider-wide pause, Unix time (0: none).",
+     G_PAUSE_UNTIL},
 };
 
 static double gauge_value(const provider_view_t *v, gauge_kind_t kind)
@@ -865,6 +900,10 @@ static double gauge_value(const provider_view_t *v, gauge_kind_t kind)
         return v->quota_cooldown;
     case G_MODELS_UNAVAILABLE:
         return v->models_unavailable;
+    case G_PAUSED:
+        return v->paused;
+    case G_PAUSE_UNTIL:
+        return v->paused ? (double)(v->pause_until_wall_us / 1000000) : 0.0;
     }
     return 0.0;
 }

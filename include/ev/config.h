@@ -84,6 +84,7 @@ typedef struct ev_config {
     int retry_base_ms;
     int retry_max_ms;
     int retry_max_wait_ms;
+    int provider_max_pause_ms; /* PROVIDER_MAX_PAUSE_MS: cap on a provider-wide 429 pause */
     double retry_budget_ratio;
 
     int max_api_calls_per_submission;

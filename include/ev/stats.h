@@ -92,6 +92,10 @@ void ev_stats_set_provider_limits(ev_stats_t *s, ev_provider_id_t p, int max_con
 /* The provider was disabled for this run (for example an invalid API key). */
 void ev_stats_set_provider_disabled(ev_stats_t *s, ev_provider_id_t p, bool disabled);
 /* The provider is cooling down after its daily quota ran out. */
+/* A provider-wide pause: calls held until until_wall_us (wall clock, µs),
+ * for `reason` (static text). Shown while it lasts. */
+void ev_stats_set_provider_pause(ev_stats_t *s, ev_provider_id_t p, int64_t until_wall_us,
+                                 const char *reason);
 void ev_stats_set_provider_quota_cooldown(ev_stats_t *s, ev_provider_id_t p, bool cooling_down);
 /* How many configured models of the provider were set aside (unknown,
  * retired or unusable with this configuration). */

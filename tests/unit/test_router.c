@@ -376,6 +376,35 @@ static void test_429_pauses_whole_provider(void)
     rt_stop(&t);
 }
 
+/* A 429 asking for a minute pauses the provider for PROVIDER_MAX_PAUSE_MS at
+ * most, and /stats says so: paused, why, until when. */
+static void test_429_pause_is_capped_and_shown(void)
+{
+    rt_t t;
+    const char *o[] = {"RETRY_MAX_WAIT_MS", "1000", "PROVIDER_MAX_PAUSE_MS", "30000", NULL};
+    rt_start(&t, 0, o);
+    sim_set("gemini", "{\"rpm\": 1, \"window_s\": 60}");
+    ev_router_result_t res;
+    CU_ASSERT_EQUAL(judge(&t, &res), 0);
+    CU_ASSERT_EQUAL(res.provider, EV_PROVIDER_GEMINI);
+    CU_ASSERT_EQUAL(judge(&t, &res), 0);
+    CU_ASSERT_EQUAL(res.provider, EV_PROVIDER_GROQ);
+    CU_ASSERT_EQUAL(simctl_counter(sim, "gemini", "rate_limited"), 1);
+    json_object *root = NULL;
+    json_object *pause = provider_stat(&t, &root, "gemini", "pause");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pause);
+    json_object *v = NULL;
+    CU_ASSERT_TRUE(json_object_object_get_ex(pause, "reason", &v) &&
+                   strstr(json_object_get_string(v), "capped") != NULL);
+    CU_ASSERT_TRUE(json_object_object_get_ex(pause, "remaining_s", &v));
+    double left = v ? json_object_get_double(v) : -1;
+    CU_ASSERT_TRUE(left > 0 && left <= 30.0);
+    CU_ASSERT_TRUE(json_object_object_get_ex(pause, "until_unix", &v) &&
+                   json_object_get_int64(v) > 0);
+    json_object_put(root);
+    rt_stop(&t);
+}
+
 static double provider_double(rt_t *t, const char *provider, const char *key)
 {
     json_object *root = NULL;
@@ -715,6 +744,7 @@ static const ev_test_t call_path_tests[] = {
     {"a 429 teaches the stated limit", test_429_teaches_the_stated_limit},
     {"the token limit comes from the headers", test_token_limit_from_headers},
     {"a long 429 hint pauses the whole provider", test_429_pauses_whole_provider},
+    {"a 429 pause is capped and shown", test_429_pause_is_capped_and_shown},
     {"a bad answer is asked again once", test_bad_answer_asked_once},
     {"call budget and stop end a call", test_call_budget_and_stop},
     {"an invalid key disables the provider", test_invalid_key_disables},
