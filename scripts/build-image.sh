@@ -19,8 +19,9 @@
 # 3. Smoke test (needs root: chroot, mounts): a Postgres from scripts/pg-harness.sh; the
 #    provider-sim image served with `buildah run`; `migrate`, `event add`, `submit` with
 #    the files in examples/ (in the image, --cap-drop all); `serve --drain` in the image's
-#    root mounted read-only, as uid 10001, no_new_privs, an empty capability bounding set;
-#    `healthcheck` against a running `serve`; the verdicts must be the expected ones.
+#    root mounted read-only (only UPLOAD_DIR writable), as uid 10001, no_new_privs, an
+#    empty capability bounding set; `healthcheck` against a running `serve`; an upload
+#    through its API, judged; the verdicts must be the expected ones.
 # 4. Report: image sizes, labels, the Debian packages in the service image; written to
 #    $EV_IMAGE_WORK/report.txt and printed.
 #
@@ -50,7 +51,7 @@ die() {
 
 # shellcheck source=scripts/deps.sh
 . "$ROOT/scripts/deps.sh"
-ev_install_packages buildah podman debootstrap uidmap postgresql
+ev_install_packages buildah podman debootstrap uidmap postgresql curl
 mkdir -p "$WORK"
 
 # The first Debian (not -security) mirror apt is configured with.
@@ -131,6 +132,7 @@ SERVE_PID=""
 PGDIR=""
 MNT=""
 SIM_MNT=""
+UPLOADS=""
 envs=()
 # shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
@@ -140,6 +142,7 @@ cleanup() {
     [ -n "$SIM_MNT" ] && buildah umount "$SIM_CTR" >/dev/null 2>&1
     [ -n "$CTR" ] && buildah rm "$CTR" >/dev/null 2>&1
     [ -n "$SIM_CTR" ] && buildah rm "$SIM_CTR" >/dev/null 2>&1
+    [ -n "$UPLOADS" ] && rm -rf "$UPLOADS"
     if [ -n "$PGDIR" ]; then
         bash "$ROOT/scripts/pg-harness.sh" stop "$PGDIR" >/dev/null 2>&1
         rm -rf "$PGDIR"
@@ -166,6 +169,7 @@ ro_run() {
         mount --bind "$m" "$m"
         mount --bind /proc "$m/proc"
         mount --bind /dev "$m/dev"
+        [ -z "${UPLOADS:-}" ] || mount --bind "$UPLOADS" "$m/var/lib/event-validator/uploads"
         mount -o remount,bind,ro "$m"
         mapfile -t vars <"$0"
         rm -f "$0"
@@ -213,7 +217,7 @@ smoke() {
     envs=(-e DATABASE_URL="$url" -e GEMINI_API_KEY=sim -e GROQ_API_KEY=sim
         -e GEMINI_BASE_URL="$sim/gemini/v1beta" -e GROQ_BASE_URL="$sim/groq/openai/v1"
         -e STATS_ADDR=127.0.0.1 -e STATS_PORT="$stats_port" -e API_ADDR=127.0.0.1
-        -e API_PORT="$api_port" -e LOG_LEVEL=warn
+        -e API_PORT="$api_port" -e UPLOAD_DIR=/var/lib/event-validator/uploads -e LOG_LEVEL=warn
         -e STAGGER_MIN_MS=0 -e STAGGER_MAX_MS=0 -e WORKER_STAGGER_MS=0)
     ev() { buildah run --isolation chroot --cap-drop all -v "$ROOT/examples:/examples:ro" \
         "${envs[@]}" "$CTR" -- /usr/local/bin/event-validator "$@"; }
@@ -236,6 +240,9 @@ smoke() {
     # serve --drain with the image's root read-only, as Kubernetes runs it: uid 10001,
     # no_new_privs, no capabilities (chroot switches the user, which clears the
     # effective set; the bounding set keeps only what chroot itself needs).
+    UPLOADS=$(mktemp -d "$WORK/uploads.XXXXXX")
+    chown 10001:10001 "$UPLOADS"
+    export UPLOADS
     (ro_run "$MNT" /usr/local/bin/event-validator serve --drain) >"$WORK/serve.log" 2>&1 ||
         die "serve --drain in a read-only root (see $WORK/serve.log)"
 
@@ -252,6 +259,22 @@ smoke() {
         [ "$i" = 100 ] && die "healthcheck --ready never passed (see $WORK/serve-live.log)"
         sleep 0.1
     done
+    # The organisers' API of the running serve: an upload lands in UPLOAD_DIR (the one
+    # writable mount) and is judged by the workers.
+    local token sid status=""
+    token=$(ev token create --name smoke --event "$event" | head -n 1) || die "token create"
+    sid=$(curl -fsS -H "Authorization: Bearer $token" -F title="Bike lanes" \
+        -F description="Protected lanes with planted separators." \
+        -F image=@"$ROOT/examples/files/canopy.png" \
+        "http://127.0.0.1:$api_port/v1/events/$event/submissions" | sed -n 's/^{"id":\([0-9]*\).*/\1/p')
+    [ -n "$sid" ] || die "upload through the API (see $WORK/serve-live.log)"
+    for i in $(seq 300); do
+        status=$(psql -qtA "$url" -c "SELECT status FROM submissions WHERE id = $sid")
+        [ "$status" = validated ] && break
+        [ "$i" = 300 ] && die "the API's submission $sid is '$status', not validated"
+        sleep 0.1
+    done
+    echo "api: upload $sid judged $status"
     kill -TERM "$SERVE_PID"
     wait "$SERVE_PID" || die "serve did not exit 0 on SIGTERM (see $WORK/serve-live.log)"
     SERVE_PID=""
@@ -259,10 +282,10 @@ smoke() {
 
     local got want
     got=$(psql -qtA "$url" -c "SELECT title || '=' || status FROM submissions ORDER BY id" | tr '\n' ' ')
-    want="Solar-powered bus stops=validated Lasagna night=rejected Our slides=rejected Rooftop gardens=rejected "
+    want="Solar-powered bus stops=validated Lasagna night=rejected Our slides=rejected Rooftop gardens=rejected Bike lanes=validated "
     echo "verdicts: $got"
     [ "$got" = "$want" ] || die "verdicts differ; expected: $want"
-    echo "smoke test: ok (migrate, event add, submit, serve --drain read-only, healthcheck)"
+    echo "smoke test: ok (migrate, event add, submit, serve --drain read-only, healthcheck, API upload)"
 }
 
 if [ "${EV_IMAGE_SKIP_SMOKE:-0}" != 1 ]; then
