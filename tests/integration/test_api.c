@@ -33,6 +33,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -373,6 +376,7 @@ static int serve_start(void)
     ENV("STAGGER_MIN_MS=0");
     ENV("STAGGER_MAX_MS=0");
     ENV("LOG_LEVEL=info");
+    ENV("API_IDLE_TIMEOUT_S=2");
 #undef ENV
     env[n] = NULL;
     char bin[256];
@@ -758,6 +762,47 @@ static void test_rate_limit(void)
     free(tok);
 }
 
+/* A client that starts an upload and goes silent: its temporary file is
+ * deleted when the idle timeout (2 s here) closes the connection, and while
+ * it hangs other requests are served. */
+static void test_abandoned_upload(void)
+{
+    resp_t r;
+    ensure_event();
+    int files = stored_files();
+    int64_t subs = sql_i64("SELECT count(*) FROM submissions");
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_port = htons((uint16_t)strtol(strrchr(api, ':') + 1, NULL, 10));
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    CU_ASSERT_EQUAL_FATAL(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    char head[1024], pad[4096];
+    int n = snprintf(head, sizeof(head),
+                     "POST /v1/events/%" PRId64 "/submissions HTTP/1.1\r\nHost: t\r\n"
+                     "Authorization: Bearer %s\r\n"
+                     "Content-Type: multipart/form-data; boundary=XyZ\r\n"
+                     "Content-Length: 60000\r\n\r\n"
+                     "--XyZ\r\nContent-Disposition: form-data; name=\"image\"; "
+                     "filename=\"slow.png\"\r\nContent-Type: image/png\r\n\r\n",
+                     event_id, admin);
+    memset(pad, 'x', sizeof(pad));
+    CU_ASSERT_EQUAL(write(fd, head, (size_t)n), n);
+    CU_ASSERT_EQUAL(write(fd, png, sizeof(png)), (ssize_t)sizeof(png));
+    CU_ASSERT_EQUAL(write(fd, pad, sizeof(pad)), (ssize_t)sizeof(pad));
+    bool started = false;
+    for (int64_t end = mono_ms() + BOUND_MS; !started && mono_ms() < end; sleep_ms(20))
+        started = stored_files() > files;
+    CU_ASSERT_TRUE(started);
+    call(&r, "GET", "/v1/events/1/submissions?limit=1", admin, NULL, NULL, NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    bool gone = false;
+    for (int64_t end = mono_ms() + BOUND_MS; !gone && mono_ms() < end; sleep_ms(50))
+        gone = stored_files() == files;
+    CU_ASSERT_TRUE(gone);
+    CU_ASSERT_EQUAL(sql_i64("SELECT count(*) FROM submissions"), subs);
+    close(fd);
+}
+
 /* Waits until the submission's delivery has failed at least `n` times. */
 static bool wait_failed_attempts(int64_t sid, int n)
 {
@@ -1005,6 +1050,7 @@ static const ev_test_t api_tests[] = {
     {"idempotent retry", test_idempotent_retry},
     {"refused uploads store nothing", test_refused_uploads_store_nothing},
     {"per-token rate limit", test_rate_limit},
+    {"abandoned upload times out, nothing kept", test_abandoned_upload},
     {"receiver down then up, across a restart", test_receiver_down_then_up},
     {"kill -9 between verdict and delivery", test_kill9_between_verdict_and_delivery},
     {"failed delivery retried by an operator", test_failed_delivery_retried_by_operator},
