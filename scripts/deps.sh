@@ -11,12 +11,13 @@
 # shellcheck disable=SC2034  # used by the scripts that source this file
 EV_RUNTIME_PACKAGES=(build-essential cmake pkg-config libcurl4-openssl-dev libjson-c-dev
     libmagic-dev libpq-dev libcunit1-dev libmicrohttpd-dev libpoppler-glib-dev postgresql)
-# Plus what the test suite uses (test.sh): promtool, clang/libFuzzer, valgrind, and the
+# Plus what the test suite uses (test.sh): promtool, clang/libFuzzer, valgrind, chromium (the
+# dashboard's browser test, tests/faults/e2e_dashboard.sh), and the
 # deployment checks (scripts/check-deploy.sh): shellcheck, docker-compose (v1); Node.js
 # and npm come with the machine (check-deploy.sh installs Debian's only if they are missing).
 # shellcheck disable=SC2034  # used by the scripts that source this file
 EV_TEST_PACKAGES=("${EV_RUNTIME_PACKAGES[@]}" zlib1g-dev prometheus clang clang-format libclang-rt-14-dev valgrind
-    jq curl shellcheck docker-compose)
+    jq curl shellcheck docker-compose chromium)
 
 ev_install_packages() {
     [ "${EV_SKIP_INSTALL:-0}" = 1 ] && return 0

@@ -120,6 +120,16 @@ if [ "${EV_TSAN:-0}" = 1 ]; then
     build build-tsan -DEV_SANITIZE=thread
 fi
 
+# The dashboard's browser test (tests/faults/e2e_dashboard.sh) drives Debian's chromium with
+# playwright-core, pinned in tests/browser/package-lock.json; without them it fails.
+say "browser test dependencies (npm ci in tests/browser)"
+if (cd "$ROOT/tests/browser" && { { [ -d node_modules/playwright-core ] && npm ls >/dev/null 2>&1; } ||
+    npm ci --no-audit --no-fund --loglevel=error; }); then
+    record "browser test deps" "ok"
+else
+    record "browser test deps" "FAILED (npm ci in tests/browser)"
+fi
+
 say "starting a throwaway Postgres cluster"
 # /tmp keeps the unix socket path short.
 PGDIR=$(mktemp -d /tmp/evpg.XXXXXX) || exit 1

@@ -21,6 +21,7 @@
 #include "ev/cli.h"
 
 #include "ev/api_server.h"
+#include "ev/dashboard.h"
 #include "ev/db.h"
 #include "ev/error.h"
 #include "ev/http.h"
@@ -731,13 +732,14 @@ static bool pipeline_ready(void *ctx)
 }
 
 static int start_stats_server(ev_stats_server_t **srv, ev_stats_t *stats, ev_spend_t *spend,
-                              ev_pipeline_t *pipeline, const ev_config_t *cfg, char *err,
-                              size_t errlen)
+                              ev_pipeline_t *pipeline, ev_dashboard_t *dashboard,
+                              const ev_config_t *cfg, char *err, size_t errlen)
 {
     ev_stats_server_options_t so = EV_STATS_SERVER_OPTIONS_INIT;
     so.spend = spend;
     so.providers_ready = pipeline_ready;
     so.providers_ctx = pipeline;
+    so.dashboard = dashboard;
     char why[256] = "";
     so.addr = cfg->stats_addr;
     so.port = cfg->stats_port;
@@ -883,6 +885,8 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     ev_webhook_sender_t *hooks = NULL;
     ev_pool_t *pool = NULL;
     ev_spend_t *spend = NULL;
+    ev_dashboard_t *dashboard = NULL;
+    ev_dashboard_options_t dopts = EV_DASHBOARD_OPTIONS_INIT;
     ev_pool_options_t popts = EV_POOL_OPTIONS_INIT;
     ev_pool_callbacks_t cbs = {0};
     bool signals = false;
@@ -944,7 +948,9 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     cbs.worker_fini = pipe_worker_fini;
     cbs.on_drained = on_drained;
     cbs.ctx = pipeline;
-    rc = start_stats_server(&server, stats, spend, pipeline, cfg, err, errlen);
+    dopts.database_url = cfg->database_url;
+    EV_ASSERT(ev_dashboard_new(&dashboard, &dopts) == 0);
+    rc = start_stats_server(&server, stats, spend, pipeline, dashboard, cfg, err, errlen);
     if (rc != 0)
         goto out;
     rc = start_api(&api, &hooks, cfg, err, errlen);
@@ -981,6 +987,7 @@ out:
     ev_api_server_stop(api);
     ev_webhook_sender_stop(hooks);
     ev_stats_server_stop(server);
+    ev_dashboard_free(dashboard);
     ev_spend_stop(spend);
     ev_pipeline_free(pipeline);
     ev_stats_free(stats);

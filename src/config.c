@@ -158,7 +158,6 @@ static const var_t table[] = {
     {"DAILY_SPEND_LIMIT_USD", T_DOUBLE, F(daily_spend_limit_usd), "0", 0, 1000000000},
     {"MODEL_PRICES", T_OPTSTR, F(model_prices), NULL, 0, 0},
     {"HOLD_RETRY_MS", T_INT, F(hold_retry_ms), "5000", 100, 3600000},
-    {"ADMIN_TOKEN", T_SECRET, F(admin_token), NULL, 0, 0},
 };
 
 static const char *const default_base_url[EV_PROVIDER_COUNT] = {
@@ -775,7 +774,6 @@ void ev_config_free(ev_config_t *cfg)
     free(cfg->upload_dir);
     free(cfg->stats_addr);
     free(cfg->model_prices);
-    ev_secret_free(cfg->admin_token);
     free(cfg->api_addr);
     free(cfg);
 }
@@ -881,7 +879,7 @@ void ev_config_log(const ev_config_t *c)
            "http_timeout_ms=%d retries=%d retry_ms=%d..%d max_wait_ms=%d retry_budget=%g "
            "calls_per_submission=%d pdf_max=%lld pages=%d image_max=%lld max_images=%d "
            "upload_dir=%s stats=%s:%d adaptive_limits=%s | daily_spend_limit_usd=%g "
-           "model_prices=%s hold_retry_ms=%d admin_token=%s",
+           "model_prices=%s hold_retry_ms=%d",
            db, c->max_workers, c->worker_stagger_ms, c->stagger_min_ms, c->stagger_max_ms,
            c->poll_interval_ms, c->lease_seconds, c->max_attempts, c->requeue_base_ms,
            c->requeue_max_ms, order, c->preflight ? "on" : "off", prov[0], prov[1], prov[2],
@@ -891,8 +889,7 @@ void ev_config_log(const ev_config_t *c)
            (long long)c->image_max_bytes, c->max_images,
            c->upload_dir ? c->upload_dir : "(unset: paths refused)", c->stats_addr, c->stats_port,
            c->adaptive_limits ? "on" : "off", c->daily_spend_limit_usd,
-           c->model_prices ? c->model_prices : "(built-in)", c->hold_retry_ms,
-           ev_secret_describe(c->admin_token));
+           c->model_prices ? c->model_prices : "(built-in)", c->hold_retry_ms);
     for (int i = 0; i < EV_PROVIDER_COUNT; i++)
         free(prov[i]);
     free(db);

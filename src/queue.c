@@ -26,6 +26,7 @@
 
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -712,4 +713,26 @@ out:
     PQclear(res);
     free(hash);
     return rc;
+}
+
+int ev_queue_latest_failures(ev_db_t *db, int limit, struct json_object **out)
+{
+    PGresult *res = NULL;
+    char lim[16];
+    *out = NULL;
+    snprintf(lim, sizeof(lim), "%d", limit > 0 ? limit : 20);
+    const char *params[] = {lim};
+    int rc = ev_db_exec(db, &res,
+                        "SELECT coalesce(json_agg(f)::text, '[]') FROM ("
+                        " SELECT id, event_id, status, attempts,"
+                        "  round(extract(epoch FROM now() - updated_at)::numeric, 1) AS age_s,"
+                        "  last_error FROM submissions"
+                        " WHERE status IN ('needs_review', 'failed')"
+                        " ORDER BY updated_at DESC, id DESC LIMIT $1::int) f",
+                        1, params);
+    if (rc < 0)
+        return rc;
+    *out = json_tokener_parse(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return *out ? 0 : EV_EPARSE;
 }

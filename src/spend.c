@@ -39,22 +39,23 @@
 /* ---- Prices ---------------------------------------------------------- */
 
 /* USD per million tokens, standard (paid, non-batch) tier, text input,
- * prompts up to 200k tokens. Read on 2026-12-02 from
- * https://ai.google.dev/gemini-api/docs/pricing and https://groq.com/pricing
- * (see the README). -1: no cached-input discount published. */
+ * prompts up to 200k tokens; read on 2026-12-02 (the README names the pages).
+ * The default models come first. qwen/qwen3.8-27b had no Groq price we could
+ * find: it is given qwen/qwen3.6-27b's, so that spend limits still count it
+ * (MODEL_PRICES corrects it). -1: no cached-input discount published. */
 static const ev_price_row_t builtin[] = {
-    {"gemini", "gemini-3-flash-preview", {0.50, 3.00, 0.05}},
-    {"gemini", "gemini-3-flash", {0.50, 3.00, 0.05}},
+    {"gemini", "gemini-3.5-flash-lite", {0.30, 2.50, 0.03}},
+    {"gemini", "gemini-3.5-flash", {1.50, 9.00, 0.15}},
+    {"groq", "openai/gpt-oss-120b", {0.15, 0.60, 0.075}},
+    {"groq", "openai/gpt-oss-20b", {0.075, 0.30, 0.0375}},
+    {"groq", "qwen/qwen3.8-27b", {0.60, 3.00, -1}},
+    {"groq", "qwen/qwen3.6-27b", {0.60, 3.00, -1}},
     {"gemini", "gemini-3.1-flash-lite", {0.25, 1.50, 0.025}},
-    {"gemini", "gemini-3.1-flash-lite-preview", {0.25, 1.50, 0.025}},
+    {"gemini", "gemini-3-flash", {0.50, 3.00, 0.05}},
     {"gemini", "gemini-2.5-flash", {0.30, 2.50, 0.03}},
     {"gemini", "gemini-2.5-flash-lite", {0.10, 0.40, 0.01}},
     {"gemini", "gemini-2.5-pro", {1.25, 10.00, 0.125}},
-    {"groq", "openai/gpt-oss-120b", {0.15, 0.60, 0.075}},
-    {"groq", "openai/gpt-oss-20b", {0.075, 0.30, 0.0375}},
     {"groq", "meta-llama/llama-4-scout-17b-16e-instruct", {0.11, 0.34, -1}},
-    {"groq", "meta-llama/llama-4-maverick-17b-128e-instruct", {0.20, 0.60, -1}},
-    {"groq", "qwen/qwen3-32b", {0.29, 0.59, -1}},
     {"groq", "llama-3.3-70b-versatile", {0.59, 0.79, -1}},
     {"groq", "llama-3.1-8b-instant", {0.05, 0.08, -1}},
 };

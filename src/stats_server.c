@@ -23,6 +23,7 @@
  */
 #include "ev/stats_server.h"
 
+#include "ev/dashboard.h"
 #include "ev/db.h"
 #include "ev/error.h"
 #include "ev/httpguard.h"
@@ -66,6 +67,7 @@ struct ev_stats_server {
     bool (*providers_ready)(void *ctx); /* immutable; may be NULL */
     void *providers_ctx;                /* immutable */
     char *conninfo;                     /* may hold a password: wiped on free */
+    struct ev_dashboard *dashboard;     /* thread-safe; may be NULL */
     int64_t refresh_interval_us;
     int64_t ready_max_age_us;
     int port;
@@ -334,6 +336,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     ev_stats_server_t *srv = cls;
     enum { R_STATS, R_METRICS, R_HEALTHZ, R_READYZ, R_NONE } route = R_NONE;
 
+    if (srv->dashboard && strncmp(url, "/dashboard", 10) == 0 &&
+        (url[10] == '\0' || url[10] == '/'))
+        return ev_dashboard_handle(srv->dashboard, c, url, method);
+
     if (strcmp(url, "/stats") == 0)
         route = R_STATS;
     else if (strcmp(url, "/metrics") == 0)
@@ -482,6 +488,7 @@ int ev_stats_server_start(ev_stats_server_t **out, ev_stats_t *stats,
     srv->spend = opts->spend;
     srv->providers_ready = opts->providers_ready;
     srv->providers_ctx = opts->providers_ctx;
+    srv->dashboard = opts->dashboard;
     srv->refresh_interval_us = (int64_t)opts->refresh_interval_ms * 1000;
     srv->ready_max_age_us = opts->ready_max_age_ms
                                 ? (int64_t)opts->ready_max_age_ms * 1000

@@ -125,7 +125,6 @@ typedef struct ev_config {
     double daily_spend_limit_usd; /* per provider and provider day; 0: none */
     char *model_prices;           /* MODEL_PRICES overrides; NULL: built-in table */
     int hold_retry_ms;            /* a held submission is tried again after this */
-    ev_secret_t *admin_token;     /* dashboard buttons; NULL: read-only dashboard */
 } ev_config_t;
 
 /*

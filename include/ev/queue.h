@@ -15,6 +15,8 @@
 
 #include "ev/db.h"
 
+struct json_object;
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -127,6 +129,11 @@ int ev_queue_operator_cancel(ev_db_t *db, const int64_t *ids, size_t nids, const
  * what an action left alone). *out / *n as above. */
 int ev_queue_statuses(ev_db_t *db, const int64_t *ids, size_t nids, ev_queue_change_t **out,
                       size_t *n);
+
+/* The latest `limit` submissions that ended in needs_review or failed, newest
+ * first, as a new JSON array of {id, event_id, status, attempts, age_s,
+ * last_error} (caller puts it). */
+int ev_queue_latest_failures(ev_db_t *db, int limit, struct json_object **out);
 
 /* True when s names a submission status. */
 bool ev_queue_status_valid(const char *s);

@@ -47,11 +47,12 @@ typedef struct ev_stats_server_options {
      * says false, /readyz answers 503. Called on a server thread. */
     bool (*providers_ready)(void *ctx);
     void *providers_ctx;
+    struct ev_dashboard *dashboard; /* serves /dashboard...; NULL: 404 */
 } ev_stats_server_options_t;
 
 #define EV_STATS_SERVER_OPTIONS_INIT                                                               \
     {                                                                                              \
-        "0.0.0.0", 8080, NULL, 2000, 0, 3, 5000, NULL, NULL, NULL, NULL                            \
+        "0.0.0.0", 8080, NULL, 2000, 0, 3, 5000, NULL, NULL, NULL, NULL, NULL                      \
     }
 
 /*

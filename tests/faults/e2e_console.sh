@@ -32,7 +32,7 @@ count_is() { test "$(ft_count "$1")" = "$2"; }
 calls_made() { sql "SELECT coalesce(sum(http_attempts), 0) FROM validation_results"; }
 calls_spent() { sql "SELECT coalesce(sum(calls), 0) FROM spend_daily"; }
 all_calls_spent() { test "$(calls_spent)" = "$(calls_made)"; }
-spend_shown() { [ -n "$(stats_get spend.providers.gemini.today_usd | grep -v '^0$')" ]; }
+spend_shown() { stats_get spend.providers.gemini.today_usd | grep -qv '^0$'; }
 
 # ---- costs add up ------------------------------------------------------
 ft_insert "$EV" 8 image

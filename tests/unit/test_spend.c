@@ -8,6 +8,7 @@
 
 #include <CUnit/Basic.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 static void test_builtin_prices_cover_both_providers(void)
@@ -27,6 +28,35 @@ static void test_builtin_prices_cover_both_providers(void)
     CU_ASSERT_DOUBLE_EQUAL(p.output, 2.50, 1e-12);
     CU_ASSERT_FALSE(ev_price_lookup(NULL, "no-such-model", &p));
     CU_ASSERT_DOUBLE_EQUAL(p.input, 0, 1e-12);
+}
+
+static const char *no_env(const char *name, void *ctx)
+{
+    (void)name;
+    (void)ctx;
+    return NULL;
+}
+
+/* Every model the service uses by default has a price, so a spend limit
+ * counts every default call (a new default without a row fails here). */
+static void test_every_default_model_is_priced(void)
+{
+    ev_config_t *cfg = NULL;
+    char err[256] = "";
+    CU_ASSERT_EQUAL_FATAL(ev_config_load(&cfg, no_env, NULL, err, sizeof(err)), 0);
+    for (int p = 0; p < EV_PROVIDER_COUNT; p++) {
+        const ev_provider_config_t *pc = &cfg->providers[p];
+        for (size_t m = 0; m < pc->n_models + pc->n_vision_models; m++) {
+            const char *model =
+                m < pc->n_models ? pc->models[m] : pc->vision_models[m - pc->n_models];
+            ev_price_t price;
+            bool known = ev_price_lookup(NULL, model, &price);
+            if (!known)
+                fprintf(stderr, "default model %s has no built-in price\n", model);
+            CU_ASSERT_TRUE(known);
+        }
+    }
+    ev_config_free(cfg);
 }
 
 static void test_cost_is_tokens_times_price(void)
@@ -76,6 +106,7 @@ static void test_bad_overrides_refused(void)
 static const ev_test_t spend_tests[] = {
     {"built-in prices cover both providers", test_builtin_prices_cover_both_providers},
     {"cost is tokens x price", test_cost_is_tokens_times_price},
+    {"every default model is priced", test_every_default_model_is_priced},
     {"overrides", test_overrides},
     {"bad overrides refused", test_bad_overrides_refused},
     EV_TEST_END,
