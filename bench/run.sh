@@ -791,7 +791,10 @@ quota_once() {
     pick_port
     local port=$REPLY adaptive=true
     [ "$design" = fixed ] && adaptive=false
-    local envs=("${Q_ENVS[@]}" ADAPTIVE_LIMITS="$adaptive" STATS_PORT="$port")
+    local base=("${Q_ENVS[@]}")
+    # The design a scenario replaces may differ by more than the switch (no token limit).
+    [ "$design" = fixed ] && [ ${#Q_FIXED_ENVS[@]} -gt 0 ] && base=("${Q_FIXED_ENVS[@]}")
+    local envs=("${base[@]}" ADAPTIVE_LIMITS="$adaptive" STATS_PORT="$port")
     say "$name ($design): $n submissions, sim ${Q_SIM[*]}"
     SERVE_PIDS=()
     start_serve "$dir" 1 "${envs[@]}"
@@ -841,7 +844,13 @@ quota_once() {
         control=$(awk '{ printf "%s\"%s\":%s", (NR > 1 ? "," : "{"), $1, $2 } END { print "}" }' \
             "$dir/control.txt")
     fi
+    # OK calls per 61 s period from the first call (a token minute is a sliding window, so
+    # its calls come in waves of that period once the limit binds).
+    local periods
+    periods=$(awk -v f="$first" '$2 == 200 { n[int(($1 - f) / 61000)]++; if (int(($1 - f) / 61000) > m) m = int(($1 - f) / 61000) }
+        END { printf "["; for (i = 0; i <= m; i++) printf "%s%d", (i ? "," : ""), n[i] + 0; print "]" }' "$dir/calls.txt")
     QRES=$(jq -n --arg design "$design" --argjson settings "$(settings_json "${envs[@]}")" \
+        --argjson periods "$periods" \
         --arg simflags "${Q_SIM[*]}" --argjson sim "$sims" --argjson db "$db" \
         --argjson first "$first" --argjson last "$last" --argjson polls "$polls" \
         --argjson control "$control" --argjson all "$(window_stats "$dir/calls.txt" "$first" "")" \
@@ -851,6 +860,7 @@ quota_once() {
         '{design: $design, settings: $settings, sim_flags: $simflags, serve_exit: $serve_rc,
           wall_s: $wall, first_call_ms: $first, last_call_ms: $last, control_ms: $control,
           calls: $all, after_30s: $after30, after_61s: $after61, polls: $polls,
+          ok_per_61s_period: $periods,
           sim_stats: {gemini: ($sim.gemini | del(.last_malformed)), groq: ($sim.groq | del(.last_malformed))},
           db: $db}')
     Q_CALLS_FILE="$dir/calls.txt"
@@ -867,6 +877,7 @@ quota_pair() {
 
 # The real quota in all request scenarios: Gemini 600 per minute over a sliding 10 s window
 # (at most 100 requests in any 10 s), 200 ms latency; Groq unlimited (the fallback).
+Q_FIXED_ENVS=()
 Q_BASE_SIM=(--gemini-rpm 600 --gemini-window-s 10 --groq-rpm 0 --latency-ms 200)
 Q_BASE_ENVS=(RATE_LIMIT_SAFETY_FACTOR=1.0 GEMINI_MAX_CONCURRENT=16 GROQ_MAX_CONCURRENT=16
     DEFAULT_MAX_WORKERS=12 GROQ_RPM_LIMIT=0)
@@ -988,15 +999,22 @@ scenario_tpm_bound() {
     # A check may wait up to a minute for tokens (the whole window) instead of 10 s.
     Q_ENVS=(GEMINI_API_KEY= GROQ_RPM_LIMIT=0 GROQ_TPM_LIMIT="$tpm" GROQ_MAX_CONCURRENT=8
         DEFAULT_MAX_WORKERS=8 RETRY_MAX_WAIT_MS=60000)
-    quota_pair tpm-bound 50
-    # Tokens per minute in the steady state: OK calls started after the first minute (the
-    # first one is a burst into an empty minute) x the sim's average tokens per OK call.
+    # The design it replaces: no token limit at all (requests only, here unlimited).
+    Q_FIXED_ENVS=(GEMINI_API_KEY= GROQ_RPM_LIMIT=0 GROQ_TPM_LIMIT=0 GROQ_MAX_CONCURRENT=8
+        DEFAULT_MAX_WORKERS=8 RETRY_MAX_WAIT_MS=60000)
+    quota_pair tpm-bound 30
+    Q_FIXED_ENVS=()
+    # Tokens per minute while the limit binds: OK calls per complete 61 s period (the last,
+    # partial one left out) x the sim's average tokens per OK call, per 60 s, / the limit.
     quota_result tpm-bound "
         def tok_per_call(r): (r.sim_stats.groq.tokens_in + r.sim_stats.groq.tokens_out) / r.sim_stats.groq.ok;
+        def full(r): (r.ok_per_61s_period | if length > 1 then .[:-1] else . end);
+        def used(r): ((full(r) | add / length) * tok_per_call(r) * 60 / 61 / $tpm);
         {tpm_limit: $tpm,
          adaptive_tokens_per_call: tok_per_call(.adaptive),
-         adaptive_token_rate_used: (.adaptive.after_61s.ok_per_s * 60 * tok_per_call(.adaptive) / $tpm),
-         fixed_token_rate_used: (.fixed.after_61s.ok_per_s * 60 * tok_per_call(.fixed) / $tpm),
+         adaptive_ok_per_61s_period: .adaptive.ok_per_61s_period,
+         adaptive_token_rate_used: used(.adaptive),
+         fixed_token_rate_used: used(.fixed),
          adaptive_429s: .adaptive.calls.r429, fixed_429s: .fixed.calls.r429,
          adaptive_lost: .adaptive.db.lost, fixed_lost: .fixed.db.lost}" '
         [{name: ">= 0.95 of the token rate", value: .figures.adaptive_token_rate_used,

@@ -25,6 +25,9 @@
 #include <string.h>
 
 #define W EV_TPM_WINDOW_S
+/* Buckets kept: the window plus how far ahead a waiting call may be placed. */
+#define R 256
+#define HORIZON (R - W - 4)
 
 struct ev_tpm {
     /* Immutable after ev_tpm_new. */
@@ -34,12 +37,12 @@ struct ev_tpm {
     pthread_mutex_t mu;
     int64_t limit;     /* guarded by mu: 0 none */
     double in_ratio;   /* guarded by mu: real / estimated input of settled calls */
-    int64_t stamp[W];  /* guarded by mu: the second bucket i holds */
-    int64_t tokens[W]; /* guarded by mu */
+    int64_t stamp[R];  /* guarded by mu: the second bucket i holds */
+    int64_t tokens[R]; /* guarded by mu */
+    int64_t latest;    /* guarded by mu: the newest second charged (waiting calls are
+                        * charged to the future second they will start in) */
     uint64_t waits;    /* guarded by mu */
     uint64_t unseen;   /* guarded by mu */
-    int64_t latest;    /* guarded by mu: the newest second charged (clock reads made
-                        * before the lock may arrive out of order) */
     double out_avg;    /* guarded by mu: average output of settled calls */
     uint64_t settled;  /* guarded by mu: calls whose usage was reported */
 };
@@ -61,7 +64,7 @@ int ev_tpm_new(ev_tpm_t **out, int64_t limit_per_min, int64_t sleep_step_us,
     t->limit = limit_per_min;
     t->sleep_step_us = sleep_step_us;
     EV_ASSERT(pthread_mutex_init(&t->mu, NULL) == 0);
-    for (int i = 0; i < W; i++)
+    for (int i = 0; i < R; i++)
         t->stamp[i] = INT64_MIN;
     t->latest = INT64_MIN;
     *out = t;
@@ -81,52 +84,68 @@ static int64_t sec_of(int64_t us)
     return us >= 0 ? us / 1000000 : -((-us + 999999) / 1000000);
 }
 
+static int slot_of(int64_t sec)
+{
+    return (int)(((sec % R) + R) % R);
+}
+
+/* Tokens charged to second `sec` (0 when its bucket holds another). Requires mu. */
+static int64_t at(const ev_tpm_t *t, int64_t sec)
+{
+    int i = slot_of(sec);
+    return t->stamp[i] == sec ? t->tokens[i] : 0;
+}
+
 /* Tokens in the window ending in second `sec`. Requires mu. */
 static int64_t used_at(const ev_tpm_t *t, int64_t sec)
 {
     int64_t sum = 0;
-    for (int i = 0; i < W; i++)
-        if (t->stamp[i] > sec - W && t->stamp[i] <= sec)
-            sum += t->tokens[i];
+    for (int64_t s = sec - W + 1; s <= sec; s++)
+        sum += at(t, s);
     return sum;
 }
 
 /* The bucket of second `sec`, emptied if it held an older second. Requires mu. */
 static int64_t *bucket(ev_tpm_t *t, int64_t sec)
 {
-    int i = (int)(((sec % W) + W) % W);
+    int i = slot_of(sec);
     if (t->stamp[i] != sec) {
         t->stamp[i] = sec;
         t->tokens[i] = 0;
     }
+    if (sec > t->latest)
+        t->latest = sec;
     return &t->tokens[i];
 }
 
 /*
- * Charges `cost` now if it fits; otherwise returns the clock time (µs) at
- * which enough older tokens will have left the window. Requires mu.
+ * The first second from `now_sec` on where `cost` fits in every window it
+ * would be part of, counting the calls already placed in later seconds (so
+ * waiting calls are served in the order they came). INT64_MIN when none
+ * within the horizon. Requires mu.
  */
-static int64_t try_charge(ev_tpm_t *t, int64_t now, int64_t cost, ev_tpm_ticket_t *ticket)
+static int64_t first_fit(const ev_tpm_t *t, int64_t now_sec, int64_t cost)
 {
-    int64_t sec = EV_MAX(sec_of(now), t->latest);
-    int64_t used = used_at(t, sec);
-    if (used + cost <= t->limit) {
-        *bucket(t, sec) += cost;
-        t->latest = sec;
-        ticket->sec = sec;
-        ticket->estimate = cost;
-        return 0;
+    /* p[k]: tokens of seconds base .. base + k - 1, base = now_sec - W + 1. */
+    int64_t base = now_sec - W + 1, last = EV_MAX(t->latest, now_sec);
+    int64_t p[R + 1];
+    int n = (int)EV_MIN((int64_t)R, last - base + 1);
+    p[0] = 0;
+    for (int k = 0; k < n; k++)
+        p[k + 1] = p[k] + at(t, base + k);
+    for (int64_t s = now_sec; s <= now_sec + HORIZON; s++) {
+        bool fits = true;
+        /* Windows ending at s .. s + W - 1 contain s; past `last` they only shrink. */
+        for (int64_t e = s; fits && e <= EV_MIN(s + W - 1, EV_MAX(last, s)); e++) {
+            int64_t hi = EV_MIN(e - base + 1, (int64_t)n),
+                    lo = EV_MAX(e - W + 1 - base, (int64_t)0);
+            int64_t used = hi > lo ? p[hi] - p[lo] : 0;
+            fits = used + cost <= t->limit;
+        }
+        if (fits)
+            return s;
     }
-    /* Walk the seconds from the oldest: bucket s leaves at the start of s + W. */
-    int64_t need = used + cost - t->limit;
-    for (int64_t s = sec - W + 1; s <= sec; s++) {
-        int i = (int)(((s % W) + W) % W);
-        if (t->stamp[i] == s)
-            need -= t->tokens[i];
-        if (need <= 0)
-            return (s + W) * 1000000;
-    }
-    return (sec + W) * 1000000; /* only reachable when cost > limit */
+    return INT64_MIN;
 }
 
 /* Tokens to charge for a call. Requires mu. */
@@ -142,45 +161,47 @@ static int64_t call_cost(const ev_tpm_t *t, int64_t input, int64_t max_output)
     return t->limit > 0 ? EV_MIN(cost, t->limit) : cost;
 }
 
+/* Places the call: charges its tokens to the second it may start in.
+ * Returns that second, or INT64_MIN when it would start more than
+ * max_wait_us after `now` (nothing charged). Requires mu. */
+static int64_t place(ev_tpm_t *t, int64_t now, int64_t cost, int64_t max_wait_us)
+{
+    int64_t now_sec = sec_of(now);
+    int64_t s = t->limit == 0 ? now_sec : first_fit(t, now_sec, cost);
+    if (s == INT64_MIN)
+        return s;
+    int64_t wait = s > now_sec ? s * 1000000 - now : 0;
+    if (max_wait_us >= 0 && wait > max_wait_us)
+        return INT64_MIN;
+    *bucket(t, s) += cost;
+    if (s > now_sec)
+        t->waits++;
+    return s;
+}
+
 int ev_tpm_acquire(ev_tpm_t *t, int64_t input, int64_t max_output, int64_t max_wait_us,
                    const atomic_bool *stop, ev_tpm_ticket_t *ticket, int64_t *waited_us)
 {
     int rc = 0;
     int64_t start = ev_clock_now_us(t->clock);
-    int64_t now = start;
-    bool waited = false;
 
-    for (;;) {
+    pthread_mutex_lock(&t->mu);
+    int64_t cost = call_cost(t, input, max_output);
+    int64_t s = place(t, start, cost, max_wait_us);
+    pthread_mutex_unlock(&t->mu);
+    if (s == INT64_MIN) {
+        rc = EV_ELIMIT;
+        goto out;
+    }
+    *ticket = (ev_tpm_ticket_t){.sec = s, .estimate = cost, .input = EV_MAX(input, (int64_t)0)};
+    for (int64_t now = start; now < s * 1000000; now = ev_clock_now_us(t->clock)) {
         if (stop != NULL && atomic_load(stop)) {
+            ev_tpm_settle(t, ticket, 0, 0); /* give the place back */
+            *ticket = (ev_tpm_ticket_t)EV_TPM_TICKET_INIT;
             rc = EV_ESHUTDOWN;
             goto out;
         }
-        pthread_mutex_lock(&t->mu);
-        int64_t until = 0;
-        int64_t cost = call_cost(t, input, max_output);
-        ticket->input = EV_MAX(input, (int64_t)0);
-        if (t->limit == 0) {
-            int64_t sec = EV_MAX(sec_of(now), t->latest);
-            *bucket(t, sec) += cost;
-            t->latest = sec;
-            ticket->sec = sec;
-            ticket->estimate = cost;
-        } else {
-            until = try_charge(t, now, cost, ticket);
-        }
-        if (until > 0 && !waited) {
-            t->waits++;
-            waited = true;
-        }
-        pthread_mutex_unlock(&t->mu);
-        if (until == 0)
-            goto out;
-        if (max_wait_us >= 0 && until - start > max_wait_us) {
-            rc = EV_ELIMIT;
-            goto out;
-        }
-        ev_clock_sleep_us(t->clock, EV_MIN(t->sleep_step_us, until - now));
-        now = ev_clock_now_us(t->clock);
+        ev_clock_sleep_us(t->clock, EV_MIN(t->sleep_step_us, s * 1000000 - now));
     }
 out:
     if (waited_us != NULL)
@@ -194,7 +215,7 @@ void ev_tpm_settle(ev_tpm_t *t, const ev_tpm_ticket_t *ticket, int64_t used_in, 
         return;
     used_out = EV_MAX(used_out, (int64_t)0);
     pthread_mutex_lock(&t->mu);
-    int i = (int)(((ticket->sec % W) + W) % W);
+    int i = slot_of(ticket->sec);
     if (t->stamp[i] == ticket->sec)
         t->tokens[i] = EV_MAX((int64_t)0, t->tokens[i] - ticket->estimate + used_in + used_out);
     if (used_in > 0 && ticket->input > 0) {
@@ -218,11 +239,10 @@ void ev_tpm_observe(ev_tpm_t *t, int64_t limit, int64_t remaining)
         return;
     int64_t now = ev_clock_now_us(t->clock);
     pthread_mutex_lock(&t->mu);
-    int64_t sec = EV_MAX(sec_of(now), t->latest);
+    int64_t sec = sec_of(now);
     int64_t theirs = limit - remaining, ours = used_at(t, sec);
     if (theirs > ours) {
         *bucket(t, sec) += theirs - ours;
-        t->latest = sec;
         t->unseen += (uint64_t)(theirs - ours);
     }
     pthread_mutex_unlock(&t->mu);
@@ -248,7 +268,7 @@ void ev_tpm_stats(ev_tpm_t *t, ev_tpm_stats_t *out)
     int64_t now = ev_clock_now_us(t->clock);
     pthread_mutex_lock(&t->mu);
     out->limit_per_min = t->limit;
-    out->used = used_at(t, EV_MAX(sec_of(now), t->latest));
+    out->used = used_at(t, sec_of(now));
     out->waits = t->waits;
     out->unseen = t->unseen;
     pthread_mutex_unlock(&t->mu);

@@ -73,7 +73,7 @@ static void test_waits_for_tokens_to_leave_the_window(void)
     ev_tpm_stats_t st;
     ev_tpm_stats(f.t, &st);
     CU_ASSERT_EQUAL(st.used, 500);
-    CU_ASSERT_EQUAL(st.waits, 2);
+    CU_ASSERT_EQUAL(st.waits, 1); /* the refused one was never placed */
     destroy(&f);
 }
 
@@ -119,6 +119,30 @@ static void test_settle_replaces_the_estimate(void)
     ev_tpm_settle(f.t, &none, 5, 5);
     ev_tpm_stats(f.t, &st);
     CU_ASSERT_EQUAL(st.used, 640 + tk.estimate);
+    destroy(&f);
+}
+
+/* Waiting calls are served in the order they came: a large call is not
+ * starved by small ones that would each fit sooner. */
+static void test_waiting_calls_keep_their_order(void)
+{
+    fixture_t f = make(1000);
+    ev_tpm_ticket_t big, small;
+    CU_ASSERT_EQUAL(ev_tpm_acquire(f.t, 900, 0, -1, NULL, &big, NULL), 0);
+    ev_fake_clock_advance(f.fc, 30 * SEC);
+    int64_t t30 = now(&f);
+    /* 800 cannot fit until the 900 leaves (61 s after it) ... */
+    ev_tpm_stats_t st;
+    ev_tpm_stats(f.t, &st);
+    CU_ASSERT_EQUAL(st.used, 900);
+    /* ... and a 100 asked meanwhile, which would fit now, still fits now:
+     * it does not push the 800 back, and the 800 is placed after it. */
+    CU_ASSERT_EQUAL(ev_tpm_acquire(f.t, 100, 0, 0, NULL, &small, NULL), 0);
+    CU_ASSERT_EQUAL(small.sec, t30 / SEC);
+    CU_ASSERT_EQUAL(ev_tpm_acquire(f.t, 800, 0, -1, NULL, &big, NULL), 0);
+    CU_ASSERT(now(&f) >= 1000 * SEC + 61 * SEC);
+    /* A later 300 cannot jump ahead of the 800: it fits only when the 100 leaves. */
+    CU_ASSERT_EQUAL(ev_tpm_acquire(f.t, 300, 0, 0, NULL, &small, NULL), EV_ELIMIT);
     destroy(&f);
 }
 
@@ -252,6 +276,7 @@ static const ev_test_t tests[] = {
     {"waits for tokens to leave the window", test_waits_for_tokens_to_leave_the_window},
     {"stop, and no limit", test_stop_and_unlimited},
     {"settle replaces the estimate", test_settle_replaces_the_estimate},
+    {"waiting calls keep their order", test_waiting_calls_keep_their_order},
     {"observe adds usage seen by the provider only", test_observe_adds_unseen_usage},
     {"estimate counts text, images and pages", test_estimate_counts_text_images_and_pages},
     {"uses the limit almost fully", test_uses_the_limit_almost_fully},
