@@ -9,8 +9,11 @@
  *
  *     tokens in the window + its estimate <= limit
  *
- * otherwise it waits until enough older tokens leave the window, just as the
- * request limiter waits for a slot. The estimate is the input estimate
+ * otherwise it is placed in the first later second where its tokens fit in
+ * every window that second belongs to, counting the calls already placed
+ * ahead of it, and sleeps until then, just as the request limiter hands out
+ * slots: waiting calls are served in the order they came, so a large call is
+ * never starved by small ones. The estimate is the input estimate
  * (ev_tpm_estimate_input: text, images, PDF pages; deliberately high, and
  * scaled down to at most 10 points above the ratio real/estimated input of
  * the calls settled so far, never above the raw estimate) plus
@@ -64,13 +67,15 @@ int ev_tpm_new(ev_tpm_t **out, int64_t limit_per_min, int64_t sleep_step_us,
 void ev_tpm_free(ev_tpm_t *t);
 
 /*
- * Waits until the call's tokens (`input` estimated tokens plus its probable
- * output, at most `max_output`) fit in the window, then charges them to the
- * current second and fills *ticket. An estimate above the limit is charged
+ * Places the call's tokens (`input` estimated tokens plus its probable
+ * output, at most `max_output`) in the first second from now where they fit
+ * (see above), charges them there, fills *ticket and sleeps until that
+ * second. An estimate above the limit is charged
  * as the whole limit (the call can never fit otherwise; the provider will
  * say it is too large). Returns 0, EV_ELIMIT when the wait would exceed
- * max_wait_us (>= 0; < 0 means no bound; nothing charged) or EV_ESHUTDOWN
- * when *stop became true (nothing charged). *waited_us (may be NULL) gets
+ * max_wait_us (>= 0; < 0 means no bound) or no second within about three
+ * minutes fits (nothing charged), or EV_ESHUTDOWN when *stop became true
+ * (the place is given back). *waited_us (may be NULL) gets
  * the time spent.
  */
 int ev_tpm_acquire(ev_tpm_t *t, int64_t input, int64_t max_output, int64_t max_wait_us,
