@@ -53,6 +53,11 @@ struct ev_pipeline {
     ev_files_options_t files_opts;
     struct ev_spend *spend; /* thread-safe; may be NULL; set before the workers start */
     ev_sandbox_t *sandbox;  /* thread-safe: PDFs are parsed in its children */
+    /* Images per request: what the most accommodating configured provider
+     * takes (bytes of media, base64 included; images, 0 = any number).
+     * Immutable after creation. */
+    size_t image_request_bytes;
+    int image_request_max;
 };
 
 struct ev_pipeline_worker {
@@ -127,6 +132,72 @@ static void sub_free(sub_t *s)
 
 /* ---- lifecycle ---- */
 
+/* Room in a request for the prompt and the JSON around the media. */
+#define REQUEST_OVERHEAD_BYTES (256 * 1024)
+
+static size_t base64_len(size_t n)
+{
+    return (n + 2) / 3 * 4;
+}
+
+/*
+ * The image check's request limits: those of the configured provider that
+ * takes the largest request (a batch that fits it can always be judged),
+ * and a one-line warning when even that cannot take one image of
+ * IMAGE_MAX_BYTES (such images then fail locally, see load_files).
+ */
+static void image_request_limits(ev_pipeline_t *p)
+{
+    const ev_config_t *cfg = p->cfg;
+    size_t best = 0;
+    int best_max = 0;
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
+        const ev_provider_ops_t *ops = ev_providers_get((ev_provider_id_t)i);
+        if (!cfg->providers[i].api_key || !(ops->caps & EV_PROVIDER_CAP_IMAGES))
+            continue;
+        size_t lim = cfg->providers[i].max_request_bytes > 0
+                         ? (size_t)cfg->providers[i].max_request_bytes
+                         : ops->max_request;
+        if (lim > best) {
+            best = lim;
+            best_max = ops->max_images;
+        }
+    }
+    p->image_request_bytes = best > REQUEST_OVERHEAD_BYTES ? best - REQUEST_OVERHEAD_BYTES : 0;
+    p->image_request_max = best_max;
+    if (best > 0 && base64_len((size_t)cfg->image_max_bytes) > p->image_request_bytes)
+        ev_log(EV_LOG_WARN,
+               "IMAGE_MAX_BYTES %lld cannot fit any configured provider's request (at most "
+               "%zu bytes with base64): larger images fail locally",
+               (long long)cfg->image_max_bytes, best);
+}
+
+/*
+ * Splits n images into consecutive batches that each fit one request;
+ * ends[k] is one past the last image of batch k. Returns the number of
+ * batches (every image fits alone: load_files refused the others).
+ */
+static int image_batches(const ev_pipeline_t *p, const ev_llm_media_t *m, int n, int ends[])
+{
+    int nb = 0, in = 0;
+    size_t bytes = 0;
+    for (int i = 0; i < n; i++) {
+        size_t b = base64_len(m[i].len);
+        bool full = in > 0 && (bytes + b > p->image_request_bytes ||
+                               (p->image_request_max > 0 && in == p->image_request_max));
+        if (full) {
+            ends[nb++] = i;
+            bytes = 0;
+            in = 0;
+        }
+        bytes += b;
+        in++;
+    }
+    if (in > 0)
+        ends[nb++] = n;
+    return nb;
+}
+
 int ev_pipeline_new(ev_pipeline_t **out, const ev_config_t *cfg, struct ev_stats *stats)
 {
     ev_pipeline_t *p = ev_calloc(1, sizeof(*p));
@@ -138,6 +209,7 @@ int ev_pipeline_new(ev_pipeline_t **out, const ev_config_t *cfg, struct ev_stats
     so.cpu_ms = cfg->parse_cpu_ms;
     so.memory_mb = cfg->parse_memory_mb;
     so.timeout_ms = cfg->parse_timeout_ms;
+    image_request_limits(p);
     int rc = ev_sandbox_new(&p->sandbox, &so);
     if (rc == 0)
         rc = ev_router_new(&p->router, cfg, stats, NULL);
@@ -321,6 +393,23 @@ static int write_result(ev_db_t *db, const ev_job_t *job, ev_check_t check, cons
 
 /* ---- files and local checks ---- */
 
+/* An image that no configured provider's request can carry can never be
+ * judged: a local fail now instead of attempts that all fail. */
+static bool image_fits_a_request(const ev_pipeline_t *p, const ev_files_item_t *item,
+                                 check_result_t *c)
+{
+    size_t len = 0;
+    (void)ev_files_item_data(item, &len);
+    if (p->image_request_bytes == 0 || base64_len(len) <= p->image_request_bytes)
+        return true;
+    char have[48], lim[48];
+    ev_files_format_size(have, sizeof(have), (int64_t)len, false);
+    ev_files_format_size(lim, sizeof(lim), (int64_t)(p->image_request_bytes / 4 * 3), false);
+    set_reason(c, V_FAIL, "image '%s' is %s; the configured providers take at most %s per request",
+               ev_files_item_filename(item), have, lim);
+    return false;
+}
+
 /*
  * Loads every file of the submission and runs the local checks, filling the
  * pdf and image check results with local fails or skips. Sizes are checked
@@ -410,6 +499,8 @@ static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
         } else if (kind == EV_FILE_PDF) {
             s->pdf = item;
             item = NULL;
+        } else if (!image_fits_a_request(w->p, item, c)) {
+            /* c says why: no provider could ever be sent it. */
         } else {
             s->images[s->n_images++] = item;
             item = NULL;
@@ -570,19 +661,11 @@ static int stagger_once(ev_pipeline_t *p, bool *staggered, const atomic_bool *st
 
 /* Runs one LLM check through the router (or the cache). Returns 0, or
  * EV_ESHUTDOWN / a database code. */
-static int llm_check(ev_pipeline_worker_t *w, ev_db_t *db, ev_check_t check, sub_t *s,
-                     bool *staggered, const atomic_bool *stop)
+/* Asks one question about `media` (n of them) through the router. */
+static int ask(ev_pipeline_worker_t *w, ev_check_t check, const sub_t *s,
+               const ev_llm_media_t *media, size_t n_media, ev_router_result_t *res,
+               const atomic_bool *stop)
 {
-    ev_pipeline_t *p = w->p;
-    check_result_t *c = &s->checks[check];
-    c->score = -1;
-    int rc = cache_get(db, c); /* c->cache_key was set by keep_earlier_passes() */
-    if (rc < 0 || c->cached)
-        return rc;
-
-    if ((rc = stagger_once(p, staggered, stop)) < 0)
-        return rc;
-
     ev_prompt_input_t in = {
         .event_name = s->event_name,
         .theme = s->theme,
@@ -590,25 +673,11 @@ static int llm_check(ev_pipeline_worker_t *w, ev_db_t *db, ev_check_t check, sub
         .title = s->title,
         .description = s->description,
         .pdf_text = s->pdf_text,
-        .image_count = s->n_images,
+        .image_count = check == EV_CHECK_IMAGE ? (int)n_media : s->n_images,
     };
-    ev_llm_media_t media[16];
-    size_t n_media = 0;
     ev_llm_request_t req[EV_PROVIDER_COUNT];
     char *user[EV_PROVIDER_COUNT] = {NULL, NULL};
     const ev_llm_request_t *reqp[EV_PROVIDER_COUNT] = {NULL, NULL};
-
-    if (check == EV_CHECK_PDF) {
-        size_t len = 0;
-        const unsigned char *data = ev_files_item_data(s->pdf, &len);
-        media[n_media++] = (ev_llm_media_t){"application/pdf", data, len};
-    } else if (check == EV_CHECK_IMAGE) {
-        for (int i = 0; i < s->n_images; i++) {
-            size_t len = 0;
-            const unsigned char *data = ev_files_item_data(s->images[i], &len);
-            media[n_media++] = (ev_llm_media_t){ev_files_item_mime(s->images[i]), data, len};
-        }
-    }
     for (int pi = 0; pi < EV_PROVIDER_COUNT; pi++) {
         /* A provider that takes no PDF reads the extracted text instead. */
         bool pdf_as_text = check == EV_CHECK_PDF && !(ev_providers_get((ev_provider_id_t)pi)->caps &
@@ -624,22 +693,105 @@ static int llm_check(ev_pipeline_worker_t *w, ev_db_t *db, ev_check_t check, sub
         };
         reqp[pi] = &req[pi];
     }
-
     ev_log_ctx_check(ev_check_name(check));
-    ev_router_result_t res;
-    rc = ev_router_judge(p->router, w->http, w->budget, ev_check_name(check), reqp, &res, stop);
+    int rc =
+        ev_router_judge(w->p->router, w->http, w->budget, ev_check_name(check), reqp, res, stop);
     ev_log_ctx_check(NULL);
     for (int pi = 0; pi < EV_PROVIDER_COUNT; pi++)
         free(user[pi]);
+    return rc;
+}
 
-    c->http_attempts = res.http_attempts;
-    c->latency_ms = res.latency_ms;
-    c->tokens_in = res.tokens_in;
-    c->tokens_out = res.tokens_out;
-    if (res.provider >= 0) {
-        c->provider = ev_provider_name((ev_provider_id_t)res.provider);
-        snprintf(c->model, sizeof(c->model), "%s", res.model);
+/* Adds one router call's figures to the check's. */
+static void add_call(check_result_t *c, const ev_router_result_t *res)
+{
+    c->http_attempts += res->http_attempts;
+    c->latency_ms += res->latency_ms;
+    c->tokens_in += res->tokens_in;
+    c->tokens_out += res->tokens_out;
+    if (res->provider >= 0) {
+        c->provider = ev_provider_name((ev_provider_id_t)res->provider);
+        snprintf(c->model, sizeof(c->model), "%s", res->model);
     }
+}
+
+/*
+ * Images that do not fit one request are judged in consecutive parts, each
+ * its own request; the check passes when every part passes (score: the
+ * lowest), fails with the first failing part's reason, and is an error when
+ * a part could not be judged (its remaining parts are not asked).
+ */
+static int image_check_in_parts(ev_pipeline_worker_t *w, ev_db_t *db, sub_t *s,
+                                const ev_llm_media_t *media, const int ends[], int nb,
+                                const atomic_bool *stop)
+{
+    check_result_t *c = &s->checks[EV_CHECK_IMAGE];
+    int n = ends[nb - 1], from = 0;
+    double score = 1.0;
+    c->http_attempts = 0;
+    c->latency_ms = c->tokens_in = c->tokens_out = 0;
+    for (int k = 0; k < nb; k++) {
+        ev_router_result_t res;
+        int rc = ask(w, EV_CHECK_IMAGE, s, media + from, (size_t)(ends[k] - from), &res, stop);
+        add_call(c, &res);
+        if (rc == EV_ESHUTDOWN || rc == EV_EHELD)
+            return rc;
+        if (rc != 0) {
+            set_reason(c, V_ERROR, "images %d-%d of %d: %s", from + 1, ends[k], n, res.error);
+            return 0;
+        }
+        score = EV_MIN(score, res.verdict.score);
+        if (!res.verdict.valid || k == nb - 1) {
+            c->score = score;
+            if (res.verdict.valid)
+                set_reason(c, V_PASS, "%d images judged in %d requests: %s", n, nb,
+                           res.verdict.reason);
+            else
+                set_reason(c, V_FAIL, "images %d-%d of %d: %s", from + 1, ends[k], n,
+                           res.verdict.reason);
+            return cache_put(db, c);
+        }
+        from = ends[k];
+    }
+    return 0;
+}
+
+static int llm_check(ev_pipeline_worker_t *w, ev_db_t *db, ev_check_t check, sub_t *s,
+                     bool *staggered, const atomic_bool *stop)
+{
+    ev_pipeline_t *p = w->p;
+    check_result_t *c = &s->checks[check];
+    c->score = -1;
+    int rc = cache_get(db, c); /* c->cache_key was set by keep_earlier_passes() */
+    if (rc < 0 || c->cached)
+        return rc;
+
+    if ((rc = stagger_once(p, staggered, stop)) < 0)
+        return rc;
+
+    ev_llm_media_t media[16];
+    size_t n_media = 0;
+    if (check == EV_CHECK_PDF) {
+        size_t len = 0;
+        const unsigned char *data = ev_files_item_data(s->pdf, &len);
+        media[n_media++] = (ev_llm_media_t){"application/pdf", data, len};
+    } else if (check == EV_CHECK_IMAGE) {
+        for (int i = 0; i < s->n_images; i++) {
+            size_t len = 0;
+            const unsigned char *data = ev_files_item_data(s->images[i], &len);
+            media[n_media++] = (ev_llm_media_t){ev_files_item_mime(s->images[i]), data, len};
+        }
+        int ends[16];
+        int nb = image_batches(p, media, (int)n_media, ends);
+        if (nb > 1)
+            return image_check_in_parts(w, db, s, media, ends, nb, stop);
+    }
+
+    ev_router_result_t res;
+    rc = ask(w, check, s, media, n_media, &res, stop);
+    c->http_attempts = 0;
+    c->latency_ms = c->tokens_in = c->tokens_out = 0;
+    add_call(c, &res);
     if (rc == EV_ESHUTDOWN || rc == EV_EHELD)
         return rc;
     if (rc == 0) {

@@ -789,6 +789,47 @@ static void test_pdf_bomb_fails_locally(void)
     fx_stop(&f);
 }
 
+/* Images that together exceed every provider's request are judged in as
+ * many requests as needed; an image no request can carry fails locally. */
+static void test_images_over_several_requests(void)
+{
+    fx_t f;
+    /* Only Groq, whose requests are capped at 1 MiB here: 300 KB images
+     * (400 KB as base64) go one per request. */
+    const char *o[] = {"GEMINI_API_KEY", "", "GROQ_MAX_REQUEST_BYTES", "1M", NULL};
+    fx_start(&f, o);
+    int64_t ev = add_event("kitchen", false, true);
+    int64_t sub = add_submission(ev, "Soup robot", "A robot arm that stirs soup.");
+    unsigned char *img = big_png(300 * 1000);
+    add_file(sub, "image", "a.png", img, 300 * 1000);
+    add_file(sub, "image", "b.png", img, 300 * 1000);
+    add_file(sub, "image", "c.png", img, 300 * 1000);
+    CU_ASSERT_EQUAL(process(&f, sub, NULL, NULL), 0);
+    CU_ASSERT_TRUE(equals(submission(sub).status, "validated"));
+    result_t r = result(sub, "image");
+    CU_ASSERT_TRUE(equals(r.verdict, "pass"));
+    CU_ASSERT_TRUE(contains(r.reason, "3 images judged in 3 requests"));
+    CU_ASSERT_EQUAL(r.http_attempts, 3);
+    CU_ASSERT_EQUAL(requests("groq"), 4); /* theme + three image parts */
+    CU_ASSERT_EQUAL(requests("gemini"), 0);
+
+    /* 700 KB is 933 KB as base64: no request of this configuration carries it. */
+    int64_t big = add_submission(ev, "Soup robot", "A robot arm that stirs soup.");
+    unsigned char *huge = big_png(700 * 1000);
+    add_file(big, "image", "huge.png", huge, 700 * 1000);
+    CU_ASSERT_EQUAL(process(&f, big, NULL, NULL), 0);
+    CU_ASSERT_TRUE(equals(submission(big).status, "rejected"));
+    r = result(big, "image");
+    CU_ASSERT_TRUE(equals(r.verdict, "fail"));
+    CU_ASSERT_TRUE(contains(r.reason, "image 'huge.png' is 683.6 KiB; the configured providers "
+                                      "take at most"));
+    CU_ASSERT_EQUAL(r.http_attempts, 0);
+    CU_ASSERT_EQUAL(requests("groq"), 4);
+    free(huge);
+    free(img);
+    fx_stop(&f);
+}
+
 static void test_image_too_big_on_disk(void)
 {
     fx_t f;
@@ -1732,6 +1773,8 @@ static const ev_test_t pipeline_tests[] = {
     {"truncated PDF fails locally", test_truncated_pdf},
     {"PDF over PDF_MAX_PAGES fails locally", test_pdf_too_many_pages},
     {"PDF decompression bomb fails locally, no API call", test_pdf_bomb_fails_locally},
+    {"images over several requests; one no request carries fails",
+     test_images_over_several_requests},
     {"image over IMAGE_MAX_BYTES on disk fails locally", test_image_too_big_on_disk},
     {"more than MAX_IMAGES images fails locally", test_too_many_images},
     {"storage path traversal is refused, never opened", test_storage_path_traversal},
