@@ -99,6 +99,8 @@ typedef struct req {
     bool answered;
     bool refused;       /* the body was refused: the rest is read and dropped */
     uint64_t discarded; /* bytes dropped since */
+    uint64_t received;  /* body bytes so far */
+    ev_api_error_t err; /* a refusal decided here rather than by the upload */
     ev_token_info_t token;
     ev_stats_buf_t json; /* POST /v1/events body */
     struct MHD_PostProcessor *pp;
@@ -671,15 +673,31 @@ static enum MHD_Result body_chunk(ev_api_server_t *srv, req_t *r, const char *da
         r->discarded += n;
         return r->discarded > srv->max_body ? MHD_NO : MHD_YES;
     }
+    /* Chunked bodies have no Content-Length to refuse up front, and junk
+     * between parts is skipped by the parser: the total is capped here. */
+    r->received += n;
+    if (r->received > (r->upload ? srv->max_body : (uint64_t)EV_API_JSON_MAX)) {
+        if (r->upload)
+            ev_api_error_set(&r->err, EV_ETOOBIG, 413, "body_too_large",
+                             "the body is larger than one PDF and MAX_IMAGES images may be");
+        else
+            ev_api_error_set(&r->err, EV_ETOOBIG, 413, "body_too_large",
+                             "the JSON body is larger than %d bytes", EV_API_JSON_MAX);
+        r->refused = true;
+        return MHD_YES;
+    }
     if (r->upload) {
         if (MHD_post_process(r->pp, data, n) != MHD_YES)
             r->refused = true;
         return MHD_YES;
     }
-    if (r->json.len + n > EV_API_JSON_MAX)
+    /* JSON text never holds a NUL byte; one here would also cut the buffer. */
+    if (memchr(data, '\0', n)) {
+        ev_api_error_set(&r->err, EV_EPARSE, 400, "malformed_json", "the body is not valid JSON");
         r->refused = true;
-    else
-        ev_stats_buf_printf(&r->json, "%.*s", (int)n, data);
+        return MHD_YES;
+    }
+    ev_stats_buf_printf(&r->json, "%.*s", (int)n, data);
     return MHD_YES;
 }
 
@@ -705,9 +723,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     if (r->answered)
         return MHD_YES;
-    if (r->refused && !r->upload)
-        return respond_error(c, r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large",
-                             "the JSON body is larger than %d bytes", EV_API_JSON_MAX);
+    if (r->err.status)
+        return respond_api_error(c, r, &r->err);
     if (r->upload)
         return finish_upload(srv, c, r);
     if (r->route == R_EVENTS)

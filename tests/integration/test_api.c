@@ -542,6 +542,15 @@ static void test_events_and_auth(void)
     CU_ASSERT_EQUAL(r.status, 409);
     call(&r, "POST", "/v1/events", admin, NULL, NULL, "{\"name\":");
     CU_ASSERT_EQUAL(r.status, 400);
+    char *huge = malloc(70 * 1024);
+    memset(huge, ' ', 70 * 1024 - 1);
+    huge[70 * 1024 - 1] = '\0';
+    huge[0] = '{';
+    huge[70 * 1024 - 2] = '}';
+    call(&r, "POST", "/v1/events", admin, NULL, NULL, huge);
+    CU_ASSERT_EQUAL(r.status, 413);
+    CU_ASSERT_TRUE(error_code_is(&r, "body_too_large"));
+    free(huge);
     call(&r, "POST", "/v1/events", admin, NULL, NULL, "{\"name\":\"n\",\"theme\":\"t\",\"x\":1}");
     CU_ASSERT_EQUAL(r.status, 422);
     CU_ASSERT_TRUE(error_code_is(&r, "unknown_field"));
