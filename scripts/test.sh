@@ -13,6 +13,8 @@
 #    leak detection on and UBSan halting on the first error.
 # 5. With EV_TSAN=1, also builds build-tsan/ (-DEV_SANITIZE=thread) and runs it.
 # 6. Lints docs/openapi.yaml with Redocly CLI from npm (scripts/lint-openapi.sh).
+#    Checks the Prometheus alert rules, their unit tests and the Grafana dashboard's
+#    queries (scripts/check-monitoring.sh).
 # 7. Checks the scripts, deployment files and documentation with scripts/check-deploy.sh
 #    (script lint, compose lint, Kubernetes schemas, links) and, with EV_IMAGE=1, builds
 #    the container image and smoke-tests it (scripts/build-image.sh; root only).
@@ -149,6 +151,15 @@ else
     if [ "${EV_TSAN:-0}" = 1 ]; then
         TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_tests build-tsan
     fi
+fi
+
+# Prometheus alert rules (promtool check + unit tests), the Prometheus config and the
+# Grafana dashboard's queries of the compose monitoring profile.
+say "monitoring (scripts/check-monitoring.sh)"
+if bash "$ROOT/scripts/check-monitoring.sh"; then
+    record "monitoring rules" "ok"
+else
+    record "monitoring rules" "FAILED (see above)"
 fi
 
 # The organisers' API description (docs/openapi.yaml), linted with Redocly CLI from npm.
