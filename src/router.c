@@ -247,11 +247,12 @@ const char *ev_router_model(ev_router_t *r, ev_provider_id_t id, const ev_llm_re
     return first_available(r, id, models, n);
 }
 
-/* Whether any configured model of the provider is still available. */
+/* Whether a text model of the provider is still available: every
+ * submission needs the theme check, so a provider left with vision models
+ * only can finish none. */
 static bool has_model(ev_router_t *r, const provider_t *p)
 {
-    return first_available(r, p->id, p->cfg->models, p->cfg->n_models)[0] ||
-           first_available(r, p->id, p->cfg->vision_models, p->cfg->n_vision_models)[0];
+    return first_available(r, p->id, p->cfg->models, p->cfg->n_models)[0];
 }
 
 /* The list `model` belongs to, and its first still available model. */
@@ -302,10 +303,9 @@ static void on_model_set_aside(void *ctx, ev_provider_id_t id, const char *model
                                                  (int)ev_availability_count(r->models, id));
     if (!has_model(r, p)) {
         ev_log(EV_LOG_ERROR,
-               "%s disabled for the life of this process: none of its configured models is "
-               "usable; check %s_MODELS%s",
-               p->ops->name, env,
-               (p->ops->caps & EV_PROVIDER_CAP_VISION_MODELS) ? " and the vision models" : "");
+               "%s disabled for the life of this process: none of its configured models can "
+               "answer the theme check any more; check %s_MODELS",
+               p->ops->name, env);
         if (r->stats)
             ev_stats_set_provider_disabled(r->stats, id, true);
     }
@@ -639,6 +639,18 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
         if (rc < 0) {
             ev_breaker_record(p->breaker, &ticket, EV_BREAKER_NEUTRAL, NULL);
             return EV_ESHUTDOWN;
+        }
+        /* Asked again now: calls queued at the semaphore while a model was
+         * set aside must not each spend a call on it. */
+        model = ev_router_model(r, p->id, req);
+        if (!model[0]) {
+            ev_semaphore_release(p->sem);
+            ev_breaker_record(p->breaker, &ticket, EV_BREAKER_NEUTRAL, NULL);
+            ev_tpm_settle(p->tpm, &tk, 0, 0);
+            ev_budget_give_back(budget);
+            snprintf(out->error, sizeof(out->error), "%s has no usable model for this check",
+                     pname);
+            return EV_EUNAVAIL;
         }
         ev_llm_result_t res;
         rc = ev_provider_call(p->ops, p->cfg, &p->opts, http, model, req, &res, stop);
