@@ -31,7 +31,8 @@ TIMEOUT_S=${BENCH_TIMEOUT_S:-300}
 KEY="bench-sim-key-5d1c0a7e9b"
 
 ALL=(rate-bound concurrency-bound overhead outage replicas adaptive-exact adaptive-overestimated
-    adaptive-quota-cut tpm-bound combined api)
+    adaptive-quota-cut tpm-bound combined api replicas-rate-bound replicas-concurrency
+    replicas-outage coordination-cost)
 SCENARIOS=()
 for a in "$@"; do
     case "$a" in
@@ -40,7 +41,8 @@ for a in "$@"; do
         exit 0
         ;;
     rate-bound | concurrency-bound | overhead | outage | replicas | micro | adaptive-exact | \
-        adaptive-overestimated | adaptive-quota-cut | tpm-bound | combined | api) SCENARIOS+=("$a") ;;
+        adaptive-overestimated | adaptive-quota-cut | tpm-bound | combined | api | \
+        replicas-rate-bound | replicas-concurrency | replicas-outage | coordination-cost) SCENARIOS+=("$a") ;;
     *)
         echo "bench/run.sh: unknown scenario '$a' (known: ${ALL[*]})" >&2
         exit 2
@@ -283,6 +285,14 @@ pg_cpu_ticks() {
     echo "$t"
 }
 CLK_TCK=$(getconf CLK_TCK)
+
+# db_xacts DB: transactions committed or rolled back in database DB so far (every
+# autocommit statement is one), from the statistics of sessions that have ended.
+db_xacts() {
+    psql -tAq "$ADMIN_URL" -c "SELECT pg_stat_force_next_flush()" >/dev/null 2>&1 || true
+    psql -tAq "$ADMIN_URL" -c "SELECT coalesce(sum(xact_commit + xact_rollback), 0)
+        FROM pg_stat_database WHERE datname = '$1'"
+}
 
 # settle_backends DB: waits (up to 5 s) until no client backend of database DB is left, so a
 # CPU snapshot neither misses a backend that is exiting nor counts one twice.
@@ -567,13 +577,16 @@ overhead_run() {
     load "$n"
     start_sim "$dir" --gemini-rpm 0 --groq-rpm 0 --latency-ms 0
     local envs=(GEMINI_RPM_LIMIT=0 GROQ_RPM_LIMIT=0 GEMINI_MAX_CONCURRENT=6 GROQ_MAX_CONCURRENT=6
-        DEFAULT_MAX_WORKERS=6 STAGGER_MIN_MS=0 STAGGER_MAX_MS=0 WORKER_STAGGER_MS=0 STATS_PORT=0)
-    say "$name: $n submissions, $procs serve process(es), zero latency, no limits"
+        DEFAULT_MAX_WORKERS=6 STAGGER_MIN_MS=0 STAGGER_MAX_MS=0 WORKER_STAGGER_MS=0 STATS_PORT=0
+        "${OVERHEAD_EXTRA[@]}")
+    say "$name: $n submissions, $procs serve process(es), zero latency, no limits ${OVERHEAD_EXTRA[*]}"
     SERVE_PIDS=()
     local pg0 sim0
     settle_backends "bench_${name//-/_}"
     pg0=$(pg_cpu_ticks)
     sim0=$(proc_cpu_ticks "$SIM_PID")
+    local x0
+    x0=$(db_xacts "bench_${name//-/_}")
     now_ms
     local t0=$REPLY i
     for i in $(seq "$procs"); do
@@ -586,6 +599,8 @@ overhead_run() {
     settle_backends "bench_${name//-/_}"
     pg_s=$(awk -v a="$pg0" -v b="$(pg_cpu_ticks)" -v hz="$CLK_TCK" 'BEGIN { print (b - a) / hz }')
     sim_s=$(awk -v a="$sim0" -v b="$(proc_cpu_ticks "$SIM_PID")" -v hz="$CLK_TCK" 'BEGIN { print (b - a) / hz }')
+    local xacts
+    xacts=$(($(db_xacts "bench_${name//-/_}") - x0))
     local sims db procs_json="[]"
     sims=$(sim_stats)
     stop_sim
@@ -600,7 +615,8 @@ overhead_run() {
         --arg simflags "--gemini-rpm 0 --groq-rpm 0 --latency-ms 0" \
         --argjson sim "$sims" --argjson db "$db" --argjson procs "$procs_json" \
         --argjson span "$((t1 - t0))" --argjson serve_rc "$SERVE_RC" \
-        --argjson pg_s "$pg_s" --argjson sim_s "$sim_s" --argjson cpus "$(nproc)" '
+        --argjson pg_s "$pg_s" --argjson sim_s "$sim_s" --argjson cpus "$(nproc)" \
+        --argjson xacts "$xacts" '
         ([$procs[] | .user_s + .sys_s] | add) as $cpu
         | {scenario: $name, submissions: $n, processes: ($procs | length), host: $host,
            settings: $settings, sim_flags: $simflags, serve_exit: $serve_rc, serve: $procs,
@@ -614,6 +630,9 @@ overhead_run() {
                      box_cpu_s_validator: $cpu, box_cpu_s_postgres: $pg_s,
                      box_cpu_s_provider_sim: $sim_s, box_cpu_s_available: ($cpus * $span / 1000),
                      sim_requests: ($sim.gemini.requests + $sim.groq.requests),
+                     db_transactions: $xacts,
+                     db_transactions_per_provider_call:
+                       ($xacts / ([($sim.gemini.requests + $sim.groq.requests), 1] | max)),
                      http_429: ($sim.gemini.rate_limited + $sim.groq.rate_limited),
                      lost: $db.lost}}')
 }
@@ -740,6 +759,241 @@ scenario_api() {
              {name: "all validated", value: ($db.by_status.validated // 0),
               met: (($db.by_status.validated // 0) == $n)}]}')
     write_result api "$RESULT"
+}
+
+# ---------------------------------------------------------------- cluster scenarios
+#
+# Several `serve --drain` on one database, every one configured with the WHOLE quota (as a
+# copied configuration is): the replicas must behave as one client (docs/cluster.md). Each
+# scenario also runs one process on the same load, so the figures are ratios.
+
+# replicas_rate_run NAME PROCS: the rate-bound load on PROCS processes; sets RESULT_RAW.
+replicas_rate_run() {
+    local name=$1 procs=$2 n=150 dir="$WORK/$1"
+    local rpm=600 sf=0.9 window_s=10 lat=200
+    mkdir -p "$dir"
+    new_db "bench_${name//-/_}"
+    load "$n"
+    start_sim "$dir" --gemini-rpm $rpm --gemini-window-s $window_s --groq-rpm 0 --latency-ms $lat
+    local envs=(GEMINI_RPM_LIMIT="$rpm" RATE_LIMIT_SAFETY_FACTOR="$sf" GEMINI_MAX_CONCURRENT=16
+        GROQ_MAX_CONCURRENT=16 DEFAULT_MAX_WORKERS=6 STATS_PORT=0)
+    local rate
+    rate=$(awk -v r=$rpm -v f=$sf 'BEGIN { printf "%.6f", r * f / 60 }')
+    say "$name: $n submissions, $procs process(es), each with Gemini $rpm RPM x $sf"
+    SERVE_PIDS=()
+    local x0 t0 i
+    x0=$(db_xacts "bench_${name//-/_}")
+    now_ms
+    t0=$REPLY
+    for i in $(seq "$procs"); do
+        start_serve "$dir" "$i" "${envs[@]}"
+    done
+    wait_serves
+    now_ms
+    local span=$((REPLY - t0)) sims calls db xacts
+    settle_backends "bench_${name//-/_}"
+    xacts=$(($(db_xacts "bench_${name//-/_}") - x0))
+    sims=$(sim_stats)
+    stop_sim
+    calls=$(analyse_sim_log "$dir/sim.log" $((window_s * 1000)))
+    db=$(db_summary)
+    RESULT_RAW=$(jq -n --arg name "$name" --argjson n "$n" --argjson procs "$procs" \
+        --argjson host "$(host_json)" --argjson settings "$(settings_json "${envs[@]}")" \
+        --arg simflags "--gemini-rpm $rpm --gemini-window-s $window_s --groq-rpm 0 --latency-ms $lat" \
+        --argjson sim "$sims" --argjson calls "$calls" --argjson db "$db" --argjson rate "$rate" \
+        --argjson span "$span" --argjson xacts "$xacts" --argjson serve_rc "$SERVE_RC" \
+        --argjson allows "$((rpm * window_s / 60))" '
+        $calls.gemini as $g
+        | (if $g.calls > 1 then ($g.calls - 1) / (($g.last_start_ms - $g.first_start_ms) / 1000) else 0 end) as $ach
+        | {scenario: $name, submissions: $n, processes: $procs, host: $host, settings: $settings,
+           sim_flags: $simflags, configured_rate_per_s: $rate, serve_exit: $serve_rc,
+           sim_calls: $calls, sim_stats: {gemini: ($sim.gemini | del(.last_malformed)),
+                                          groq: ($sim.groq | del(.last_malformed))}, db: $db,
+           figures: {achieved_calls_per_s: $ach, efficiency: ($ach / $rate),
+                     wall_s: ($span / 1000), gemini_calls: $g.calls, groq_calls: $calls.groq.calls,
+                     http_429: ($sim.gemini.rate_limited + $sim.groq.rate_limited),
+                     max_calls_in_any_window: $g.max_in_window, window_allows: $allows,
+                     db_transactions_per_gemini_call: ($xacts / ([$g.calls, 1] | max)),
+                     lost: $db.lost}}')
+}
+
+scenario_replicas_rate_bound() {
+    replicas_rate_run replicas-rate-bound-one 1
+    local one=$RESULT_RAW
+    write_result replicas-rate-bound-one "$(jq '. + {targets: []}' <<<"$one")"
+    replicas_rate_run replicas-rate-bound 3
+    RESULT=$(jq --argjson one "$one" '. as $r | .figures as $f | $one.figures as $o
+        | . + {figures: ($f + {one_process_calls_per_s: $o.achieved_calls_per_s,
+                               one_process_wall_s: $o.wall_s,
+                               rate_vs_one_process: ($f.achieved_calls_per_s / $o.achieved_calls_per_s),
+                               wall_vs_one_process: ($f.wall_s / $o.wall_s),
+                               one_process_db_transactions_per_gemini_call: $o.db_transactions_per_gemini_call}),
+          targets: [
+            {name: "zero 429s", value: $f.http_429, met: ($f.http_429 == 0)},
+            {name: "no fallback calls (Groq)", value: $f.groq_calls, met: ($f.groq_calls == 0)},
+            {name: "efficiency >= 0.98 of RPM x safety", value: $f.efficiency, met: ($f.efficiency >= 0.98)},
+            {name: "rate >= 0.97 x one process", value: ($f.achieved_calls_per_s / $o.achieved_calls_per_s),
+             met: (($f.achieved_calls_per_s / $o.achieved_calls_per_s) >= 0.97)},
+            {name: "wall <= 1.05 x one process", value: ($f.wall_s / $o.wall_s),
+             met: (($f.wall_s / $o.wall_s) <= 1.05)},
+            {name: "window never above the quota", value: $f.max_calls_in_any_window,
+             met: ($f.max_calls_in_any_window <= $f.window_allows)},
+            {name: "no submission lost", value: $f.lost, met: ($f.lost == 0)}]}' <<<"$RESULT_RAW")
+    write_result replicas-rate-bound "$RESULT"
+}
+
+scenario_replicas_concurrency() {
+    local name=replicas-concurrency n=40 dir="$WORK/replicas-concurrency" lat=1000 procs=3 i
+    mkdir -p "$dir"
+    new_db bench_replicas_concurrency
+    load "$n"
+    start_sim "$dir" --gemini-rpm 0 --groq-rpm 0 --latency-ms $lat
+    local envs=(GEMINI_RPM_LIMIT=0 GROQ_RPM_LIMIT=0 GEMINI_MAX_CONCURRENT=2 GROQ_MAX_CONCURRENT=1
+        DEFAULT_MAX_WORKERS=6 STATS_PORT=0)
+    say "$name: $n submissions, $procs processes, each with caps 2 (Gemini) and 1 (Groq), latency ${lat} ms"
+    SERVE_PIDS=()
+    for i in $(seq $procs); do
+        start_serve "$dir" "$i" "${envs[@]}"
+    done
+    wait_serves
+    local sims calls db
+    sims=$(sim_stats)
+    stop_sim
+    calls=$(analyse_sim_log "$dir/sim.log" 1000)
+    db=$(db_summary)
+    RESULT=$(jq -n --arg name "$name" --argjson n "$n" --argjson host "$(host_json)" \
+        --argjson settings "$(settings_json "${envs[@]}")" --argjson procs $procs \
+        --arg simflags "--gemini-rpm 0 --groq-rpm 0 --latency-ms $lat" \
+        --argjson sim "$sims" --argjson calls "$calls" --argjson db "$db" --argjson lat "$lat" \
+        --argjson serve_rc "$SERVE_RC" '
+        $calls.gemini as $g
+        | ($g.calls / (($g.last_end_ms - $g.first_start_ms) / 1000)) as $ach
+        | (2 / ($lat / 1000)) as $ideal
+        | {scenario: $name, submissions: $n, processes: $procs, host: $host, settings: $settings,
+           sim_flags: $simflags, serve_exit: $serve_rc, sim_calls: $calls,
+           sim_stats: {gemini: ($sim.gemini | del(.last_malformed)), groq: ($sim.groq | del(.last_malformed))},
+           db: $db,
+           figures: {achieved_calls_per_s: $ach, ideal_calls_per_s: $ideal, efficiency: ($ach / $ideal),
+                     gemini_calls: $g.calls, groq_calls: $calls.groq.calls,
+                     gemini_max_in_flight: $sim.gemini.max_in_flight,
+                     groq_max_in_flight: $sim.groq.max_in_flight,
+                     http_429: ($sim.gemini.rate_limited + $sim.groq.rate_limited), lost: $db.lost},
+           targets: [
+             {name: "sim max in flight <= caps (gemini 2, groq 1)",
+              value: (($sim.gemini.max_in_flight | tostring) + "/" + ($sim.groq.max_in_flight | tostring)),
+              met: ($sim.gemini.max_in_flight <= 2 and $sim.groq.max_in_flight <= 1)},
+             {name: "no submission lost", value: $db.lost, met: ($db.lost == 0)}]}')
+    write_result "$name" "$RESULT"
+}
+
+# replicas_outage_run NAME PROCS: the outage load (Gemini overloaded in the middle third) on
+# PROCS processes; sets RESULT_RAW.
+replicas_outage_run() {
+    local name=$1 procs=$2 n=150 dir="$WORK/$1" i
+    local rpm=600 sf=0.9 window_s=10 lat=200 groq_rpm=300
+    mkdir -p "$dir"
+    new_db "bench_${name//-/_}"
+    load "$n"
+    start_sim "$dir" --gemini-rpm $rpm --gemini-window-s $window_s --groq-rpm $groq_rpm \
+        --groq-window-s $window_s --latency-ms $lat
+    local envs=(GEMINI_RPM_LIMIT="$rpm" RATE_LIMIT_SAFETY_FACTOR="$sf" GEMINI_MAX_CONCURRENT=16
+        GROQ_RPM_LIMIT="$groq_rpm" GROQ_RATE_LIMIT_SAFETY_FACTOR=0.8 GROQ_MAX_CONCURRENT=1
+        GEMINI_CIRCUIT_BREAKER_COOLDOWN=5 GROQ_CIRCUIT_BREAKER_COOLDOWN=5 DEFAULT_MAX_WORKERS=6
+        STATS_PORT=0)
+    local rate third_ms
+    rate=$(awk -v r=$rpm -v f=$sf 'BEGIN { printf "%.6f", r * f / 60 }')
+    third_ms=$(awk -v n="$n" -v r="$rate" 'BEGIN { printf "%.0f", n * 3 / r * 1000 / 3 }')
+    say "$name: $n submissions, $procs process(es), Gemini down for ${third_ms} ms mid-run"
+    SERVE_PIDS=()
+    for i in $(seq "$procs"); do
+        start_serve "$dir" "$i" "${envs[@]}"
+    done
+    (
+        for _ in $(seq 600); do
+            c=$(curl -s -m 1 "$SIM/control/stats" | jq -r '.gemini.requests' 2>/dev/null || echo 0)
+            [ "${c:-0}" -gt 0 ] && break
+            sleep 0.05
+        done
+        sleep "$(awk -v t="$third_ms" 'BEGIN { printf "%.3f", t / 1000 }')"
+        curl -sf -m 5 -XPOST "$SIM/control/gemini" -d '{"fault":"overloaded"}' >/dev/null
+        now_ms
+        echo "outage_start $REPLY"
+        sleep "$(awk -v t="$third_ms" 'BEGIN { printf "%.3f", t / 1000 }')"
+        curl -sf -m 5 -XPOST "$SIM/control/gemini" -d '{"fault":"none"}' >/dev/null
+        now_ms
+        echo "outage_end $REPLY"
+    ) >"$dir/outage.txt" &
+    local ctl_pid=$!
+    wait_serves
+    stop_pid "$ctl_pid"
+    local sims calls db os oe
+    sims=$(sim_stats)
+    stop_sim
+    calls=$(analyse_sim_log "$dir/sim.log" $((window_s * 1000)))
+    db=$(db_summary)
+    os=$(awk '$1 == "outage_start" { print $2 }' "$dir/outage.txt")
+    oe=$(awk '$1 == "outage_end" { print $2 }' "$dir/outage.txt")
+    RESULT_RAW=$(jq -n --arg name "$name" --argjson n "$n" --argjson procs "$procs" \
+        --argjson host "$(host_json)" --argjson settings "$(settings_json "${envs[@]}")" \
+        --argjson sim "$sims" --argjson calls "$calls" --argjson db "$db" \
+        --argjson os "${os:-null}" --argjson oe "${oe:-null}" --argjson serve_rc "$SERVE_RC" '
+        {scenario: $name, submissions: $n, processes: $procs, host: $host, settings: $settings,
+         serve_exit: $serve_rc, sim_calls: $calls,
+         sim_stats: {gemini: ($sim.gemini | del(.last_malformed)), groq: ($sim.groq | del(.last_malformed))},
+         db: $db, outage: {start_ms: $os, end_ms: $oe,
+                           duration_s: (if $os and $oe then ($oe - $os) / 1000 else null end)},
+         figures: {gemini_calls_during_outage: ($calls.gemini.status["503"] // 0),
+                   gemini_calls: $calls.gemini.calls, groq_calls: $calls.groq.calls,
+                   http_429: ($sim.gemini.rate_limited + $sim.groq.rate_limited),
+                   needs_review: ($db.by_status.needs_review // 0), lost: $db.lost}}')
+}
+
+scenario_replicas_outage() {
+    replicas_outage_run replicas-outage-one 1
+    local one=$RESULT_RAW
+    write_result replicas-outage-one "$(jq '. + {targets: []}' <<<"$one")"
+    replicas_outage_run replicas-outage 3
+    # One process's calls during the outage, plus at most one half-open probe per
+    # cool-down (5 s) of the outage for the whole cluster.
+    RESULT=$(jq --argjson one "$one" '. as $r | .figures as $f | $one.figures as $o
+        | ((($r.outage.duration_s // 0) / 5 | ceil) + 1) as $probes
+        | . + {figures: ($f + {one_process_gemini_calls_during_outage: $o.gemini_calls_during_outage,
+                               probes_allowed: $probes}),
+          targets: [
+            {name: "outage calls <= one process + probes",
+             value: (($f.gemini_calls_during_outage | tostring) + " <= " + ($o.gemini_calls_during_outage | tostring) + " + " + ($probes | tostring)),
+             met: ($f.gemini_calls_during_outage <= $o.gemini_calls_during_outage + $probes)},
+            {name: "no submission lost", value: $f.lost, met: ($f.lost == 0)}]}' <<<"$RESULT_RAW")
+    write_result replicas-outage "$RESULT"
+}
+
+# The price of coordinating, on the overhead load (no rate limit, caps 6): the same run with
+# CLUSTER_COORDINATION off and on. Statements per provider call come from Postgres's own
+# transaction count; CPU from the processes' accounting.
+scenario_coordination_cost() {
+    OVERHEAD_EXTRA=(CLUSTER_COORDINATION=false)
+    overhead_run coordination-off 1
+    local off=$RESULT_RAW
+    OVERHEAD_EXTRA=(CLUSTER_COORDINATION=true)
+    overhead_run coordination-on 1
+    OVERHEAD_EXTRA=()
+    RESULT=$(jq --argjson off "$off" '.figures as $f | $off.figures as $o
+        | . + {scenario: "coordination-cost",
+               figures: {submissions_per_s_on: $f.submissions_per_s, submissions_per_s_off: $o.submissions_per_s,
+                         throughput_on_vs_off: ($f.submissions_per_s / $o.submissions_per_s),
+                         cpu_ms_per_submission_on: $f.cpu_ms_per_submission,
+                         cpu_ms_per_submission_off: $o.cpu_ms_per_submission,
+                         postgres_cpu_s_on: $f.box_cpu_s_postgres, postgres_cpu_s_off: $o.box_cpu_s_postgres,
+                         db_transactions_per_call_on: $f.db_transactions_per_provider_call,
+                         db_transactions_per_call_off: $o.db_transactions_per_provider_call,
+                         coordination_statements_per_call:
+                           ($f.db_transactions_per_provider_call - $o.db_transactions_per_provider_call)},
+               off_run: $off,
+               targets: [
+                 {name: "throughput >= 0.9 x uncoordinated", value: ($f.submissions_per_s / $o.submissions_per_s),
+                  met: (($f.submissions_per_s / $o.submissions_per_s) >= 0.9)},
+                 {name: "all validated", value: ($f.lost), met: ($f.lost == 0)}]}' <<<"$RESULT_RAW")
+    write_result coordination-cost "$RESULT"
 }
 
 # ---------------------------------------------------------------- quota scenarios
@@ -1080,6 +1334,7 @@ scenario_micro() {
 # ---------------------------------------------------------------- run and report
 
 DONE=()
+OVERHEAD_EXTRA=()
 T_START=$SECONDS
 for s in "${SCENARIOS[@]}"; do
     "scenario_${s//-/_}"

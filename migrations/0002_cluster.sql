@@ -108,9 +108,12 @@ $$;
 
 -- One slot of the cluster-wide grid of provider p. `max_wait` (seconds, < 0:
 -- no limit) refuses a slot further away than that without reserving it.
--- `extra` slots are consumed before the returned one (calls made while the
--- database was unreachable). Returns ok (granted), the wait until the slot in
--- seconds on the database clock, and why it was refused ('wait', 'daily').
+-- `extra` charges calls a replica made from its share while the database was
+-- unreachable: they are placed on the grid from one minute back (an RPM
+-- window), so they delay new slots only if the cluster really used more than
+-- its rate; they are charged even when the slot itself is refused. Returns ok
+-- (granted), the wait until the slot in seconds on the database clock, why it
+-- was refused ('wait', 'daily') and the slot itself (database time).
 create function ev_rate_reserve(p text, max_wait double precision, extra int default 0)
 returns table (ok boolean, wait_s double precision, why text, slot_at timestamptz)
 language plpgsql as $$
@@ -133,28 +136,35 @@ begin
         r.day := today;
         r.day_count := 0;
     end if;
+    r.day_count := r.day_count + greatest(extra, 0);
+    r.granted := r.granted + greatest(extra, 0);
+    if r.rate_per_min > 0 then
+        -- The interval is rounded up to whole microseconds: never faster than the rate.
+        t := make_interval(secs => ceil(60e6 / r.rate_per_min) / 1e6);
+        if extra > 0 then
+            r.tat := greatest(r.tat, now_ts - interval '1 minute') + extra * t;
+        end if;
+        slot := greatest(now_ts, r.tat - (r.burst - 1) * t, r.pause_until);
+    else
+        slot := greatest(now_ts, r.pause_until);
+    end if;
     if r.rpd_limit > 0 and r.day_count >= r.rpd_limit then
-        update ev_provider_rate set day = r.day, day_count = r.day_count where provider = p;
+        update ev_provider_rate set tat = r.tat, day = r.day, day_count = r.day_count,
+               granted = r.granted where provider = p;
         return query select false,
             extract(epoch from ((today + 1)::timestamp at time zone r.day_tz) - now_ts)::float8,
             'daily'::text, null::timestamptz;
         return;
     end if;
-    if r.rate_per_min > 0 then
-        -- The interval is rounded up to whole microseconds: never faster than the rate.
-        t := make_interval(secs => ceil(60e6 / r.rate_per_min) / 1e6);
-        slot := greatest(now_ts, r.tat - (r.burst - 1) * t, r.pause_until);
-        slot := slot + extra * t;
-    else
-        slot := greatest(now_ts, r.pause_until);
-    end if;
     if max_wait >= 0 and slot - now_ts > make_interval(secs => max_wait) then
+        update ev_provider_rate set tat = r.tat, day = r.day, day_count = r.day_count,
+               granted = r.granted where provider = p;
         return query select false, extract(epoch from slot - now_ts)::float8, 'wait'::text, slot;
         return;
     end if;
     update ev_provider_rate
        set tat = case when r.rate_per_min > 0 then greatest(r.tat, slot) + t else r.tat end,
-           day = r.day, day_count = r.day_count + 1 + extra, granted = r.granted + 1 + extra
+           day = r.day, day_count = r.day_count + 1, granted = r.granted + 1
      where provider = p;
     return query select true, extract(epoch from slot - now_ts)::float8, 'ok'::text, slot;
 end

@@ -21,6 +21,8 @@
 #include "ev/cli.h"
 
 #include "ev/api_server.h"
+#include "ev/cluster.h"
+#include "ev/cluster_state.h"
 #include "ev/dashboard.h"
 #include "ev/db.h"
 #include "ev/error.h"
@@ -637,6 +639,119 @@ int ev_cli_webhooks_retry(const ev_config_t *cfg, int64_t id, char *err, size_t 
 }
 
 /* ------------------------------------------------------------------------
+ * status
+ * ---------------------------------------------------------------------- */
+
+static const char *jstr(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    if (!json_object_object_get_ex(o, key, &v) || v == NULL)
+        return "";
+    return json_object_get_string(v);
+}
+
+static double jnum(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    return json_object_object_get_ex(o, key, &v) && v ? json_object_get_double(v) : 0;
+}
+
+static void status_replicas(ev_stats_buf_t *b, json_object *st)
+{
+    json_object *reps = NULL, *old = NULL;
+    json_object_object_get_ex(st, "replicas", &reps);
+    ev_stats_buf_printf(b, "replicas: %d alive\n", (int)jnum(st, "replicas_alive"));
+    for (size_t i = 0; reps && i < json_object_array_length(reps); i++) {
+        json_object *r = json_object_array_get_idx(reps, i);
+        json_object *alive = NULL;
+        json_object_object_get_ex(r, "alive", &alive);
+        ev_stats_buf_printf(b, "  %-40s %-5s version %-8s pid %-7s heartbeat %.1f s ago\n",
+                            jstr(r, "id"), json_object_get_boolean(alive) ? "alive" : "dead",
+                            jstr(r, "version"), jstr(r, "pid"), jnum(r, "heartbeat_age_s"));
+    }
+    json_object_object_get_ex(st, "unregistered_lease_owners", &old);
+    if (old && json_object_array_length(old) > 0)
+        ev_stats_buf_printf(b, "  not coordinating (older version, limits of their own): %s\n",
+                            json_object_to_json_string(old));
+}
+
+static void status_provider(ev_stats_buf_t *b, const char *name, json_object *p)
+{
+    json_object *dis = NULL;
+    json_object_object_get_ex(p, "disabled", &dis);
+    ev_stats_buf_printf(b, "  %s: breaker %s", name, jstr(p, "breaker"));
+    if (jnum(p, "open_remaining_s") > 0)
+        ev_stats_buf_printf(b, " for %.0f s (%s)", jnum(p, "open_remaining_s"),
+                            jstr(p, "breaker_reason"));
+    if (jstr(p, "probe_owner")[0])
+        ev_stats_buf_printf(b, ", probe by %s", jstr(p, "probe_owner"));
+    if (jnum(p, "rate_per_min") > 0)
+        ev_stats_buf_printf(b, "; rate %.1f/min in force (ceiling %.1f)", jnum(p, "rate_per_min"),
+                            jnum(p, "ceiling_per_min"));
+    else
+        ev_stats_buf_printf(b, "; no rate limit");
+    if (jnum(p, "rpd_limit") > 0)
+        ev_stats_buf_printf(b, "; today %.0f of %.0f requests", jnum(p, "day_count"),
+                            jnum(p, "rpd_limit"));
+    if (jnum(p, "pause_remaining_s") > 0)
+        ev_stats_buf_printf(b, "; paused %.1f s more (%s)", jnum(p, "pause_remaining_s"),
+                            jstr(p, "pause_reason"));
+    if (json_object_get_boolean(dis))
+        ev_stats_buf_printf(b, "; DISABLED (%s)", jstr(p, "disabled_reason"));
+    if (jstr(p, "updated_by")[0])
+        ev_stats_buf_printf(b, "; last change by %s", jstr(p, "updated_by"));
+    ev_stats_buf_printf(b, "\n");
+}
+
+static char *status_text(json_object *st)
+{
+    ev_stats_buf_t b = {0};
+    json_object *q = NULL, *prov = NULL;
+    status_replicas(&b, st);
+    json_object_object_get_ex(st, "queue", &q);
+    ev_stats_buf_printf(&b, "queue:");
+    json_object_object_foreach(q, k, v)
+        ev_stats_buf_printf(&b, " %s %d", k, json_object_get_int(v));
+    ev_stats_buf_printf(&b, "\nproviders (cluster-wide state; concurrency caps are each "
+                            "replica's *_MAX_CONCURRENT, held together):\n");
+    json_object_object_get_ex(st, "providers", &prov);
+    json_object_object_foreach(prov, name, p) status_provider(&b, name, p);
+    return b.data;
+}
+
+int ev_cli_status(const ev_config_t *cfg, bool json, char **text, char *err, size_t errlen)
+{
+    ev_db_t *db = NULL;
+    json_object *st = NULL;
+    int rc;
+
+    *text = NULL;
+    rc = connect_db(&db, cfg, err, errlen);
+    if (rc != 0)
+        goto out;
+    rc = ev_cluster_status_json(db, cfg->cluster_expire_s, &st);
+    if (rc == EV_EDB && strcmp(ev_db_sqlstate(db), "42P01") == 0) {
+        ev_set_error(err, errlen,
+                     "the database has no cluster tables: run 'event-validator "
+                     "migrate' first");
+        rc = EV_EVERSION;
+        goto out;
+    }
+    if (rc != 0) {
+        db_fail(db, rc, "reading the cluster status", err, errlen);
+        goto out;
+    }
+    if (json)
+        *text = ev_strdup(json_object_to_json_string_ext(st, JSON_C_TO_STRING_PLAIN));
+    else
+        *text = status_text(st);
+out:
+    json_object_put(st);
+    ev_db_free(db);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
  * serve
  * ---------------------------------------------------------------------- */
 
@@ -876,8 +991,43 @@ out:
     return rc;
 }
 
+/*
+ * Joins the cluster of every `serve` on this database (cluster.h): the
+ * providers' limits, breakers and disabling become cluster-wide. The replica
+ * id is the pool's lease owner id, so `status` can tell which claims belong
+ * to which replica.
+ */
+static int join_cluster(ev_cluster_t **cluster, ev_pipeline_t *pipeline, ev_stats_t *stats,
+                        const ev_config_t *cfg, const char *id, char *err, size_t errlen)
+{
+    ev_cluster_options_t co = EV_CLUSTER_OPTIONS_INIT;
+    char why[512] = "";
+    co.database_url = cfg->database_url;
+    co.replica_id = id;
+    co.heartbeat_ms = cfg->cluster_heartbeat_ms;
+    co.expire_s = cfg->cluster_expire_s;
+    co.keepalive_s = cfg->cluster_keepalive_s;
+    int rc = ev_cluster_new(cluster, &co, why, sizeof(why));
+    if (rc == 0)
+        rc = ev_pipeline_attach_cluster(pipeline, *cluster);
+    if (rc == 0)
+        rc = ev_cluster_start(*cluster);
+    if (rc != 0) {
+        ev_set_error(err, errlen, "cannot join the cluster: %s", why[0] ? why : ev_strerror(rc));
+        return rc;
+    }
+    ev_stats_set_cluster_probe(stats, ev_cluster_stats_probe, *cluster);
+    ev_cluster_stats_t cs;
+    ev_cluster_stats(*cluster, &cs);
+    ev_log(EV_LOG_INFO, "joined the cluster as %s: %d replica(s) alive, limits are cluster-wide",
+           id, cs.replicas_alive);
+    return 0;
+}
+
 int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err, size_t errlen)
 {
+    ev_cluster_t *cluster = NULL;
+    char owner[192];
     ev_pipeline_t *pipeline = NULL;
     ev_stats_t *stats = NULL;
     ev_stats_server_t *server = NULL;
@@ -940,6 +1090,7 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     signals = true;
 
     ev_pool_options_from_config(&popts, cfg);
+    popts.owner = owner;
     popts.drain = a->drain;
     if (a->grace_ms >= 0)
         popts.grace_ms = a->grace_ms;
@@ -956,6 +1107,13 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     rc = start_api(&api, &hooks, cfg, err, errlen);
     if (rc != 0)
         goto out;
+    /* After the servers (a port in use stops serve first), before any work. */
+    ev_pool_make_owner(owner, sizeof(owner));
+    if (cfg->cluster_enabled) {
+        rc = join_cluster(&cluster, pipeline, stats, cfg, owner, err, errlen);
+        if (rc != 0)
+            goto out;
+    }
     rc = ev_pool_start(&pool, &popts, &cbs);
     if (rc != 0) {
         ev_set_error(err, errlen, "cannot start the worker pool: %s", ev_strerror(rc));
@@ -989,6 +1147,9 @@ out:
     ev_stats_server_stop(server);
     ev_dashboard_free(dashboard);
     ev_spend_stop(spend);
+    if (stats)
+        ev_stats_set_cluster_probe(stats, NULL, NULL);
+    ev_cluster_free(cluster);
     ev_pipeline_free(pipeline);
     ev_stats_free(stats);
     if (signals)

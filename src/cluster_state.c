@@ -121,9 +121,12 @@ int ev_cluster_state_pause(ev_db_t *db, ev_provider_id_t p, double seconds, cons
     if (seconds > 0)
         rc = ev_db_exec(db, NULL, "SELECT ev_rate_pause($1, $2::float8)", 2, params);
     else
+        /* The pause had pushed the grid to its end: bring it back too. */
         rc = ev_db_exec(db, NULL,
-                        "UPDATE ev_provider_rate SET pause_until = least(pause_until,"
-                        " clock_timestamp()) WHERE provider = $1",
+                        "UPDATE ev_provider_rate SET tat = CASE WHEN pause_until >"
+                        " clock_timestamp() THEN least(tat, clock_timestamp()) ELSE tat END,"
+                        " pause_until = least(pause_until, clock_timestamp())"
+                        " WHERE provider = $1",
                         1, params);
     if (rc == 0)
         rc = exec_row(db,
@@ -254,6 +257,16 @@ int ev_cluster_rate_configure(ev_db_t *db, ev_provider_id_t p, double ceiling_pe
     snprintf(burst_s, sizeof(burst_s), "%d", burst);
     snprintf(rpd_s, sizeof(rpd_s), "%lld", (long long)rpd_limit);
     const char *params[] = {ev_provider_name(p), ceil_s, burst_s, rpd_s};
+    /* A provider added after the migration gets its rows here; only Gemini's
+     * day ends at midnight Pacific. */
+    int rc = ev_db_exec(db, NULL,
+                        "WITH s AS (INSERT INTO ev_provider_state (provider) VALUES ($1)"
+                        " ON CONFLICT DO NOTHING) INSERT INTO ev_provider_rate (provider, day_tz)"
+                        " VALUES ($1, CASE $1 WHEN 'gemini' THEN 'America/Los_Angeles'"
+                        " ELSE 'UTC' END) ON CONFLICT DO NOTHING",
+                        1, params);
+    if (rc < 0)
+        return rc;
     return exec_row(db,
                     "UPDATE ev_provider_rate SET rate_per_min = CASE WHEN ceiling_per_min"
                     " = $2::float8 THEN rate_per_min ELSE $2::float8 END,"
@@ -286,9 +299,8 @@ int ev_cluster_status_json(ev_db_t *db, int expire_s, json_object **out)
         " 'unregistered_lease_owners', (SELECT coalesce(json_agg(DISTINCT lease_owner), '[]')"
         "   FROM submissions s WHERE status = 'processing' AND lease_owner IS NOT NULL"
         "   AND NOT EXISTS (SELECT 1 FROM ev_cluster_replicas r WHERE r.id = s.lease_owner)),"
-        " 'queue', (SELECT json_object_agg(st, (SELECT count(*) FROM submissions"
-        "   WHERE status = st)) FROM unnest(ARRAY['pending', 'processing', 'validated',"
-        "   'rejected', 'needs_review', 'failed']) st))",
+        " 'queue', (SELECT coalesce(json_object_agg(status, n ORDER BY status), '{}')"
+        "   FROM (SELECT status, count(*) n FROM submissions GROUP BY status) q))",
         1, params);
     if (rc < 0)
         goto out;
@@ -302,6 +314,10 @@ int ev_cluster_status_json(ev_db_t *db, int expire_s, json_object **out)
     for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
         ev_cluster_provider_state_t st;
         rc = ev_cluster_state_read(db, (ev_provider_id_t)i, &st);
+        if (rc == EV_ENOTFOUND) { /* no replica has used this provider yet */
+            rc = 0;
+            continue;
+        }
         if (rc < 0)
             goto out;
         json_object *o = json_object_new_object();

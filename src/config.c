@@ -60,6 +60,7 @@ typedef struct {
 #define PROVIDER_VARS(P, M, DEF_CONC, DEF_RPM)                                                     \
     {#P "_MAX_CONCURRENT", T_INT, M(max_concurrent), DEF_CONC, 1, 64},                             \
         {#P "_RPM_LIMIT", T_DOUBLE, M(rpm_limit), DEF_RPM, 0, 1000000},                            \
+        {#P "_RPD_LIMIT", T_INT, M(rpd_limit), "0", 0, 1000000000},                                \
         {#P "_JITTER_ENABLED", T_BOOL, M(jitter_enabled), "true", 0, 0},                           \
         {#P "_JITTER_MIN", T_DOUBLE, M(jitter_min), "0.9", 0, 10},                                 \
         {#P "_JITTER_MAX", T_DOUBLE, M(jitter_max), "1.6", 0, 10},                                 \
@@ -139,6 +140,11 @@ static const var_t table[] = {
     {"PARSE_TIMEOUT_MS", T_INT, F(parse_timeout_ms), "10000", 200, 3600000},
     /* Groq's documented per-image cap; Gemini scales larger images down. */
     {"IMAGE_MAX_MEGAPIXELS", T_DOUBLE, F(image_max_megapixels), "33", 0.01, 10000},
+
+    {"CLUSTER_COORDINATION", T_BOOL, F(cluster_enabled), "true", 0, 0},
+    {"CLUSTER_HEARTBEAT_MS", T_INT, F(cluster_heartbeat_ms), "1000", 100, 60000},
+    {"CLUSTER_REPLICA_EXPIRE_S", T_INT, F(cluster_expire_s), "10", 2, 3600},
+    {"CLUSTER_KEEPALIVE_S", T_INT, F(cluster_keepalive_s), "5", 1, 600},
 
     {"STATS_ADDR", T_ADDR, F(stats_addr), "0.0.0.0", 0, 0},
     {"STATS_PORT", T_INT, F(stats_port), "8080", 0, 65535},

@@ -332,7 +332,12 @@ void ev_limiter_pause_until(ev_limiter_t *l, int64_t until_us)
 
 void ev_limiter_pause_clear(ev_limiter_t *l)
 {
+    int64_t now_ns = ev_clock_now_us(l->clock) * 1000;
+
     pthread_mutex_lock(&l->mu);
+    /* The pause had drained the grid to its end: slots restart now. */
+    if (l->pause_ns > now_ns)
+        l->tat_ns = EV_MIN(l->tat_ns, now_ns + l->burst_ns);
     l->pause_ns = TAT_NEVER;
     l->last_seq = 0;
     atomic_store(&l->pause_us, 0);
@@ -352,7 +357,8 @@ int ev_limiter_set_rate(ev_limiter_t *l, double rate_per_s)
     if (l->unlimited || !(rate_per_s > 0 && rate_per_s <= 1e7 / 60))
         return EV_EINVAL;
     pthread_mutex_lock(&l->mu);
-    if (rate_per_s != l->rate_per_s) {
+    bool changed = rate_per_s != l->rate_per_s;
+    if (changed) {
         /* TAT is the last slot plus the old interval: re-base it on the new
          * interval so a slower rate takes effect from the very next slot. */
         int64_t last_slot = l->tat_ns == TAT_NEVER ? TAT_NEVER : l->tat_ns - l->interval_ns;
@@ -365,6 +371,8 @@ int ev_limiter_set_rate(ev_limiter_t *l, double rate_per_s)
         l->last_seq = 0; /* a cancel would restore a TAT of the old interval */
     }
     pthread_mutex_unlock(&l->mu);
+    if (changed && l->remote.rate_changed != NULL)
+        l->remote.rate_changed(l->remote.ctx, rate_per_s);
     return 0;
 }
 

@@ -46,6 +46,8 @@ static const char usage_text[] =
     "         [--image FILE]... [--priority N]\n"
     "                          store a submission and its files, print its id\n"
     "  show ID                 print a submission and its check results as JSON\n"
+    "  status [--json]         the cluster: replicas, queue counts, provider\n"
+    "                          states and the limits in force\n"
     "  token create --name N (--event ID | --admin)\n"
     "                          create an API token; prints it once (first line)\n"
     "  token list              list API tokens (never their secret part)\n"
@@ -874,6 +876,41 @@ static int cmd_webhooks(int argc, char **argv)
     return rc;
 }
 
+static int cmd_status(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    ev_config_t *cfg = NULL;
+    char err[1024] = "";
+    char *text = NULL;
+    bool json = false;
+    int c, rc;
+
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        if (c == 'j') {
+            json = true;
+        } else if (c == 'h') {
+            fputs(usage_text, stdout);
+            return 0;
+        } else {
+            return option_error(c, argv);
+        }
+    }
+    if ((rc = reject_extra(argc, argv)) != 0)
+        return rc;
+    if ((rc = load_config(&cfg)) != 0)
+        return rc;
+    if (ev_cli_status(cfg, json, &text, err, sizeof(err)) != 0) {
+        rc = fail(err);
+    } else {
+        printf("%s%s", text, json ? "\n" : "");
+        rc = 0;
+    }
+    free(text);
+    ev_config_free(cfg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd;
@@ -904,6 +941,8 @@ int main(int argc, char **argv)
         return cmd_submit(argc - 1, argv + 1);
     if (strcmp(cmd, "show") == 0)
         return cmd_show(argc - 1, argv + 1);
+    if (strcmp(cmd, "status") == 0)
+        return cmd_status(argc - 1, argv + 1);
     if (strcmp(cmd, "token") == 0)
         return cmd_token(argc - 1, argv + 1);
     if (strcmp(cmd, "webhooks") == 0)

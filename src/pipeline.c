@@ -241,6 +241,11 @@ struct ev_availability *ev_pipeline_availability(ev_pipeline_t *p)
     return ev_router_availability(p->router);
 }
 
+int ev_pipeline_attach_cluster(ev_pipeline_t *p, struct ev_cluster *c)
+{
+    return ev_router_attach_cluster(p->router, c);
+}
+
 bool ev_pipeline_usable(ev_pipeline_t *p)
 {
     return ev_router_any_usable(p->router);

@@ -15,6 +15,7 @@
 #include "ev/availability.h"
 #include "ev/backoff.h"
 #include "ev/breaker.h"
+#include "ev/cluster.h"
 #include "ev/error.h"
 #include "ev/limiter.h"
 #include "ev/log.h"
@@ -46,6 +47,8 @@ typedef struct provider {
     ev_adaptive_t *adaptive;     /* NULL: ADAPTIVE_LIMITS off or no RPM limit */
     _Atomic double applied_rate; /* the rate `adaptive` last gave the limiter, 0 none */
     ev_tpm_t *tpm;               /* tokens per minute (limit 0: only counted) */
+    ev_cluster_t *cluster;       /* NULL: limits are this process's own; set before workers start */
+    struct ev_stats *stats;      /* the router's, for cluster callbacks; may be NULL */
     atomic_bool disabled;        /* a fatal configuration error: never used again */
     atomic_bool cooling;         /* daily quota: cooling down until cooldown_until_us */
     _Atomic int64_t cooldown_until_us;
@@ -89,6 +92,7 @@ static void stats_probe(ev_stats_probe_t *io, void *ctx)
     ev_tpm_stats(p->tpm, &ts);
     io->tpm_limit = ts.limit_per_min;
     io->tpm_used = ts.used;
+    io->limits_scope = ev_cluster_scope(p->cluster, p->id);
 }
 
 /* The adaptive controller and the token meter of a provider. */
@@ -398,6 +402,46 @@ static void disable_provider(ev_router_t *r, provider_t *p, const ev_llm_result_
                ev_provider_name(p->id), res->http_status, res->error, env, env, env);
     if (r->stats)
         ev_stats_set_provider_disabled(r->stats, p->id, true);
+    ev_cluster_report_disabled(p->cluster, p->id, res->error);
+}
+
+/* Another replica disabled the provider (cluster.h): the same, told once. */
+static void disable_from_cluster(void *ctx, const char *reason)
+{
+    provider_t *p = ctx;
+    bool expected = false;
+    if (!atomic_compare_exchange_strong(&p->disabled, &expected, true))
+        return;
+    ev_log(EV_LOG_ERROR, "%s disabled cluster-wide by another replica: %s", ev_provider_name(p->id),
+           reason);
+    if (p->stats)
+        ev_stats_set_provider_disabled(p->stats, p->id, true);
+}
+
+int ev_router_attach_cluster(ev_router_t *r, ev_cluster_t *c)
+{
+    int rc = 0;
+    for (int i = 0; i < EV_PROVIDER_COUNT && rc == 0; i++) {
+        provider_t *p = &r->p[i];
+        if (!configured(p))
+            continue;
+        ev_cluster_provider_t cp = {
+            .limiter = p->limiter,
+            .sem = p->sem,
+            .breaker = p->breaker,
+            .ceiling_per_min = p->cfg->rpm_limit * p->cfg->safety_factor,
+            .burst = 1,
+            .rpd_limit = p->cfg->rpd_limit,
+            .max_concurrent = p->cfg->max_concurrent,
+            .probe_timeout_s = p->cfg->cb_cooldown_s,
+            .disable = disable_from_cluster,
+            .ctx = p,
+        };
+        p->stats = r->stats;
+        if ((rc = ev_cluster_attach(c, p->id, &cp)) == 0)
+            p->cluster = c;
+    }
+    return rc;
 }
 
 /* How long a daily quota keeps the provider away, in microseconds from now:

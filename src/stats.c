@@ -112,7 +112,31 @@ struct ev_stats {
     _Atomic uint64_t ring[RING_SLOTS];
     provider_stats_t providers[EV_PROVIDER_COUNT];
     pthread_mutex_t probe_lock;
+    ev_stats_cluster_fn cluster_probe; /* guarded by probe_lock */
+    void *cluster_ctx;                 /* guarded by probe_lock */
 };
+
+void ev_stats_set_cluster_probe(ev_stats_t *s, ev_stats_cluster_fn fn, void *ctx)
+{
+    pthread_mutex_lock(&s->probe_lock);
+    s->cluster_probe = fn;
+    s->cluster_ctx = fn ? ctx : NULL;
+    pthread_mutex_unlock(&s->probe_lock);
+}
+
+/* The cluster probe's view; enabled false without one. */
+static void cluster_read(ev_stats_t *s, ev_stats_cluster_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&s->probe_lock);
+    ev_stats_cluster_fn fn = s->cluster_probe;
+    void *ctx = s->cluster_ctx;
+    pthread_mutex_unlock(&s->probe_lock);
+    if (fn)
+        fn(out, ctx);
+    if (!out->replica_id)
+        out->replica_id = "";
+}
 
 #define RLX memory_order_relaxed
 
@@ -498,6 +522,7 @@ static void provider_read(ev_stats_t *s, ev_provider_id_t p, provider_view_t *v)
     v->live.rpm_ceiling = v->live.rpm_limit;
     v->live.tpm_limit = 0;
     v->live.tpm_used = 0;
+    v->live.limits_scope = "process";
 
     pthread_mutex_lock(&s->probe_lock);
     ev_stats_probe_fn fn = ps->probe;
@@ -507,6 +532,8 @@ static void provider_read(ev_stats_t *s, ev_provider_id_t p, provider_view_t *v)
         fn(&v->live, ctx);
     if (!v->live.breaker)
         v->live.breaker = "closed";
+    if (!v->live.limits_scope)
+        v->live.limits_scope = "process";
     if (!isfinite(v->live.error_rate))
         v->live.error_rate = 0.0;
     if (!isfinite(v->live.rpm_limit))
@@ -627,6 +654,7 @@ static json_object *provider_json(int *rc, const provider_view_t *v)
     put_double(rc, o, "rpm_ceiling", v->live.rpm_ceiling, 3);
     put_i64(rc, o, "tpm_limit", v->live.tpm_limit);
     put_i64(rc, o, "tpm_used", v->live.tpm_used);
+    put_str(rc, o, "limits_scope", v->live.limits_scope);
     put_u64(rc, o, "calls", v->calls);
     put_u64(rc, o, "successes", v->successes);
     put_u64(rc, o, "errors", v->errors);
@@ -752,6 +780,24 @@ int ev_stats_snapshot_json(json_object **out, ev_stats_t *s, const ev_queue_coun
         put(&rc, checks, check_names[c], one);
     }
     put(&rc, root, "checks", checks);
+
+    ev_stats_cluster_t cl;
+    cluster_read(s, &cl);
+    if (cl.enabled) {
+        json_object *o = json_object_new_object();
+        put_str(&rc, o, "replica_id", cl.replica_id);
+        put_i64(&rc, o, "replicas_alive", cl.replicas_alive);
+        put_bool(&rc, o, "coordinated", cl.coordinated);
+        put_u64(&rc, o, "round_trips", cl.round_trips);
+        put_double(&rc, o, "round_trip_ms_avg",
+                   cl.round_trips ? (double)cl.round_trip_us / 1000.0 / (double)cl.round_trips : 0,
+                   3);
+        put_u64(&rc, o, "rate_reservations", cl.rate_reservations);
+        put_u64(&rc, o, "slot_acquisitions", cl.slot_acquisitions);
+        put_u64(&rc, o, "fallback_grants", cl.fallback_grants);
+        put_u64(&rc, o, "state_applied", cl.state_applied);
+        put(&rc, root, "cluster", o);
+    }
 
     if (rc < 0 || !root) {
         json_object_put(root);
@@ -1121,6 +1167,27 @@ int ev_stats_render_prometheus(ev_stats_t *s, const ev_queue_counts_t *queue, ev
         render_histogram(b, "submission_duration_seconds", NULL, &h);
     }
     render_process(b);
+    ev_stats_cluster_t cl;
+    cluster_read(s, &cl);
+    if (cl.enabled) {
+        family(b, "cluster_replicas_alive", "gauge", "Replicas on this database seen alive.");
+        ev_stats_buf_printf(b, PFX "cluster_replicas_alive %d\n", cl.replicas_alive);
+        family(b, "cluster_coordinated", "gauge",
+               "1 while limits are coordinated through the database, 0 while on this "
+               "replica's share.");
+        ev_stats_buf_printf(b, PFX "cluster_coordinated %d\n", cl.coordinated);
+        family(b, "cluster_round_trips_total", "counter",
+               "Statements sent to the database to coordinate the cluster.");
+        ev_stats_buf_printf(b, PFX "cluster_round_trips_total %" PRIu64 "\n", cl.round_trips);
+        family(b, "cluster_round_trip_seconds_total", "counter",
+               "Time spent in coordination statements.");
+        ev_stats_buf_printf(b, PFX "cluster_round_trip_seconds_total %s\n",
+                            fnum(num, sizeof(num), (double)cl.round_trip_us / 1e6));
+        family(b, "cluster_fallback_grants_total", "counter",
+               "Rate slots and concurrency units granted from this replica's share.");
+        ev_stats_buf_printf(b, PFX "cluster_fallback_grants_total %" PRIu64 "\n",
+                            cl.fallback_grants);
+    }
 
     family(b, "fallbacks_total", "counter", "Checks that fell back to another provider.");
     ev_stats_buf_printf(b, PFX "fallbacks_total %" PRIu64 "\n", g.fallbacks);

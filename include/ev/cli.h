@@ -98,6 +98,17 @@ int ev_cli_webhooks_list(const ev_config_t *cfg, bool failed_only, char **text, 
  * such delivery is failed or pending. */
 int ev_cli_webhooks_retry(const ev_config_t *cfg, int64_t id, char *err, size_t errlen);
 
+/*
+ * `status`: the cluster as the database sees it, for an operator: replicas
+ * (alive or not, version, heartbeat age), lease owners that are not
+ * registered (replicas of an older version), queue counts, and per provider
+ * the shared state and the limits in force (rate in force and ceiling, daily
+ * count and cap, breaker, pause, disabled). *text (caller frees) is that
+ * report as lines of text, or one JSON object when `json` is true.
+ * EV_EDBCONN, EV_EDB, or EV_EVERSION when the database is not migrated.
+ */
+int ev_cli_status(const ev_config_t *cfg, bool json, char **text, char *err, size_t errlen);
+
 typedef struct ev_cli_serve_args {
     bool drain;   /* exit once nothing is outstanding */
     int grace_ms; /* in-flight time allowed after SIGTERM; < 0: pool default */

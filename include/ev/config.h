@@ -46,6 +46,7 @@ typedef struct ev_provider_config {
     char *base_url;       /* no trailing slash */
     int max_concurrent;   /* *_MAX_CONCURRENT */
     double rpm_limit;     /* *_RPM_LIMIT (0 = unlimited) */
+    int rpd_limit;        /* *_RPD_LIMIT: requests per provider day, cluster-wide (0 = none) */
     double safety_factor; /* (0,1] */
     bool jitter_enabled;
     double jitter_min, jitter_max;
@@ -102,6 +103,11 @@ typedef struct ev_config {
     int parse_memory_mb;         /* PARSE_MEMORY_MB: memory one parse may add */
     int parse_timeout_ms;        /* PARSE_TIMEOUT_MS: wall clock of one parse */
     double image_max_megapixels; /* IMAGE_MAX_MEGAPIXELS: from the image header */
+
+    bool cluster_enabled;     /* CLUSTER_COORDINATION: limits shared by all replicas */
+    int cluster_heartbeat_ms; /* CLUSTER_HEARTBEAT_MS */
+    int cluster_expire_s;     /* CLUSTER_REPLICA_EXPIRE_S */
+    int cluster_keepalive_s;  /* CLUSTER_KEEPALIVE_S */
 
     char *stats_addr;
     int stats_port;

@@ -190,6 +190,9 @@ typedef struct ev_limiter_remote {
     /* Told of each pause made through ev_limiter_pause_until (clock time);
      * may be NULL. Called without the limiter's lock. */
     void (*paused)(void *ctx, int64_t until_us);
+    /* Told when ev_limiter_set_rate changed the rate (a learned rate to
+     * share); may be NULL. Called without the limiter's lock. */
+    void (*rate_changed)(void *ctx, double rate_per_s);
     void *ctx;
 } ev_limiter_remote_t;
 

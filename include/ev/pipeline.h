@@ -30,6 +30,11 @@ struct ev_stats;
 int ev_pipeline_new(ev_pipeline_t **out, const ev_config_t *cfg, struct ev_stats *stats);
 void ev_pipeline_free(ev_pipeline_t *p);
 
+/* Makes the providers' limits cluster-wide (ev_router_attach_cluster).
+ * After ev_pipeline_new, before the pool starts. */
+struct ev_cluster;
+int ev_pipeline_attach_cluster(ev_pipeline_t *p, struct ev_cluster *c);
+
 /* False once every provider has been disabled by a configuration error
  * (invalid key, unknown model): nothing can be judged any more, and `serve`
  * stops instead of turning the queue into needs_review. Thread-safe. */

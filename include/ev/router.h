@@ -117,4 +117,11 @@ int ev_router_ask(ev_router_t *r, ev_http_t *http, ev_budget_t *budget, const ch
                   const ev_llm_request_t *const req[EV_PROVIDER_COUNT], ev_router_accept_fn accept,
                   void *accept_ctx, ev_router_result_t *out, const atomic_bool *stop);
 
+/* Makes every configured provider's limits, breaker and disabling
+ * cluster-wide through `c` (cluster.h), which must outlive the router's use
+ * of it. Call after ev_router_new, before any worker runs. Returns 0 or the
+ * error of ev_cluster_attach. */
+struct ev_cluster;
+int ev_router_attach_cluster(ev_router_t *r, struct ev_cluster *c);
+
 #endif

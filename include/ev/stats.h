@@ -120,6 +120,10 @@ typedef struct ev_stats_probe {
     double rpm_ceiling; /* the configured RPM x safety the learned rate stays under */
     int64_t tpm_limit;  /* tokens per minute allowed, 0 none */
     int64_t tpm_used;   /* tokens (input + output) charged in the last minute */
+    /* Where the limits above hold: "process" (default), "cluster" (every
+     * replica on the database together) or "share" (this replica's share
+     * while the database cannot coordinate). Static storage. */
+    const char *limits_scope;
 } ev_stats_probe_t;
 
 typedef void (*ev_stats_probe_fn)(ev_stats_probe_t *io, void *ctx);
@@ -130,6 +134,24 @@ typedef void (*ev_stats_probe_fn)(ev_stats_probe_t *io, void *ctx);
  * until the probe is removed or the stats object freed. */
 void ev_stats_set_provider_probe(ev_stats_t *s, ev_provider_id_t p, ev_stats_probe_fn fn,
                                  void *ctx);
+
+/* The cluster this replica belongs to (src/cluster.c): /stats `cluster` and
+ * the event_validator_cluster_* metrics. Filled by a probe, as above. */
+typedef struct ev_stats_cluster {
+    bool enabled;           /* false (the default): no cluster section */
+    const char *replica_id; /* valid while the probe is registered */
+    int replicas_alive;
+    bool coordinated;
+    uint64_t round_trips;   /* coordination statements sent */
+    uint64_t round_trip_us; /* their summed time */
+    uint64_t rate_reservations, slot_acquisitions, fallback_grants, state_applied;
+} ev_stats_cluster_t;
+
+typedef void (*ev_stats_cluster_fn)(ev_stats_cluster_t *io, void *ctx);
+
+/* Registers (fn != NULL) or removes the cluster probe; same rules as the
+ * provider probes. */
+void ev_stats_set_cluster_probe(ev_stats_t *s, ev_stats_cluster_fn fn, void *ctx);
 
 /* ---- Events (any thread, lock-free). ---- */
 

@@ -313,6 +313,41 @@ static void test_migrate_twice(void)
     ev_pgtest_drop_db(url);
 }
 
+/* `status` on a migrated database: the cluster, queue and providers, as
+ * text and as JSON; a registered replica and a shared pause show up. */
+static void test_status(void)
+{
+    char *url = NULL;
+    run_t r;
+
+    CU_ASSERT_EQUAL_FATAL(ev_pgtest_create_db(&url), 0);
+    CU_ASSERT_EQUAL(ev_pgtest_exec(url, "INSERT INTO ev_cluster_replicas (id, host, pid, version)"
+                                        " VALUES ('h:1:ab', 'h', 1, '9.9.9');"
+                                        "SELECT ev_rate_pause('groq', 60);"
+                                        "UPDATE ev_provider_state SET pause_until = now()"
+                                        " + interval '60 s', pause_reason = 'operator'"
+                                        " WHERE provider = 'groq'"),
+                    0);
+    run_cli(&r, url, NULL, (const char *const[]){"status", NULL});
+    CU_ASSERT_EQUAL(r.exit_code, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "replicas: 1 alive"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "h:1:ab"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "gemini: breaker closed"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "(operator)"));
+    run_free(&r);
+    run_cli(&r, url, NULL, (const char *const[]){"status", "--json", NULL});
+    CU_ASSERT_EQUAL(r.exit_code, 0);
+    json_object *st = json_tokener_parse(r.out);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    json_object *v = NULL;
+    CU_ASSERT_TRUE(json_object_object_get_ex(st, "replicas_alive", &v));
+    CU_ASSERT_EQUAL(json_object_get_int(v), 1);
+    CU_ASSERT_TRUE(json_object_object_get_ex(st, "providers", &v));
+    json_object_put(st);
+    run_free(&r);
+    ev_pgtest_drop_db(url);
+}
+
 static json_object *get(json_object *o, const char *key)
 {
     json_object *v = NULL;
@@ -743,6 +778,7 @@ static const ev_test_t cli_tests[] = {
     {"--version and --help", test_version_and_help},
     {"usage errors exit 2", test_usage_errors},
     {"migrate twice", test_migrate_twice},
+    {"status", test_status},
     {"event add, submit, show", test_event_submit_show},
     {"submit refusals write nothing", test_submit_refusals},
     {"unreachable database, bad config", test_unreachable_database_and_bad_config},

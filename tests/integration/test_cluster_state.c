@@ -77,6 +77,15 @@ static void test_pause_and_resume(void)
     CU_ASSERT_EQUAL_FATAL(ev_cluster_state_read(db, EV_PROVIDER_GROQ, &st), 0);
     CU_ASSERT_EQUAL(st.pause_remaining_s, 0);
     CU_ASSERT_STRING_EQUAL(st.pause_reason, "");
+    /* A resume gives the grid back at once, even after a year-long pause. */
+    CU_ASSERT_EQUAL(ev_cluster_rate_configure(db, EV_PROVIDER_GROQ, 60, 1, 0), 0);
+    CU_ASSERT_EQUAL(ev_cluster_state_pause(db, EV_PROVIDER_GROQ, 365 * 86400.0, "stop", "op"), 0);
+    CU_ASSERT_EQUAL(ev_cluster_state_pause(db, EV_PROVIDER_GROQ, 0, NULL, "op"), 0);
+    CU_ASSERT_EQUAL(
+        ev_pgtest_db_i64(db, "SELECT (wait_s * 1000)::bigint FROM ev_rate_reserve('groq', -1)",
+                         &wait_ms),
+        0);
+    CU_ASSERT(wait_ms < 1000);
 }
 
 static void test_breaker_open_one_probe_close(void)
