@@ -818,33 +818,30 @@ typedef struct combined_answer {
 } combined_answer_t;
 
 /* ev_router_accept_fn for a combined call: {"theme": {...}, "pdf": {...},
- * ...}. Each part is validated like a verdict of its own; the answer is
- * accepted when at least one part is usable (a missing or malformed part
- * is then asked again on its own, not the whole question). */
+ * ...}, each part validated like a verdict of its own. Accepted when at
+ * least one part is usable (a missing or malformed part is then asked again
+ * on its own, not the whole question). */
 static int accept_combined(void *ctx, const char *text, size_t len, char *why, size_t whylen)
 {
     combined_answer_t *a = ctx;
-    size_t start = 0, olen = 0;
+    const char *names[EV_CHECK_COUNT];
+    int which[EV_CHECK_COUNT];
+    size_t n = 0;
+    for (int c = 0; c < EV_CHECK_COUNT; c++)
+        if (a->asked & EV_CHECK_BIT(c)) {
+            which[n] = c;
+            names[n++] = ev_check_name((ev_check_t)c);
+        }
+    ev_verdict_t v[EV_CHECK_COUNT];
+    unsigned got = 0;
+    int rc = ev_verdict_parse_parts(v, &got, text, len, names, n, why, whylen);
     a->got = 0;
-    if (ev_verdict_find_object(text, len, &start, &olen) < 0) {
-        ev_set_error(why, whylen, "no JSON object");
-        return EV_EPARSE;
-    }
-    json_object *root = ev_llm_json_parse(text + start, olen);
-    for (int c = 0; c < EV_CHECK_COUNT; c++) {
-        json_object *part = ev_llm_json_get(root, ev_check_name((ev_check_t)c));
-        if (!(a->asked & EV_CHECK_BIT(c)) || !part || !json_object_is_type(part, json_type_object))
-            continue;
-        const char *js = json_object_to_json_string_ext(part, JSON_C_TO_STRING_PLAIN);
-        if (js && ev_verdict_parse(&a->v[c], js, strlen(js), NULL, 0) == 0)
-            a->got |= EV_CHECK_BIT(c);
-    }
-    json_object_put(root);
-    if (a->got == 0) {
-        ev_set_error(why, whylen, "no part of the combined answer is a verdict");
-        return EV_EPARSE;
-    }
-    return 0;
+    for (size_t i = 0; i < n; i++)
+        if (got & (1u << i)) {
+            a->v[which[i]] = v[i];
+            a->got |= EV_CHECK_BIT(which[i]);
+        }
+    return rc;
 }
 
 /* The checks still to be asked after the cache (cache hits are decided

@@ -284,3 +284,117 @@ out:
         json_tokener_free(tok);
     return rc;
 }
+
+/* Index of the name that the JSON string literal lit[0..n) decodes to, or
+ * -1. */
+static int part_index(const char *lit, size_t n, const char *const *names, size_t count)
+{
+    json_object *k = decode_key(lit, n);
+    int idx = -1;
+    for (size_t j = 0; k && j < count && idx < 0; j++)
+        if (strcmp(json_object_get_string(k), names[j]) == 0)
+            idx = (int)j;
+    json_object_put(k);
+    return idx;
+}
+
+/*
+ * Walks the top-level members of the object obj[0..len) (well formed: json-c
+ * parsed it) and parses each member named in `names` whose value is an
+ * object, from its own bytes, with ev_verdict_parse. Returns the set of
+ * parts that are verdicts.
+ */
+static unsigned parse_members(ev_verdict_t *out, const char *obj, size_t len,
+                              const char *const *names, size_t count)
+{
+    unsigned got = 0;
+    int depth = 0, idx = -1;
+    bool in_str = false, esc = false, expect_key = false;
+    size_t key_start = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = obj[i];
+        if (in_str) {
+            if (esc)
+                esc = false;
+            else if (c == '\\')
+                esc = true;
+            else if (c == '"') {
+                in_str = false;
+                if (key_start) {
+                    idx = part_index(obj + key_start - 1, i - key_start + 2, names, count);
+                    key_start = 0;
+                }
+            }
+            continue;
+        }
+        if (c == '"') {
+            in_str = true;
+            if (depth == 1 && expect_key) {
+                key_start = i + 1;
+                expect_key = false;
+            }
+        } else if (c == '{' && depth == 1 && idx >= 0) {
+            /* The value of a named member: parse its own bytes, then skip them. */
+            size_t start = 0, olen = 0;
+            if (ev_verdict_find_object(obj + i, len - i, &start, &olen) < 0)
+                break;
+            if (ev_verdict_parse(&out[idx], obj + i, olen, NULL, 0) == 0)
+                got |= 1u << idx;
+            i += olen - 1;
+            idx = -1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+            expect_key = depth == 1;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == ',' && depth == 1) {
+            expect_key = true;
+            idx = -1;
+        }
+    }
+    return got;
+}
+
+int ev_verdict_parse_parts(ev_verdict_t *out, unsigned *got, const char *text, size_t len,
+                           const char *const *names, size_t count, char *why, size_t whylen)
+{
+    int rc = EV_EPARSE;
+    json_object *obj = NULL;
+    json_tokener *tok = NULL;
+    size_t start = 0, olen = 0;
+
+    *got = 0;
+    EV_ASSERT(count <= EV_VERDICT_PARTS_MAX);
+    for (size_t j = 0; j < count; j++)
+        memset(&out[j], 0, sizeof(out[j]));
+    if (!text || len == 0 || ev_verdict_find_object(text, len, &start, &olen) < 0) {
+        set_why(why, whylen, "no complete JSON object in answer");
+        goto out;
+    }
+    if (olen > MAX_OBJECT_BYTES) {
+        set_why(why, whylen, "JSON object is too large");
+        goto out;
+    }
+    tok = json_tokener_new();
+    obj = json_tokener_parse_ex(tok, text + start, (int)olen);
+    if (!obj || json_tokener_get_error(tok) != json_tokener_success ||
+        !json_object_is_type(obj, json_type_object)) {
+        set_why(why, whylen, "answer is not valid JSON");
+        goto out;
+    }
+    if (ambiguous_keys(text + start, olen)) {
+        set_why(why, whylen, "answer repeats a part (ambiguous)");
+        goto out;
+    }
+    *got = parse_members(out, text + start, olen, names, count);
+    if (*got == 0) {
+        set_why(why, whylen, "no part of the answer is a verdict");
+        goto out;
+    }
+    rc = 0;
+out:
+    json_object_put(obj);
+    if (tok)
+        json_tokener_free(tok);
+    return rc;
+}

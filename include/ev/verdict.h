@@ -31,6 +31,22 @@ typedef struct ev_verdict {
  * was wrong ("no JSON object", "field 'valid' is not a boolean", ...). */
 int ev_verdict_parse(ev_verdict_t *out, const char *text, size_t len, char *why, size_t whylen);
 
+/* Most parts ev_verdict_parse_parts reads. */
+#define EV_VERDICT_PARTS_MAX 8
+
+/*
+ * A combined answer: one object holding a verdict per question, e.g.
+ * {"theme": {...}, "pdf": {...}}. `names` (count <= EV_VERDICT_PARTS_MAX)
+ * are the members asked for. The outer object is found and checked like a
+ * single verdict (fence, prose, truncation, repeated members); each named
+ * member's object is then parsed from its own bytes by ev_verdict_parse, so
+ * every rule of a single verdict holds for each part. out[i] is filled and
+ * bit i set in *got for each part that is a verdict. Returns 0 when at
+ * least one part is, else EV_EPARSE with `why` (may be NULL).
+ */
+int ev_verdict_parse_parts(ev_verdict_t *out, unsigned *got, const char *text, size_t len,
+                           const char *const *names, size_t count, char *why, size_t whylen);
+
 /* Finds the first balanced {...} in text (string-aware). Returns 0 with
  * *start and *olen set, or EV_EPARSE when none is complete. Exposed for fuzzing. */
 int ev_verdict_find_object(const char *text, size_t len, size_t *start, size_t *olen);

@@ -6,7 +6,9 @@
  * text that starts with '{' and ends with '}'; ev_verdict_parse() either
  * fails with EV_EPARSE and a reason, or returns a score in 0..1 and a
  * non-empty, NUL-terminated reason of at most EV_VERDICT_REASON_MAX bytes;
- * a small or absent `why` buffer is never overrun. Single-threaded.
+ * a small or absent `why` buffer is never overrun; read as a combined answer
+ * (ev_verdict_parse_parts), only the parts asked for come back, each a valid
+ * verdict. Single-threaded.
  */
 #include "fuzz_common.h"
 
@@ -56,6 +58,22 @@ static int fuzz_verdict(const uint8_t *data, size_t size)
     FUZZ_CHECK(ev_verdict_parse(&v2, text, size, NULL, 0) == rc);
     if (rc == 0)
         FUZZ_CHECK(v2.valid == v.valid && v2.score == v.score && strcmp(v2.reason, v.reason) == 0);
+
+    /* The same text as a combined answer (CHECK_MODE=combined): only parts
+     * asked for, each a valid verdict; success means at least one. */
+    static const char *const names[] = {"theme", "pdf", "image"};
+    ev_verdict_t parts[3];
+    unsigned got = 0;
+    int prc = ev_verdict_parse_parts(parts, &got, text, size, names, 3, why, sizeof(why));
+    FUZZ_CHECK(prc == 0 || prc == EV_EPARSE);
+    FUZZ_CHECK((got & ~7u) == 0 && (prc == 0) == (got != 0));
+    for (int i = 0; i < 3; i++) {
+        if (!(got & (1u << i)))
+            continue;
+        FUZZ_CHECK(isfinite(parts[i].score) && parts[i].score >= 0.0 && parts[i].score <= 1.0);
+        FUZZ_CHECK(fuzz_terminated(parts[i].reason, sizeof(parts[i].reason)));
+        FUZZ_CHECK(parts[i].reason[0] != '\0');
+    }
     free(text);
     return 0;
 }

@@ -124,7 +124,54 @@ static void test_reason_is_cleaned(void)
     CU_ASSERT_STRING_EQUAL(why, "field 'reason' has no printable text");
 }
 
+/* CHECK_MODE=combined: one verdict per part, each held to the single
+ * verdict's rules; a bad part leaves the others usable. */
+static void test_parts(void)
+{
+    static const char *const names[] = {"theme", "pdf", "image"};
+    ev_verdict_t pv[3];
+    unsigned got = 0;
+    char pwhy[96] = "";
+    const char *ok = "```json\n{\"theme\": {\"valid\": false, \"score\": 0.2, \"reason\": "
+                     "\"Off topic.\"}, \"pdf\": {\"valid\": true, \"score\": 0.9, \"reason\": "
+                     "\"A real plan {with braces}.\"}, \"image\": {\"valid\": true, \"score\": 1, "
+                     "\"reason\": \"Fine.\"}}\n```";
+    CU_ASSERT_EQUAL(ev_verdict_parse_parts(pv, &got, ok, strlen(ok), names, 3, pwhy, sizeof(pwhy)),
+                    0);
+    CU_ASSERT_EQUAL(got, 7u);
+    CU_ASSERT_FALSE(pv[0].valid);
+    CU_ASSERT_STRING_EQUAL(pv[1].reason, "A real plan {with braces}.");
+    CU_ASSERT_DOUBLE_EQUAL(pv[2].score, 1.0, 1e-12);
+
+    /* A missing part and a malformed one (score out of range, a repeated
+     * field) leave the third usable. */
+    const char *partial = "{\"theme\": {\"valid\": true, \"score\": 7, \"reason\": \"x\"}, "
+                          "\"image\": {\"valid\": true, \"valid\": false, \"score\": 0.5, "
+                          "\"reason\": \"x\"}, \"extra\": {\"valid\": true}, \"pdf\": "
+                          "{\"valid\": true, \"score\": 0.5, \"reason\": \"Good.\"}}";
+    CU_ASSERT_EQUAL(ev_verdict_parse_parts(pv, &got, partial, strlen(partial), names, 3, NULL, 0),
+                    0);
+    CU_ASSERT_EQUAL(got, 2u);
+    /* Only the parts asked for count. */
+    CU_ASSERT_EQUAL(
+        ev_verdict_parse_parts(pv, &got, partial, strlen(partial), names, 1, pwhy, sizeof(pwhy)),
+        EV_EPARSE);
+    CU_ASSERT_EQUAL(got, 0u);
+    CU_ASSERT_PTR_NOT_NULL(strstr(pwhy, "no part"));
+    /* A repeated part is ambiguous; a single verdict is no combined answer. */
+    const char *dup = "{\"pdf\": {\"valid\": true, \"score\": 0.5, \"reason\": \"a\"}, "
+                      "\"pdf\": {\"valid\": false, \"score\": 0.5, \"reason\": \"b\"}}";
+    CU_ASSERT_EQUAL(ev_verdict_parse_parts(pv, &got, dup, strlen(dup), names, 3, NULL, 0),
+                    EV_EPARSE);
+    const char *single = "{\"valid\": true, \"score\": 0.5, \"reason\": \"a\"}";
+    CU_ASSERT_EQUAL(ev_verdict_parse_parts(pv, &got, single, strlen(single), names, 3, NULL, 0),
+                    EV_EPARSE);
+    CU_ASSERT_EQUAL(ev_verdict_parse_parts(pv, &got, "{\"theme\": {", 11, names, 3, NULL, 0),
+                    EV_EPARSE);
+}
+
 static const ev_test_t verdict_tests[] = {
+    {"combined answer parts", test_parts},
     {"duplicate keys are ambiguous", test_duplicate_keys_are_ambiguous},
     {"reason is cleaned", test_reason_is_cleaned},
     {"plain object", test_plain},
