@@ -1035,9 +1035,11 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
         return rc;
 
     keep_earlier_passes(p, s);
-    bool local_fail = false;
-    for (int c = 0; c < EV_CHECK_COUNT; c++)
+    bool local_fail = false, local_error = false;
+    for (int c = 0; c < EV_CHECK_COUNT; c++) {
         local_fail |= s->checks[c].verdict == V_FAIL;
+        local_error |= s->checks[c].verdict == V_ERROR;
+    }
 
     /* With every provider disabled by a configuration error nothing can be
      * judged: give the submission back without spending its attempt (serve
@@ -1045,8 +1047,8 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
      * errors that would burn the backlog into needs_review. */
     bool need_llm = false;
     for (int c = 0; c < EV_CHECK_COUNT; c++)
-        need_llm |=
-            !local_fail && !s->checks[c].from_earlier_attempt && s->checks[c].verdict == V_NONE;
+        need_llm |= !local_fail && !local_error && !s->checks[c].from_earlier_attempt &&
+                    s->checks[c].verdict == V_NONE;
     if (need_llm && !ev_pipeline_usable(p)) {
         rc = ev_queue_release(db, job);
         for (int i = 0; i < 20 && !stopped(stop); i++)
@@ -1062,7 +1064,7 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
     /* A local fail already rejects the submission: asking a model anything
      * more would be money spent on a foregone verdict. */
     bool staggered = false;
-    if (!local_fail && strcmp(p->cfg->check_mode, "combined") == 0 &&
+    if (!local_fail && !local_error && strcmp(p->cfg->check_mode, "combined") == 0 &&
         (rc = combined_checks(w, db, s, &staggered, stop)) < 0)
         return rc;
     for (int c = 0; c < EV_CHECK_COUNT; c++) {
@@ -1072,6 +1074,15 @@ static int process(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job, su
         if (local_fail) {
             set_reason(cr, V_SKIPPED,
                        "not sent to a model: the submission failed a local file check");
+            cr->cache_key[0] = '\0';
+            continue;
+        }
+        /* A local check that could not finish (a busy parse sandbox, an
+         * unreadable upload directory) is retried with the submission; a
+         * model asked now would judge it without its files. */
+        if (local_error) {
+            set_reason(cr, V_SKIPPED,
+                       "not sent to a model yet: a local file check could not finish");
             cr->cache_key[0] = '\0';
             continue;
         }
