@@ -27,9 +27,9 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         ev_hostile_pdf_t kind;
-    } kinds[] = {{"honest", EV_HOSTILE_HONEST},           {"text-bomb", EV_HOSTILE_TEXT_BOMB},
-                 {"zero-bomb", EV_HOSTILE_ZERO_BOMB},     {"string-bomb", EV_HOSTILE_STRING_BOMB},
-                 {"nested", EV_HOSTILE_NESTED},           {"truncated", EV_HOSTILE_TRUNCATED}};
+    } kinds[] = {{"honest", EV_HOSTILE_HONEST},       {"text-bomb", EV_HOSTILE_TEXT_BOMB},
+                 {"zero-bomb", EV_HOSTILE_ZERO_BOMB}, {"string-bomb", EV_HOSTILE_STRING_BOMB},
+                 {"nested", EV_HOSTILE_NESTED},       {"truncated", EV_HOSTILE_TRUNCATED}};
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         if (strcmp(argv[1], kinds[i].name) != 0)
             continue;
