@@ -599,3 +599,80 @@ out:
     json_object_put(result);
     return rc;
 }
+
+int ev_console_spend_report(ev_db_t *db, double config_limit_usd, ev_stats_buf_t *b)
+{
+    PGresult *res = NULL;
+    int rc = ev_db_exec(db, &res,
+                        "SELECT (now() AT TIME ZONE 'America/Los_Angeles')::date::text,"
+                        " (SELECT value FROM console_settings"
+                        "   WHERE key = 'daily_spend_limit_usd')",
+                        0, NULL);
+    if (rc < 0)
+        return rc;
+    double limit = PQgetisnull(res, 0, 1) ? config_limit_usd : strtod(PQgetvalue(res, 0, 1), NULL);
+    ev_stats_buf_printf(b, "spend (provider day %s, US Pacific): daily limit %s",
+                        PQgetvalue(res, 0, 0), limit > 0 ? "" : "none");
+    if (limit > 0)
+        ev_stats_buf_printf(b, "%.4f USD per provider%s", limit,
+                            PQgetisnull(res, 0, 1) ? "" : " (set with 'spend limit')");
+    ev_stats_buf_printf(b, "\n");
+    PQclear(res);
+    res = NULL;
+    rc = ev_db_exec(db, &res,
+                    "SELECT provider,"
+                    " coalesce(sum(usd) FILTER (WHERE day = (now() AT TIME ZONE"
+                    "  'America/Los_Angeles')::date), 0)::float8, sum(usd)::float8, sum(calls)"
+                    " FROM spend_daily GROUP BY provider ORDER BY provider",
+                    0, NULL);
+    if (rc < 0)
+        return rc;
+    for (int r = 0; r < PQntuples(res); r++) {
+        double today = strtod(PQgetvalue(res, r, 1), NULL);
+        ev_stats_buf_printf(b, "  %-14s today %10.4f USD   total %10.4f USD   %s calls%s\n",
+                            PQgetvalue(res, r, 0), today, strtod(PQgetvalue(res, r, 2), NULL),
+                            PQgetvalue(res, r, 3),
+                            limit > 0 && today >= limit ? "   LIMIT REACHED: calls held" : "");
+    }
+    if (PQntuples(res) == 0)
+        ev_stats_buf_printf(b, "  nothing spent yet\n");
+    PQclear(res);
+    res = NULL;
+    rc = ev_db_exec(db, &res,
+                    "SELECT e.id, e.name, coalesce(sum(s.usd), 0)::float8,"
+                    " coalesce(sum(s.usd) FILTER (WHERE s.day = (now() AT TIME ZONE"
+                    "  'America/Los_Angeles')::date), 0)::float8, e.budget_usd::float8"
+                    " FROM events e JOIN spend_daily s ON s.event_id = e.id"
+                    " GROUP BY e.id ORDER BY 3 DESC, e.id LIMIT 10",
+                    0, NULL);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(res) > 0)
+        ev_stats_buf_printf(b, "  events that cost most:\n");
+    for (int r = 0; r < PQntuples(res); r++) {
+        double total = strtod(PQgetvalue(res, r, 2), NULL);
+        ev_stats_buf_printf(b, "    %-6s %-28.28s today %10.4f   total %10.4f USD",
+                            PQgetvalue(res, r, 0), PQgetvalue(res, r, 1),
+                            strtod(PQgetvalue(res, r, 3), NULL), total);
+        if (!PQgetisnull(res, r, 4)) {
+            double budget = strtod(PQgetvalue(res, r, 4), NULL);
+            ev_stats_buf_printf(b, "   budget %.4f%s", budget,
+                                total >= budget ? " (spent: calls held)" : "");
+        }
+        ev_stats_buf_printf(b, "\n");
+    }
+    PQclear(res);
+    for (int p = 0; p < EV_PROVIDER_COUNT; p++) {
+        ev_cluster_provider_state_t st;
+        if (ev_cluster_state_read(db, (ev_provider_id_t)p, &st) != 0 || st.pause_remaining_s <= 0)
+            continue;
+        if (strcmp(st.pause_reason, EV_CONSOLE_EMERGENCY_REASON) == 0)
+            ev_stats_buf_printf(b, "  EMERGENCY STOP: %s is stopped ('emergency off' resumes)\n",
+                                ev_provider_name((ev_provider_id_t)p));
+        else if (strncmp(st.pause_reason, EV_CONSOLE_PAUSE_PREFIX,
+                         strlen(EV_CONSOLE_PAUSE_PREFIX)) == 0)
+            ev_stats_buf_printf(b, "  %s held: %s\n", ev_provider_name((ev_provider_id_t)p),
+                                st.pause_reason + strlen(EV_CONSOLE_PAUSE_PREFIX));
+    }
+    return 0;
+}

@@ -19,6 +19,7 @@
 #include "ev/config.h"
 #include "ev/db.h"
 #include "ev/queue.h"
+#include "ev/stats.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -81,6 +82,12 @@ int ev_console_breaker_reset(ev_db_t *db, const char *name, const char *actor, c
  * stays). Local checks go on; work needing a provider waits as pending. */
 int ev_console_emergency(ev_db_t *db, bool on, const char *actor, char **report, char *err,
                          size_t errlen);
+
+/* Appends the spend part of `event-validator status` to b: the provider day,
+ * the daily limit in force (config_limit_usd unless `spend limit` set one),
+ * each provider's spend today and in total, the held providers, and the ten
+ * events that cost most with their budgets. 0 or the database error. */
+int ev_console_spend_report(ev_db_t *db, double config_limit_usd, ev_stats_buf_t *b);
 
 /* Runs one of the *_db controls above on a session of its own. */
 typedef int (*ev_console_db_fn)(ev_db_t *db, void *arg, char **report, char *err, size_t errlen);

@@ -171,6 +171,33 @@ static void test_cancel(void)
     CU_ASSERT_STRING_EQUAL(status_of(3), "pending");
 }
 
+/* What `status` shows of money: per provider today and in total, the limit
+ * in force (set for the cluster wins over the configured one), the events
+ * that cost most with their budgets. */
+static void test_spend_report(void)
+{
+    fresh();
+    sql("TRUNCATE spend_daily, console_settings;"
+        " UPDATE events SET budget_usd = 0.5 WHERE id = 2;"
+        " INSERT INTO spend_daily (day, provider, model, event_id, calls, usd) VALUES"
+        " ((now() AT TIME ZONE 'America/Los_Angeles')::date, 'gemini', 'm', 1, 3, 1.25),"
+        " ((now() AT TIME ZONE 'America/Los_Angeles')::date - 1, 'gemini', 'm', 1, 1, 2),"
+        " ((now() AT TIME ZONE 'America/Los_Angeles')::date, 'groq', 'q', 2, 2, 0.5);");
+    ev_stats_buf_t b = {0};
+    CU_ASSERT_EQUAL(ev_console_spend_report(db, 1.0, &b), 0);
+    CU_ASSERT_FATAL(b.data != NULL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(b.data, "daily limit 1.0000 USD per provider\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(b.data, "gemini         today     1.2500 USD   total     3.2500 "
+                                          "USD   4 calls   LIMIT REACHED"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(b.data, "budget 0.5000 (spent: calls held)"));
+    ev_stats_buf_free(&b);
+    sql("INSERT INTO console_settings (key, value) VALUES ('daily_spend_limit_usd', '5')");
+    CU_ASSERT_EQUAL(ev_console_spend_report(db, 1.0, &b), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(b.data, "5.0000 USD per provider (set with 'spend limit')"));
+    CU_ASSERT_PTR_NULL(strstr(b.data, "LIMIT REACHED"));
+    ev_stats_buf_free(&b);
+}
+
 /* ---- requeue racing with workers ---------------------------------------- */
 
 enum { RACE_SUBS = 600, RACE_WORKERS = 3 };
@@ -262,6 +289,7 @@ static const ev_test_t console_tests[] = {
     {"dry run changes and records nothing", test_dry_run_changes_and_records_nothing},
     {"bad selector refused", test_bad_selector_refused},
     {"cancel", test_cancel},
+    {"spend report for status", test_spend_report},
     {"requeue racing with 3 workers", test_requeue_races_with_workers},
     EV_TEST_END,
 };
