@@ -23,6 +23,7 @@
 #include "ev/api_server.h"
 #include "ev/cluster.h"
 #include "ev/cluster_state.h"
+#include "ev/console.h"
 #include "ev/dashboard.h"
 #include "ev/db.h"
 #include "ev/error.h"
@@ -741,10 +742,22 @@ int ev_cli_status(const ev_config_t *cfg, bool json, char **text, char *err, siz
         db_fail(db, rc, "reading the cluster status", err, errlen);
         goto out;
     }
-    if (json)
+    if (json) {
         *text = ev_strdup(json_object_to_json_string_ext(st, JSON_C_TO_STRING_PLAIN));
-    else
-        *text = status_text(st);
+    } else {
+        /* Then money: what each provider and the costliest events spent. */
+        ev_stats_buf_t b = {0};
+        char *cluster = status_text(st);
+        ev_stats_buf_printf(&b, "%s", cluster);
+        free(cluster);
+        rc = ev_console_spend_report(db, cfg->daily_spend_limit_usd, &b);
+        if (rc != 0) {
+            ev_stats_buf_free(&b);
+            db_fail(db, rc, "reading the spend", err, errlen);
+            goto out;
+        }
+        *text = b.data;
+    }
 out:
     json_object_put(st);
     ev_db_free(db);

@@ -21,6 +21,8 @@ export GEMINI_MODEL=console-test-gemini GROQ_MODEL=console-test-groq
 export GROQ_VISION_MODEL=console-test-vision
 export MODEL_PRICES="console-test-gemini=1.25/10/0.125,console-test-groq=0.5/0.75,console-test-vision=0.5/0.75"
 export HOLD_RETRY_MS=300
+# A breaker that opens after a few failures and would stay open for 10 minutes by itself.
+export GEMINI_CIRCUIT_BREAKER_MIN_CALLS=3 GEMINI_CIRCUIT_BREAKER_COOLDOWN=600
 
 EV=$(ft_event) || ft_fatal "creating the event"
 ft_serve_start a
@@ -145,8 +147,21 @@ ft_check "groq took the work ($q_before -> $(sim_counter groq requests))" \
 "$EV_BIN" provider resume gemini >/dev/null 2>&1 || ft_fail "provider resume refused"
 unpaused() { [ "$(jget "$(http_get "$1/stats")" spend.providers.gemini.held)" = no ]; }
 ft_wait 10 "replica b sees gemini resumed" unpaused "$URL_B"
+
+# ---- resetting a breaker -------------------------------------------------
+sim_set gemini '{"fault":"overloaded"}'
+ft_insert "$EV" 6
+breaker_is() { [ "$(jget "$(http_get "$1/stats")" providers.gemini.breaker)" = "$2" ]; }
+ft_wait 30 "an outage opens gemini's breaker on replica a" breaker_is "$URL_A" open
+ft_wait 10 "and on replica b" breaker_is "$URL_B" open
+ft_wait 30 "groq carries the work meanwhile" count_is "status = 'pending'" 0
+sim_set gemini '{"fault":"none"}'
+out=$("$EV_BIN" breaker reset gemini 2>&1)
+ft_check "breaker reset reports ($out)" grep -q 'gemini circuit breaker closed' <<<"$out"
+ft_wait 10 "replica a closes the breaker (cooldown 600 s)" breaker_is "$URL_A" closed
+ft_wait 10 "replica b closes the breaker" breaker_is "$URL_B" closed
 ft_check "every action was recorded" \
-    test "$(sql "SELECT count(*) FROM control_actions")" = 10
+    test "$(sql "SELECT count(*) FROM control_actions")" = 11
 
 for pid in "${FT_SERVE_PIDS[@]}"; do
     kill -TERM "$pid" 2>/dev/null
