@@ -1055,12 +1055,10 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     bool signals = false;
     int reason, rc;
 
-    /* Before any thread: log lines of several replicas tell apart. */
-    char host[64] = "localhost", replica[96];
-    (void)gethostname(host, sizeof(host) - 1);
-    host[sizeof(host) - 1] = '\0';
-    snprintf(replica, sizeof(replica), "%s-%ld", host, (long)getpid());
-    ev_log_set_replica(replica);
+    /* Before any thread: the replica id (the pool's lease owner, the cluster's
+     * replica id) goes on every log line, so several replicas' logs tell apart. */
+    ev_pool_make_owner(owner, sizeof(owner));
+    ev_log_set_replica(owner);
     if (!ev_config_any_provider(cfg)) {
         ev_set_error(err, errlen,
                      "no LLM provider configured: set GEMINI_API_KEY or GROQ_API_KEY "
@@ -1121,7 +1119,6 @@ int ev_cli_serve(const ev_config_t *cfg, const ev_cli_serve_args_t *a, char *err
     if (rc != 0)
         goto out;
     /* After the servers (a port in use stops serve first), before any work. */
-    ev_pool_make_owner(owner, sizeof(owner));
     if (cfg->cluster_enabled) {
         rc = join_cluster(&cluster, pipeline, stats, cfg, owner, err, errlen);
         if (rc != 0)

@@ -35,7 +35,7 @@ static const char *level_names[] = {"debug", "info", "warn", "error", "off"};
 
 /* Which process wrote a line once several replicas log to one place. Set
  * from main before any thread starts (ev_log_set_replica), read-only after. */
-static char replica_id[96];
+static char replica_id[192];
 
 void ev_log_set_replica(const char *id)
 {
