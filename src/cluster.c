@@ -50,6 +50,7 @@ typedef struct prov {
     /* Guarded by coord_mu. */
     int held[MAX_SLOTS]; /* slots locked on the current session */
     int nheld;
+    int nspare;        /* of those, locks kept idle for reuse (alone in the cluster) */
     int unbacked;      /* calls in flight whose lock died with an old session */
     int fb_units;      /* calls in flight admitted from the share */
     int64_t debt;      /* rate slots granted from the share, not yet charged */
@@ -286,10 +287,39 @@ static int slot_try(ev_cluster_t *c, prov_t *p)
     return rc;
 }
 
+/* Calls in flight on this replica. Requires coord_mu. */
+static int slots_in_use(const prov_t *p)
+{
+    return p->nheld - p->nspare + p->unbacked + p->fb_units;
+}
+
+/* Unlocks the last held slot. Requires coord_mu. */
+static void slot_unlock_one(ev_cluster_t *c, prov_t *p)
+{
+    int s = p->held[--p->nheld];
+    if (!c->connected)
+        return; /* the lock died with the session */
+    char sl[16];
+    snprintf(sl, sizeof(sl), "%d", s);
+    const char *params[] = {ev_provider_name(p->id), sl};
+    int rc = rt_exec(c, c->coord, NULL, "SELECT pg_advisory_unlock(ev_slot_class($1), $2::int)", 2,
+                     params);
+    if (rc < 0)
+        coord_failed(c, rc);
+}
+
 /* One attempt at a unit. Requires coord_mu. Returns true when granted. */
 static bool slot_attempt(ev_cluster_t *c, prov_t *p)
 {
     while (c->connected) {
+        /* A lock kept from an earlier call costs no round trip. */
+        if (p->nspare > 0) {
+            p->nspare--;
+            if (p->unbacked == 0)
+                return true;
+            p->unbacked--;
+            continue;
+        }
         int rc = slot_try(c, p);
         if (rc == EV_EBUSY)
             return false;
@@ -306,7 +336,7 @@ static bool slot_attempt(ev_cluster_t *c, prov_t *p)
         p->unbacked--;
     }
     int share = p->cfg.max_concurrent / replicas_alive(c);
-    if (p->nheld + p->unbacked + p->fb_units < share) {
+    if (slots_in_use(p) < share) {
         p->fb_units++;
         atomic_fetch_add_explicit(&c->fallback_grants, 1, memory_order_relaxed);
         return true;
@@ -356,21 +386,31 @@ static void slot_release(void *ctx)
     pthread_mutex_lock(&c->coord_mu);
     if (p->unbacked > 0) {
         p->unbacked--;
-    } else if (p->nheld > 0) {
-        int s = p->held[--p->nheld];
-        if (c->connected) {
-            char sl[16];
-            snprintf(sl, sizeof(sl), "%d", s);
-            const char *params[] = {ev_provider_name(p->id), sl};
-            int rc = rt_exec(c, c->coord, NULL,
-                             "SELECT pg_advisory_unlock(ev_slot_class($1), $2::int)", 2, params);
-            if (rc < 0)
-                coord_failed(c, rc);
-        }
+    } else if (p->nheld > p->nspare) {
+        /* Alone in the cluster, the lock is kept for the next call: no
+         * round trip, and nobody waits for it. The watch thread gives the
+         * spares back as soon as another replica is alive. */
+        if (c->connected && replicas_alive(c) == 1)
+            p->nspare++;
+        else
+            slot_unlock_one(c, p);
     } else if (p->fb_units > 0) {
         p->fb_units--;
     }
     pthread_cond_broadcast(&c->coord_cv);
+    pthread_mutex_unlock(&c->coord_mu);
+}
+
+/* Watch thread: another replica is alive, so kept locks go back. */
+static void slots_give_back_spares(ev_cluster_t *c)
+{
+    pthread_mutex_lock(&c->coord_mu);
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
+        while (c->p[i].nspare > 0) {
+            c->p[i].nspare--;
+            slot_unlock_one(c, &c->p[i]);
+        }
+    }
     pthread_mutex_unlock(&c->coord_mu);
 }
 
@@ -547,8 +587,9 @@ static void coord_reconnect(ev_cluster_t *c)
             prov_t *p = &c->p[i];
             /* The old session's locks are gone: every call in flight must
              * get one again before a new call starts. */
-            p->unbacked += p->nheld + p->fb_units;
+            p->unbacked += p->nheld - p->nspare + p->fb_units;
             p->nheld = 0;
+            p->nspare = 0;
             p->fb_units = 0;
         }
         c->connected = true;
@@ -563,22 +604,24 @@ static void coord_reconnect(ev_cluster_t *c)
 static void *watch_main(void *arg)
 {
     ev_cluster_t *c = arg;
-    int64_t next_beat = 0;
+    int64_t next_beat = INT64_MIN;
 
     while (!atomic_load(&c->stop)) {
         if (ev_db_ensure(c->watch) != 0) {
-            usleep((useconds_t)EV_MIN(c->opts.heartbeat_ms, 500) * 1000);
+            ev_clock_sleep_us(c->clock, (int64_t)EV_MIN(c->opts.heartbeat_ms, 500) * 1000);
             continue;
         }
         bool coordinated = atomic_load(&c->coordinated);
         if (!coordinated)
             coord_reconnect(c);
-        if (mono_us() >= next_beat || !coordinated) {
+        if (ev_clock_now_us(c->clock) >= next_beat || !coordinated) {
             heartbeat(c);
-            next_beat = mono_us() + (int64_t)c->opts.heartbeat_ms * 1000;
+            if (replicas_alive(c) > 1)
+                slots_give_back_spares(c);
+            next_beat = ev_clock_now_us(c->clock) + (int64_t)c->opts.heartbeat_ms * 1000;
             refresh_state(c);
         }
-        int64_t left_ms = EV_MAX(1, (next_beat - mono_us()) / 1000);
+        int64_t left_ms = EV_MAX(1, (next_beat - ev_clock_now_us(c->clock)) / 1000);
         share_learned(c);
         int n = ev_db_wait_notify(c->watch, (int)EV_MIN(left_ms, 200));
         if (n > 0)

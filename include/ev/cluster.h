@@ -123,9 +123,9 @@ typedef struct ev_cluster_stats {
     uint64_t round_trips;   /* statements sent by the coordinator, both sessions */
     uint64_t round_trip_us; /* their summed time */
     uint64_t rate_reservations;
-    uint64_t slot_acquisitions;
-    uint64_t fallback_grants; /* rate slots and units granted from the share */
-    uint64_t state_applied;   /* shared state changes applied locally */
+    uint64_t slot_acquisitions; /* slot locks taken from the database (reuse not counted) */
+    uint64_t fallback_grants;   /* rate slots and units granted from the share */
+    uint64_t state_applied;     /* shared state changes applied locally */
 } ev_cluster_stats_t;
 
 /* Relaxed snapshot. Any thread. */

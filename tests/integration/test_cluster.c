@@ -182,6 +182,49 @@ static void test_dead_session_returns_slots(void)
     replica_down(&b);
 }
 
+static int64_t advisory_locks(void)
+{
+    int64_t n = -1;
+    CU_ASSERT_EQUAL(ev_pgtest_query_i64(url,
+                                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                        " AND objid < 64 AND classid = ev_slot_class('groq')",
+                                        &n),
+                    0);
+    return n;
+}
+
+static bool no_advisory_locks(void *arg)
+{
+    (void)arg;
+    return advisory_locks() == 0;
+}
+
+/* Alone in the cluster a replica keeps its slot lock for the next call (no
+ * round trip); once another replica is alive it gives it back, so the cap
+ * stays shared. */
+static void test_alone_keeps_then_shares(void)
+{
+    replica_t a, b;
+    reset_rows();
+    replica_up(&a, "A", EV_PROVIDER_GROQ, 1, 0);
+    CU_ASSERT_EQUAL(ev_semaphore_acquire(a.sem, -1, NULL), 0);
+    ev_semaphore_release(a.sem);
+    CU_ASSERT_EQUAL(advisory_locks(), 1);
+    ev_cluster_stats_t before, after;
+    ev_cluster_stats(a.c, &before);
+    CU_ASSERT_EQUAL(ev_semaphore_acquire(a.sem, -1, NULL), 0);
+    ev_semaphore_release(a.sem);
+    ev_cluster_stats(a.c, &after);
+    /* Reused: no lock was asked of the database for the second call. */
+    CU_ASSERT_EQUAL(after.slot_acquisitions, before.slot_acquisitions);
+    replica_up(&b, "B", EV_PROVIDER_GROQ, 1, 0);
+    CU_ASSERT_TRUE(eventually(no_advisory_locks, NULL));
+    CU_ASSERT_EQUAL(ev_semaphore_acquire(b.sem, -1, NULL), 0);
+    ev_semaphore_release(b.sem);
+    replica_down(&a);
+    replica_down(&b);
+}
+
 /* ---- breaker ---- */
 
 static bool is_open(void *arg)
@@ -337,6 +380,7 @@ static const ev_test_t cluster_tests[] = {
     {"registry: join, count, leave", test_registry},
     {"cap holds across replicas under contention", test_cap_holds_across_replicas},
     {"a dead session returns its slots", test_dead_session_returns_slots},
+    {"alone: keeps its slot, gives it back when another joins", test_alone_keeps_then_shares},
     {"breaker shared, one probe for the cluster", test_breaker_shared_one_probe},
     {"disable reaches the other replica", test_disable_reaches_other},
     {"cut session: share, then charged on return", test_cut_session_runs_on_share},
