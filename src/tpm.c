@@ -148,6 +148,18 @@ static int64_t first_fit(const ev_tpm_t *t, int64_t now_sec, int64_t cost)
     return INT64_MIN;
 }
 
+/* The first second a placement may use. A clock read before the lock can be
+ * stale next to the places other threads made since (with a fake clock by
+ * whole minutes): never search from further back than the horizon allows, so
+ * every place already made stays inside the ring. Requires mu. */
+static int64_t search_from(const ev_tpm_t *t, int64_t now)
+{
+    int64_t s = sec_of(now);
+    if (t->latest != INT64_MIN)
+        s = EV_MAX(s, t->latest - (HORIZON - W));
+    return s;
+}
+
 /* Tokens to charge for a call. Requires mu. */
 static int64_t call_cost(const ev_tpm_t *t, int64_t input, int64_t max_output)
 {
@@ -166,17 +178,37 @@ static int64_t call_cost(const ev_tpm_t *t, int64_t input, int64_t max_output)
  * max_wait_us after `now` (nothing charged). Requires mu. */
 static int64_t place(ev_tpm_t *t, int64_t now, int64_t cost, int64_t max_wait_us)
 {
-    int64_t now_sec = sec_of(now);
+    int64_t now_sec = search_from(t, now);
     int64_t s = t->limit == 0 ? now_sec : first_fit(t, now_sec, cost);
     if (s == INT64_MIN)
         return s;
-    int64_t wait = s > now_sec ? s * 1000000 - now : 0;
+    int64_t wait = s > sec_of(now) ? s * 1000000 - now : 0;
     if (max_wait_us >= 0 && wait > max_wait_us)
         return INT64_MIN;
     *bucket(t, s) += cost;
-    if (s > now_sec)
+    if (s > sec_of(now))
         t->waits++;
     return s;
+}
+
+/*
+ * A waiting call moves to an earlier second when one now fits: the calls
+ * before it used fewer tokens than estimated, and their reported usage freed
+ * room that no placement made earlier could count on.
+ */
+static void move_earlier(ev_tpm_t *t, ev_tpm_ticket_t *ticket, int64_t now)
+{
+    pthread_mutex_lock(&t->mu);
+    int i = slot_of(ticket->sec);
+    if (t->stamp[i] == ticket->sec && t->tokens[i] >= ticket->estimate) {
+        t->tokens[i] -= ticket->estimate;
+        int64_t s = first_fit(t, search_from(t, now), ticket->estimate);
+        if (s == INT64_MIN || s >= ticket->sec)
+            s = ticket->sec;
+        *bucket(t, s) += ticket->estimate;
+        ticket->sec = s;
+    }
+    pthread_mutex_unlock(&t->mu);
 }
 
 int ev_tpm_acquire(ev_tpm_t *t, int64_t input, int64_t max_output, int64_t max_wait_us,
@@ -194,14 +226,15 @@ int ev_tpm_acquire(ev_tpm_t *t, int64_t input, int64_t max_output, int64_t max_w
         goto out;
     }
     *ticket = (ev_tpm_ticket_t){.sec = s, .estimate = cost, .input = EV_MAX(input, (int64_t)0)};
-    for (int64_t now = start; now < s * 1000000; now = ev_clock_now_us(t->clock)) {
+    for (int64_t now = start; now < ticket->sec * 1000000; now = ev_clock_now_us(t->clock)) {
         if (stop != NULL && atomic_load(stop)) {
             ev_tpm_settle(t, ticket, 0, 0); /* give the place back */
             *ticket = (ev_tpm_ticket_t)EV_TPM_TICKET_INIT;
             rc = EV_ESHUTDOWN;
             goto out;
         }
-        ev_clock_sleep_us(t->clock, EV_MIN(t->sleep_step_us, s * 1000000 - now));
+        ev_clock_sleep_us(t->clock, EV_MIN(t->sleep_step_us, ticket->sec * 1000000 - now));
+        move_earlier(t, ticket, ev_clock_now_us(t->clock));
     }
 out:
     if (waited_us != NULL)

@@ -13,7 +13,9 @@
  * every window that second belongs to, counting the calls already placed
  * ahead of it, and sleeps until then, just as the request limiter hands out
  * slots: waiting calls are served in the order they came, so a large call is
- * never starved by small ones. The estimate is the input estimate
+ * never starved by small ones. While it waits, a call moves to an earlier
+ * second as soon as one fits (the calls before it used fewer tokens than
+ * estimated). The estimate is the input estimate
  * (ev_tpm_estimate_input: text, images, PDF pages; deliberately high, and
  * scaled down to at most 10 points above the ratio real/estimated input of
  * the calls settled so far, never above the raw estimate) plus

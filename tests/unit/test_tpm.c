@@ -146,6 +146,22 @@ static void test_waiting_calls_keep_their_order(void)
     destroy(&f);
 }
 
+/* A waiting call starts early when the calls before it turn out smaller
+ * than estimated. */
+static void test_waiting_call_moves_up(void)
+{
+    fixture_t f = make(1000);
+    ev_tpm_ticket_t first;
+    CU_ASSERT_EQUAL(ev_tpm_acquire(f.t, 900, 0, -1, NULL, &first, NULL), 0);
+    ev_tpm_settle(f.t, &first, 300, 0); /* it really used 300 */
+    ev_tpm_ticket_t next;
+    int64_t waited = -1;
+    /* 600 (input ratio 1/3 + 0.1 of 1400 = 607) fits beside the 300 now. */
+    CU_ASSERT_EQUAL(ev_tpm_acquire(f.t, 1400, 0, -1, NULL, &next, &waited), 0);
+    CU_ASSERT_EQUAL(waited, 0);
+    destroy(&f);
+}
+
 static void test_observe_adds_unseen_usage(void)
 {
     fixture_t f = make(6000);
@@ -277,6 +293,7 @@ static const ev_test_t tests[] = {
     {"stop, and no limit", test_stop_and_unlimited},
     {"settle replaces the estimate", test_settle_replaces_the_estimate},
     {"waiting calls keep their order", test_waiting_calls_keep_their_order},
+    {"a waiting call moves up", test_waiting_call_moves_up},
     {"observe adds usage seen by the provider only", test_observe_adds_unseen_usage},
     {"estimate counts text, images and pages", test_estimate_counts_text_images_and_pages},
     {"uses the limit almost fully", test_uses_the_limit_almost_fully},
