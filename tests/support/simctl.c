@@ -34,7 +34,7 @@ struct simctl {
     int port;
     char dir[64]; /* temp dir holding the port file */
     char *port_file;
-    char *base_url, *gemini_url, *groq_url;
+    char *base_url, *gemini_url, *groq_url, *openai_url;
 };
 
 static void msleep(int ms)
@@ -218,6 +218,7 @@ int simctl_start(simctl_t **out, const char *const *extra_args)
             sim->base_url = ev_asprintf("http://127.0.0.1:%d", port);
             sim->gemini_url = ev_asprintf("%s/gemini/v1beta", sim->base_url);
             sim->groq_url = ev_asprintf("%s/groq/openai/v1", sim->base_url);
+            sim->openai_url = ev_asprintf("%s/openai/v1", sim->base_url);
         }
         long status = 0;
         if (sim->base_url && http(sim, "GET", "/healthz", NULL, &status, NULL) == 0 &&
@@ -247,6 +248,11 @@ const char *simctl_gemini_url(const simctl_t *sim)
 const char *simctl_groq_url(const simctl_t *sim)
 {
     return sim->groq_url;
+}
+
+const char *simctl_openai_url(const simctl_t *sim)
+{
+    return sim->openai_url;
 }
 const char *simctl_base_url(const simctl_t *sim)
 {
@@ -395,5 +401,6 @@ void simctl_free(simctl_t *sim)
     free(sim->base_url);
     free(sim->gemini_url);
     free(sim->groq_url);
+    free(sim->openai_url);
     free(sim);
 }

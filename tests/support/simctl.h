@@ -37,6 +37,9 @@ int simctl_start(simctl_t **out, const char *const *extra_args);
 const char *simctl_gemini_url(const simctl_t *sim);
 /* http://127.0.0.1:PORT/groq/openai/v1 - a GROQ_BASE_URL. Owned by sim. */
 const char *simctl_groq_url(const simctl_t *sim);
+/* The OpenAI-compatible endpoint's base URL (".../openai/v1"): Groq's wire
+ * format with its own settings and counters ("openai" in control calls). */
+const char *simctl_openai_url(const simctl_t *sim);
 /* http://127.0.0.1:PORT (control API lives under /control). Owned by sim. */
 const char *simctl_base_url(const simctl_t *sim);
 int simctl_port(const simctl_t *sim);

@@ -616,7 +616,7 @@ static int clean_suite(void)
 }
 
 /* PROVIDER_ORDER sets the chain, and the OpenAI-compatible provider is a
- * provider like the others: the simulator's Groq endpoint speaks its format. */
+ * provider like the others (the simulator's /openai/v1 endpoint). */
 static void test_provider_order_and_openai_compat(void)
 {
     rt_t t;
@@ -631,27 +631,23 @@ static void test_provider_order_and_openai_compat(void)
     CU_ASSERT_EQUAL(res.provider, EV_PROVIDER_GEMINI);
     rt_stop(&t);
 
-    const char *c[] = {"OPENAI_COMPAT_API_KEY",
-                       SIMCTL_GROQ_KEY,
-                       "OPENAI_COMPAT_BASE_URL",
-                       simctl_groq_url(sim),
-                       "OPENAI_COMPAT_MODELS",
-                       "llama-3.1-8b-instant",
-                       "OPENAI_COMPAT_RPM_LIMIT",
-                       "0",
-                       "PROVIDER_ORDER",
-                       "openai_compat,gemini",
-                       NULL};
+    const char *c[] = {
+        "OPENAI_COMPAT_API_KEY",  SIMCTL_GROQ_KEY, /* --groq-key applies to /openai too */
+        "OPENAI_COMPAT_BASE_URL", simctl_openai_url(sim),    "OPENAI_COMPAT_MODELS",
+        "llama-3.1-8b-instant",   "OPENAI_COMPAT_RPM_LIMIT", "0",
+        "PROVIDER_ORDER",         "openai_compat,gemini",    NULL};
     rt_start(&t, 0, c);
     CU_ASSERT_TRUE(ev_router_usable(t.r, EV_PROVIDER_OPENAI_COMPAT));
     CU_ASSERT_EQUAL(judge(&t, &res), 0);
     CU_ASSERT_EQUAL(res.provider, EV_PROVIDER_OPENAI_COMPAT);
     CU_ASSERT_STRING_EQUAL(res.model, "llama-3.1-8b-instant");
     CU_ASSERT_EQUAL(provider_i64(&t, "openai_compat", "calls"), 1);
+    CU_ASSERT_EQUAL(requests("openai"), 1);
     CU_ASSERT_EQUAL(requests("gemini"), 0);
+    CU_ASSERT_EQUAL(requests("groq"), 0);
     /* Its own breaker and fallback: an outage there moves on to Gemini,
      * then Groq, which PROVIDER_ORDER left out but is configured. */
-    sim_set("groq", "{\"fault\": \"overloaded\"}");
+    sim_set("openai", "{\"fault\": \"overloaded\"}");
     CU_ASSERT_EQUAL(judge(&t, &res), 0);
     CU_ASSERT_EQUAL(res.provider, EV_PROVIDER_GEMINI);
     rt_stop(&t);

@@ -47,11 +47,17 @@ int sim_fault_parse(sim_fault_t *out, const char *s)
     return EV_EINVAL;
 }
 
+const char *sim_prov_name(int id)
+{
+    static const char *const names[SIM_NPROV] = {"gemini", "groq", "openai"};
+    return id >= 0 && id < SIM_NPROV ? names[id] : "?";
+}
+
 bool sim_fault_applies(sim_fault_t f, int prov)
 {
     if ((int)f < 0 || f >= SIM_FAULT_COUNT)
         return false;
-    return (fault_table[f].mask & (1u << prov)) != 0;
+    return (fault_table[f].mask & (1u << sim_wire(prov))) != 0;
 }
 
 bool sim_fault_is_early(sim_fault_t f)

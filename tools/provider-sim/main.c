@@ -70,7 +70,8 @@ static void usage(FILE *f)
            "  --max-connections N   concurrent connections (one thread each) [1024]\n"
            "  --log-level L         debug|info|warn|error|off [info]\n"
            "\n"
-           "Provider settings (--gemini-X or --groq-X; the bare --X sets both):\n"
+           "Provider settings (--gemini-X or --groq-X; the bare --X sets both; the\n"
+           "OpenAI-compatible endpoint at /openai/v1 takes the --groq-X settings):\n"
            "  --rpm N               requests per minute, 0 = unlimited [gemini 1000, groq 30]\n"
            "  --window-s S          sliding window; admits rpm*S/60 per window [60]\n"
            "  --rpd N               requests per day (until reset), 0 = unlimited [gemini 0, groq "
@@ -188,7 +189,7 @@ static int apply_flag(sim_settings_t *set, const char *arg, const char *value)
     }
     int rc = 0;
     for (int p = 0; p < SIM_NPROV && rc == 0; p++) {
-        if (!(provs & (1u << p)))
+        if (!(provs & (1u << sim_wire(p))))
             continue;
         char err[SIM_REASON_MAX];
         rc = sim_settings_apply(&set[p], (sim_prov_id_t)p, obj, err, sizeof(err));
@@ -325,9 +326,10 @@ int main(int argc, char **argv)
                 strerror(errno));
         goto out;
     }
-    char gem[96], grq[96];
+    char gem[96], grq[96], oai[96];
     snprintf(gem, sizeof(gem), "http://%s:%d/gemini/v1beta", opt.addr, port);
     snprintf(grq, sizeof(grq), "http://%s:%d/groq/openai/v1", opt.addr, port);
+    snprintf(oai, sizeof(oai), "http://%s:%d/openai/v1", opt.addr, port);
     char rpm[128] = "";
     for (int p = 0; p < SIM_NPROV; p++) {
         size_t used = strlen(rpm);
@@ -339,7 +341,7 @@ int main(int argc, char **argv)
             snprintf(rpm + used, sizeof(rpm) - used, "%s%s unlimited", p ? ", " : "", prov[p].name);
     }
     ev_log_kv(EV_LOG_INFO, "provider-sim listening", "gemini_base_url", gem, "groq_base_url", grq,
-              "limits", rpm, "control", "/control/stats", NULL);
+              "openai_base_url", oai, "limits", rpm, "control", "/control/stats", NULL);
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0)

@@ -229,7 +229,7 @@ static int apply_one(sim_settings_t *s, sim_prov_id_t id, const setting_t *k, js
         }
         if (!sim_fault_applies(f, id)) {
             snprintf(err, errlen, "fault '%s' does not exist for %s", sim_fault_name(f),
-                     id == SIM_GEMINI ? "gemini" : "groq");
+                     sim_prov_name(id));
             return EV_EINVAL;
         }
         *(sim_fault_t *)(void *)field = f;
@@ -254,9 +254,8 @@ int sim_settings_apply(sim_settings_t *s, sim_prov_id_t id, json_object *obj, ch
         for (size_t i = 0; i < EV_ARRAY_LEN(keys); i++)
             if (strcmp(keys[i].name, name) == 0)
                 k = &keys[i];
-        if (!k || !(k->provs & (1u << id))) {
-            snprintf(err, errlen, "unknown setting '%s' for %s", name,
-                     id == SIM_GEMINI ? "gemini" : "groq");
+        if (!k || !(k->provs & (1u << sim_wire(id)))) {
+            snprintf(err, errlen, "unknown setting '%s' for %s", name, sim_prov_name(id));
             return EV_EINVAL;
         }
         int rc = apply_one(&next, id, k, v, err, errlen);
@@ -284,7 +283,7 @@ json_object *sim_settings_to_json(const sim_settings_t *s, sim_prov_id_t id)
     json_object *o = json_object_new_object();
     for (size_t i = 0; i < EV_ARRAY_LEN(keys); i++) {
         const setting_t *k = &keys[i];
-        if (!(k->provs & (1u << id)))
+        if (!(k->provs & (1u << sim_wire(id))))
             continue;
         const char *field = (const char *)s + k->off;
         json_object *v = NULL;
@@ -334,7 +333,7 @@ void sim_provider_init(sim_provider_t *p, sim_prov_id_t id, const sim_settings_t
 {
     memset(p, 0, sizeof(*p));
     p->id = id;
-    p->name = id == SIM_GEMINI ? "gemini" : "groq";
+    p->name = sim_prov_name(id);
     EV_ASSERT(pthread_mutex_init(&p->mu, NULL) == 0);
     p->settings = *initial;
     p->initial = *initial;

@@ -117,7 +117,7 @@ static bool hang(struct MHD_Connection *c, int64_t hang_ms)
 
 /* --------------------------------------------------------------- server */
 
-typedef enum { ROUTE_OTHER = 0, ROUTE_GEMINI, ROUTE_GROQ, ROUTE_CONTROL } route_t;
+typedef enum { ROUTE_OTHER = 0, ROUTE_GEMINI, ROUTE_GROQ, ROUTE_OPENAI, ROUTE_CONTROL } route_t;
 
 struct sim_server {
     struct MHD_Daemon *daemon;
@@ -196,7 +196,11 @@ static enum MHD_Result serve_api(sim_server_t *srv, struct MHD_Connection *c, co
     sim_provider_t *p = r->prov;
     sim_request_t rq = {0};
     rq.method = method;
-    rq.path = url + (r->route == ROUTE_GEMINI ? strlen("/gemini") : strlen("/groq"));
+    /* Groq's handler expects /openai/v1/...: Groq's URLs carry a /groq
+     * prefix, the OpenAI-compatible endpoint's do not. */
+    rq.path = url + (r->route == ROUTE_GEMINI ? strlen("/gemini")
+                     : r->route == ROUTE_GROQ ? strlen("/groq")
+                                              : 0);
     rq.content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     rq.goog_api_key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-goog-api-key");
     rq.authorization =
@@ -310,7 +314,7 @@ static enum MHD_Result serve_control(sim_server_t *srv, struct MHD_Connection *c
     } else {
         control_error(&rep, 404,
                       "unknown control endpoint: use GET /control/stats, GET|POST "
-                      "/control/{gemini|groq}, POST /control/reset, GET /healthz");
+                      "/control/{gemini|groq|openai}, POST /control/reset, GET /healthz");
     }
     enum MHD_Result ret = send_reply(c, &rep);
     sim_reply_free(&rep);
@@ -333,6 +337,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         } else if (strncmp(url, "/groq/", 6) == 0 || strcmp(url, "/groq") == 0) {
             r->route = ROUTE_GROQ;
             r->prov = &srv->prov[SIM_GROQ];
+        } else if (strncmp(url, "/openai/", 8) == 0) {
+            r->route = ROUTE_OPENAI;
+            r->prov = &srv->prov[SIM_OPENAI];
         } else {
             r->route = ROUTE_CONTROL;
         }

@@ -75,7 +75,19 @@ bool sim_fault_is_early(sim_fault_t f);
 
 /* -------------------------------------------------------------- settings */
 
-typedef enum { SIM_GEMINI = 0, SIM_GROQ = 1, SIM_NPROV = 2 } sim_prov_id_t;
+/* SIM_OPENAI is an OpenAI-compatible endpoint: Groq's wire format at
+ * /openai/v1, with its own settings and counters. */
+typedef enum { SIM_GEMINI = 0, SIM_GROQ = 1, SIM_OPENAI = 2, SIM_NPROV = 3 } sim_prov_id_t;
+
+/* The wire format a provider speaks (SIM_GEMINI or SIM_GROQ): settings and
+ * faults that exist for Groq exist for the OpenAI-compatible endpoint too. */
+static inline int sim_wire(int id)
+{
+    return id == SIM_OPENAI ? SIM_GROQ : id;
+}
+
+/* "gemini", "groq", "openai". */
+const char *sim_prov_name(int id);
 
 /* Everything the control API can change for one provider. Plain data: it is
  * copied whole under the provider lock so a request works on a snapshot. */
