@@ -5,7 +5,7 @@
 #
 # Configures and builds build-fuzz/ (CC=clang, -DEV_FUZZ=ON -DEV_BUILD_TESTS=OFF;
 # only the fuzz targets are built), then runs every target (or only the named
-# ones: gemini groq verdict retryhint config prompt image api_event api_upload) for
+# ones: gemini groq models verdict retryhint config prompt image api_event api_upload) for
 # `seconds` (default 20) on a COPY of its seed corpus tests/fuzz/corpus/<name>/, with its dictionary
 # tests/fuzz/dict/<name>.dict. The committed corpus never grows.
 #
@@ -19,7 +19,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SECONDS_PER_TARGET=${1:-20}
 shift || true
-ALL=(gemini groq verdict retryhint config prompt image api_event api_upload)
+ALL=(gemini groq models verdict retryhint config prompt image api_event api_upload)
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 JOBS=${EV_JOBS:-2}
 BUILD="$ROOT/build-fuzz"

@@ -34,6 +34,7 @@ static const char *current_input = "";
 #include "../fuzz/fuzz_gemini.c"
 #include "../fuzz/fuzz_groq.c"
 #include "../fuzz/fuzz_image.c"
+#include "../fuzz/fuzz_models.c"
 #include "../fuzz/fuzz_prompt.c"
 #include "../fuzz/fuzz_retryhint.c"
 #include "../fuzz/fuzz_verdict.c"
@@ -136,6 +137,10 @@ static void test_groq(void)
 {
     replay("groq", fuzz_groq);
 }
+static void test_models(void)
+{
+    replay("models", fuzz_models);
+}
 static void test_verdict(void)
 {
     replay("verdict", fuzz_verdict);
@@ -168,6 +173,7 @@ static void test_api_upload(void)
 static const ev_test_t fuzz_regressions_tests[] = {
     {"gemini response parser", test_gemini},
     {"groq response parser", test_groq},
+    {"model-metadata parsers", test_models},
     {"verdict extractor", test_verdict},
     {"retry hints", test_retryhint},
     {"config loader", test_config},
