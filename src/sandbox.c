@@ -815,10 +815,15 @@ static const char *signal_name(int sig)
 }
 
 /* Turns the child's end into a code and reason; fills out from the answer. */
-static int classify(ev_sandbox_t *sb, ev_sandbox_pdf_t *out, const status_rec_t *st,
-                    const char *ans, size_t ans_len, char **reason)
+/*
+ * How the child ended, when that decides the verdict: a limit, a crash, the
+ * deadline. Returns 0 for a child that finished normally (its answer
+ * decides), else the code with *r the reason; sets *limit_killed.
+ */
+static int child_end(const ev_sandbox_options_t *o, const status_rec_t *st, bool *limit_killed,
+                     char **r)
 {
-    const ev_sandbox_options_t *o = &sb->opts;
+    int rc = 0;
     bool abnormal = st->signaled || st->code != 0;
     /* Killed at the deadline having used a good share of its CPU budget,
      * the file is heavy (an honest PDF needs a few per cent of it); with
@@ -832,62 +837,76 @@ static int classify(ev_sandbox_t *sb, ev_sandbox_pdf_t *out, const status_rec_t 
         abnormal && !cpu_out && !st->deadline_killed &&
         ((!st->signaled && st->code == EXIT_NOMEM) || (st->signaled && st->code == SIGKILL) ||
          st->max_rss_kb >= (int64_t)(o->memory_mb * 1024 * MEMORY_SHARE));
-    out->usage.limit_killed = cpu_out || mem_out || st->deadline_killed;
+    *limit_killed = cpu_out || mem_out || st->deadline_killed;
+    *r = NULL;
     if (cpu_out) {
-        set_reason(reason, ev_asprintf("PDF needs more than %g s of processing; it may be "
-                                       "malformed or built to exhaust the validator",
-                                       o->cpu_ms / 1000.0));
-        return EV_ELIMIT;
+        *r = ev_asprintf("PDF needs more than %g s of processing; it may be malformed or built "
+                         "to exhaust the validator",
+                         o->cpu_ms / 1000.0);
+        rc = EV_ELIMIT;
+    } else if (mem_out) {
+        *r = ev_asprintf("PDF needs more than %d MiB of memory to process; it may be malformed "
+                         "or built to exhaust the validator",
+                         o->memory_mb);
+        rc = EV_ELIMIT;
+    } else if (st->deadline_killed) {
+        *r = ev_asprintf("PDF processing did not finish within %g s while using little CPU; "
+                         "the validator was too busy, will retry",
+                         o->timeout_ms / 1000.0);
+        rc = EV_ETIMEOUT;
+    } else if (st->signaled) {
+        *r = ev_asprintf("PDF could not be processed: the parser crashed (%s); the file is "
+                         "malformed",
+                         signal_name(st->code));
+        rc = EV_EPARSE;
+    } else if (st->code != 0) {
+        *r = ev_asprintf("PDF could not be processed: the parser failed (exit status %d); the "
+                         "file is malformed",
+                         st->code);
+        rc = EV_EPARSE;
     }
-    if (mem_out) {
-        set_reason(reason, ev_asprintf("PDF needs more than %d MiB of memory to process; it may "
-                                       "be malformed or built to exhaust the validator",
-                                       o->memory_mb));
-        return EV_ELIMIT;
-    }
-    if (st->deadline_killed) {
-        set_reason(reason, ev_asprintf("PDF processing did not finish within %g s while using "
-                                       "little CPU; the validator was too busy, will retry",
-                                       o->timeout_ms / 1000.0));
-        return EV_ETIMEOUT;
-    }
-    if (st->signaled) {
-        set_reason(reason, ev_asprintf("PDF could not be processed: the parser crashed (%s); "
-                                       "the file is malformed",
-                                       signal_name(st->code)));
-        return EV_EPARSE;
-    }
-    if (st->code != 0) {
-        set_reason(reason, ev_asprintf("PDF could not be processed: the parser failed (exit "
-                                       "status %d); the file is malformed",
-                                       st->code));
-        return EV_EPARSE;
-    }
+    return rc;
+}
+
+/* The answer of a child that finished: pdf.c's verdict and text. */
+static int read_answer(ev_sandbox_pdf_t *out, const char *ans, size_t ans_len, char **r)
+{
+    int rc = EV_EIO;
     ans_hdr_t a;
-    if (ans_len < sizeof(a))
-        goto bad;
-    memcpy(&a, ans, sizeof(a));
-    if (a.magic != ANS_MAGIC || a.reason_len > REASON_CAP ||
-        ans_len != sizeof(a) + (size_t)a.reason_len + a.text_len)
-        goto bad;
-    const char *r = ans + sizeof(a), *t = r + a.reason_len;
-    if (a.rc == 0) {
+    *r = NULL;
+    if (ans_len >= sizeof(a))
+        memcpy(&a, ans, sizeof(a));
+    if (ans_len < sizeof(a) || a.magic != ANS_MAGIC || a.reason_len > REASON_CAP ||
+        ans_len != sizeof(a) + (size_t)a.reason_len + a.text_len ||
+        (a.rc != 0 && a.rc != EV_ETYPE && a.rc != EV_EPARSE && a.rc != EV_ELIMIT)) {
+        *r = ev_strdup("PDF could not be processed: the parse helper gave no usable answer");
+        goto out;
+    }
+    const char *reason = ans + sizeof(a), *text = reason + a.reason_len;
+    rc = a.rc;
+    if (rc == 0) {
         /* Normalised again here: the text is the output of a process that
          * parsed hostile input, so it is not trusted to be clean. */
         out->pages = a.pages;
-        out->text = ev_pdf_normalise_text(t, a.text_len, a.text_len + 1, &out->text_len, NULL);
+        out->text = ev_pdf_normalise_text(text, a.text_len, a.text_len + 1, &out->text_len, NULL);
         out->truncated = a.truncated != 0;
-        set_reason(reason, NULL);
-        return 0;
+    } else {
+        *r = ev_pdf_normalise_text(reason, a.reason_len, REASON_CAP, NULL, NULL);
     }
-    if (a.rc != EV_ETYPE && a.rc != EV_EPARSE && a.rc != EV_ELIMIT)
-        goto bad;
-    set_reason(reason, ev_pdf_normalise_text(r, a.reason_len, REASON_CAP, NULL, NULL));
-    return a.rc;
-bad:
-    set_reason(reason, ev_strdup("PDF could not be processed: the parse helper gave no "
-                                 "usable answer"));
-    return EV_EIO;
+out:
+    return rc;
+}
+
+/* Turns the child's end and answer into a code and reason; fills out. */
+static int classify(ev_sandbox_t *sb, ev_sandbox_pdf_t *out, const status_rec_t *st,
+                    const char *ans, size_t ans_len, char **reason)
+{
+    char *r = NULL;
+    int rc = child_end(&sb->opts, st, &out->usage.limit_killed, &r);
+    if (rc == 0)
+        rc = read_answer(out, ans, ans_len, &r);
+    set_reason(reason, r);
+    return rc;
 }
 
 int ev_sandbox_pdf(ev_sandbox_t *sb, ev_sandbox_pdf_t *out, const void *data, size_t len,
