@@ -140,6 +140,7 @@ static const var_t table[] = {
     {"PARSE_TIMEOUT_MS", T_INT, F(parse_timeout_ms), "10000", 200, 3600000},
     /* Groq's documented per-image cap; Gemini scales larger images down. */
     {"IMAGE_MAX_MEGAPIXELS", T_DOUBLE, F(image_max_megapixels), "33", 0.01, 10000},
+    {"IMAGE_SPLIT_REQUESTS", T_BOOL, F(image_split_requests), "true", 0, 0},
 
     {"CLUSTER_COORDINATION", T_BOOL, F(cluster_enabled), "true", 0, 0},
     {"CLUSTER_HEARTBEAT_MS", T_INT, F(cluster_heartbeat_ms), "1000", 100, 60000},

@@ -398,6 +398,32 @@ static int write_result(ev_db_t *db, const ev_job_t *job, ev_check_t check, cons
 
 /* ---- files and local checks ---- */
 
+/* IMAGE_SPLIT_REQUESTS=false: images that need more than one request fail
+ * locally, with what they total and what one request takes. */
+static void images_fit_one_request(const ev_pipeline_t *p, const sub_t *s, check_result_t *c)
+{
+    ev_llm_media_t media[16];
+    int ends[16];
+    size_t total = 0;
+    for (int i = 0; i < s->n_images; i++) {
+        size_t len = 0;
+        const unsigned char *d = ev_files_item_data(s->images[i], &len);
+        media[i] = (ev_llm_media_t){ev_files_item_mime(s->images[i]), d, len};
+        total += len;
+    }
+    if (s->n_images < 2 || image_batches(p, media, s->n_images, ends) == 1)
+        return;
+    char have[48], lim[48];
+    ev_files_format_size(have, sizeof(have), (int64_t)total, false);
+    ev_files_format_size(lim, sizeof(lim), (int64_t)(p->image_request_bytes / 4 * 3), false);
+    if (p->image_request_max > 0 && s->n_images > p->image_request_max)
+        set_reason(c, V_FAIL, "%d images; at most %d per submission", s->n_images,
+                   p->image_request_max);
+    else
+        set_reason(c, V_FAIL, "%d images total %s; at most %s per submission", s->n_images, have,
+                   lim);
+}
+
 /* An image that no configured provider's request can carry can never be
  * judged: a local fail now instead of attempts that all fail. */
 static bool image_fits_a_request(const ev_pipeline_t *p, const ev_files_item_t *item,
@@ -552,6 +578,8 @@ static int load_files(ev_pipeline_worker_t *w, ev_db_t *db, const ev_job_t *job,
         else
             set_reason(ic, V_SKIPPED, "no image attached (optional for this event)");
     }
+    if (!w->p->cfg->image_split_requests && ic->verdict == V_NONE)
+        images_fit_one_request(w->p, s, ic);
     return 0;
 }
 

@@ -103,6 +103,7 @@ typedef struct ev_config {
     int parse_memory_mb;         /* PARSE_MEMORY_MB: memory one parse may add */
     int parse_timeout_ms;        /* PARSE_TIMEOUT_MS: wall clock of one parse */
     double image_max_megapixels; /* IMAGE_MAX_MEGAPIXELS: from the image header */
+    bool image_split_requests;   /* IMAGE_SPLIT_REQUESTS: else too many bytes fail locally */
 
     bool cluster_enabled;     /* CLUSTER_COORDINATION: limits shared by all replicas */
     int cluster_heartbeat_ms; /* CLUSTER_HEARTBEAT_MS */

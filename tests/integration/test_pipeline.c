@@ -826,6 +826,19 @@ static void test_images_over_several_requests(void)
     CU_ASSERT_EQUAL(r.http_attempts, 0);
     CU_ASSERT_EQUAL(requests("groq"), 4);
     free(huge);
+    fx_stop(&f);
+
+    /* IMAGE_SPLIT_REQUESTS=false: the same three images fail locally, no call. */
+    const char *o2[] = {
+        "GEMINI_API_KEY", "",  "GROQ_MAX_REQUEST_BYTES", "1M", "IMAGE_SPLIT_REQUESTS",
+        "false",          NULL};
+    fx_start(&f, o2);
+    ev = add_event("kitchen", false, true);
+    sub = add_submission(ev, "Soup robot", "A robot arm that stirs soup.");
+    add_file(sub, "image", "a.png", img, 300 * 1000);
+    add_file(sub, "image", "b.png", img, 300 * 1000);
+    add_file(sub, "image", "c.png", img, 300 * 1000);
+    expect_local_fail(&f, sub, "image", "3 images total 878.9 KiB; at most ", true);
     free(img);
     fx_stop(&f);
 }
