@@ -23,6 +23,8 @@ export MODEL_PRICES="console-test-gemini=1.25/10/0.125,console-test-groq=0.5/0.7
 export HOLD_RETRY_MS=300
 # A breaker that opens after a few failures and would stay open for 10 minutes by itself.
 export GEMINI_CIRCUIT_BREAKER_MIN_CALLS=3 GEMINI_CIRCUIT_BREAKER_COOLDOWN=600
+# A short window: the successes of the earlier sections do not dilute the outage.
+export GEMINI_CIRCUIT_BREAKER_WINDOW=10
 
 EV=$(ft_event) || ft_fatal "creating the event"
 ft_serve_start a
@@ -150,7 +152,7 @@ ft_wait 10 "replica b sees gemini resumed" unpaused "$URL_B"
 
 # ---- resetting a breaker -------------------------------------------------
 sim_set gemini '{"fault":"overloaded"}'
-ft_insert "$EV" 6
+ft_insert "$EV" 12
 breaker_is() { [ "$(jget "$(http_get "$1/stats")" providers.gemini.breaker)" = "$2" ]; }
 ft_wait 30 "an outage opens gemini's breaker on replica a" breaker_is "$URL_A" open
 ft_wait 10 "and on replica b" breaker_is "$URL_B" open
