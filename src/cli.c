@@ -743,6 +743,13 @@ int ev_cli_status(const ev_config_t *cfg, bool json, char **text, char *err, siz
         goto out;
     }
     if (json) {
+        json_object *spend = NULL;
+        rc = ev_console_spend_json(db, cfg->daily_spend_limit_usd, &spend);
+        if (rc != 0) {
+            db_fail(db, rc, "reading the spend", err, errlen);
+            goto out;
+        }
+        json_object_object_add(st, "spend", spend);
         *text = ev_strdup(json_object_to_json_string_ext(st, JSON_C_TO_STRING_PLAIN));
     } else {
         /* Then money: what each provider and the costliest events spent. */

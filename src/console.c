@@ -676,3 +676,35 @@ int ev_console_spend_report(ev_db_t *db, double config_limit_usd, ev_stats_buf_t
     }
     return 0;
 }
+
+int ev_console_spend_json(ev_db_t *db, double config_limit_usd, struct json_object **out)
+{
+    PGresult *res = NULL;
+    char limit[48];
+    snprintf(limit, sizeof(limit), "%.6f", config_limit_usd);
+    const char *params[] = {limit};
+    *out = NULL;
+    int rc = ev_db_exec(
+        db, &res,
+        "WITH d AS (SELECT (now() AT TIME ZONE 'America/Los_Angeles')::date AS today)"
+        " SELECT json_build_object('day', d.today::text,"
+        "  'daily_limit_usd', nullif(coalesce((SELECT value::float8 FROM console_settings"
+        "     WHERE key = 'daily_spend_limit_usd'), $1::float8), 0),"
+        "  'providers', (SELECT coalesce(json_object_agg(provider, json_build_object("
+        "     'today_usd', today_usd, 'total_usd', total_usd, 'calls', calls)), '{}')"
+        "    FROM (SELECT provider, coalesce(sum(usd) FILTER (WHERE day = d.today), 0)::float8"
+        "          AS today_usd, sum(usd)::float8 AS total_usd, sum(calls) AS calls"
+        "          FROM spend_daily GROUP BY provider) p),"
+        "  'events', (SELECT coalesce(json_agg(e), '[]') FROM"
+        "    (SELECT ev.id, ev.name,"
+        "      coalesce(sum(s.usd) FILTER (WHERE s.day = d.today), 0)::float8 AS today_usd,"
+        "      sum(s.usd)::float8 AS total_usd, ev.budget_usd::float8 AS budget_usd"
+        "      FROM events ev JOIN spend_daily s ON s.event_id = ev.id"
+        "      GROUP BY ev.id ORDER BY 4 DESC, ev.id LIMIT 10) e))::text FROM d",
+        1, params);
+    if (rc < 0)
+        return rc;
+    *out = json_tokener_parse(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return *out ? 0 : EV_EPARSE;
+}

@@ -89,6 +89,12 @@ int ev_console_emergency(ev_db_t *db, bool on, const char *actor, char **report,
  * events that cost most with their budgets. 0 or the database error. */
 int ev_console_spend_report(ev_db_t *db, double config_limit_usd, ev_stats_buf_t *b);
 
+/* The same as one JSON object for `status --json`: {day, daily_limit_usd,
+ * providers: {name: {today_usd, total_usd, calls}}, events: [{id, name,
+ * today_usd, total_usd, budget_usd}] (the ten costliest)}. *out is the
+ * caller's (json_object_put). */
+int ev_console_spend_json(ev_db_t *db, double config_limit_usd, struct json_object **out);
+
 /* Runs one of the *_db controls above on a session of its own. */
 typedef int (*ev_console_db_fn)(ev_db_t *db, void *arg, char **report, char *err, size_t errlen);
 int ev_console_with_db(const ev_config_t *cfg, ev_console_db_fn fn, void *arg, char **report,

@@ -14,6 +14,10 @@
  * day Gemini's quotas use), computed by the database so every replica
  * agrees.
  *
+ * Holds: the same thread reads the cluster's shared provider state; a
+ * provider paused by an operator or by the emergency stop (console.h) is
+ * held exactly like one at its spend limit.
+ *
  * Limits: DAILY_SPEND_LIMIT_USD (or the value `spend limit` set for the
  * cluster) caps each provider's spend per provider day; an event's
  * `budget_usd` caps what its submissions may cost in all. At a limit, calls

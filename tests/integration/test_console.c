@@ -15,6 +15,7 @@
 #include "runner.h"
 
 #include <CUnit/Basic.h>
+#include <json-c/json.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -196,6 +197,17 @@ static void test_spend_report(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(b.data, "5.0000 USD per provider (set with 'spend limit')"));
     CU_ASSERT_PTR_NULL(strstr(b.data, "LIMIT REACHED"));
     ev_stats_buf_free(&b);
+
+    json_object *o = NULL, *v = NULL;
+    CU_ASSERT_EQUAL_FATAL(ev_console_spend_json(db, 1.0, &o), 0);
+    CU_ASSERT(json_object_object_get_ex(o, "daily_limit_usd", &v) &&
+              json_object_get_double(v) == 5.0);
+    json_object *prov = NULL, *g = NULL, *evs = NULL;
+    CU_ASSERT(json_object_object_get_ex(o, "providers", &prov) &&
+              json_object_object_get_ex(prov, "gemini", &g));
+    CU_ASSERT(json_object_object_get_ex(g, "total_usd", &v) && json_object_get_double(v) == 3.25);
+    CU_ASSERT(json_object_object_get_ex(o, "events", &evs) && json_object_array_length(evs) == 2);
+    json_object_put(o);
 }
 
 /* ---- requeue racing with workers ---------------------------------------- */
