@@ -595,6 +595,9 @@ int ev_sandbox_server_main(int argc, char **argv)
         fprintf(stderr, "%s: internal mode, started by the service itself\n", argv[0]);
         return 2;
     }
+    /* Descriptors the service did not mark close-on-exec (a socket opened
+     * by a library) must not live on here: only the control socket stays. */
+    (void)syscall(SYS_close_range, 4, ~0U, 0);
     /* Whatever the spawner blocked or ignored, children need the default
      * actions of the signals their limits raise. */
     sigset_t none;
