@@ -170,6 +170,15 @@ else
     record "openapi lint" "FAILED (see above)"
 fi
 
+# Scripts, deployment files and documentation: shellcheck, compose (v1 and dclint),
+# Kubernetes schemas, links that stay inside the repository.
+say "deployment checks (scripts/check-deploy.sh)"
+if bash "$ROOT/scripts/check-deploy.sh"; then
+    record "deploy checks" "ok"
+else
+    record "deploy checks" "FAILED (see above)"
+fi
+
 # libFuzzer targets (tests/fuzz): 15 s each on a copy of the seed corpora, with clang.
 # EV_SKIP_FUZZ=1 skips the stage.
 if [ "${EV_SKIP_FUZZ:-0}" != 1 ]; then
