@@ -810,7 +810,9 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
         snprintf(out->error, sizeof(out->error), "%s: %s", pname,
                  res.error[0] ? res.error : ev_llm_outcome_name(res.outcome));
         ev_log_kv(EV_LOG_INFO,
-                  next == NEXT_RETRY ? "provider call failed, retrying" : "provider call failed",
+                  res.outcome == EV_LLM_MODEL_UNAVAILABLE ? "model unavailable, asking the next"
+                  : next == NEXT_RETRY                    ? "provider call failed, retrying"
+                                                          : "provider call failed",
                   "provider_call", pname, "outcome", ev_llm_outcome_name(res.outcome), "error",
                   out->error, NULL);
         bool new_model = res.outcome == EV_LLM_MODEL_UNAVAILABLE;

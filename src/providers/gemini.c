@@ -109,8 +109,16 @@ static ev_model_status_t parse_model_info(const ev_http_response_t *resp, const 
     else
         snprintf(msg, msglen, "HTTP %d", resp->status);
     if (resp->status == 200) {
-        snprintf(msg, msglen, "%s", model);
-        st = EV_MODEL_AVAILABLE;
+        /* A model that cannot generate content (an embedding model, say)
+         * would refuse every call. */
+        json_object *methods = ev_llm_json_get(root, "supportedGenerationMethods");
+        bool generates = !methods || !json_object_is_type(methods, json_type_array);
+        for (size_t i = 0; !generates && i < json_object_array_length(methods); i++) {
+            const char *name = json_object_get_string(json_object_array_get_idx(methods, i));
+            generates = name && strcmp(name, "generateContent") == 0;
+        }
+        snprintf(msg, msglen, "%s", generates ? model : "does not support generateContent");
+        st = generates ? EV_MODEL_AVAILABLE : EV_MODEL_UNUSABLE;
     } else if (resp->status == 404) {
         st = EV_MODEL_UNKNOWN;
     } else if (resp->status == 401 || resp->status == 403 ||
