@@ -605,6 +605,12 @@ int ev_sandbox_server_main(int argc, char **argv)
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPROF, SIG_DFL);
     signal(SIGPIPE, SIG_IGN);
+    /* A Ctrl-C or a SIGTERM sent to the whole group is the service's to
+     * handle: parses in flight during its grace period must still finish.
+     * The server ends when the service closes its control socket. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     /* Children inherit poppler's global tables instead of building them. */
     (void)ev_pdf_global_init();
     while (serve_once(&sv))
