@@ -661,6 +661,13 @@ static int try_provider(ev_router_t *r, provider_t *p, ev_http_t *http, ev_budge
         }
         if (r->stats)
             ev_stats_record_limiter_wait(r->stats, p->id, waited / 1000);
+        /* A breaker that opened during the wait (here, or in another replica)
+         * stops the call before it is sent; its slot is simply left unused. */
+        if (ev_breaker_state(p->breaker) == EV_BREAKER_OPEN) {
+            ev_breaker_record(p->breaker, &ticket, EV_BREAKER_NEUTRAL, NULL);
+            snprintf(out->error, sizeof(out->error), "%s circuit breaker is open", pname);
+            return EV_EOPEN;
+        }
         ev_tpm_ticket_t tk = EV_TPM_TICKET_INIT;
         rc = ev_tpm_acquire(p->tpm, estimate_input(p, req), ev_tpm_max_output(req),
                             EV_MAX((int64_t)0, max_wait_us - waited), stop, &tk, NULL);

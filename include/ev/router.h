@@ -6,7 +6,8 @@
  * given a request for this check and configured with a model for it:
  *
  *   budget left? -> breaker allow (OPEN: fall back) -> limiter slot
- *   (a wait longer than RETRY_MAX_WAIT_MS: fall back) -> budget take ->
+ *   (a wait longer than RETRY_MAX_WAIT_MS: fall back; the breaker opened
+ *   meanwhile: fall back) -> budget take ->
  *   semaphore held around the HTTP attempt only -> record the outcome in the
  *   breaker, the limiter (a 429 pauses the whole provider), the stats and the
  *   budget history.
