@@ -169,10 +169,9 @@ static int share_reserve(ev_cluster_t *c, prov_t *p, int64_t max_wait_us, int64_
 }
 
 /* One reservation on the shared grid. Requires coord_mu and connected.
- * Returns 0, EV_ELIMIT (*daily set when the daily cap refused it) or the
+ * Returns 0, EV_ELIMIT (too far away, or the daily cap is spent) or the
  * database error. */
-static int grid_reserve(ev_cluster_t *c, prov_t *p, int64_t max_wait_us, int64_t *wait_us,
-                        bool *daily)
+static int grid_reserve(ev_cluster_t *c, prov_t *p, int64_t max_wait_us, int64_t *wait_us)
 {
     PGresult *res = NULL;
     char maxw[32], extra[24];
@@ -186,7 +185,6 @@ static int grid_reserve(ev_cluster_t *c, prov_t *p, int64_t max_wait_us, int64_t
         bool ok = PQgetvalue(res, 0, 0)[0] == 't';
         *wait_us = (int64_t)ceil(strtod(PQgetvalue(res, 0, 1), NULL) * 1e6);
         *wait_us = EV_MAX(0, *wait_us);
-        *daily = strcmp(PQgetvalue(res, 0, 2), "daily") == 0;
         p->debt = 0; /* charged, granted or not */
         rc = ok ? 0 : EV_ELIMIT;
         atomic_fetch_add_explicit(&c->reservations, ok, memory_order_relaxed);
@@ -199,23 +197,21 @@ static int rate_reserve(void *ctx, int64_t max_wait_us, int64_t *wait_us)
 {
     prov_t *p = ctx;
     ev_cluster_t *c = p->c;
-    bool daily = false;
     int rc = EV_EDBCONN;
 
     *wait_us = 0;
     pthread_mutex_lock(&c->coord_mu);
     if (c->connected) {
-        rc = grid_reserve(c, p, max_wait_us, wait_us, &daily);
+        rc = grid_reserve(c, p, max_wait_us, wait_us);
         if (rc != 0 && rc != EV_ELIMIT)
             coord_failed(c, rc);
     }
     if (rc != 0 && rc != EV_ELIMIT)
         rc = share_reserve(c, p, max_wait_us, wait_us);
     pthread_mutex_unlock(&c->coord_mu);
-    /* The cluster's daily cap is spent: every replica cools down until the
-     * provider's day ends (published by the breaker hook). */
-    if (daily)
-        ev_breaker_force_open(p->cfg.breaker, ev_clock_now_us(c->clock) + *wait_us, NULL);
+    /* A spent daily cap is deliberately not a breaker opening: calls already
+     * granted within the cap must still go. Every later reservation of any
+     * replica is refused by the shared count until the provider's day ends. */
     return rc;
 }
 

@@ -3,8 +3,9 @@
 #
 # Two replicas share GEMINI_RPD_LIMIT=5 (each configured with the whole cap).
 # Twelve submissions need one Gemini call each: exactly five reach Gemini,
-# counted across both replicas on the database, then Gemini cools down on
-# both until its day ends and the rest is judged through Groq. Nothing is
+# counted across both replicas on the database; every later reservation of
+# either is refused until Gemini's day ends and the rest is judged through
+# Groq. Nothing is
 # lost, and `status` shows the day's count against the cap.
 # shellcheck source=tests/faults/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -26,7 +27,5 @@ g=$(sim_counter gemini requests)
 q=$(sim_counter groq requests)
 ft_check "exactly 5 Gemini requests for the two replicas together ($g)" test "$g" = 5
 ft_check "the other $((N - 5)) went to Groq ($q)" test "$q" = $((N - 5))
-reason=$(sql "SELECT breaker || ' ' || coalesce(breaker_reason, '') FROM ev_provider_state WHERE provider = 'gemini'")
-ft_check "Gemini's shared breaker is open for the daily quota ($reason)" test "$reason" = "open daily quota"
 ft_check "'event-validator status' shows the day's count against the cap" \
-    ft_log_has <("$EV_BIN" status 2>&1) 'gemini: breaker open.*today 5 of 5 requests'
+    ft_log_has <("$EV_BIN" status 2>&1) 'gemini: .*today 5 of 5 requests'
