@@ -1061,6 +1061,16 @@ quota_once() {
         done
     ) >"$dir/polls.txt" &
     local poll_pid=$! ctl_pid=""
+    # The simulator's own count of tokens in its last minute, every second.
+    (
+        while :; do
+            now_ms
+            j=$(curl -s -m 1 "$SIM/control/stats" 2>/dev/null | jq -c "[.gemini.tokens_minute, .groq.tokens_minute]" 2>/dev/null) || true
+            [ -n "$j" ] && printf '%s %s\n' "$REPLY" "$j"
+            sleep 1
+        done
+    ) >"$dir/sim-polls.txt" &
+    local simpoll_pid=$!
     if [ -n "${Q_CONTROL:-}" ]; then
         (
             for _ in $(seq 1200); do
@@ -1075,6 +1085,7 @@ quota_once() {
     wait_serves
     [ -n "$ctl_pid" ] && stop_pid "$ctl_pid"
     stop_pid "$poll_pid"
+    stop_pid "$simpoll_pid"
     local sims db
     sims=$(sim_stats)
     stop_sim
@@ -1103,8 +1114,16 @@ quota_once() {
     local periods
     periods=$(awk -v f="$first" '$2 == 200 { n[int(($1 - f) / 61000)]++; if (int(($1 - f) / 61000) > m) m = int(($1 - f) / 61000) }
         END { printf "["; for (i = 0; i <= m; i++) printf "%s%d", (i ? "," : ""), n[i] + 0; print "]" }' "$dir/calls.txt")
+    # Tokens in the sim's last minute, sampled from one minute after the first call to the
+    # last call's start (while the limit could bind): mean and largest, per provider.
+    local tokmin
+    tokmin=$(awk -v a=$((first + 61000)) -v b="$last" '$1 >= a && $1 <= b { print $2 }' "$dir/sim-polls.txt" |
+        jq -s -c '{samples: length,
+                   gemini_mean: (if length > 0 then (map(.[0]) | add / length) else null end),
+                   groq_mean: (if length > 0 then (map(.[1]) | add / length) else null end),
+                   gemini_max: (map(.[0]) | max), groq_max: (map(.[1]) | max)}')
     QRES=$(jq -n --arg design "$design" --argjson settings "$(settings_json "${envs[@]}")" \
-        --argjson periods "$periods" \
+        --argjson periods "$periods" --argjson tokmin "$tokmin" \
         --arg simflags "${Q_SIM[*]}" --argjson sim "$sims" --argjson db "$db" \
         --argjson first "$first" --argjson last "$last" --argjson polls "$polls" \
         --argjson control "$control" --argjson all "$(window_stats "$dir/calls.txt" "$first" "")" \
@@ -1114,7 +1133,7 @@ quota_once() {
         '{design: $design, settings: $settings, sim_flags: $simflags, serve_exit: $serve_rc,
           wall_s: $wall, first_call_ms: $first, last_call_ms: $last, control_ms: $control,
           calls: $all, after_30s: $after30, after_61s: $after61, polls: $polls,
-          ok_per_61s_period: $periods,
+          ok_per_61s_period: $periods, sim_tokens_minute: $tokmin,
           sim_stats: {gemini: ($sim.gemini | del(.last_malformed)), groq: ($sim.groq | del(.last_malformed))},
           db: $db}')
     Q_CALLS_FILE="$dir/calls.txt"
@@ -1258,17 +1277,17 @@ scenario_tpm_bound() {
         DEFAULT_MAX_WORKERS=8 RETRY_MAX_WAIT_MS=60000)
     quota_pair tpm-bound 30
     Q_FIXED_ENVS=()
-    # Tokens per minute while the limit binds: OK calls per complete 61 s period (the last,
-    # partial one left out) x the sim's average tokens per OK call, per 60 s, / the limit.
+    # Tokens per minute while the limit binds: the sim's own count of tokens in its last
+    # minute, sampled every second from one minute after the first call to the last call's
+    # start, averaged, / the limit.
     quota_result tpm-bound "
         def tok_per_call(r): (r.sim_stats.groq.tokens_in + r.sim_stats.groq.tokens_out) / r.sim_stats.groq.ok;
-        def full(r): (r.ok_per_61s_period | if length > 1 then .[:-1] else . end);
-        def used(r): ((full(r) | add / length) * tok_per_call(r) * 60 / 61 / $tpm);
         {tpm_limit: $tpm,
          adaptive_tokens_per_call: tok_per_call(.adaptive),
          adaptive_ok_per_61s_period: .adaptive.ok_per_61s_period,
-         adaptive_token_rate_used: used(.adaptive),
-         fixed_token_rate_used: used(.fixed),
+         adaptive_token_rate_used: (.adaptive.sim_tokens_minute.groq_mean / $tpm),
+         adaptive_tokens_minute_max: .adaptive.sim_tokens_minute.groq_max,
+         fixed_token_rate_used: (.fixed.sim_tokens_minute.groq_mean / $tpm),
          adaptive_429s: .adaptive.calls.r429, fixed_429s: .fixed.calls.r429,
          adaptive_lost: .adaptive.db.lost, fixed_lost: .fixed.db.lost}" '
         [{name: ">= 0.95 of the token rate", value: .figures.adaptive_token_rate_used,

@@ -575,6 +575,11 @@ json_object *sim_provider_stats(sim_provider_t *p)
         if (p->win[(p->win_head + i) % p->win_cap] > now - window_us)
             in_window++;
     json_object_object_add(o, "window_used", json_object_new_int64(in_window));
+    int64_t sec = now / 1000000, tokens_minute = 0;
+    for (int i = 0; i < 60; i++)
+        if (p->tok_stamp[i] > sec - 60 && p->tok_stamp[i] <= sec)
+            tokens_minute += p->tok_sec[i];
+    json_object_object_add(o, "tokens_minute", json_object_new_int64(tokens_minute));
     json_object_object_add(o, "fault", json_object_new_string(sim_fault_name(p->settings.fault)));
     json_object_object_add(o, "fail_next", json_object_new_int64(p->settings.fail_next));
     pthread_mutex_unlock(&p->mu);
