@@ -1115,9 +1115,12 @@ quota_once() {
     periods=$(awk -v f="$first" '$2 == 200 { n[int(($1 - f) / 61000)]++; if (int(($1 - f) / 61000) > m) m = int(($1 - f) / 61000) }
         END { printf "["; for (i = 0; i <= m; i++) printf "%s%d", (i ? "," : ""), n[i] + 0; print "]" }' "$dir/calls.txt")
     # Tokens in the sim's last minute, sampled from one minute after the first call to the
-    # last call's start (while the limit could bind): mean and largest, per provider.
-    local tokmin
-    tokmin=$(awk -v a=$((first + 61000)) -v b="$last" '$1 >= a && $1 <= b { print $2 }' "$dir/sim-polls.txt" |
+    # start of the last 61 s period (once the backlog is gone the demand, not the limit,
+    # decides): mean and largest, per provider.
+    local tokmin nper
+    nper=$(jq length <<<"$periods")
+    local tend=$((first + 61000 * (nper > 2 ? nper - 1 : 2)))
+    tokmin=$(awk -v a=$((first + 61000)) -v b="$tend" '$1 >= a && $1 <= b { print $2 }' "$dir/sim-polls.txt" |
         jq -s -c '{samples: length,
                    gemini_mean: (if length > 0 then (map(.[0]) | add / length) else null end),
                    groq_mean: (if length > 0 then (map(.[1]) | add / length) else null end),
@@ -1275,11 +1278,11 @@ scenario_tpm_bound() {
     # The design it replaces: no token limit at all (requests only, here unlimited).
     Q_FIXED_ENVS=(GEMINI_API_KEY= GROQ_RPM_LIMIT=0 GROQ_TPM_LIMIT=0 GROQ_MAX_CONCURRENT=8
         DEFAULT_MAX_WORKERS=8 RETRY_MAX_WAIT_MS=60000)
-    quota_pair tpm-bound 30
+    quota_pair tpm-bound 45
     Q_FIXED_ENVS=()
     # Tokens per minute while the limit binds: the sim's own count of tokens in its last
-    # minute, sampled every second from one minute after the first call to the last call's
-    # start, averaged, / the limit.
+    # minute, sampled every second from one minute after the first call to the start of the
+    # last 61 s period, averaged, / the limit.
     quota_result tpm-bound "
         def tok_per_call(r): (r.sim_stats.groq.tokens_in + r.sim_stats.groq.tokens_out) / r.sim_stats.groq.ok;
         {tpm_limit: $tpm,
