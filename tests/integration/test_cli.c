@@ -328,12 +328,20 @@ static void test_status(void)
                                         " + interval '60 s', pause_reason = 'operator'"
                                         " WHERE provider = 'groq'"),
                     0);
+    /* A claim by a replica that is not registered: an older version. */
+    CU_ASSERT_EQUAL(ev_pgtest_exec(url, "INSERT INTO events (name, theme) VALUES ('st', 't');"
+                                        "INSERT INTO submissions (event_id, title, status,"
+                                        " lease_owner, heartbeat_at) SELECT id, 'x', 'processing',"
+                                        " 'old:7:cafe', now() FROM events WHERE name = 'st'"),
+                    0);
     run_cli(&r, url, NULL, (const char *const[]){"status", NULL});
     CU_ASSERT_EQUAL(r.exit_code, 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "replicas: 1 alive"));
     CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "h:1:ab"));
     CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "gemini: breaker closed"));
     CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "(operator)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "not coordinating"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "old:7:cafe"));
     run_free(&r);
     run_cli(&r, url, NULL, (const char *const[]){"status", "--json", NULL});
     CU_ASSERT_EQUAL(r.exit_code, 0);
