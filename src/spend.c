@@ -158,6 +158,7 @@ double ev_price_cost(const ev_price_t *p, int64_t tokens_in, int64_t cached_in, 
 /* ---- Accounting ------------------------------------------------------ */
 
 #define MAX_EVENTS 200
+#define MIN_ROUND_MS 50
 #define MODEL_MAX 128
 
 typedef struct delta {
@@ -533,24 +534,38 @@ int ev_spend_sync(ev_spend_t *s)
     return rc;
 }
 
+/* Waits `ms` on the cond (woken early by stop). Called with s->lock held. */
+static void pause_locked(ev_spend_t *s, int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t ns = ts.tv_nsec + (int64_t)(ms % 1000) * 1000000;
+    ts.tv_sec += ms / 1000 + ns / 1000000000;
+    ts.tv_nsec = (long)(ns % 1000000000);
+    pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+}
+
+/*
+ * A round every refresh interval, and at once when the shared provider state
+ * changes (NOTIFY): an operator's pause or emergency stop then holds calls
+ * within milliseconds, before the cluster's limiter pause could make them
+ * fail (and spend an attempt) instead of wait.
+ */
 static void *spend_thread(void *arg)
 {
     ev_spend_t *s = arg;
     pthread_mutex_lock(&s->lock);
     while (!s->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t ns = ts.tv_nsec + (int64_t)(s->refresh_ms % 1000) * 1000000;
-        ts.tv_sec += s->refresh_ms / 1000 + ns / 1000000000;
-        ts.tv_nsec = (long)(ns % 1000000000);
-        pthread_cond_timedwait(&s->cond, &s->lock, &ts);
-        if (s->stopping)
-            break;
         pthread_mutex_unlock(&s->lock);
         pthread_mutex_lock(&s->db_lock);
-        (void)round_locked(s, s->db);
+        int woke = ev_db_wait_notify(s->db, s->refresh_ms);
+        (void)round_locked(s, s->db); /* reconnects when the session broke */
         pthread_mutex_unlock(&s->db_lock);
         pthread_mutex_lock(&s->lock);
+        /* A broken connection returns at once: keep the interval; a burst of
+         * notifications gets one round per MIN_ROUND_MS. */
+        if (!s->stopping)
+            pause_locked(s, woke < 0 ? s->refresh_ms : MIN_ROUND_MS);
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
@@ -596,6 +611,8 @@ int ev_spend_start(ev_spend_t **out, const ev_spend_options_t *o, char *err, siz
 
     char why[256] = "";
     rc = ev_db_connect(&s->db, s->conninfo, why, sizeof(why));
+    if (rc == 0)
+        rc = ev_db_listen(s->db, EV_CLUSTER_STATE_CHANNEL);
     if (rc == 0)
         rc = ev_spend_sync(s);
     if (rc < 0) {

@@ -8,7 +8,8 @@
  *
  * Accounting: every call is added to `spend_daily` (provider day, provider,
  * model, event) by one background thread, which also reads the cluster-wide
- * totals back at most every refresh interval; so the figures and the limits
+ * totals back every refresh interval (and at once when the shared provider
+ * state announces a change); so the figures and the limits
  * are those of every replica together, give or take the calls of the last
  * interval. The provider day is the calendar date in US Pacific time (the
  * day Gemini's quotas use), computed by the database so every replica
