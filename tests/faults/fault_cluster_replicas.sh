@@ -9,7 +9,9 @@
 # back to Groq. In the middle, one replica is killed with SIGKILL while it
 # holds the concurrency slot: Postgres drops its coordination session and the
 # slot is free again within seconds (the others go on), its claimed work is
-# rescued by lease expiry, and nothing is lost or judged twice.
+# rescued by lease expiry, and nothing is lost or judged twice. The request the killed
+# replica had in flight stays at the simulator until it ends although its slot is free, so
+# concurrency is judged before the kill and again from the first idle moment after it.
 # shellcheck source=tests/faults/lib.sh
 . "$(dirname "$0")/lib.sh"
 ft_init
@@ -46,11 +48,20 @@ C3=$(sql "SELECT coord_pid FROM ev_cluster_replicas WHERE split_part(id, ':', 2)
 [ -n "$C3" ] || ft_fatal "replica 3 has no coordination session in the registry"
 holds() { [ "$(sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $C3")" -gt 0 ]; }
 ft_poll 60 holds || ft_fatal "replica 3 never held the concurrency slot"
+mif=$(sim_counter gemini max_in_flight)
+ft_check "before the kill the simulator never saw more than 1 Gemini request in flight ($mif)" \
+    test "$mif" -le 1
 kill -KILL "$P3"
 ft_wait_exit "$P3" 10
 ft_log "killed replica 3 (pid $P3) while its session $C3 held the slot"
 freed() { [ "$(sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $C3")" = 0 ]; }
 ft_wait 15 "the killed replica's slot is free again (Postgres dropped its session)" freed
+# A request the killed replica had sent is still at the provider until it ends, while its
+# slot is already free: it is no longer ours. Judge concurrency again from a moment when
+# nothing is in flight (so that orphan is over).
+idle() { [ "$(sim_counter gemini in_flight)" = 0 ]; }
+ft_wait 30 "a moment with no Gemini request in flight" idle
+curl -s -m 10 -X POST "$SIM_URL/control/reset_peak" >/dev/null || ft_fatal "provider-sim refused reset_peak"
 
 ft_wait_exit "$P1" 150
 ft_check "replica 1 drains and exits 0 (exit status: $FT_EXIT_RC)" test "$FT_EXIT_RC" = 0
@@ -63,7 +74,8 @@ ft_assert_results_complete
 rl=$(sim_counter gemini rate_limited)
 ft_check "the simulator answered no 429: the cluster kept the quota in every window ($rl)" test "$rl" = 0
 mif=$(sim_counter gemini max_in_flight)
-ft_check "the simulator never saw more than 1 Gemini request in flight ($mif)" test "$mif" -le 1
+ft_check "after the kill the simulator never saw more than 1 Gemini request in flight ($mif)" \
+    test "$mif" -le 1
 gq=$(sim_counter groq requests)
 ft_check "no check fell back to Groq ($gq Groq requests)" test "$gq" = 0
 left=$(sql "SELECT count(*) FROM ev_cluster_replicas")

@@ -95,7 +95,8 @@ static void usage(FILE *f)
            "\n"
            "Endpoints: POST /gemini/v1beta/models/{model}:generateContent,\n"
            "POST /groq/openai/v1/chat/completions, GET /control/stats,\n"
-           "GET|POST /control/{gemini|groq}, POST /control/reset[?keep_settings=1], GET /healthz.\n"
+           "GET|POST /control/{gemini|groq}, POST /control/reset[?keep_settings=1],\n"
+           "POST /control/reset_peak, GET /healthz.\n"
            "See tools/provider-sim/README.md.\n");
 }
 

@@ -390,6 +390,11 @@ void sim_provider_reset(sim_provider_t *p, bool restore)
         atomic_store_explicit(counters[i], 0, RELAXED);
     for (int i = 0; i < SIM_FAULT_COUNT; i++)
         atomic_store_explicit(&p->fault_served[i], 0, RELAXED);
+    sim_provider_reset_peak(p);
+}
+
+void sim_provider_reset_peak(sim_provider_t *p)
+{
     /* The maximum restarts from what is in flight right now. */
     atomic_store_explicit(&p->max_in_flight, atomic_load_explicit(&p->in_flight, RELAXED), RELAXED);
 }

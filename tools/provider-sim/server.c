@@ -292,6 +292,12 @@ static enum MHD_Result serve_control(sim_server_t *srv, struct MHD_Connection *c
         json_object_object_add(o, "reset", json_object_new_boolean(1));
         json_object_object_add(o, "settings_restored", json_object_new_boolean(restore));
         sim_reply_json(&rep, 200, o, false);
+    } else if (strcmp(what, "reset_peak") == 0 && post) {
+        for (int i = 0; i < SIM_NPROV; i++)
+            sim_provider_reset_peak(&srv->prov[i]);
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "reset_peak", json_object_new_boolean(1));
+        sim_reply_json(&rep, 200, o, false);
     } else if (provider_named(srv, what) && (get || post)) {
         sim_provider_t *p = provider_named(srv, what);
         char err[SIM_REASON_MAX] = "";

@@ -170,6 +170,10 @@ int sim_provider_configure(sim_provider_t *p, json_object *obj, char *err, size_
 /* Reset counters, windows and the day count; with restore, settings too. */
 void sim_provider_reset(sim_provider_t *p, bool restore);
 
+/* Restarts max_in_flight from the requests in flight now, keeping every other
+ * counter, window and setting (a test judges concurrency from a point on). */
+void sim_provider_reset_peak(sim_provider_t *p);
+
 /* Rate-limit outcome of sim_provider_admit. */
 typedef struct sim_admit {
     bool limited;     /* true: answer 429 */
