@@ -145,23 +145,53 @@ static int load_config(ev_config_t **cfg)
     return 0;
 }
 
+/* One boolean long option of a command that takes nothing else. */
+typedef struct {
+    const char *name;
+    bool *set;
+} bool_flag_t;
+
+enum { MAX_BOOL_FLAGS = 4, BOOL_FLAG_VAL = 256 };
+
+/* For a command whose only arguments are boolean flags (a table ended by a
+ * NULL name) and --help/-h: parses them, rejects anything else, then loads
+ * the configuration. Returns 0 with *cfg loaded; 0 with *cfg NULL when the
+ * usage was printed for --help; otherwise the exit status to return. */
+static int flags_then_config(int argc, char **argv, const bool_flag_t *flags, ev_config_t **cfg)
+{
+    struct option opts[MAX_BOOL_FLAGS + 2] = {{0}};
+    bool help = false;
+    int c, n = 0, rc = 0;
+
+    for (; n < MAX_BOOL_FLAGS && flags[n].name != NULL; n++)
+        opts[n] = (struct option){flags[n].name, no_argument, NULL, BOOL_FLAG_VAL + n};
+    opts[n] = (struct option){"help", no_argument, NULL, 'h'};
+    *cfg = NULL;
+    while (rc == 0 && !help && (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        if (c >= BOOL_FLAG_VAL && c < BOOL_FLAG_VAL + n) {
+            *flags[c - BOOL_FLAG_VAL].set = true;
+        } else if (c == 'h') {
+            fputs(usage_text, stdout);
+            help = true;
+        } else {
+            rc = option_error(c, argv);
+        }
+    }
+    if (rc == 0 && !help)
+        rc = reject_extra(argc, argv);
+    if (rc == 0 && !help)
+        rc = load_config(cfg);
+    return rc;
+}
+
 static int cmd_migrate(int argc, char **argv)
 {
-    static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    static const bool_flag_t flags[] = {{NULL, NULL}};
     ev_config_t *cfg = NULL;
     char err[1024] = "";
-    int c, applied = 0, rc;
+    int applied = 0, rc;
 
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        if (c == 'h') {
-            fputs(usage_text, stdout);
-            return 0;
-        }
-        return option_error(c, argv);
-    }
-    if ((rc = reject_extra(argc, argv)) != 0)
-        return rc;
-    if ((rc = load_config(&cfg)) != 0)
+    if ((rc = flags_then_config(argc, argv, flags, &cfg)) != 0 || cfg == NULL)
         return rc;
     if (ev_cli_migrate(cfg, &applied, err, sizeof(err)) != 0) {
         rc = fail(err);
@@ -178,26 +208,13 @@ static int cmd_migrate(int argc, char **argv)
 
 static int cmd_serve(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"drain", no_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     ev_cli_serve_args_t args = {.drain = false, .grace_ms = -1};
+    const bool_flag_t flags[] = {{"drain", &args.drain}, {NULL, NULL}};
     ev_config_t *cfg = NULL;
     char err[1024] = "";
-    int c, rc;
+    int rc;
 
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        if (c == 'd') {
-            args.drain = true;
-        } else if (c == 'h') {
-            fputs(usage_text, stdout);
-            return 0;
-        } else {
-            return option_error(c, argv);
-        }
-    }
-    if ((rc = reject_extra(argc, argv)) != 0)
-        return rc;
-    if ((rc = load_config(&cfg)) != 0)
+    if ((rc = flags_then_config(argc, argv, flags, &cfg)) != 0 || cfg == NULL)
         return rc;
     /* Process-wide set-up that must happen before any thread exists. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -578,26 +595,13 @@ static int cmd_show(int argc, char **argv)
 
 static int cmd_healthcheck(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"ready", no_argument, NULL, 'r'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    bool ready = false;
+    const bool_flag_t flags[] = {{"ready", &ready}, {NULL, NULL}};
     ev_config_t *cfg = NULL;
     char err[512] = "";
-    bool ready = false;
-    int c, rc;
+    int rc;
 
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        if (c == 'r') {
-            ready = true;
-        } else if (c == 'h') {
-            fputs(usage_text, stdout);
-            return 0;
-        } else {
-            return option_error(c, argv);
-        }
-    }
-    if ((rc = reject_extra(argc, argv)) != 0)
-        return rc;
-    if ((rc = load_config(&cfg)) != 0)
+    if ((rc = flags_then_config(argc, argv, flags, &cfg)) != 0 || cfg == NULL)
         return rc;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         ev_config_free(cfg);
@@ -878,27 +882,14 @@ static int cmd_webhooks(int argc, char **argv)
 
 static int cmd_status(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    bool json = false;
+    const bool_flag_t flags[] = {{"json", &json}, {NULL, NULL}};
     ev_config_t *cfg = NULL;
     char err[1024] = "";
     char *text = NULL;
-    bool json = false;
-    int c, rc;
+    int rc;
 
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        if (c == 'j') {
-            json = true;
-        } else if (c == 'h') {
-            fputs(usage_text, stdout);
-            return 0;
-        } else {
-            return option_error(c, argv);
-        }
-    }
-    if ((rc = reject_extra(argc, argv)) != 0)
-        return rc;
-    if ((rc = load_config(&cfg)) != 0)
+    if ((rc = flags_then_config(argc, argv, flags, &cfg)) != 0 || cfg == NULL)
         return rc;
     if (ev_cli_status(cfg, json, &text, err, sizeof(err)) != 0) {
         rc = fail(err);
