@@ -79,71 +79,43 @@ static const unsigned char zip_bytes[22] = {'P', 'K', 0x05, 0x06};
 static const char html_bytes[] = "<!DOCTYPE html>\n<html><head><title>Photo</title></head>"
                                  "<body><p>Our robot, see attached.</p></body></html>\n";
 
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-} buf_t;
-
-static void buf_add(buf_t *b, const void *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->p = ev_realloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void buf_printf(buf_t *b, const char *fmt, ...)
-{
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    CU_ASSERT_FATAL(n >= 0 && (size_t)n < sizeof(tmp));
-    buf_add(b, tmp, (size_t)n);
-}
-
 /* A minimal PDF with a correct xref table and `pages` pages; page i shows
  * "<text> i" in an uncompressed content stream (so the sim sees markers). */
 static char *build_pdf(size_t *len, int pages, const char *text)
 {
-    buf_t b = {0};
+    ev_hbuf_t b = {0};
     int nobj = 3 + 2 * pages;
     long *off = ev_calloc((size_t)nobj + 1, sizeof(long));
-    buf_add(&b, "%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", 15);
+    ev_hbuf_add(&b, "%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", 15);
     off[1] = (long)b.len;
-    buf_printf(&b, "1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n");
+    ev_hbuf_printf(&b, "1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n");
     off[2] = (long)b.len;
-    buf_printf(&b, "2 0 obj\n<< /Type /Pages /Count %d /Kids [", pages);
+    ev_hbuf_printf(&b, "2 0 obj\n<< /Type /Pages /Count %d /Kids [", pages);
     for (int i = 0; i < pages; i++)
-        buf_printf(&b, "%s%d 0 R", i ? " " : "", 4 + 2 * i);
-    buf_printf(&b, "] >>\nendobj\n");
+        ev_hbuf_printf(&b, "%s%d 0 R", i ? " " : "", 4 + 2 * i);
+    ev_hbuf_printf(&b, "] >>\nendobj\n");
     off[3] = (long)b.len;
-    buf_printf(&b, "3 0 obj\n<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica "
-                   "/Encoding /WinAnsiEncoding >>\nendobj\n");
+    ev_hbuf_printf(&b, "3 0 obj\n<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica "
+                       "/Encoding /WinAnsiEncoding >>\nendobj\n");
     for (int i = 0; i < pages; i++) {
         char content[256];
         int n =
             snprintf(content, sizeof(content), "BT /F1 12 Tf 20 100 Td (%s %d) Tj ET", text, i + 1);
         off[4 + 2 * i] = (long)b.len;
-        buf_printf(&b,
-                   "%d 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] "
-                   "/Resources << /Font << /F1 3 0 R >> >> /Contents %d 0 R >>\nendobj\n",
-                   4 + 2 * i, 5 + 2 * i);
+        ev_hbuf_printf(&b,
+                       "%d 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] "
+                       "/Resources << /Font << /F1 3 0 R >> >> /Contents %d 0 R >>\nendobj\n",
+                       4 + 2 * i, 5 + 2 * i);
         off[5 + 2 * i] = (long)b.len;
-        buf_printf(&b, "%d 0 obj\n<< /Length %d >>\nstream\n%s\nendstream\nendobj\n", 5 + 2 * i, n,
-                   content);
+        ev_hbuf_printf(&b, "%d 0 obj\n<< /Length %d >>\nstream\n%s\nendstream\nendobj\n", 5 + 2 * i,
+                       n, content);
     }
     long xref = (long)b.len;
-    buf_printf(&b, "xref\n0 %d\n0000000000 65535 f \n", nobj + 1);
+    ev_hbuf_printf(&b, "xref\n0 %d\n0000000000 65535 f \n", nobj + 1);
     for (int i = 1; i <= nobj; i++)
-        buf_printf(&b, "%010ld 00000 n \n", off[i]);
-    buf_printf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%ld\n%%%%EOF\n", nobj + 1,
-               xref);
+        ev_hbuf_printf(&b, "%010ld 00000 n \n", off[i]);
+    ev_hbuf_printf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%ld\n%%%%EOF\n", nobj + 1,
+                   xref);
     free(off);
     *len = b.len;
     return b.p;
@@ -157,11 +129,11 @@ static char *read_fixture(const char *name, size_t *len)
     FILE *fp = fopen(path, "rb");
     free(path);
     CU_ASSERT_PTR_NOT_NULL_FATAL(fp);
-    buf_t b = {0};
+    ev_hbuf_t b = {0};
     char chunk[4096];
     size_t n;
     while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0)
-        buf_add(&b, chunk, n);
+        ev_hbuf_add(&b, chunk, n);
     fclose(fp);
     *len = b.len;
     return b.p;
@@ -1197,9 +1169,9 @@ static void test_replaced_file_is_judged_again(void)
 static char *long_description(void)
 {
     const char *line = "Our robot arm stirs soup, measures salt and keeps the stove clean. ";
-    buf_t b = {0};
+    ev_hbuf_t b = {0};
     while (b.len < 3900)
-        buf_add(&b, line, strlen(line));
+        ev_hbuf_add(&b, line, strlen(line));
     return b.p;
 }
 

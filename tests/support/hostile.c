@@ -18,12 +18,7 @@
 #include <string.h>
 #include <zlib.h>
 
-typedef struct hbuf {
-    char *p;
-    size_t len, cap;
-} hbuf_t;
-
-static void hb_add(hbuf_t *b, const void *s, size_t n)
+void ev_hbuf_add(ev_hbuf_t *b, const void *s, size_t n)
 {
     if (b->len + n + 1 > b->cap) {
         b->cap = (b->len + n + 1) * 2;
@@ -34,8 +29,7 @@ static void hb_add(hbuf_t *b, const void *s, size_t n)
     b->p[b->len] = '\0';
 }
 
-static void hb_printf(hbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void hb_printf(hbuf_t *b, const char *fmt, ...)
+void ev_hbuf_printf(ev_hbuf_t *b, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -43,12 +37,12 @@ static void hb_printf(hbuf_t *b, const char *fmt, ...)
     int n = vasprintf(&s, fmt, ap);
     va_end(ap);
     EV_ASSERT(n >= 0);
-    hb_add(b, s, (size_t)n);
+    ev_hbuf_add(b, s, (size_t)n);
     free(s);
 }
 
 /* One self-contained, byte-aligned deflate block of `data` (full flush). */
-static void deflate_block(z_stream *z, hbuf_t *out, const char *data, size_t n, bool header)
+static void deflate_block(z_stream *z, ev_hbuf_t *out, const char *data, size_t n, bool header)
 {
     if (n == 0 && !header)
         return;
@@ -61,27 +55,27 @@ static void deflate_block(z_stream *z, hbuf_t *out, const char *data, size_t n, 
     EV_ASSERT(deflate(z, Z_FULL_FLUSH) == Z_OK && z->avail_in == 0);
     size_t got = cap - z->avail_out;
     /* Only the stream's first deflate call emits the 2-byte zlib header. */
-    hb_add(out, blk, got);
+    ev_hbuf_add(out, blk, got);
     free(blk);
 }
 
 /* zlib data inflating to prefix, then `unit` `count` times, then suffix. */
-static void bomb_stream(hbuf_t *out, const char *prefix, const char *unit, size_t unit_len,
+static void bomb_stream(ev_hbuf_t *out, const char *prefix, const char *unit, size_t unit_len,
                         size_t count, const char *suffix)
 {
     z_stream z;
     memset(&z, 0, sizeof(z));
     EV_ASSERT(deflateInit(&z, 9) == Z_OK);
     deflate_block(&z, out, prefix, strlen(prefix), true);
-    hbuf_t one = {0};
+    ev_hbuf_t one = {0};
     deflate_block(&z, &one, unit, unit_len, false);
     for (size_t i = 0; i < count; i++)
-        hb_add(out, one.p, one.len);
+        ev_hbuf_add(out, one.p, one.len);
     free(one.p);
     deflate_block(&z, out, suffix, strlen(suffix), false);
     /* Empty final block, then the Adler-32 of everything. */
     static const unsigned char fin[] = {0x03, 0x00};
-    hb_add(out, fin, sizeof(fin));
+    ev_hbuf_add(out, fin, sizeof(fin));
     uLong a = adler32(0L, (const Bytef *)prefix, (uInt)strlen(prefix));
     uLong a1 = adler32(0L, (const Bytef *)unit, (uInt)unit_len);
     for (size_t i = 0; i < count; i++)
@@ -90,21 +84,21 @@ static void bomb_stream(hbuf_t *out, const char *prefix, const char *unit, size_
                         (z_off_t)strlen(suffix));
     unsigned char tr[4] = {(unsigned char)(a >> 24), (unsigned char)(a >> 16),
                            (unsigned char)(a >> 8), (unsigned char)a};
-    hb_add(out, tr, 4);
+    ev_hbuf_add(out, tr, 4);
     deflateEnd(&z);
 }
 
 /* Writes objects 1.. (bodies given, each may contain a stream) with an exact xref. */
 static char *assemble(char **bodies, size_t *blen, int n, size_t pad, size_t *len)
 {
-    hbuf_t b = {0};
+    ev_hbuf_t b = {0};
     long *off = ev_calloc((size_t)n + 1, sizeof(long));
-    hb_add(&b, "%PDF-1.5\n%\xe2\xe3\xcf\xd3\n", 15);
+    ev_hbuf_add(&b, "%PDF-1.5\n%\xe2\xe3\xcf\xd3\n", 15);
     for (int i = 1; i <= n; i++) {
         off[i] = (long)b.len;
-        hb_printf(&b, "%d 0 obj\n", i);
-        hb_add(&b, bodies[i - 1], blen[i - 1]);
-        hb_printf(&b, "\nendobj\n");
+        ev_hbuf_printf(&b, "%d 0 obj\n", i);
+        ev_hbuf_add(&b, bodies[i - 1], blen[i - 1]);
+        ev_hbuf_printf(&b, "\nendobj\n");
     }
     if (b.len < pad) {
         /* An unreferenced comment block: honest padding the parser skips. */
@@ -113,15 +107,16 @@ static char *assemble(char **bodies, size_t *blen, int n, size_t pad, size_t *le
         fill[0] = '%';
         for (size_t i = 1; i < need; i++)
             fill[i] = (i % 80 == 0) ? '\n' : (i % 80 == 1 ? '%' : (char)('a' + i % 26));
-        hb_add(&b, fill, need);
-        hb_add(&b, "\n", 1);
+        ev_hbuf_add(&b, fill, need);
+        ev_hbuf_add(&b, "\n", 1);
         free(fill);
     }
     long xref = (long)b.len;
-    hb_printf(&b, "xref\n0 %d\n0000000000 65535 f \n", n + 1);
+    ev_hbuf_printf(&b, "xref\n0 %d\n0000000000 65535 f \n", n + 1);
     for (int i = 1; i <= n; i++)
-        hb_printf(&b, "%010ld 00000 n \n", off[i]);
-    hb_printf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%ld\n%%%%EOF\n", n + 1, xref);
+        ev_hbuf_printf(&b, "%010ld 00000 n \n", off[i]);
+    ev_hbuf_printf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%ld\n%%%%EOF\n", n + 1,
+                   xref);
     free(off);
     *len = b.len;
     return b.p;
@@ -129,10 +124,10 @@ static char *assemble(char **bodies, size_t *blen, int n, size_t pad, size_t *le
 
 static char *stream_obj(const char *dict_extra, const char *data, size_t dlen, size_t *olen)
 {
-    hbuf_t b = {0};
-    hb_printf(&b, "<< /Length %zu %s>>\nstream\n", dlen, dict_extra);
-    hb_add(&b, data, dlen);
-    hb_printf(&b, "\nendstream");
+    ev_hbuf_t b = {0};
+    ev_hbuf_printf(&b, "<< /Length %zu %s>>\nstream\n", dlen, dict_extra);
+    ev_hbuf_add(&b, data, dlen);
+    ev_hbuf_printf(&b, "\nendstream");
     *olen = b.len;
     return b.p;
 }
@@ -145,9 +140,9 @@ static char *honest(const ev_hostile_params_t *p, size_t *len)
     int n = 3 + 2 * pages;
     char **bodies = ev_calloc((size_t)n, sizeof(char *));
     size_t *bl = ev_calloc((size_t)n, sizeof(size_t));
-    hbuf_t kids = {0};
+    ev_hbuf_t kids = {0};
     for (int i = 0; i < pages; i++)
-        hb_printf(&kids, "%s%d 0 R", i ? " " : "", 4 + 2 * i);
+        ev_hbuf_printf(&kids, "%s%d 0 R", i ? " " : "", 4 + 2 * i);
     bodies[0] = ev_strdup("<< /Type /Catalog /Pages 2 0 R >>");
     bodies[1] = ev_asprintf("<< /Type /Pages /Count %d /Kids [%s] >>", pages, kids.p);
     bodies[2] = ev_strdup(FONT);
@@ -180,9 +175,9 @@ static char *one_page(char **streams, size_t *slen, int ns, size_t *len)
     int n = 3 + ns;
     char **bodies = ev_calloc((size_t)n, sizeof(char *));
     size_t *bl = ev_calloc((size_t)n, sizeof(size_t));
-    hbuf_t refs = {0};
+    ev_hbuf_t refs = {0};
     for (int i = 0; i < ns; i++)
-        hb_printf(&refs, "%s%d 0 R", i ? " " : "", 4 + i);
+        ev_hbuf_printf(&refs, "%s%d 0 R", i ? " " : "", 4 + i);
     bodies[0] = ev_strdup("<< /Type /Catalog /Pages 2 0 R >>");
     bodies[1] = ev_strdup("<< /Type /Pages /Count 1 /Kids [3 0 R] >>");
     bodies[2] = ev_asprintf("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources "
@@ -210,7 +205,7 @@ static char *bomb(const char *prefix, const char *unit, size_t unit_len, const c
     size_t sl[4];
     size_t count = mib * 1024 * 1024 / unit_len;
     for (int i = 0; i < ns; i++) {
-        hbuf_t z = {0};
+        ev_hbuf_t z = {0};
         bomb_stream(&z, prefix, unit, unit_len, count ? count : 1, suffix);
         streams[i] = stream_obj("/Filter /FlateDecode ", z.p, z.len, &sl[i]);
         free(z.p);
@@ -220,14 +215,14 @@ static char *bomb(const char *prefix, const char *unit, size_t unit_len, const c
 
 static char *nested(size_t depth, size_t *len)
 {
-    hbuf_t c = {0};
-    hb_add(&c, "BT /F1 12 Tf 72 700 Td ", 23);
+    ev_hbuf_t c = {0};
+    ev_hbuf_add(&c, "BT /F1 12 Tf 72 700 Td ", 23);
     for (size_t i = 0; i < depth; i++)
-        hb_add(&c, "[", 1);
-    hb_add(&c, "(deep)", 6);
+        ev_hbuf_add(&c, "[", 1);
+    ev_hbuf_add(&c, "(deep)", 6);
     for (size_t i = 0; i < depth; i++)
-        hb_add(&c, "]", 1);
-    hb_add(&c, " TJ ET", 6);
+        ev_hbuf_add(&c, "]", 1);
+    ev_hbuf_add(&c, " TJ ET", 6);
     size_t sl;
     char *s = stream_obj("", c.p, c.len, &sl);
     free(c.p);
@@ -263,9 +258,9 @@ char *ev_hostile_pdf(ev_hostile_pdf_t kind, const ev_hostile_params_t *p, size_t
     case EV_HOSTILE_TEXT_BOMB: {
         /* Many text-show operators: every one becomes words the extractor keeps. */
         size_t reps = 16 * 1024 / (sizeof(text_unit) - 1);
-        hbuf_t u = {0};
+        ev_hbuf_t u = {0};
         for (size_t i = 0; i < reps; i++)
-            hb_add(&u, text_unit, sizeof(text_unit) - 1);
+            ev_hbuf_add(&u, text_unit, sizeof(text_unit) - 1);
         char *out = bomb("", u.p, u.len, "", p->mib, 1, len);
         free(u.p);
         return out;
@@ -304,26 +299,26 @@ static void be32(unsigned char *p, uint32_t v)
     p[3] = (unsigned char)v;
 }
 
-static void png_chunk(hbuf_t *b, const char *type, const unsigned char *data, uint32_t n)
+static void png_chunk(ev_hbuf_t *b, const char *type, const unsigned char *data, uint32_t n)
 {
     unsigned char hdr[8];
     be32(hdr, n);
     memcpy(hdr + 4, type, 4);
-    hb_add(b, hdr, 8);
+    ev_hbuf_add(b, hdr, 8);
     if (n)
-        hb_add(b, data, n);
+        ev_hbuf_add(b, data, n);
     uLong crc = crc32(0L, (const Bytef *)type, 4);
     if (n)
         crc = crc32(crc, data, n);
     unsigned char c[4];
     be32(c, (uint32_t)crc);
-    hb_add(b, c, 4);
+    ev_hbuf_add(b, c, 4);
 }
 
 unsigned char *ev_hostile_png(uint32_t width, uint32_t height, size_t *len)
 {
-    hbuf_t b = {0};
-    hb_add(&b, "\x89PNG\r\n\x1a\n", 8);
+    ev_hbuf_t b = {0};
+    ev_hbuf_add(&b, "\x89PNG\r\n\x1a\n", 8);
     unsigned char ihdr[13] = {0};
     be32(ihdr, width);
     be32(ihdr + 4, height);
@@ -343,8 +338,8 @@ unsigned char *ev_hostile_jpeg(uint16_t width, uint16_t height, size_t *len)
     static const unsigned char head[] = {0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 'J',
                                          'F',  'I',  'F',  0x00, 0x01, 0x01, 0x00,
                                          0x00, 0x01, 0x00, 0x01, 0x00, 0x00};
-    hbuf_t b = {0};
-    hb_add(&b, head, sizeof(head));
+    ev_hbuf_t b = {0};
+    ev_hbuf_add(&b, head, sizeof(head));
     unsigned char sof[] = {0xff,
                            0xc0,
                            0x00,
@@ -364,9 +359,9 @@ unsigned char *ev_hostile_jpeg(uint16_t width, uint16_t height, size_t *len)
                            0x03,
                            0x11,
                            0x01};
-    hb_add(&b, sof, sizeof(sof));
+    ev_hbuf_add(&b, sof, sizeof(sof));
     static const unsigned char eoi[] = {0xff, 0xd9};
-    hb_add(&b, eoi, sizeof(eoi));
+    ev_hbuf_add(&b, eoi, sizeof(eoi));
     *len = b.len;
     return (unsigned char *)b.p;
 }
@@ -376,13 +371,13 @@ char *ev_hostile_polyglot(size_t *len)
     ev_hostile_params_t p = {.pages = 1};
     size_t plen;
     char *pdf = ev_hostile_pdf(EV_HOSTILE_HONEST, &p, &plen);
-    hbuf_t b = {0};
+    ev_hbuf_t b = {0};
     /* A ZIP local header first: libmagic and unzip see an archive. */
     static const char zip[] = "PK\x03\x04\x14\x00\x00\x00\x00\x00\x00\x00\x00\x00"
                               "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x00"
                               "a.txt";
-    hb_add(&b, zip, sizeof(zip) - 1);
-    hb_add(&b, pdf, plen);
+    ev_hbuf_add(&b, zip, sizeof(zip) - 1);
+    ev_hbuf_add(&b, pdf, plen);
     free(pdf);
     *len = b.len;
     return b.p;

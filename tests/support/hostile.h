@@ -31,6 +31,18 @@ typedef struct ev_hostile_params {
     size_t depth; /* NESTED, DEEP_PAGES */
 } ev_hostile_params_t;
 
+/* A growable byte buffer, kept NUL-terminated; start it as {0}, the caller
+ * owns and free()s p. Aborts on out-of-memory. */
+typedef struct ev_hbuf {
+    char *p;
+    size_t len, cap;
+} ev_hbuf_t;
+
+/* Appends n bytes of s. */
+void ev_hbuf_add(ev_hbuf_t *b, const void *s, size_t n);
+/* Appends the formatted text (any length). */
+void ev_hbuf_printf(ev_hbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* A PDF of the given shape; *len its size. */
 char *ev_hostile_pdf(ev_hostile_pdf_t kind, const ev_hostile_params_t *p, size_t *len);
 
