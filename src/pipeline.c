@@ -424,11 +424,30 @@ static void images_fit_one_request(const ev_pipeline_t *p, const sub_t *s, check
                    lim);
 }
 
-/* An image that no configured provider's request can carry can never be
- * judged: a local fail now instead of attempts that all fail. */
+/* Whether some configured provider takes images of this type. */
+static bool image_type_accepted(const ev_pipeline_t *p, const char *mime)
+{
+    for (int i = 0; i < EV_PROVIDER_COUNT; i++) {
+        const ev_provider_ops_t *ops = ev_providers_get((ev_provider_id_t)i);
+        if (p->cfg->providers[i].api_key && ev_provider_accepts_image(ops, mime))
+            return true;
+    }
+    return false;
+}
+
+/* An image that no configured provider takes (its type, or its size in one
+ * request) can never be judged: a local fail now instead of attempts that
+ * all fail. */
 static bool image_fits_a_request(const ev_pipeline_t *p, const ev_files_item_t *item,
                                  check_result_t *c)
 {
+    const char *mime = ev_files_item_mime(item);
+    if (!image_type_accepted(p, mime)) {
+        const char *what = ev_files_describe_mime(mime);
+        set_reason(c, V_FAIL, "image '%s' is %s, which none of the configured providers accepts",
+                   ev_files_item_filename(item), what ? what : mime);
+        return false;
+    }
     size_t len = 0;
     (void)ev_files_item_data(item, &len);
     if (p->image_request_bytes == 0 || base64_len(len) <= p->image_request_bytes)

@@ -43,8 +43,11 @@ typedef struct ev_provider_ops {
     size_t max_request;      /* published request-size limit, base64 included */
     bool limit_is_media;     /* the size limit applies only to requests carrying media */
     const char *auth_prefix; /* the header line before the key */
-    int image_tokens;        /* input tokens billed per image (an estimate, high side) */
-    int pdf_page_tokens;     /* input tokens billed per inline PDF page */
+    /* The image types it accepts (NULL-terminated); every image the local
+     * checks accept goes to a provider that takes them all. */
+    const char *const *image_types;
+    int image_tokens;    /* input tokens billed per image (an estimate, high side) */
+    int pdf_page_tokens; /* input tokens billed per inline PDF page */
 
     /* The URL of one generation call to `model` (never carries the key). */
     char *(*call_url)(const char *base_url, const char *model);
@@ -72,6 +75,10 @@ const ev_provider_ops_t *ev_providers_get(ev_provider_id_t id);
 
 /* The table named `name` ("gemini", "groq", "openai_compat"), or NULL. */
 const ev_provider_ops_t *ev_providers_find(const char *name);
+
+/* Whether the provider can be sent an image of type `mime` (false for a
+ * provider without images). */
+bool ev_provider_accepts_image(const ev_provider_ops_t *ops, const char *mime);
 
 /* Whether `req` carries media the provider would be sent (not text_only). */
 bool ev_provider_req_has_media(const ev_llm_request_t *req);
@@ -110,6 +117,8 @@ ev_model_status_t ev_provider_check_model(const ev_provider_ops_t *ops,
 /* Pieces shared by the OpenAI-shaped providers (Groq, OpenAI-compatible):
  * POST {base}/chat/completions, GET {base}/models. */
 char *ev_provider_openai_call_url(const char *base_url, const char *model);
+/* The image types an OpenAI-shaped data URL may carry (no HEIC/HEIF). */
+extern const char *const ev_provider_openai_image_types[];
 int ev_provider_openai_body(char **out, size_t *out_len, const ev_llm_request_t *req,
                             const char *model, const ev_provider_config_t *cfg);
 int64_t ev_provider_openai_quota_reset(const ev_llm_result_t *res, int64_t wall_us);

@@ -64,6 +64,16 @@ static bool is_image(const char *mime)
     return mime && strncmp(mime, "image/", 6) == 0;
 }
 
+bool ev_provider_accepts_image(const ev_provider_ops_t *ops, const char *mime)
+{
+    if (!(ops->caps & EV_PROVIDER_CAP_IMAGES) || !is_image(mime))
+        return false;
+    for (const char *const *t = ops->image_types; t && *t; t++)
+        if (strcmp(*t, mime) == 0)
+            return true;
+    return false;
+}
+
 /* Refuses media the provider cannot take at all. Returns 0 or EV_EINVAL with
  * the result filled; counts images and estimates the encoded size. */
 static int check_media(const ev_provider_ops_t *ops, const ev_llm_request_t *req,
@@ -75,15 +85,14 @@ static int check_media(const ev_provider_ops_t *ops, const ev_llm_request_t *req
         const char *what = NULL;
         if (is_pdf(mime) && !(ops->caps & EV_PROVIDER_CAP_INLINE_PDF))
             what = "PDF";
-        else if (is_image(mime) && !(ops->caps & EV_PROVIDER_CAP_IMAGES))
-            what = "image";
+        else if (is_image(mime) && !ev_provider_accepts_image(ops, mime))
+            what = mime;
         else if (!is_pdf(mime) && !is_image(mime))
             what = "non-image, non-PDF";
         if (what) {
             out->outcome = EV_LLM_BAD_REQUEST;
             out->err = EV_EINVAL;
-            ev_llm_result_set_error(out, "%s takes no %s input: send the extracted text", ops->name,
-                                    what);
+            ev_llm_result_set_error(out, "%s takes no %s input", ops->name, what);
             return EV_EINVAL;
         }
         *images += is_image(mime);

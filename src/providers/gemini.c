@@ -130,6 +130,10 @@ static ev_model_status_t parse_model_info(const ev_http_response_t *resp, const 
     return st;
 }
 
+/* Gemini's documented inline image types. */
+static const char *const gemini_image_types[] = {"image/png",  "image/jpeg", "image/webp",
+                                                 "image/heic", "image/heif", NULL};
+
 const ev_provider_ops_t ev_provider_gemini = {
     .id = EV_PROVIDER_GEMINI,
     .name = "gemini",
@@ -139,6 +143,7 @@ const ev_provider_ops_t ev_provider_gemini = {
     .max_request = EV_GEMINI_MAX_REQUEST_DEFAULT,
     .limit_is_media = false,
     .auth_prefix = "x-goog-api-key: ",
+    .image_types = gemini_image_types,
     /* Gemini bills 258 tokens per image and per PDF page. */
     .image_tokens = 258,
     .pdf_page_tokens = 258,

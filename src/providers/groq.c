@@ -21,6 +21,11 @@
  * probe then costs one call an hour while the quota stays empty. */
 #define NO_HINT_COOLDOWN_US (INT64_C(3600) * 1000000)
 
+/* What OpenAI documents for image inputs and Groq's vision models take;
+ * HEIC/HEIF are Gemini's alone, so such images go to Gemini or nowhere. */
+const char *const ev_provider_openai_image_types[] = {"image/png", "image/jpeg", "image/webp",
+                                                      NULL};
+
 char *ev_provider_openai_call_url(const char *base_url, const char *model)
 {
     (void)model; /* named in the body */
@@ -101,6 +106,7 @@ const ev_provider_ops_t ev_provider_groq = {
     .max_request = EV_GROQ_MAX_REQUEST_DEFAULT,
     .limit_is_media = true, /* text-only requests are bounded by tokens: Groq answers 413 */
     .auth_prefix = "Authorization: Bearer ",
+    .image_types = ev_provider_openai_image_types,
     /* Groq's vision models bill more per image; no PDF is sent. */
     .image_tokens = 1600,
     .pdf_page_tokens = 0,

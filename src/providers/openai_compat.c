@@ -22,6 +22,7 @@ const ev_provider_ops_t ev_provider_openai_compat = {
     .max_request = (size_t)50 * 1000 * 1000,
     .limit_is_media = true,
     .auth_prefix = "Authorization: Bearer ",
+    .image_types = ev_provider_openai_image_types,
     .image_tokens = 1600,
     .pdf_page_tokens = 0,
     .call_url = ev_provider_openai_call_url,

@@ -9,6 +9,7 @@
 #include "ev/error.h"
 #include "ev/gemini.h"
 #include "ev/groq.h"
+#include "ev/providers.h"
 #include "ev/http.h"
 #include "ev/log.h"
 #include "ev/secret.h"
@@ -529,6 +530,17 @@ static void test_groq_refused_before_http(void)
     req.media_count = 1;
     CU_ASSERT_EQUAL(groq_call(groq, &req, &r), EV_EINVAL);
     CU_ASSERT_FALSE(r.http_attempted);
+    ev_llm_result_free(&r);
+    /* A HEIC image is Gemini's alone: Groq is never sent one. */
+    ev_llm_media_t heic[1] = {{"image/heic", png, sizeof(png) - 1}};
+    req.media = heic;
+    CU_ASSERT_EQUAL(groq_call(groq, &req, &r), EV_EINVAL);
+    CU_ASSERT_EQUAL(r.outcome, EV_LLM_BAD_REQUEST);
+    CU_ASSERT_FALSE(r.http_attempted);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.error, "image/heic"));
+    CU_ASSERT_FALSE(ev_provider_accepts_image(&ev_provider_groq, "image/heic"));
+    CU_ASSERT_TRUE(ev_provider_accepts_image(&ev_provider_gemini, "image/heic"));
+    CU_ASSERT_TRUE(ev_provider_accepts_image(&ev_provider_groq, "image/webp"));
     ev_llm_result_free(&r);
     /* Six images exceed Groq's limit of five. */
     ev_llm_media_t six[6];

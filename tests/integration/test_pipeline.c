@@ -815,6 +815,45 @@ static void test_images_over_several_requests(void)
     fx_stop(&f);
 }
 
+/* A 1000 x 800 HEIC header (ftyp heic + an ispe box): Gemini takes HEIC, the
+ * OpenAI-shaped providers do not. */
+static const unsigned char heic_ispe[] = {
+    /* ftyp, 24 bytes: brand heic */
+    0x00, 0x00, 0x00, 0x18, 'f', 't', 'y', 'p', 'h', 'e', 'i', 'c', 0x00, 0x00, 0x00, 0x00, 'm',
+    'i', 'f', '1', 'h', 'e', 'i', 'c',
+    /* meta (full box) > iprp > ipco > ispe 1000 x 800 */
+    0x00, 0x00, 0x00, 0x30, 'm', 'e', 't', 'a', 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x24, 'i',
+    'p', 'r', 'p', 0x00, 0x00, 0x00, 0x1c, 'i', 'p', 'c', 'o', 0x00, 0x00, 0x00, 0x14, 'i', 's',
+    'p', 'e', 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x03, 0x20};
+
+/* An image type no configured provider accepts can never be judged: with
+ * only Groq configured a HEIC image fails locally, naming why, and costs no
+ * call; with Gemini configured the same image is sent to Gemini alone. */
+static void test_image_type_no_provider_accepts(void)
+{
+    fx_t f;
+    const char *o[] = {"GEMINI_API_KEY", "", NULL};
+    fx_start(&f, o);
+    int64_t ev = add_event("kitchen", false, true);
+    int64_t sub = add_submission(ev, "Soup robot", NULL);
+    add_file(sub, "image", "robot.heic", heic_ispe, sizeof(heic_ispe));
+    expect_local_fail(&f, sub, "image",
+                      "image 'robot.heic' is a HEIC image, which none of the configured "
+                      "providers accepts",
+                      false);
+    fx_stop(&f);
+
+    fx_start(&f, NULL);
+    ev = add_event("kitchen", false, true);
+    sub = add_submission(ev, "Soup robot", "A robot arm that stirs soup.");
+    add_file(sub, "image", "robot.heic", heic_ispe, sizeof(heic_ispe));
+    CU_ASSERT_EQUAL(process(&f, sub, NULL, NULL), 0);
+    result_t r = result(sub, "image");
+    CU_ASSERT_TRUE(equals(r.verdict, "pass"));
+    CU_ASSERT_TRUE(equals(r.provider, "gemini"));
+    fx_stop(&f);
+}
+
 static void test_image_too_big_on_disk(void)
 {
     fx_t f;
@@ -1760,6 +1799,8 @@ static const ev_test_t pipeline_tests[] = {
     {"PDF decompression bomb fails locally, no API call", test_pdf_bomb_fails_locally},
     {"images over several requests; one no request carries fails",
      test_images_over_several_requests},
+    {"an image type no configured provider accepts fails locally",
+     test_image_type_no_provider_accepts},
     {"image over IMAGE_MAX_BYTES on disk fails locally", test_image_too_big_on_disk},
     {"more than MAX_IMAGES images fails locally", test_too_many_images},
     {"storage path traversal is refused, never opened", test_storage_path_traversal},
