@@ -211,11 +211,50 @@ static void clean_reason(char *out, const char *in, size_t n)
     out[o] = '\0';
 }
 
+/*
+ * Parses the object text[0..len) that ev_verdict_find_object found: at most
+ * MAX_OBJECT_BYTES, valid JSON, an object, and no key twice (`repeated` is
+ * the reason then). Returns 0 with *objp (the caller puts it), or EV_EPARSE
+ * with *objp NULL and the reason in why.
+ */
+static int parse_object(json_object **objp, const char *text, size_t len, const char *repeated,
+                        char *why, size_t whylen)
+{
+    int rc = EV_EPARSE;
+    json_tokener *tok = NULL;
+    json_object *obj = NULL;
+
+    if (len > MAX_OBJECT_BYTES) {
+        set_why(why, whylen, "JSON object is too large");
+        goto out;
+    }
+    tok = json_tokener_new();
+    obj = json_tokener_parse_ex(tok, text, (int)len);
+    if (!obj || json_tokener_get_error(tok) != json_tokener_success ||
+        !json_object_is_type(obj, json_type_object)) {
+        set_why(why, whylen, "answer is not valid JSON");
+        goto out;
+    }
+    if (ambiguous_keys(text, len)) {
+        set_why(why, whylen, repeated);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc != 0) {
+        json_object_put(obj);
+        obj = NULL;
+    }
+    if (tok)
+        json_tokener_free(tok);
+    *objp = obj;
+    return rc;
+}
+
 int ev_verdict_parse(ev_verdict_t *out, const char *text, size_t len, char *why, size_t whylen)
 {
     int rc = EV_EPARSE;
     json_object *obj = NULL;
-    json_tokener *tok = NULL;
     size_t start = 0, olen = 0;
 
     memset(out, 0, sizeof(*out));
@@ -231,21 +270,9 @@ int ev_verdict_parse(ev_verdict_t *out, const char *text, size_t len, char *why,
                 memchr(text, '{', len) ? "JSON object is truncated" : "no JSON object in answer");
         goto out;
     }
-    if (olen > MAX_OBJECT_BYTES) {
-        set_why(why, whylen, "JSON object is too large");
+    if (parse_object(&obj, text + start, olen, "answer repeats a field (ambiguous)", why, whylen) !=
+        0)
         goto out;
-    }
-    tok = json_tokener_new();
-    obj = json_tokener_parse_ex(tok, text + start, (int)olen);
-    if (!obj || json_tokener_get_error(tok) != json_tokener_success ||
-        !json_object_is_type(obj, json_type_object)) {
-        set_why(why, whylen, "answer is not valid JSON");
-        goto out;
-    }
-    if (ambiguous_keys(text + start, olen)) {
-        set_why(why, whylen, "answer repeats a field (ambiguous)");
-        goto out;
-    }
 
     json_object *v = NULL, *s = NULL, *r = NULL;
     if (!json_object_object_get_ex(obj, "valid", &v) ||
@@ -280,8 +307,6 @@ int ev_verdict_parse(ev_verdict_t *out, const char *text, size_t len, char *why,
     rc = 0;
 out:
     json_object_put(obj);
-    if (tok)
-        json_tokener_free(tok);
     return rc;
 }
 
@@ -360,7 +385,6 @@ int ev_verdict_parse_parts(ev_verdict_t *out, unsigned *got, const char *text, s
 {
     int rc = EV_EPARSE;
     json_object *obj = NULL;
-    json_tokener *tok = NULL;
     size_t start = 0, olen = 0;
 
     *got = 0;
@@ -371,21 +395,9 @@ int ev_verdict_parse_parts(ev_verdict_t *out, unsigned *got, const char *text, s
         set_why(why, whylen, "no complete JSON object in answer");
         goto out;
     }
-    if (olen > MAX_OBJECT_BYTES) {
-        set_why(why, whylen, "JSON object is too large");
+    if (parse_object(&obj, text + start, olen, "answer repeats a part (ambiguous)", why, whylen) !=
+        0)
         goto out;
-    }
-    tok = json_tokener_new();
-    obj = json_tokener_parse_ex(tok, text + start, (int)olen);
-    if (!obj || json_tokener_get_error(tok) != json_tokener_success ||
-        !json_object_is_type(obj, json_type_object)) {
-        set_why(why, whylen, "answer is not valid JSON");
-        goto out;
-    }
-    if (ambiguous_keys(text + start, olen)) {
-        set_why(why, whylen, "answer repeats a part (ambiguous)");
-        goto out;
-    }
     *got = parse_members(out, text + start, olen, names, count);
     if (*got == 0) {
         set_why(why, whylen, "no part of the answer is a verdict");
@@ -394,7 +406,5 @@ int ev_verdict_parse_parts(ev_verdict_t *out, unsigned *got, const char *text, s
     rc = 0;
 out:
     json_object_put(obj);
-    if (tok)
-        json_tokener_free(tok);
     return rc;
 }
