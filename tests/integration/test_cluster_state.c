@@ -346,15 +346,12 @@ static void test_slots_under_contention(void)
 
 static int suite_init(void)
 {
-    if (ev_pgtest_create_db(&url) != 0)
-        return 1;
-    return ev_pgtest_connect(&db, url) != 0;
+    return ev_pgtest_open(&url, &db) != 0;
 }
 
 static int suite_clean(void)
 {
-    ev_db_free(db);
-    ev_pgtest_drop_db(url);
+    ev_pgtest_close(url, db);
     return 0;
 }
 

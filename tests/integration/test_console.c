@@ -17,7 +17,6 @@
 #include <CUnit/Basic.h>
 #include <json-c/json.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,20 +24,6 @@
 
 static char *url;
 static ev_db_t *db;
-
-static int64_t q64(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int64_t q64(const char *fmt, ...)
-{
-    char sql[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    int64_t v = -1;
-    CU_ASSERT_EQUAL(ev_pgtest_db_i64(db, sql, &v), 0);
-    return v;
-}
 
 static void sql(const char *script)
 {
@@ -90,12 +75,15 @@ static void test_requeue_by_status_and_event(void)
     free(report);
     CU_ASSERT_STRING_EQUAL(status_of(1), "pending");
     CU_ASSERT_STRING_EQUAL(status_of(4), "needs_review"); /* other event */
-    CU_ASSERT_EQUAL(q64("SELECT attempts FROM submissions WHERE id = 1"), 0);
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM submissions WHERE id = 1 AND run_after <= now()"), 1);
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM control_actions WHERE action = 'requeue'"
-                        " AND actor = 'test' AND result->'requeued' = '[1]'::jsonb"
-                        " AND args->>'status' = 'needs_review' AND (args->>'event')::int = 1"),
-                    1);
+    CU_ASSERT_EQUAL(ev_pgtest_q64(db, "SELECT attempts FROM submissions WHERE id = 1"), 0);
+    CU_ASSERT_EQUAL(
+        ev_pgtest_q64(db, "SELECT count(*) FROM submissions WHERE id = 1 AND run_after <= now()"),
+        1);
+    CU_ASSERT_EQUAL(
+        ev_pgtest_q64(db, "SELECT count(*) FROM control_actions WHERE action = 'requeue'"
+                          " AND actor = 'test' AND result->'requeued' = '[1]'::jsonb"
+                          " AND args->>'status' = 'needs_review' AND (args->>'event')::int = 1"),
+        1);
 }
 
 static void test_requeue_never_touches_processing(void)
@@ -109,7 +97,7 @@ static void test_requeue_never_touches_processing(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(report, "left alone 2: 2 (processing), 42 (not found)"));
     free(report);
     CU_ASSERT_STRING_EQUAL(status_of(2), "processing");
-    CU_ASSERT_EQUAL(q64("SELECT attempts FROM submissions WHERE id = 2"), 2);
+    CU_ASSERT_EQUAL(ev_pgtest_q64(db, "SELECT attempts FROM submissions WHERE id = 2"), 2);
     /* --status processing matches nothing: processing rows are never eligible. */
     ev_queue_selector_t proc = {.status = "processing"};
     CU_ASSERT_EQUAL(ev_console_requeue_db(db, &proc, false, "test", &report, err, sizeof(err)), 0);
@@ -127,8 +115,9 @@ static void test_dry_run_changes_and_records_nothing(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(report);
     CU_ASSERT_PTR_NOT_NULL(strstr(report, "would requeue 2 submission(s): 1 4\n"));
     free(report);
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM submissions WHERE status = 'needs_review'"), 2);
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM control_actions"), 0);
+    CU_ASSERT_EQUAL(
+        ev_pgtest_q64(db, "SELECT count(*) FROM submissions WHERE status = 'needs_review'"), 2);
+    CU_ASSERT_EQUAL(ev_pgtest_q64(db, "SELECT count(*) FROM control_actions"), 0);
 }
 
 static void test_bad_selector_refused(void)
@@ -143,7 +132,7 @@ static void test_bad_selector_refused(void)
     CU_ASSERT_EQUAL(ev_console_requeue_db(db, &bad, false, "test", &report, err, sizeof(err)),
                     EV_EINVAL);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "sleeping"));
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM control_actions"), 0);
+    CU_ASSERT_EQUAL(ev_pgtest_q64(db, "SELECT count(*) FROM control_actions"), 0);
 }
 
 static void test_cancel(void)
@@ -162,8 +151,8 @@ static void test_cancel(void)
     ev_queue_counts_t c;
     CU_ASSERT_EQUAL(ev_queue_counts(db, &c), 0);
     CU_ASSERT_EQUAL(c.cancelled, 2);
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM control_actions WHERE action = 'cancel'"
-                        " AND result->'cancelled' = '[1, 3]'::jsonb"),
+    CU_ASSERT_EQUAL(ev_pgtest_q64(db, "SELECT count(*) FROM control_actions WHERE action = 'cancel'"
+                                      " AND result->'cancelled' = '[1, 3]'::jsonb"),
                     1);
     /* A cancelled submission comes back with requeue --status cancelled. */
     ev_queue_selector_t sel = {.status = "cancelled"};
@@ -275,23 +264,21 @@ static void test_requeue_races_with_workers(void)
         pthread_join(th[i], NULL);
     CU_ASSERT_EQUAL(atomic_load(&lease_lost), 0);
     CU_ASSERT_EQUAL(atomic_load(&race_errors), 0);
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM control_actions WHERE actor = 'race'"), requeues);
+    CU_ASSERT_EQUAL(ev_pgtest_q64(db, "SELECT count(*) FROM control_actions WHERE actor = 'race'"),
+                    requeues);
     /* Some requeues really did bring work back while workers were busy. */
-    CU_ASSERT(q64("SELECT count(*) FROM control_actions WHERE actor = 'race'"
-                  " AND jsonb_array_length(result->'requeued') > 0") > 0);
+    CU_ASSERT(ev_pgtest_q64(db, "SELECT count(*) FROM control_actions WHERE actor = 'race'"
+                                " AND jsonb_array_length(result->'requeued') > 0") > 0);
 }
 
 static int suite_init(void)
 {
-    if (ev_pgtest_create_db(&url) != 0)
-        return 1;
-    return ev_pgtest_connect(&db, url) != 0;
+    return ev_pgtest_open(&url, &db) != 0;
 }
 
 static int suite_clean(void)
 {
-    ev_db_free(db);
-    ev_pgtest_drop_db(url);
+    ev_pgtest_close(url, db);
     return 0;
 }
 

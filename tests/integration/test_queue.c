@@ -17,7 +17,6 @@
 
 #include <CUnit/Basic.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,21 +26,6 @@
 static char *url;
 static ev_db_t *db; /* the main thread's connection */
 
-static int64_t q64(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* One integer from a query built from trusted test constants. */
-static int64_t q64(const char *fmt, ...)
-{
-    char sql[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    int64_t v = -1;
-    CU_ASSERT_EQUAL(ev_pgtest_db_i64(db, sql, &v), 0);
-    return v;
-}
-
 static void sql(const char *script)
 {
     CU_ASSERT_EQUAL(ev_db_exec_script(db, script), 0);
@@ -49,16 +33,17 @@ static void sql(const char *script)
 
 static int64_t event_id(void)
 {
-    return q64("SELECT id FROM events WHERE name = 'ev1'");
+    return ev_pgtest_q64(db, "SELECT id FROM events WHERE name = 'ev1'");
 }
 
 /* Inserts n submissions of the event with the given priority; returns the first id. */
 static int64_t add_subs(int n, int priority)
 {
-    return q64("WITH ins AS (INSERT INTO submissions (event_id, title, priority)"
-               " SELECT (SELECT id FROM events WHERE name = 'ev1'), 'sub ' || g, %d"
-               " FROM generate_series(1, %d) g RETURNING id) SELECT min(id) FROM ins",
-               priority, n);
+    return ev_pgtest_q64(db,
+                         "WITH ins AS (INSERT INTO submissions (event_id, title, priority)"
+                         " SELECT (SELECT id FROM events WHERE name = 'ev1'), 'sub ' || g, %d"
+                         " FROM generate_series(1, %d) g RETURNING id) SELECT min(id) FROM ins",
+                         priority, n);
 }
 
 static const char *status_of(int64_t id)
@@ -171,8 +156,8 @@ static void test_concurrent_claims_exactly_once(void)
     CU_ASSERT_EQUAL(ev_queue_counts(db, &c), 0);
     CU_ASSERT_EQUAL(c.validated, N_SUBS);
     CU_ASSERT_EQUAL(c.pending + c.processing + c.rejected + c.needs_review + c.failed, 0);
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM submissions WHERE attempts <> 1"
-                        " OR lease_owner IS NOT NULL"),
+    CU_ASSERT_EQUAL(ev_pgtest_q64(db, "SELECT count(*) FROM submissions WHERE attempts <> 1"
+                                      " OR lease_owner IS NOT NULL"),
                     0);
     int64_t out = -1;
     CU_ASSERT_EQUAL(ev_queue_outstanding(db, &out), 0);
@@ -239,11 +224,13 @@ static void test_heartbeat_refreshes_own_leases(void)
     int64_t n = -1;
     CU_ASSERT_EQUAL(ev_queue_heartbeat(db, "owner-a", &n), 0);
     CU_ASSERT_EQUAL(n, 2);
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM submissions WHERE lease_owner = 'owner-a'"
-                        " AND heartbeat_at > now() - interval '1 minute'"),
+    CU_ASSERT_EQUAL(ev_pgtest_q64(db,
+                                  "SELECT count(*) FROM submissions WHERE lease_owner = 'owner-a'"
+                                  " AND heartbeat_at > now() - interval '1 minute'"),
                     2);
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM submissions WHERE lease_owner = 'owner-b'"
-                        " AND heartbeat_at < now() - interval '59 minutes'"),
+    CU_ASSERT_EQUAL(ev_pgtest_q64(db,
+                                  "SELECT count(*) FROM submissions WHERE lease_owner = 'owner-b'"
+                                  " AND heartbeat_at < now() - interval '59 minutes'"),
                     1);
     CU_ASSERT_EQUAL(ev_queue_heartbeat(db, "owner-nobody", &n), 0);
     CU_ASSERT_EQUAL(n, 0);
@@ -274,11 +261,13 @@ static void test_expired_lease_rescued_stale_writes_refused(void)
     CU_ASSERT_EQUAL(rescued, 1);
     CU_ASSERT_EQUAL(failed, 0);
     CU_ASSERT_STRING_EQUAL(status_of(id), "pending");
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM submissions WHERE id = %lld AND attempts = 1"
-                        " AND lease_owner IS NULL AND run_after <= now()"
-                        " AND last_error LIKE 'lease expired on attempt 1 (held by dead-worker%%'",
-                        (long long)id),
-                    1);
+    CU_ASSERT_EQUAL(
+        ev_pgtest_q64(db,
+                      "SELECT count(*) FROM submissions WHERE id = %lld AND attempts = 1"
+                      " AND lease_owner IS NULL AND run_after <= now()"
+                      " AND last_error LIKE 'lease expired on attempt 1 (held by dead-worker%%'",
+                      (long long)id),
+        1);
 
     /* The stale worker wakes up: none of its writes land. */
     CU_ASSERT_EQUAL(ev_queue_check_lease(db, &stale), EV_ELEASE);
@@ -296,10 +285,12 @@ static void test_expired_lease_rescued_stale_writes_refused(void)
     CU_ASSERT_STRING_EQUAL(status_of(id), "processing");
     CU_ASSERT_EQUAL(ev_queue_complete(db, &fresh, "validated", NULL), 0);
     CU_ASSERT_STRING_EQUAL(status_of(id), "validated");
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM submissions WHERE id = %lld AND last_error IS NULL"
-                        " AND heartbeat_at IS NULL AND lease_owner IS NULL",
-                        (long long)id),
-                    1);
+    CU_ASSERT_EQUAL(
+        ev_pgtest_q64(db,
+                      "SELECT count(*) FROM submissions WHERE id = %lld AND last_error IS NULL"
+                      " AND heartbeat_at IS NULL AND lease_owner IS NULL",
+                      (long long)id),
+        1);
     /* Finished is final: a second completion is refused. */
     CU_ASSERT_EQUAL(ev_queue_complete(db, &fresh, "rejected", NULL), EV_ELEASE);
     CU_ASSERT_EQUAL(ev_queue_complete(db, &fresh, "pending", NULL), EV_EINVAL);
@@ -320,9 +311,10 @@ static void test_rescue_past_max_attempts_fails(void)
         CU_ASSERT_EQUAL(failed, attempt < 3 ? 0 : 1);
     }
     CU_ASSERT_STRING_EQUAL(status_of(id), "failed");
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM submissions WHERE id = %lld AND"
-                        " last_error LIKE 'processing died 3 times (lease expired)%%'",
-                        (long long)id),
+    CU_ASSERT_EQUAL(ev_pgtest_q64(db,
+                                  "SELECT count(*) FROM submissions WHERE id = %lld AND"
+                                  " last_error LIKE 'processing died 3 times (lease expired)%%'",
+                                  (long long)id),
                     1);
     ev_job_t job;
     CU_ASSERT_EQUAL(ev_queue_claim(db, "crashy", &job), EV_EEMPTY);
@@ -363,10 +355,12 @@ static void test_requeue_backoff_then_needs_review(void)
     CU_ASSERT_STRING_EQUAL(status_of(id), "pending");
     double d = delay_s(id);
     CU_ASSERT(d > 25 && d <= 60);
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM submissions WHERE id = %lld AND attempts = 1"
-                        " AND last_error = 'gemini: HTTP 503' AND lease_owner IS NULL",
-                        (long long)id),
-                    1);
+    CU_ASSERT_EQUAL(
+        ev_pgtest_q64(db,
+                      "SELECT count(*) FROM submissions WHERE id = %lld AND attempts = 1"
+                      " AND last_error = 'gemini: HTTP 503' AND lease_owner IS NULL",
+                      (long long)id),
+        1);
     /* Backed off: not claimable until run_after. */
     CU_ASSERT_EQUAL(ev_queue_claim(db, "w", &job), EV_EEMPTY);
     CU_ASSERT_EQUAL(ev_queue_requeue(db, &job, 3, 60000, 600000, "x", NULL), EV_ELEASE);
@@ -411,7 +405,8 @@ static void test_requeue_cap_and_long_error(void)
     double d = delay_s(id);
     CU_ASSERT(d > 1 && d <= 5); /* 2^19 s capped at 5 s: [2.5 s, 5 s) */
     CU_ASSERT_EQUAL(
-        q64("SELECT octet_length(last_error) FROM submissions WHERE id = %lld", (long long)id),
+        ev_pgtest_q64(db, "SELECT octet_length(last_error) FROM submissions WHERE id = %lld",
+                      (long long)id),
         EV_QUEUE_LAST_ERROR_MAX);
 }
 
@@ -424,10 +419,12 @@ static void test_release_keeps_attempt(void)
     CU_ASSERT_EQUAL(job.attempt, 1);
     CU_ASSERT_EQUAL(ev_queue_release(db, &job), 0);
     CU_ASSERT_STRING_EQUAL(status_of(id), "pending");
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM submissions WHERE id = %lld AND attempts = 0"
-                        " AND run_after <= now() AND lease_owner IS NULL",
-                        (long long)id),
-                    1);
+    CU_ASSERT_EQUAL(
+        ev_pgtest_q64(db,
+                      "SELECT count(*) FROM submissions WHERE id = %lld AND attempts = 0"
+                      " AND run_after <= now() AND lease_owner IS NULL",
+                      (long long)id),
+        1);
     CU_ASSERT_EQUAL(ev_queue_release(db, &job), EV_ELEASE);
     /* Runnable at once, and the next claim is attempt 1 again. */
     CU_ASSERT_EQUAL_FATAL(ev_queue_claim(db, "w2", &again), 0);
@@ -453,7 +450,8 @@ static void test_plain_insert_notifies(void)
     sql("INSERT INTO submissions (event_id, title)"
         " VALUES ((SELECT id FROM events WHERE name = 'ev1'), 'from the front end')");
     CU_ASSERT_EQUAL(ev_db_wait_notify(listener, 5000), 1);
-    CU_ASSERT_EQUAL(q64("SELECT count(*) FROM submissions WHERE status = 'pending'"), 1);
+    CU_ASSERT_EQUAL(ev_pgtest_q64(db, "SELECT count(*) FROM submissions WHERE status = 'pending'"),
+                    1);
 
     /* Claiming (-> processing) does not wake anyone. */
     ev_job_t job;
@@ -511,15 +509,12 @@ static void test_counts_and_outstanding(void)
 
 static int suite_init(void)
 {
-    if (ev_pgtest_create_db(&url) != 0)
-        return 1;
-    return ev_pgtest_connect(&db, url) != 0;
+    return ev_pgtest_open(&url, &db) != 0;
 }
 
 static int suite_clean(void)
 {
-    ev_db_free(db);
-    ev_pgtest_drop_db(url);
+    ev_pgtest_close(url, db);
     return 0;
 }
 

@@ -15,6 +15,8 @@
 #include "ev/migrate.h"
 #include "ev/util.h"
 
+#include <CUnit/CUnit.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -233,4 +235,33 @@ int ev_pgtest_query_i64(const char *url, const char *sql, int64_t *out)
     rc = ev_pgtest_db_i64(db, sql, out);
     ev_db_free(db);
     return rc;
+}
+
+int64_t ev_pgtest_q64(ev_db_t *db, const char *fmt, ...)
+{
+    char sql[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    int64_t v = -1;
+    CU_ASSERT_EQUAL(ev_pgtest_db_i64(db, sql, &v), 0);
+    return v;
+}
+
+int ev_pgtest_open(char **url_out, ev_db_t **db_out)
+{
+    *db_out = NULL;
+    int rc = ev_pgtest_create_db(url_out);
+    if (rc == 0 && (rc = ev_pgtest_connect(db_out, *url_out)) != 0) {
+        ev_pgtest_drop_db(*url_out);
+        *url_out = NULL;
+    }
+    return rc;
+}
+
+void ev_pgtest_close(char *url, ev_db_t *db)
+{
+    ev_db_free(db);
+    ev_pgtest_drop_db(url);
 }

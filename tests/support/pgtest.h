@@ -44,4 +44,15 @@ int ev_pgtest_db_i64(ev_db_t *db, const char *sql, int64_t *out);
 /* The same on its own connection to url. */
 int ev_pgtest_query_i64(const char *url, const char *sql, int64_t *out);
 
+/* One integer from SQL formatted from trusted test constants (at most 1 KiB),
+ * run on db; a failed query is a CUnit assertion failure. */
+int64_t ev_pgtest_q64(ev_db_t *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A suite's fixture: a fresh migrated database (ev_pgtest_create_db) and one
+ * connection to it. 0, or the code (printed) with nothing left to close. */
+int ev_pgtest_open(char **url_out, ev_db_t **db_out);
+
+/* Undoes ev_pgtest_open: closes db, drops the database, frees url. */
+void ev_pgtest_close(char *url, ev_db_t *db);
+
 #endif
