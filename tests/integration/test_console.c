@@ -48,22 +48,6 @@ static void fresh(void)
         0);
 }
 
-static const char *status_of(int64_t id)
-{
-    static char st[32];
-    PGresult *res = NULL;
-    char p[24];
-    snprintf(p, sizeof(p), "%lld", (long long)id);
-    const char *params[] = {p};
-    st[0] = '\0';
-    if (ev_db_exec(db, &res, "SELECT status FROM submissions WHERE id = $1::bigint", 1, params) ==
-            0 &&
-        PQntuples(res) == 1)
-        snprintf(st, sizeof(st), "%s", PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return st;
-}
-
 static void test_requeue_by_status_and_event(void)
 {
     fresh();
@@ -73,8 +57,8 @@ static void test_requeue_by_status_and_event(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(report);
     CU_ASSERT_PTR_NOT_NULL(strstr(report, "requeued 1 submission(s): 1\n"));
     free(report);
-    CU_ASSERT_STRING_EQUAL(status_of(1), "pending");
-    CU_ASSERT_STRING_EQUAL(status_of(4), "needs_review"); /* other event */
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, 1), "pending");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, 4), "needs_review"); /* other event */
     CU_ASSERT_EQUAL(ev_pgtest_q64(db, "SELECT attempts FROM submissions WHERE id = 1"), 0);
     CU_ASSERT_EQUAL(
         ev_pgtest_q64(db, "SELECT count(*) FROM submissions WHERE id = 1 AND run_after <= now()"),
@@ -96,14 +80,14 @@ static void test_requeue_never_touches_processing(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(report);
     CU_ASSERT_PTR_NOT_NULL(strstr(report, "left alone 2: 2 (processing), 42 (not found)"));
     free(report);
-    CU_ASSERT_STRING_EQUAL(status_of(2), "processing");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, 2), "processing");
     CU_ASSERT_EQUAL(ev_pgtest_q64(db, "SELECT attempts FROM submissions WHERE id = 2"), 2);
     /* --status processing matches nothing: processing rows are never eligible. */
     ev_queue_selector_t proc = {.status = "processing"};
     CU_ASSERT_EQUAL(ev_console_requeue_db(db, &proc, false, "test", &report, err, sizeof(err)), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(report, "requeued 0 submission(s)"));
     free(report);
-    CU_ASSERT_STRING_EQUAL(status_of(2), "processing");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, 2), "processing");
 }
 
 static void test_dry_run_changes_and_records_nothing(void)
@@ -145,9 +129,9 @@ static void test_cancel(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(report, "cancelled 2 submission(s): 1 3\n"));
     CU_ASSERT_PTR_NOT_NULL(strstr(report, "2 (processing), 5 (validated)"));
     free(report);
-    CU_ASSERT_STRING_EQUAL(status_of(1), "cancelled");
-    CU_ASSERT_STRING_EQUAL(status_of(2), "processing");
-    CU_ASSERT_STRING_EQUAL(status_of(5), "validated");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, 1), "cancelled");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, 2), "processing");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, 5), "validated");
     ev_queue_counts_t c;
     CU_ASSERT_EQUAL(ev_queue_counts(db, &c), 0);
     CU_ASSERT_EQUAL(c.cancelled, 2);
@@ -158,7 +142,7 @@ static void test_cancel(void)
     ev_queue_selector_t sel = {.status = "cancelled"};
     CU_ASSERT_EQUAL(ev_console_requeue_db(db, &sel, false, "test", &report, err, sizeof(err)), 0);
     free(report);
-    CU_ASSERT_STRING_EQUAL(status_of(3), "pending");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, 3), "pending");
 }
 
 /* What `status` shows of money: per provider today and in total, the limit

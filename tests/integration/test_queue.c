@@ -46,22 +46,6 @@ static int64_t add_subs(int n, int priority)
                          priority, n);
 }
 
-static const char *status_of(int64_t id)
-{
-    static char st[32];
-    PGresult *res = NULL;
-    char p[24];
-    snprintf(p, sizeof(p), "%lld", (long long)id);
-    const char *params[] = {p};
-    st[0] = '\0';
-    if (ev_db_exec(db, &res, "SELECT status FROM submissions WHERE id = $1::bigint", 1, params) ==
-            0 &&
-        PQntuples(res) == 1)
-        snprintf(st, sizeof(st), "%s", PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return st;
-}
-
 /* Every test starts from empty tables and one event. */
 static void fresh(void)
 {
@@ -196,7 +180,7 @@ static void test_priority_then_oldest(void)
     /* The high-priority row whose run_after is in the future is not runnable. */
     ev_job_t job;
     CU_ASSERT_EQUAL(ev_queue_claim(db, "order-test", &job), EV_EEMPTY);
-    CU_ASSERT_STRING_EQUAL(status_of(6), "pending");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, 6), "pending");
     sql("UPDATE submissions SET run_after = now() WHERE id = 6");
     CU_ASSERT_EQUAL(ev_queue_claim(db, "order-test", &job), 0);
     CU_ASSERT_EQUAL(job.submission_id, 6);
@@ -244,7 +228,7 @@ static void test_heartbeat_refreshes_own_leases(void)
     CU_ASSERT_EQUAL(ev_queue_check_lease(db, &a1), 0);
     CU_ASSERT_EQUAL(ev_queue_check_lease(db, &a2), 0);
     CU_ASSERT_EQUAL(ev_queue_check_lease(db, &b1), EV_ELEASE);
-    CU_ASSERT_STRING_EQUAL(status_of(b1.submission_id), "pending");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, b1.submission_id), "pending");
 }
 
 static void test_expired_lease_rescued_stale_writes_refused(void)
@@ -260,7 +244,7 @@ static void test_expired_lease_rescued_stale_writes_refused(void)
     CU_ASSERT_EQUAL(ev_queue_rescue(db, 120, 5, &rescued, &failed), 0);
     CU_ASSERT_EQUAL(rescued, 1);
     CU_ASSERT_EQUAL(failed, 0);
-    CU_ASSERT_STRING_EQUAL(status_of(id), "pending");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, id), "pending");
     CU_ASSERT_EQUAL(
         ev_pgtest_q64(db,
                       "SELECT count(*) FROM submissions WHERE id = %lld AND attempts = 1"
@@ -272,7 +256,7 @@ static void test_expired_lease_rescued_stale_writes_refused(void)
     /* The stale worker wakes up: none of its writes land. */
     CU_ASSERT_EQUAL(ev_queue_check_lease(db, &stale), EV_ELEASE);
     CU_ASSERT_EQUAL(ev_queue_complete(db, &stale, "validated", NULL), EV_ELEASE);
-    CU_ASSERT_STRING_EQUAL(status_of(id), "pending");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, id), "pending");
 
     /* Another worker takes it over; the stale one still cannot interfere,
      * even under the same owner name (the attempt differs). */
@@ -282,9 +266,9 @@ static void test_expired_lease_rescued_stale_writes_refused(void)
     CU_ASSERT_EQUAL(ev_queue_complete(db, &stale, "rejected", "stale"), EV_ELEASE);
     CU_ASSERT_EQUAL(ev_queue_requeue(db, &stale, 5, 1000, 60000, "stale", NULL), EV_ELEASE);
     CU_ASSERT_EQUAL(ev_queue_release(db, &stale), EV_ELEASE);
-    CU_ASSERT_STRING_EQUAL(status_of(id), "processing");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, id), "processing");
     CU_ASSERT_EQUAL(ev_queue_complete(db, &fresh, "validated", NULL), 0);
-    CU_ASSERT_STRING_EQUAL(status_of(id), "validated");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, id), "validated");
     CU_ASSERT_EQUAL(
         ev_pgtest_q64(db,
                       "SELECT count(*) FROM submissions WHERE id = %lld AND last_error IS NULL"
@@ -310,7 +294,7 @@ static void test_rescue_past_max_attempts_fails(void)
         CU_ASSERT_EQUAL(rescued, attempt < 3 ? 1 : 0);
         CU_ASSERT_EQUAL(failed, attempt < 3 ? 0 : 1);
     }
-    CU_ASSERT_STRING_EQUAL(status_of(id), "failed");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, id), "failed");
     CU_ASSERT_EQUAL(ev_pgtest_q64(db,
                                   "SELECT count(*) FROM submissions WHERE id = %lld AND"
                                   " last_error LIKE 'processing died 3 times (lease expired)%%'",
@@ -352,7 +336,7 @@ static void test_requeue_backoff_then_needs_review(void)
     CU_ASSERT_EQUAL(ev_queue_requeue(db, &job, 3, 60000, 600000, "gemini: HTTP 503", &st), 0);
     CU_ASSERT_PTR_NOT_NULL_FATAL(st);
     CU_ASSERT_STRING_EQUAL(st, "pending");
-    CU_ASSERT_STRING_EQUAL(status_of(id), "pending");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, id), "pending");
     double d = delay_s(id);
     CU_ASSERT(d > 25 && d <= 60);
     CU_ASSERT_EQUAL(
@@ -380,7 +364,7 @@ static void test_requeue_backoff_then_needs_review(void)
     CU_ASSERT_EQUAL(job.attempt, 3);
     CU_ASSERT_EQUAL(ev_queue_requeue(db, &job, 3, 60000, 600000, "still 503", &st), 0);
     CU_ASSERT_STRING_EQUAL(st, "needs_review");
-    CU_ASSERT_STRING_EQUAL(status_of(id), "needs_review");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, id), "needs_review");
     CU_ASSERT_EQUAL(ev_queue_claim(db, "w", &job), EV_EEMPTY);
 }
 
@@ -418,7 +402,7 @@ static void test_release_keeps_attempt(void)
     CU_ASSERT_EQUAL_FATAL(ev_queue_claim(db, "w", &job), 0);
     CU_ASSERT_EQUAL(job.attempt, 1);
     CU_ASSERT_EQUAL(ev_queue_release(db, &job), 0);
-    CU_ASSERT_STRING_EQUAL(status_of(id), "pending");
+    CU_ASSERT_STRING_EQUAL(ev_pgtest_status_of(db, id), "pending");
     CU_ASSERT_EQUAL(
         ev_pgtest_q64(db,
                       "SELECT count(*) FROM submissions WHERE id = %lld AND attempts = 0"

@@ -265,3 +265,19 @@ void ev_pgtest_close(char *url, ev_db_t *db)
     ev_db_free(db);
     ev_pgtest_drop_db(url);
 }
+
+const char *ev_pgtest_status_of(ev_db_t *db, int64_t id)
+{
+    static char st[32];
+    PGresult *res = NULL;
+    char p[24];
+    snprintf(p, sizeof(p), "%lld", (long long)id);
+    const char *params[] = {p};
+    st[0] = '\0';
+    if (ev_db_exec(db, &res, "SELECT status FROM submissions WHERE id = $1::bigint", 1, params) ==
+            0 &&
+        PQntuples(res) == 1)
+        snprintf(st, sizeof(st), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return st;
+}

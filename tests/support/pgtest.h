@@ -48,6 +48,10 @@ int ev_pgtest_query_i64(const char *url, const char *sql, int64_t *out);
  * run on db; a failed query is a CUnit assertion failure. */
 int64_t ev_pgtest_q64(ev_db_t *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The status of submission id on db ("" when there is none). Returns a
+ * static buffer, overwritten by the next call: one thread only. */
+const char *ev_pgtest_status_of(ev_db_t *db, int64_t id);
+
 /* A suite's fixture: a fresh migrated database (ev_pgtest_create_db) and one
  * connection to it. 0, or the code (printed) with nothing left to close. */
 int ev_pgtest_open(char **url_out, ev_db_t **db_out);
