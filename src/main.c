@@ -800,6 +800,21 @@ static int cmd_providers(int argc, char **argv)
     return rc;
 }
 
+/* Ends a `list` or `ACTION ID` sub-command: prints the list (text), or for
+ * an action "WHAT ID DONE", or the failure; frees text. */
+static int list_or_act_done(int rc, char *text, const char *err, const char *what, int64_t id,
+                            const char *done)
+{
+    if (rc != 0)
+        rc = fail(err);
+    else if (text)
+        fputs(text, stdout);
+    else
+        printf("%s %" PRId64 " %s\n", what, id, done);
+    free(text);
+    return rc;
+}
+
 static int cmd_token(int argc, char **argv)
 {
     ev_config_t *cfg = NULL;
@@ -826,16 +841,7 @@ static int cmd_token(int argc, char **argv)
         rc = ev_cli_token_list(cfg, &text, err, sizeof(err));
     else
         rc = ev_cli_token_revoke(cfg, id, err, sizeof(err));
-    if (rc != 0) {
-        rc = fail(err);
-    } else {
-        if (text)
-            fputs(text, stdout);
-        else
-            printf("token %" PRId64 " revoked\n", id);
-        rc = 0;
-    }
-    free(text);
+    rc = list_or_act_done(rc, text, err, "token", id, "revoked");
     ev_config_free(cfg);
     return rc;
 }
@@ -866,16 +872,7 @@ static int cmd_webhooks(int argc, char **argv)
         rc = ev_cli_webhooks_list(cfg, failed, &text, err, sizeof(err));
     else
         rc = ev_cli_webhooks_retry(cfg, id, err, sizeof(err));
-    if (rc != 0) {
-        rc = fail(err);
-    } else {
-        if (text)
-            fputs(text, stdout);
-        else
-            printf("webhook delivery %" PRId64 " will be sent again\n", id);
-        rc = 0;
-    }
-    free(text);
+    rc = list_or_act_done(rc, text, err, "webhook delivery", id, "will be sent again");
     ev_config_free(cfg);
     return rc;
 }
