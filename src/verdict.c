@@ -77,6 +77,53 @@ static json_object *decode_key(const char *lit, size_t n)
 }
 
 /*
+ * A walk over the bytes of a well-formed JSON object (json-c parsed it) that
+ * finds its top-level keys: feed it each byte in turn with key_scan_step.
+ */
+typedef struct key_scan {
+    int depth;
+    bool in_str, esc, expect_key;
+    size_t key_start; /* 1 + offset of a top-level key's first byte, or 0 */
+} key_scan_t;
+
+/* Feeds obj[i]. True when obj[i] ends a top-level key: its literal (quotes
+ * included) is obj[*at .. *at + *n). */
+static bool key_scan_step(key_scan_t *s, const char *obj, size_t i, size_t *at, size_t *n)
+{
+    char c = obj[i];
+    bool key = false;
+    if (s->in_str) {
+        if (s->esc) {
+            s->esc = false;
+        } else if (c == '\\') {
+            s->esc = true;
+        } else if (c == '"') {
+            s->in_str = false;
+            if (s->key_start) {
+                *at = s->key_start - 1;
+                *n = i - s->key_start + 2;
+                key = true;
+                s->key_start = 0;
+            }
+        }
+    } else if (c == '"') {
+        s->in_str = true;
+        if (s->depth == 1 && s->expect_key) {
+            s->key_start = i + 1;
+            s->expect_key = false;
+        }
+    } else if (c == '{' || c == '[') {
+        s->depth++;
+        s->expect_key = s->depth == 1;
+    } else if (c == '}' || c == ']') {
+        s->depth--;
+    } else if (c == ',' && s->depth == 1) {
+        s->expect_key = true;
+    }
+    return key;
+}
+
+/*
  * True when the object (already parsed by json-c, so well formed) repeats a
  * top-level key, compared after decoding escapes ("valid" and "\u0076alid"
  * are the same key), or has more than MAX_KEYS of them. json-c keeps the last
@@ -85,47 +132,21 @@ static json_object *decode_key(const char *lit, size_t n)
 static bool ambiguous_keys(const char *obj, size_t len)
 {
     json_object *keys[MAX_KEYS];
-    int nkeys = 0, depth = 0;
-    bool in_str = false, esc = false, expect_key = false, dup = false;
-    size_t key_start = 0;
+    key_scan_t scan = {0};
+    int nkeys = 0;
+    bool dup = false;
+    size_t at = 0, n = 0;
     for (size_t i = 0; i < len && !dup; i++) {
-        char c = obj[i];
-        if (in_str) {
-            if (esc) {
-                esc = false;
-            } else if (c == '\\') {
-                esc = true;
-            } else if (c == '"') {
-                in_str = false;
-                if (key_start) {
-                    json_object *k = decode_key(obj + key_start - 1, i - key_start + 2);
-                    for (int j = 0; k && j < nkeys && !dup; j++)
-                        dup =
-                            strcmp(json_object_get_string(keys[j]), json_object_get_string(k)) == 0;
-                    if (!k || nkeys == MAX_KEYS) {
-                        dup = true;
-                        json_object_put(k);
-                    } else {
-                        keys[nkeys++] = k;
-                    }
-                    key_start = 0;
-                }
-            }
+        if (!key_scan_step(&scan, obj, i, &at, &n))
             continue;
-        }
-        if (c == '"') {
-            in_str = true;
-            if (depth == 1 && expect_key) {
-                key_start = i + 1;
-                expect_key = false;
-            }
-        } else if (c == '{' || c == '[') {
-            depth++;
-            expect_key = depth == 1;
-        } else if (c == '}' || c == ']') {
-            depth--;
-        } else if (c == ',' && depth == 1) {
-            expect_key = true;
+        json_object *k = decode_key(obj + at, n);
+        for (int j = 0; k && j < nkeys && !dup; j++)
+            dup = strcmp(json_object_get_string(keys[j]), json_object_get_string(k)) == 0;
+        if (!k || nkeys == MAX_KEYS) {
+            dup = true;
+            json_object_put(k);
+        } else {
+            keys[nkeys++] = k;
         }
     }
     for (int j = 0; j < nkeys; j++)
@@ -333,32 +354,11 @@ static unsigned parse_members(ev_verdict_t *out, const char *obj, size_t len,
                               const char *const *names, size_t count)
 {
     unsigned got = 0;
-    int depth = 0, idx = -1;
-    bool in_str = false, esc = false, expect_key = false;
-    size_t key_start = 0;
+    int idx = -1;
+    key_scan_t scan = {0};
+    size_t at = 0, n = 0;
     for (size_t i = 0; i < len; i++) {
-        char c = obj[i];
-        if (in_str) {
-            if (esc)
-                esc = false;
-            else if (c == '\\')
-                esc = true;
-            else if (c == '"') {
-                in_str = false;
-                if (key_start) {
-                    idx = part_index(obj + key_start - 1, i - key_start + 2, names, count);
-                    key_start = 0;
-                }
-            }
-            continue;
-        }
-        if (c == '"') {
-            in_str = true;
-            if (depth == 1 && expect_key) {
-                key_start = i + 1;
-                expect_key = false;
-            }
-        } else if (c == '{' && depth == 1 && idx >= 0) {
+        if (!scan.in_str && obj[i] == '{' && scan.depth == 1 && idx >= 0) {
             /* The value of a named member: parse its own bytes, then skip them. */
             size_t start = 0, olen = 0;
             if (ev_verdict_find_object(obj + i, len - i, &start, &olen) < 0)
@@ -367,13 +367,9 @@ static unsigned parse_members(ev_verdict_t *out, const char *obj, size_t len,
                 got |= 1u << idx;
             i += olen - 1;
             idx = -1;
-        } else if (c == '{' || c == '[') {
-            depth++;
-            expect_key = depth == 1;
-        } else if (c == '}' || c == ']') {
-            depth--;
-        } else if (c == ',' && depth == 1) {
-            expect_key = true;
+        } else if (key_scan_step(&scan, obj, i, &at, &n)) {
+            idx = part_index(obj + at, n, names, count);
+        } else if (!scan.in_str && obj[i] == ',' && scan.depth == 1) {
             idx = -1;
         }
     }
