@@ -128,6 +128,21 @@ static int option_error(int c, char **argv)
     return usage_error("unknown option '%s'", arg);
 }
 
+/* What ends a command's option loop: --help/-h prints the usage (exit 0),
+ * anything else is the getopt_long error. */
+static int help_or_option_error(int c, char **argv)
+{
+    int rc;
+
+    if (c == 'h') {
+        fputs(usage_text, stdout);
+        rc = 0;
+    } else {
+        rc = option_error(c, argv);
+    }
+    return rc;
+}
+
 static int reject_extra(int argc, char **argv)
 {
     if (optind < argc)
@@ -170,11 +185,9 @@ static int flags_then_config(int argc, char **argv, const bool_flag_t *flags, ev
     while (rc == 0 && !help && (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         if (c >= BOOL_FLAG_VAL && c < BOOL_FLAG_VAL + n) {
             *flags[c - BOOL_FLAG_VAL].set = true;
-        } else if (c == 'h') {
-            fputs(usage_text, stdout);
-            help = true;
         } else {
-            rc = option_error(c, argv);
+            help = c == 'h';
+            rc = help_or_option_error(c, argv);
         }
     }
     if (rc == 0 && !help)
@@ -448,11 +461,8 @@ static int cmd_event(int argc, char **argv)
                                    optarg);
             args.budget_usd = optarg;
             break;
-        case 'h':
-            fputs(usage_text, stdout);
-            return 0;
         default:
-            return option_error(c, argv);
+            return help_or_option_error(c, argv);
         }
     }
     if ((rc = reject_extra(argc, argv)) != 0)
@@ -520,12 +530,8 @@ static int cmd_submit(int argc, char **argv)
             }
             args.priority = (int)v;
             break;
-        case 'h':
-            fputs(usage_text, stdout);
-            rc = 0;
-            goto out;
         default:
-            rc = option_error(c, argv);
+            rc = help_or_option_error(c, argv);
             goto out;
         }
     }
@@ -567,11 +573,7 @@ static int cmd_show(int argc, char **argv)
     int c, rc;
 
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        if (c == 'h') {
-            fputs(usage_text, stdout);
-            return 0;
-        }
-        return option_error(c, argv);
+        return help_or_option_error(c, argv);
     }
     if (optind >= argc)
         return usage_error("show: a submission id is required");
@@ -647,12 +649,8 @@ static int cmd_requeue(int argc, char **argv)
         case 'n':
             dry_run = true;
             break;
-        case 'h':
-            fputs(usage_text, stdout);
-            rc = 0;
-            goto out;
         default:
-            rc = option_error(c, argv);
+            rc = help_or_option_error(c, argv);
             goto out;
         }
     }
@@ -692,12 +690,7 @@ static int cmd_cancel(int argc, char **argv)
     int c, rc;
 
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        if (c == 'h') {
-            fputs(usage_text, stdout);
-            rc = 0;
-        } else {
-            rc = option_error(c, argv);
-        }
+        rc = help_or_option_error(c, argv);
         goto out;
     }
     for (; optind < argc; optind++) {
