@@ -160,6 +160,19 @@ static int load_config(ev_config_t **cfg)
     return 0;
 }
 
+/* libcurl's process-wide set-up, which must happen before any thread exists.
+ * On failure frees cfg and returns the exit status. */
+static int curl_init_or_free(ev_config_t *cfg)
+{
+    int rc = 0;
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        ev_config_free(cfg);
+        rc = fail("cannot initialise libcurl");
+    }
+    return rc;
+}
+
 /* One boolean long option of a command that takes nothing else. */
 typedef struct {
     const char *name;
@@ -229,11 +242,8 @@ static int cmd_serve(int argc, char **argv)
 
     if ((rc = flags_then_config(argc, argv, flags, &cfg)) != 0 || cfg == NULL)
         return rc;
-    /* Process-wide set-up that must happen before any thread exists. */
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        ev_config_free(cfg);
-        return fail("cannot initialise libcurl");
-    }
+    if ((rc = curl_init_or_free(cfg)) != 0)
+        return rc;
     if (ev_signals_block_all() != 0) {
         rc = fail("cannot block signals");
     } else if (ev_cli_serve(cfg, &args, err, sizeof(err)) != 0) {
@@ -246,15 +256,23 @@ static int cmd_serve(int argc, char **argv)
     return rc;
 }
 
+/* The number at the start of s (strtod: not empty, no overflow); *end is
+ * what follows it. */
+static bool parse_double(const char *s, double *v, char **end)
+{
+    if (s == NULL || *s == '\0')
+        return false;
+    errno = 0;
+    *v = strtod(s, end);
+    return errno == 0 && *end != s;
+}
+
 /* A decimal amount of US dollars, 0 to 1,000,000,000. */
 static bool parse_usd(const char *s, double *out)
 {
     char *end = NULL;
-    if (s == NULL || *s == '\0')
-        return false;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno != 0 || end == s || *end != '\0' || !(v >= 0 && v <= 1e9))
+    double v;
+    if (!parse_double(s, &v, &end) || *end != '\0' || !(v >= 0 && v <= 1e9))
         return false;
     *out = v;
     return true;
@@ -298,11 +316,9 @@ static int cmd_event_budget(int argc, char **argv)
 static bool parse_duration(const char *s, double *out)
 {
     char *end = NULL;
-    if (s == NULL || *s == '\0')
+    double v, unit = 1;
+    if (!parse_double(s, &v, &end))
         return false;
-    errno = 0;
-    double v = strtod(s, &end);
-    double unit = 1;
     if (*end == 's')
         end++;
     else if (*end == 'm')
@@ -311,7 +327,7 @@ static bool parse_duration(const char *s, double *out)
         unit = 3600, end++;
     else if (*end == 'd')
         unit = 86400, end++;
-    if (errno != 0 || end == s || *end != '\0' || !(v > 0) || v * unit > 366 * 86400.0)
+    if (*end != '\0' || !(v > 0) || v * unit > 366 * 86400.0)
         return false;
     *out = v * unit;
     return true;
@@ -605,10 +621,8 @@ static int cmd_healthcheck(int argc, char **argv)
 
     if ((rc = flags_then_config(argc, argv, flags, &cfg)) != 0 || cfg == NULL)
         return rc;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        ev_config_free(cfg);
-        return fail("cannot initialise libcurl");
-    }
+    if ((rc = curl_init_or_free(cfg)) != 0)
+        return rc;
     rc = ev_cli_healthcheck(cfg, ready, 0, err, sizeof(err)) != 0 ? fail(err) : 0;
     curl_global_cleanup();
     ev_config_free(cfg);
@@ -776,10 +790,8 @@ static int cmd_providers(int argc, char **argv)
         return usage_error("unexpected argument '%s'", argv[2]);
     if ((rc = load_config(&cfg)) != 0)
         return rc;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        ev_config_free(cfg);
-        return fail("cannot initialise libcurl");
-    }
+    if ((rc = curl_init_or_free(cfg)) != 0)
+        return rc;
     rc = ev_cli_providers_check(cfg, &text, &ok, err, sizeof(err));
     if (rc != 0) {
         rc = fail(err);
