@@ -151,11 +151,7 @@ static bool tb_feed(textbuf_t *tb, const char *s, size_t n)
     size_t i = 0;
     while (i < n) {
         uint32_t cp;
-        size_t l = ev_utf8_decode(p + i, n - i, &cp);
-        if (l == 0) {
-            cp = 0xfffd;
-            l = 1;
-        }
+        size_t l = ev_utf8_decode_lossy(p + i, n - i, &cp);
         if (!tb_put(tb, cp))
             return false;
         i += l;

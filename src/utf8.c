@@ -39,6 +39,17 @@ size_t ev_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
     return len;
 }
 
+size_t ev_utf8_decode_lossy(const unsigned char *s, size_t n, uint32_t *cp)
+{
+    size_t l = ev_utf8_decode(s, n, cp);
+
+    if (l == 0) {
+        *cp = 0xfffd;
+        l = 1;
+    }
+    return l;
+}
+
 size_t ev_utf8_encode(uint32_t cp, char out[4])
 {
     if (cp < 0x80) {

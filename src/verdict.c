@@ -201,11 +201,7 @@ static void clean_reason(char *out, const char *in, size_t n)
     bool space = false;
     while (i < n) {
         uint32_t cp;
-        size_t l = ev_utf8_decode(s + i, n - i, &cp);
-        if (l == 0) {
-            cp = 0xfffd;
-            l = 1;
-        }
+        size_t l = ev_utf8_decode_lossy(s + i, n - i, &cp);
         if (cp == 0x1b || cp == 0x9b) {
             i = skip_escape(s, n, i, cp == 0x9b);
             continue;

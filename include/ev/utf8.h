@@ -14,6 +14,10 @@
  * of range, truncated by n). */
 size_t ev_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
 
+/* The same for cleaners that replace what is invalid: an invalid sequence
+ * reads as one byte standing for U+FFFD. Returns 1..4, never 0. */
+size_t ev_utf8_decode_lossy(const unsigned char *s, size_t n, uint32_t *cp);
+
 /* Encodes a valid code point; returns the number of bytes written (1..4). */
 size_t ev_utf8_encode(uint32_t cp, char out[4]);
 

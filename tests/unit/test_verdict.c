@@ -122,6 +122,14 @@ static void test_reason_is_cleaned(void)
     CU_ASSERT_EQUAL(parse("{\"valid\":true,\"score\":1,\"reason\":\"\\u001b[2J\\n\\t\"}"),
                     EV_EPARSE);
     CU_ASSERT_STRING_EQUAL(why, "field 'reason' has no printable text");
+    /* Invalid UTF-8 (a stray byte, an overlong form) shows as U+FFFD. */
+    CU_ASSERT_EQUAL(parse("{\"valid\":true,\"score\":1,\"reason\":\"a\xff"
+                          "b\xc0\xaf"
+                          "c\"}"),
+                    0);
+    CU_ASSERT_STRING_EQUAL(v.reason, "a\xef\xbf\xbd"
+                                     "b\xef\xbf\xbd\xef\xbf\xbd"
+                                     "c");
 }
 
 /* CHECK_MODE=combined: one verdict per part, each held to the single
