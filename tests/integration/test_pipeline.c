@@ -83,42 +83,7 @@ static const char html_bytes[] = "<!DOCTYPE html>\n<html><head><title>Photo</tit
  * "<text> i" in an uncompressed content stream (so the sim sees markers). */
 static char *build_pdf(size_t *len, int pages, const char *text)
 {
-    ev_hbuf_t b = {0};
-    int nobj = 3 + 2 * pages;
-    long *off = ev_calloc((size_t)nobj + 1, sizeof(long));
-    ev_hbuf_add(&b, "%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", 15);
-    off[1] = (long)b.len;
-    ev_hbuf_printf(&b, "1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n");
-    off[2] = (long)b.len;
-    ev_hbuf_printf(&b, "2 0 obj\n<< /Type /Pages /Count %d /Kids [", pages);
-    for (int i = 0; i < pages; i++)
-        ev_hbuf_printf(&b, "%s%d 0 R", i ? " " : "", 4 + 2 * i);
-    ev_hbuf_printf(&b, "] >>\nendobj\n");
-    off[3] = (long)b.len;
-    ev_hbuf_printf(&b, "3 0 obj\n<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica "
-                       "/Encoding /WinAnsiEncoding >>\nendobj\n");
-    for (int i = 0; i < pages; i++) {
-        char content[256];
-        int n =
-            snprintf(content, sizeof(content), "BT /F1 12 Tf 20 100 Td (%s %d) Tj ET", text, i + 1);
-        off[4 + 2 * i] = (long)b.len;
-        ev_hbuf_printf(&b,
-                       "%d 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] "
-                       "/Resources << /Font << /F1 3 0 R >> >> /Contents %d 0 R >>\nendobj\n",
-                       4 + 2 * i, 5 + 2 * i);
-        off[5 + 2 * i] = (long)b.len;
-        ev_hbuf_printf(&b, "%d 0 obj\n<< /Length %d >>\nstream\n%s\nendstream\nendobj\n", 5 + 2 * i,
-                       n, content);
-    }
-    long xref = (long)b.len;
-    ev_hbuf_printf(&b, "xref\n0 %d\n0000000000 65535 f \n", nobj + 1);
-    for (int i = 1; i <= nobj; i++)
-        ev_hbuf_printf(&b, "%010ld 00000 n \n", off[i]);
-    ev_hbuf_printf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%ld\n%%%%EOF\n", nobj + 1,
-                   xref);
-    free(off);
-    *len = b.len;
-    return b.p;
+    return ev_hostile_text_pdf(pages, text, true, NULL, len);
 }
 
 static char *read_fixture(const char *name, size_t *len)

@@ -366,6 +366,58 @@ unsigned char *ev_hostile_jpeg(uint16_t width, uint16_t height, size_t *len)
     return (unsigned char *)b.p;
 }
 
+/* Objects: 1 catalog, 2 page tree, 3 font, then a page and its content
+ * stream per page. */
+char *ev_hostile_text_pdf(int pages, const char *text, bool number_one, const char *kids_override,
+                          size_t *len)
+{
+    ev_hbuf_t b = {0};
+    int nobj = 3 + 2 * pages;
+    long *off = ev_calloc((size_t)nobj + 1, sizeof(long));
+
+    ev_hbuf_add(&b, "%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", 15);
+    off[1] = (long)b.len;
+    ev_hbuf_printf(&b, "1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n");
+    off[2] = (long)b.len;
+    ev_hbuf_printf(&b, "2 0 obj\n<< /Type /Pages /Count %d /Kids [", pages);
+    if (kids_override) {
+        ev_hbuf_printf(&b, "%s", kids_override);
+    } else {
+        for (int i = 0; i < pages; i++)
+            ev_hbuf_printf(&b, "%s%d 0 R", i ? " " : "", 4 + 2 * i);
+    }
+    ev_hbuf_printf(&b, "] >>\nendobj\n");
+    off[3] = (long)b.len;
+    ev_hbuf_printf(&b, "3 0 obj\n<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica "
+                       "/Encoding /WinAnsiEncoding >>\nendobj\n");
+    for (int i = 0; i < pages; i++) {
+        char content[256];
+        int n;
+        if (pages == 1 && !number_one)
+            n = snprintf(content, sizeof(content), "BT /F1 12 Tf 20 100 Td (%s) Tj ET", text);
+        else
+            n = snprintf(content, sizeof(content), "BT /F1 12 Tf 20 100 Td (%s %d) Tj ET", text,
+                         i + 1);
+        off[4 + 2 * i] = (long)b.len;
+        ev_hbuf_printf(&b,
+                       "%d 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] "
+                       "/Resources << /Font << /F1 3 0 R >> >> /Contents %d 0 R >>\nendobj\n",
+                       4 + 2 * i, 5 + 2 * i);
+        off[5 + 2 * i] = (long)b.len;
+        ev_hbuf_printf(&b, "%d 0 obj\n<< /Length %d >>\nstream\n%s\nendstream\nendobj\n", 5 + 2 * i,
+                       n, content);
+    }
+    long xref = (long)b.len;
+    ev_hbuf_printf(&b, "xref\n0 %d\n0000000000 65535 f \n", nobj + 1);
+    for (int i = 1; i <= nobj; i++)
+        ev_hbuf_printf(&b, "%010ld 00000 n \n", off[i]);
+    ev_hbuf_printf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%ld\n%%%%EOF\n", nobj + 1,
+                   xref);
+    free(off);
+    *len = b.len;
+    return b.p;
+}
+
 char *ev_hostile_polyglot(size_t *len)
 {
     ev_hostile_params_t p = {.pages = 1};

@@ -11,6 +11,7 @@
 #ifndef EV_TEST_HOSTILE_H
 #define EV_TEST_HOSTILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,6 +52,13 @@ char *ev_hostile_pdf(ev_hostile_pdf_t kind, const ev_hostile_params_t *p, size_t
 unsigned char *ev_hostile_png(uint32_t width, uint32_t height, size_t *len);
 /* A baseline JPEG header (SOI, APP0, SOF0 declaring width x height, EOI). */
 unsigned char *ev_hostile_jpeg(uint16_t width, uint16_t height, size_t *len);
+/* An honest PDF of `pages` pages of uncompressed Helvetica text: page i
+ * shows "<text> i", or just `text` when there is one page and number_one is
+ * false. kids_override (may be NULL) replaces the page tree's /Kids array,
+ * to build broken trees. *len its size. */
+char *ev_hostile_text_pdf(int pages, const char *text, bool number_one, const char *kids_override,
+                          size_t *len);
+
 /* A file that is a PDF to a naive check and a ZIP archive at its end. */
 char *ev_hostile_polyglot(size_t *len);
 

@@ -2,9 +2,10 @@
  * test_pdf.c - local PDF checks (encrypted, damaged, truncated, page limit)
  * and bounded, normalised text extraction.
  *
- * Fixtures are built here: build_pdf() writes a minimal PDF with a correct
- * xref table, one content stream per page and a standard font. Only the
- * encrypted PDFs (made once with qpdf) come from tests/fixtures/.
+ * Fixtures are built in memory: build_pdf() (ev_hostile_text_pdf) writes a
+ * minimal PDF with a correct xref table, one content stream per page and a
+ * standard font. Only the encrypted PDFs (made once with qpdf) come from
+ * tests/fixtures/.
  */
 #include "ev/error.h"
 #include "ev/pdf.h"
@@ -20,64 +21,9 @@
 
 /* ---- fixtures --------------------------------------------------------------- */
 
-/*
- * A PDF with `pages` pages. With one page its text is `text`; with several,
- * page i shows "<text> i". Objects: 1 catalog, 2 page tree, 3 font, then a
- * page and its content stream per page. `kids_override` (may be NULL)
- * replaces the /Kids array to build broken page trees.
- */
-static char *build_pdf_ex(size_t *len, int pages, const char *text, const char *kids_override)
-{
-    ev_hbuf_t b = {0};
-    int nobj = 3 + 2 * pages;
-    long *off = ev_calloc((size_t)nobj + 1, sizeof(long));
-
-    ev_hbuf_add(&b, "%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", 15);
-    off[1] = (long)b.len;
-    ev_hbuf_printf(&b, "1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n");
-    off[2] = (long)b.len;
-    ev_hbuf_printf(&b, "2 0 obj\n<< /Type /Pages /Count %d /Kids [", pages);
-    if (kids_override) {
-        ev_hbuf_printf(&b, "%s", kids_override);
-    } else {
-        for (int i = 0; i < pages; i++)
-            ev_hbuf_printf(&b, "%s%d 0 R", i ? " " : "", 4 + 2 * i);
-    }
-    ev_hbuf_printf(&b, "] >>\nendobj\n");
-    off[3] = (long)b.len;
-    ev_hbuf_printf(&b, "3 0 obj\n<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica "
-                       "/Encoding /WinAnsiEncoding >>\nendobj\n");
-    for (int i = 0; i < pages; i++) {
-        char content[256];
-        int n;
-        if (pages == 1)
-            n = snprintf(content, sizeof(content), "BT /F1 12 Tf 20 100 Td (%s) Tj ET", text);
-        else
-            n = snprintf(content, sizeof(content), "BT /F1 12 Tf 20 100 Td (%s %d) Tj ET", text,
-                         i + 1);
-        off[4 + 2 * i] = (long)b.len;
-        ev_hbuf_printf(&b,
-                       "%d 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] "
-                       "/Resources << /Font << /F1 3 0 R >> >> /Contents %d 0 R >>\nendobj\n",
-                       4 + 2 * i, 5 + 2 * i);
-        off[5 + 2 * i] = (long)b.len;
-        ev_hbuf_printf(&b, "%d 0 obj\n<< /Length %d >>\nstream\n%s\nendstream\nendobj\n", 5 + 2 * i,
-                       n, content);
-    }
-    long xref = (long)b.len;
-    ev_hbuf_printf(&b, "xref\n0 %d\n0000000000 65535 f \n", nobj + 1);
-    for (int i = 1; i <= nobj; i++)
-        ev_hbuf_printf(&b, "%010ld 00000 n \n", off[i]);
-    ev_hbuf_printf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%ld\n%%%%EOF\n", nobj + 1,
-                   xref);
-    free(off);
-    *len = b.len;
-    return b.p;
-}
-
 static char *build_pdf(size_t *len, int pages, const char *text)
 {
-    return build_pdf_ex(len, pages, text, NULL);
+    return ev_hostile_text_pdf(pages, text, false, NULL, len);
 }
 
 static char *read_fixture(const char *name, size_t *len)
@@ -257,7 +203,7 @@ static void test_broken_page_tree(void)
 {
     /* /Kids points at an object that does not exist. */
     size_t len;
-    char *data = build_pdf_ex(&len, 1, "Hello event", "99 0 R");
+    char *data = ev_hostile_text_pdf(1, "Hello event", false, "99 0 R", &len);
     expect_refused(data, len, 100, EV_EPARSE, "PDF is damaged or truncated: page 1 cannot be read");
     free(data);
 }
